@@ -1,0 +1,38 @@
+"""keras_r3d: the resource-efficient 3D CNNs of Kopuklu et al. (2019) in Keras 3.
+
+    from keras_r3d import MobileNetV2_3D
+    model = MobileNetV2_3D(width_mult=1.0, num_classes=27)
+"""
+__version__ = "0.1.0"
+
+from keras_r3d.layers import implementation
+from keras_r3d.models import (
+    C3D,
+    MobileNet3D,
+    MobileNetV2_3D,
+    ResNeXt3D,
+    ResNet3D,
+    ShuffleNet3D,
+    ShuffleNetV2_3D,
+    SqueezeNet3D,
+    VideoClassifier,
+)
+from keras_r3d.preprocessing import Preprocessing, preprocess
+from keras_r3d.profiling import profile
+from keras_r3d.registry import build, create_model, list_models
+from keras_r3d.saving import load, model_info
+
+
+def classify(model, path_or_frames, top_k=5, clips=1):
+    """Top-k (label, probability) pairs for a video file, frame folder or
+    uint8 `(T, H, W, 3)` RGB frames; see `keras_r3d.predict`."""
+    from keras_r3d.predict import classify as _classify
+
+    return _classify(model, path_or_frames, top_k=top_k, clips=clips)
+
+
+__all__ = [
+    "C3D", "MobileNet3D", "MobileNetV2_3D", "ResNeXt3D", "ResNet3D", "ShuffleNet3D",
+    "ShuffleNetV2_3D", "SqueezeNet3D", "VideoClassifier", "Preprocessing", "build", "classify",
+    "create_model", "implementation", "list_models", "load", "model_info", "preprocess", "profile",
+]

@@ -1,0 +1,333 @@
+"""The zoo's few building blocks: fast on each backend, exportable under TF.
+
+Every layer keeps one weight layout (Keras `Conv3D`'s `(kt, kh, kw, in/groups,
+out)`) and chooses its computation when it is traced:
+
+* "native": `ops.conv` / `ops.max_pool` on 5D tensors. Fastest on JAX and
+  PyTorch, where grouped 3D convolution is a native kernel.
+* "frames": sums of 2D ops over strided time slices. TF's CPU grouped Conv3D is
+  about 10x slower than dense, and TFLite/ONNX cannot convert it, nor 3D pools;
+  2D convs, depthwise convs and pools are builtins everywhere (int8 included).
+
+"auto" picks "frames" for grouped convs and pools on the TF backend and
+"native" elsewhere. `with implementation("frames"):` forces 2D ops everywhere,
+dense 3D convs included, which is what a full-int8 TFLite export needs.
+Padding is explicit and symmetric, as in PyTorch, never Keras "same".
+"""
+import contextlib
+import contextvars
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+PACKAGE = "keras_r3d"
+IMPLEMENTATIONS = ("auto", "native", "frames")
+_implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
+
+
+@contextlib.contextmanager
+def implementation(name):
+    """Chooses how the zoo's layers are traced inside the `with` block."""
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
+    token = _implementation.set(name)
+    try:
+        yield
+    finally:
+        _implementation.reset(token)
+
+
+def _uses_frames(dense=False):
+    """True if a layer should lower to 2D ops; `dense` for ungrouped convs."""
+    choice = _implementation.get()
+    if choice == "auto":
+        return not dense and keras.backend.backend() == "tensorflow"
+    return choice == "frames"
+
+
+def _triple(value, name):
+    if isinstance(value, int):
+        return (value,) * 3
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise ValueError(f"{name} must be an int or 3 ints, got {value!r}")
+    return value
+
+
+def _pad(x, padding, value=0.0):
+    if not any(padding):
+        return x
+    pads = [(0, 0)] + [(p, p) for p in padding] + [(0, 0)]
+    return ops.pad(x, pads, constant_values=value)
+
+
+def _time_slices(x, window, stride):
+    """The `window` strided time slices whose k-th output frame reads k*stride + j."""
+    t_out = (x.shape[1] - window) // stride + 1
+    if t_out < 1:
+        raise ValueError(f"{x.shape[1]} frames (after padding) are fewer than the window {window}")
+    return [x[:, j : j + stride * (t_out - 1) + 1 : stride] for j in range(window)]
+
+
+def _output_size(layer, input_shape, window):
+    """(T, H, W) after a padded, strided window; a clear error if it vanishes."""
+    size = []
+    for n, k, s, p in zip(input_shape[1:4], window, layer.strides, layer.padding):
+        if n is not None and n + 2 * p < k:
+            raise ValueError(
+                f"Layer {layer.name!r}: input (T, H, W) = {tuple(input_shape[1:4])} is too small "
+                f"for window {window} with padding {layer.padding}")
+        size.append(None if n is None else (n + 2 * p - k) // s + 1)
+    return size
+
+
+def _per_frame(fn, x):
+    """Applies a 2D op to every frame of (N, T, H, W, C)."""
+    t = x.shape[1]
+    y = fn(ops.reshape(x, (-1,) + tuple(x.shape[2:])))
+    return ops.reshape(y, (-1, t) + tuple(y.shape[1:]))
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FanOutNormal(keras.initializers.Initializer):
+    """PyTorch's `kaiming_normal_(mode="fan_out")`, the official conv init.
+
+    Drawn with numpy (seeded by `keras.utils.set_random_seed`): on JAX a
+    backend draw compiles once per kernel shape, which made building a model
+    take 15 s instead of 1 s.
+    """
+
+    def __call__(self, shape, dtype=None):
+        fan_out = math.prod(shape[:-2]) * shape[-1]
+        value = np.random.normal(0.0, math.sqrt(2.0 / fan_out), size=shape)
+        return ops.convert_to_tensor(value, dtype=dtype or "float32")
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Conv3D(keras.layers.Layer):
+    """3D convolution with symmetric zero padding and any number of groups.
+
+    `groups == in_channels == filters` is a depthwise conv. The kernel has
+    Keras `Conv3D(groups=...)`'s shape `(kt, kh, kw, in/groups, filters)`,
+    which is PyTorch's `(out, in/groups, kt, kh, kw)` transposed.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, groups=1, use_bias=False,
+                 kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _triple(kernel_size, "kernel_size")
+        self.strides = _triple(strides, "strides")
+        self.padding = _triple(padding, "padding")
+        self.groups = int(groups)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or FanOutNormal())
+        if self.groups < 1 or self.filters % self.groups:
+            raise ValueError(f"{self.name}: filters={filters} is not divisible by groups={groups}")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % self.groups:
+            raise ValueError(
+                f"{self.name}: {channels} input channels are not divisible by groups={self.groups}")
+        self.kernel = self.add_weight(
+            name="kernel", shape=self.kernel_size + (channels // self.groups, self.filters),
+            initializer=self.kernel_initializer)
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") \
+            if self.use_bias else None
+
+    def call(self, x):
+        x = _pad(x, self.padding)
+        if self.groups == 1:
+            y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
+        elif _uses_frames():
+            if self.groups == x.shape[-1] == self.filters:
+                y = self._depthwise_frames(x)
+            else:
+                y = self._split_groups(x)
+        else:
+            y = self._native(x)
+        return y + self.bias if self.use_bias else y
+
+    def _native(self, x):
+        return ops.conv(x, self.kernel, strides=self.strides, padding="valid")
+
+    def _dense(self, x, kernel):
+        """Ungrouped conv as a sum of 2D convs over time."""
+        _, sh, sw = self.strides
+        out = None
+        for k, xs in enumerate(_time_slices(x, kernel.shape[0], self.strides[0])):
+            y = _per_frame(lambda f: ops.conv(f, kernel[k], strides=(sh, sw), padding="valid"), xs)
+            out = y if out is None else out + y
+        return out
+
+    def _depthwise_frames(self, x):
+        _, sh, sw = self.strides
+        kt, kh, kw = self.kernel_size
+        out = None
+        for k, xs in enumerate(_time_slices(x, kt, self.strides[0])):
+            kernel = ops.reshape(self.kernel[k], (kh, kw, self.filters, 1))
+            y = _per_frame(
+                lambda f: ops.depthwise_conv(f, kernel, strides=(sh, sw), padding="valid"), xs)
+            out = y if out is None else out + y
+        return out
+
+    def _split_groups(self, x):
+        cin = x.shape[-1] // self.groups
+        cout = self.filters // self.groups
+        outs = []
+        for g in range(self.groups):
+            kernel = self.kernel[..., g * cout : (g + 1) * cout]
+            xg = x[..., g * cin : (g + 1) * cin]
+            outs.append(self._dense(xg, kernel) if _uses_frames(dense=True)
+                        else ops.conv(xg, kernel, strides=self.strides, padding="valid"))
+        return ops.concatenate(outs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *_output_size(self, input_shape, self.kernel_size), self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "groups": self.groups,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+class _Pool3D(keras.layers.Layer):
+    """Shared config of the 3D pools: explicit symmetric zero padding."""
+
+    def __init__(self, pool_size, strides=None, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _triple(pool_size, "pool_size")
+        self.strides = _triple(self.pool_size if strides is None else strides, "strides")
+        self.padding = _triple(padding, "padding")
+
+    def _frames(self, x, pool2d, reduce):
+        _, sh, sw = self.strides
+        _, ph, pw = self.pool_size
+        x = _per_frame(lambda f: pool2d(f, (ph, pw), strides=(sh, sw), padding="valid"), x)
+        return reduce(_time_slices(x, self.pool_size[0], self.strides[0]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *_output_size(self, input_shape, self.pool_size), input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class MaxPool3D(_Pool3D):
+    """Max pooling over (T, H, W) with symmetric zero padding.
+
+    PyTorch pads max pools with -inf; every padded max pool of the zoo follows
+    a ReLU, where zero padding gives the same result and stays int8-friendly.
+    """
+
+    def call(self, x):
+        x = _pad(x, self.padding)
+        if _uses_frames():
+            return self._frames(x, ops.max_pool, _reduce_max)
+        return ops.max_pool(x, self.pool_size, strides=self.strides, padding="valid")
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class AvgPool3D(_Pool3D):
+    """Average pooling over (T, H, W) that counts the zero padding, like
+    PyTorch's default `count_include_pad=True`."""
+
+    def call(self, x):
+        x = _pad(x, self.padding)
+        if _uses_frames():
+            return self._frames(x, ops.average_pool, _reduce_mean)
+        return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid")
+
+
+def _reduce_max(slices):
+    out = slices[0]
+    for s in slices[1:]:
+        out = ops.maximum(out, s)
+    return out
+
+
+def _reduce_mean(slices):
+    out = slices[0]
+    for s in slices[1:]:
+        out = out + s
+    return out if len(slices) == 1 else out * (1.0 / len(slices))
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet's channel shuffle: (g, C/g) -> (C/g, g) on the last axis."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def call(self, x):
+        channels = x.shape[-1]
+        if channels % self.groups:
+            raise ValueError(f"{self.name}: {channels} channels are not divisible by {self.groups}")
+        y = ops.reshape(x, (-1, self.groups, channels // self.groups))
+        y = ops.transpose(y, (0, 2, 1))
+        return ops.reshape(y, (-1,) + tuple(x.shape[1:]))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ChannelSlice(keras.layers.Layer):
+    """Channels [start, stop) of the last axis (ShuffleNetV2's channel split)."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[..., self.start : self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.stop - self.start,)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ZeroChannelShortcut(keras.layers.Layer):
+    """ResNet shortcut "A": subsample by `stride`, then append zero channels.
+
+    As in the official code, no gradient flows through it.
+    """
+
+    def __init__(self, filters, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.stride = int(stride)
+
+    def call(self, x):
+        s = self.stride
+        y = ops.stop_gradient(x[:, ::s, ::s, ::s, :])
+        extra = self.filters - x.shape[-1]
+        return ops.pad(y, [(0, 0)] * 4 + [(0, extra)]) if extra else y
+
+    def compute_output_shape(self, input_shape):
+        s = self.stride
+        spatial = [None if n is None else (n + s - 1) // s for n in input_shape[1:4]]
+        return (input_shape[0], *spatial, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride}

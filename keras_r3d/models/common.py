@@ -1,0 +1,117 @@
+"""What every family shares: the model class, argument checks and conv-BN units.
+
+Layer names are the official PyTorch module paths with "." replaced by "_"
+(the torch backend forbids dots): state-dict key `features.3.banch2.0.weight`
+lives in layer `features_3_banch2_0`.
+"""
+import keras
+
+from keras_r3d import layers as r3d_layers
+from keras_r3d.preprocessing import Preprocessing
+
+PACKAGE = r3d_layers.PACKAGE
+BN_EPSILON = 1e-5  # PyTorch BatchNorm3d(eps=1e-5, momentum=0.1)
+BN_MOMENTUM = 0.9
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class VideoClassifier(keras.Model):
+    """A functional zoo model that also carries its preprocessing contract,
+    class names and architecture in its config (and so in `.keras` files)."""
+
+    def __init__(self, *args, preprocessing=None, class_names=None, architecture=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(preprocessing, dict):
+            preprocessing = Preprocessing.from_dict(preprocessing)
+        self.preprocessing = preprocessing
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.architecture = dict(architecture or {})
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
+            "class_names": self.class_names,
+            "architecture": self.architecture,
+        }
+
+
+def check_common_args(arch, num_classes, input_shape, include_top, pooling, dropout):
+    """Validates the keyword arguments shared by every builder."""
+    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"{arch}: num_classes must be a positive int, got {num_classes!r}")
+    if pooling not in (None, "avg"):
+        raise ValueError(f"{arch}: pooling must be None or 'avg', got {pooling!r}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{arch}: dropout must be in [0, 1), got {dropout!r}")
+    shape = tuple(input_shape)
+    if len(shape) != 4 or shape[3] != 3 or any(not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"{arch}: input_shape must be (frames, height, width, 3), got {input_shape!r}")
+    if shape[1] != shape[2]:
+        raise ValueError(f"{arch}: frames must be square (height == width), got {input_shape!r}")
+    return shape
+
+
+def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, head, num_classes,
+                 preprocessing, class_names, name):
+    """Adds the head (or pooling) and wraps the graph in a VideoClassifier."""
+    if include_top:
+        outputs = head(features)
+        if class_names is None:
+            class_names = [f"class_{i:03d}" for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{arch}: {len(class_names)} class names for num_classes={num_classes}")
+    else:
+        outputs = keras.layers.GlobalAveragePooling3D(name="avgpool")(features) \
+            if pooling == "avg" else features
+        class_names = None
+    frames, size = inputs.shape[1], inputs.shape[2]
+    if preprocessing is None:
+        preprocessing = Preprocessing(frames=frames, size=size)
+    elif isinstance(preprocessing, dict):
+        preprocessing = Preprocessing.from_dict(preprocessing)
+    preprocessing = preprocessing.replace(frames=frames, size=size)
+    architecture = {"arch": arch, **arch_kwargs}
+    if include_top:
+        architecture["num_classes"] = num_classes
+    return VideoClassifier(inputs, outputs, name=name or arch, preprocessing=preprocessing,
+                           class_names=class_names, architecture=architecture)
+
+
+def build_graph(arch, input_shape, body):
+    """Runs `body(inputs)`; a shape that the architecture cannot take becomes
+    a ValueError that names the architecture and the input shape."""
+    inputs = keras.Input(shape=input_shape, name="frames")
+    try:
+        return inputs, body(inputs)
+    except ValueError as error:
+        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}: {error}") from None
+
+
+def batch_norm(x, name):
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
+def relu(x, name, max_value=None):
+    """A ReLU (or ReLU6) layer: counted by `profile` as Table 8's counter did."""
+    return keras.layers.ReLU(max_value=max_value, name=name)(x)
+
+
+def conv(x, filters, kernel_size, name, strides=1, groups=1, use_bias=False, padding=None):
+    """A zoo Conv3D with PyTorch's `padding=kernel_size // 2` unless given."""
+    if padding is None:
+        padding = tuple(k // 2 for k in r3d_layers._triple(kernel_size, "kernel_size"))
+    return r3d_layers.Conv3D(filters, kernel_size, strides=strides, padding=padding, groups=groups,
+                             use_bias=use_bias, name=name)(x)
+
+
+def classifier(num_classes, dropout, classifier_activation, dense_name="classifier_1",
+               dropout_name="classifier_0"):
+    """Global average pool, dropout, linear: the efficient nets' head."""
+
+    def head(x):
+        x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
+        x = keras.layers.Dropout(dropout, name=dropout_name)(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name=dense_name)(x)
+
+    return head

@@ -1,0 +1,107 @@
+"""The preprocessing contract a model carries, and its one implementation.
+
+A keras_r3d model maps float32 frames, already normalized by its contract, to
+logits. The contract travels in the saved model's config; `preprocess` is the
+only code that applies it (data pipeline, predict, evaluate and exports).
+"""
+import dataclasses
+
+import numpy as np
+
+ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)
+KINETICS_MEAN = (110.63666788, 103.16065604, 96.29023126)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How uint8 RGB frames become a model's input.
+
+    Attributes:
+        channel_order: "RGB" or "BGR", the channel order the model expects.
+            Decoders always produce RGB; "BGR" reverses the channels.
+        value_range: pixel values are scaled linearly from 0..255 to this range.
+        mean: subtracted per input channel, after reordering and scaling.
+        std: divides per input channel, after the mean.
+        frames: clip length in frames.
+        size: spatial side of the square crop.
+        temporal_downsample: keep every n-th frame of a window of
+            `frames * temporal_downsample` frames.
+        fps: frame rate the model was trained at, or None for "as decoded".
+    """
+
+    channel_order: str = "RGB"
+    value_range: tuple = (0.0, 255.0)
+    mean: tuple = ACTIVITYNET_MEAN
+    std: tuple = (1.0, 1.0, 1.0)
+    frames: int = 16
+    size: int = 112
+    temporal_downsample: int = 1
+    fps: float = None
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        for name in ("value_range",):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"{name} must have 2 values, got {getattr(self, name)!r}")
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} must have 3 values, got {getattr(self, name)!r}")
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"std must be non-zero, got {self.std!r}")
+        for name in ("frames", "size", "temporal_downsample"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("value_range", "mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"Unknown preprocessing keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**config)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+# The official recipes (Efficient-3DCNNs opts.py and run scripts): pixels in
+# 0..255 minus the ActivityNet mean, std 1. Kinetics frames were decoded by
+# OpenCV and never converted, so those models expect BGR.
+DATASET_PREPROCESSING = {
+    "jester": Preprocessing(temporal_downsample=2, fps=12.0),
+    "ucf101": Preprocessing(fps=25.0),
+    "kinetics": Preprocessing(channel_order="BGR"),
+}
+
+
+def preprocess(frames, contract):
+    """Normalizes uint8 RGB frames `(..., T, H, W, 3)` by `contract`.
+
+    Accepts numpy arrays and TensorFlow tensors (in tf.data and exported
+    graphs), and returns float32 of the same kind.
+    """
+    if isinstance(contract, dict):
+        contract = Preprocessing.from_dict(contract)
+    low, high = contract.value_range
+    scale = (high - low) / 255.0
+    mean = np.asarray(contract.mean, np.float32)
+    inv_std = np.asarray([1.0 / s for s in contract.std], np.float32)
+    if type(frames).__module__.startswith("tensorflow"):
+        import tensorflow as tf
+
+        x = tf.cast(frames, tf.float32)
+    else:
+        x = np.asarray(frames).astype(np.float32)
+    if x.shape[-1] != 3:
+        raise ValueError(f"Expected frames with 3 channels last, got shape {tuple(x.shape)}")
+    if contract.channel_order == "BGR":
+        x = x[..., ::-1]
+    if scale != 1.0 or low != 0.0:
+        x = x * np.float32(scale) + np.float32(low)
+    return (x - mean) * inv_std

@@ -1,0 +1,79 @@
+"""Named configurations: the keys of Table 8 (`ShuffleNetV2-1.0x`) and a few
+more of the same form. They drive the CLI, the tests and the benchmark."""
+import dataclasses
+import functools
+import inspect
+import json
+import pathlib
+
+from keras_r3d.models import BUILDERS
+
+TABLE8_PATH = pathlib.Path(__file__).with_name("table8.json")
+
+# Configurations the official code builds that Table 8 does not list.
+EXTRA_CONFIGS = {
+    "SqueezeNet-1.0": ("squeezenet", {"version": 1.0}),
+    **{f"ShuffleNetV1-1.0x-g{g}": ("shufflenet", {"groups": g, "width_mult": 1.0}) for g in (1, 2, 4, 8)},
+    **{f"ResNet-{d}-{s}": ("resnet", {"depth": d, "shortcut": s})
+       for d in (10, 34, 152, 200) for s in ("A", "B")},
+    **{f"ResNeXt-{d}-B-c32": ("resnext", {"depth": d, "cardinality": 32, "shortcut": "B"}) for d in (50, 152)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A named configuration, with Table 8's measured facts where it has them."""
+
+    name: str
+    arch: str
+    kwargs: dict
+    table8: dict = None
+
+    def build(self, **overrides):
+        return build(self.arch, **{**self.kwargs, **overrides})
+
+
+@functools.lru_cache(maxsize=None)
+def _specs():
+    table = json.loads(TABLE8_PATH.read_text())["models"]
+    specs = {name: ModelSpec(name, row["arch"], dict(row["kwargs"]), row) for name, row in table.items()}
+    for name, (arch, kwargs) in EXTRA_CONFIGS.items():
+        specs[name] = ModelSpec(name, arch, kwargs)
+    return specs
+
+
+def list_models(arch=None):
+    """The registry names, optionally of one architecture family."""
+    return [name for name, spec in _specs().items() if arch is None or spec.arch == arch]
+
+
+def get_spec(name):
+    specs = _specs()
+    if name not in specs:
+        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(specs)}")
+    return specs[name]
+
+
+def create_model(name, **kwargs):
+    """Builds a registry configuration; kwargs override the builder's."""
+    return get_spec(name).build(**kwargs)
+
+
+def builder_kwargs(arch):
+    """The keyword arguments that `build(arch, ...)` accepts."""
+    return list(inspect.signature(_builder(arch)).parameters)
+
+
+def _builder(arch):
+    if arch not in BUILDERS:
+        raise ValueError(f"Unknown arch {arch!r}. Valid archs: {', '.join(BUILDERS)}")
+    return BUILDERS[arch]
+
+
+def build(arch, **kwargs):
+    """Builds `arch` (an official architecture name) with the builder's kwargs."""
+    valid = builder_kwargs(arch)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"{arch} got unknown arguments {unknown}. Valid: {', '.join(valid)}")
+    return _builder(arch)(**kwargs)

@@ -1,0 +1,83 @@
+"""Reading videos (PyAV) and frame folders into uint8 RGB arrays."""
+import pathlib
+import re
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class VideoError(ValueError):
+    """An input that cannot be read as a video or frame folder."""
+
+
+def _natural_key(path):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def frame_files(folder):
+    """The naturally sorted frames of a folder (`00001.jpg`, `image_00001.jpg`)."""
+    files = [p for p in pathlib.Path(folder).iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
+    return sorted(files, key=_natural_key)
+
+
+def read_video(path, max_frames=None):
+    """Decodes a video file or frame folder.
+
+    Returns:
+        (frames, fps): uint8 `(T, H, W, 3)` RGB frames and the frame rate, or
+        None where the source does not say (frame folders).
+    Raises:
+        VideoError: the path is missing, unreadable, or holds no frames.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        frames, fps = _read_folder(path, max_frames), None
+    elif path.is_file():
+        frames, fps = _read_file(path, max_frames)
+    else:
+        raise VideoError(f"{path}: no such file or folder")
+    if len(frames) == 0:
+        raise VideoError(f"{path}: no frames could be decoded")
+    return np.stack(frames), fps
+
+
+def _read_folder(path, max_frames):
+    from PIL import Image
+
+    files = frame_files(path)[:max_frames]
+    if not files:
+        raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames")
+    frames = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            raise VideoError(f"{file}: unreadable frame ({error})") from None
+    if len({f.shape for f in frames}) > 1:
+        raise VideoError(f"{path}: frames of different sizes")
+    return frames
+
+
+def _read_file(path, max_frames):
+    import av
+
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate) if stream.average_rate else None
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames and len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as error:
+        if not frames:
+            raise VideoError(f"{path}: cannot decode ({error})") from None
+        # A truncated file: keep the frames that decoded.
+    return frames, fps
