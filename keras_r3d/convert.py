@@ -1,0 +1,326 @@
+"""Official Efficient-3DCNNs PyTorch checkpoints -> keras_r3d models.
+
+    python -m keras_r3d.convert jester_shufflenet_0.5x_G3_RGB_16_best.pth --output model.keras
+
+The architecture comes from, in increasing priority: the checkpoint's `arch`
+key and tensor shapes, the official file name
+(`<dataset>_<arch>_<width>x[_G<g>]_RGB_16_best.pth`,
+`<dataset>_<arch>_<depth>_RGB_16_best.pth`), then explicit arguments.
+"""
+import hashlib
+import pathlib
+import re
+import sys
+import warnings
+
+import numpy as np
+
+from keras_r3d import registry
+from keras_r3d.preprocessing import DATASET_PREPROCESSING
+
+LABELS_DIR = pathlib.Path(__file__).with_name("labels")
+DATASETS = tuple(DATASET_PREPROCESSING)
+# sha256 of the official checkpoints (okankop/Efficient-3DCNNs release).
+OFFICIAL_SHA256 = {
+    "jester_shufflenet_0.5x_G3_RGB_16_best.pth": "31d64fc6b31fb28d09f49f7e5bc38c4dc63727a76bc5bb1771614ff5e1784d60",
+    "kinetics_mobilenet_0.5x_RGB_16_best.pth": "b752cfaba00b38e79b576cf390ce5273e5a4670c57aec28070b77a40b5644a1f",
+    "kinetics_mobilenetv2_0.2x_RGB_16_best.pth": "64d4b528c3014ff86d9b6a9b8beafbd7959793966de6a90e62b5902bcd260574",
+    "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth": "7cf2131f7efd2e1d175a62e6420202b6c3153569c0312a504c195095f5f31637",
+    "kinetics_shufflenetv2_0.25x_RGB_16_best.pth": "8d61b847a21ef1a39f95ccc30ec1d64a10ec1438f91b299425641fd200812acb",
+    "kinetics_resnet_18_RGB_16_best.pth": "f8a7ff0676257957998414d95bb86e662be1cebee86e899f73893bd09efd60a2",
+}
+OFFICIAL_NAME = re.compile(
+    r"^(?P<dataset>jester|kinetics|ucf101)_(?P<arch>[a-z0-9]+)_"
+    r"(?:(?P<width>\d+(?:\.\d+)?)x(?:_G(?P<groups>\d+))?|(?P<depth>\d+))_RGB_\d+_best\.pth$")
+# The output layer's weight key per arch; its first dimension is the class count.
+CLASSIFIER_KEYS = {"shufflenet": "classifier.1.weight", "shufflenetv2": "classifier.1.weight",
+                   "mobilenet": "classifier.1.weight", "mobilenetv2": "classifier.1.weight",
+                   "squeezenet": "classifier.1.weight", "resnet": "fc.weight",
+                   "resnext": "fc.weight", "c3d": "fc.0.weight"}
+# Keras weight names per layer type, in PyTorch parameter order.
+BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+IGNORED_BUFFERS = ("num_batches_tracked",)
+# The stem conv of the width-scaled families, and its width at 1.0x.
+STEM_WEIGHTS = {"shufflenet": ("conv1.0.weight", 24), "mobilenet": ("features.0.0.weight", 32),
+                "mobilenetv2": ("features.0.0.weight", 32)}
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose tensors do not fit the architecture."""
+
+
+def read_state_dict(path):
+    """The checkpoint's tensors as numpy arrays (without `module.`), and its
+    `arch` entry if any."""
+    import torch
+
+    checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path}: no state dict found")
+    arch = checkpoint.get("arch") if "state_dict" in checkpoint else None
+    arrays = {}
+    for key, tensor in state.items():
+        arrays[key[len("module."):] if key.startswith("module.") else key] = tensor.detach().cpu().numpy()
+    return arrays, arch
+
+
+def parse_official_name(path):
+    """The settings encoded in an official file name, or {}."""
+    match = OFFICIAL_NAME.match(pathlib.Path(path).name)
+    if not match:
+        return {}
+    found = {"dataset": match["dataset"], "arch": match["arch"]}
+    if match["width"]:
+        found["width_mult"] = float(match["width"])
+    if match["groups"]:
+        found["groups"] = int(match["groups"])
+    if match["depth"]:
+        found["depth"] = int(match["depth"])
+    return found
+
+
+def read_labels(path):
+    """Class names from classInd lines (`<1-based index> <name>`) or one name per line."""
+    lines = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    indexed = [re.match(r"^(\d+)\s+(.+)$", line) for line in lines]
+    if lines and all(indexed):
+        pairs = sorted((int(m[1]), m[2]) for m in indexed)
+        if [i for i, _ in pairs] != list(range(pairs[0][0], pairs[0][0] + len(pairs))):
+            raise ValueError(f"{path}: classInd indices are not consecutive")
+        return [name for _, name in pairs]
+    return lines
+
+
+def _stage_blocks(state):
+    return tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in (1, 2, 3, 4))
+
+
+def _infer_from_tensors(arch, state):
+    """Settings that the tensor shapes determine unambiguously."""
+    from keras_r3d.models import resnet, shufflenet_v2
+
+    found = {}
+    if arch in ("resnet", "resnext"):
+        found["shortcut"] = "B" if any(".downsample.0.weight" in k for k in state) else "A"
+        blocks = _stage_blocks(state)
+        if arch == "resnet":
+            kind = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+            depths = [d for d, entry in resnet.RESNET_DEPTHS.items() if entry == (kind, blocks)]
+        else:
+            depths = [d for d, entry in resnet.RESNEXT_DEPTHS.items() if entry == blocks]
+            if "layer1.0.conv2.weight" in state:
+                mid, per_group = state["layer1.0.conv2.weight"].shape[:2]
+                found["cardinality"] = int(mid // per_group)
+        if len(depths) == 1:
+            found["depth"] = depths[0]
+    elif arch == "shufflenet" and "layer1.1.conv3.weight" in state:
+        per_group = state["layer1.1.conv3.weight"].shape[1]
+        found["groups"] = int(state["layer1.1.conv2.weight"].shape[0] // per_group)
+    elif arch == "squeezenet" and "features.0.weight" in state:
+        found["version"] = 1.0 if state["features.0.weight"].shape[2] == 7 else 1.1
+    # The width: the registry width whose channels match, if exactly one does.
+    if arch == "shufflenetv2" and "conv_last.0.weight" in state:
+        value, channels = state["conv_last.0.weight"].shape[1], lambda w: shufflenet_v2.STAGE_WIDTHS[w][2]
+    elif arch in STEM_WEIGHTS and STEM_WEIGHTS[arch][0] in state:
+        key, stem = STEM_WEIGHTS[arch]
+        value, channels = state[key].shape[0], lambda w: int(stem * w)
+    else:
+        return found
+    widths = {spec.kwargs["width_mult"] for spec in map(registry.get_spec, registry.list_models(arch))}
+    matches = [w for w in sorted(widths) if channels(w) == value]
+    if len(matches) == 1:
+        found["width_mult"] = matches[0]
+    return found
+
+
+def resolve_settings(path, state, checkpoint_arch, overrides):
+    """Merges tensor shapes, the checkpoint, the file name and `overrides`."""
+    settings = {}
+    if checkpoint_arch:
+        settings["arch"] = checkpoint_arch
+    settings.update(parse_official_name(path))
+    settings.update({k: v for k, v in overrides.items() if k == "arch" and v is not None})
+    arch = settings.get("arch")
+    if arch not in registry.BUILDERS:
+        raise ValueError(f"{path}: cannot tell the architecture (got {arch!r}); pass arch= one of "
+                         f"{', '.join(registry.BUILDERS)}")
+    inferred = _infer_from_tensors(arch, state)
+    settings = {**inferred, **settings, **{k: v for k, v in overrides.items() if v is not None}}
+    classifier_key = CLASSIFIER_KEYS[arch]
+    if "num_classes" not in settings and classifier_key in state:
+        settings["num_classes"] = int(state[classifier_key].shape[0])
+    return settings
+
+
+def _assign(model, state):
+    """Copies every tensor into its Keras weight; raises on any mismatch."""
+    layers = {layer.name: layer for layer in model.layers}
+    assigned = {}  # id(keras variable) -> torch key
+    problems = []
+    for key, value in state.items():
+        module, param = key.rsplit(".", 1)
+        if param in IGNORED_BUFFERS:
+            continue
+        layer = layers.get(module.replace(".", "_"))
+        target = _target_weight(layer, param) if layer is not None else None
+        if target is None:
+            problems.append(f"{key} {tuple(value.shape)}: no matching Keras weight")
+            continue
+        array = _to_keras_layout(layer, param, value)
+        if tuple(target.shape) != array.shape:
+            problems.append(f"{key} {tuple(value.shape)}: Keras {target.path} expects "
+                            f"{tuple(target.shape)} after transposition, got {array.shape}")
+            continue
+        if id(target) in assigned:
+            problems.append(f"{key}: {target.path} already set from {assigned[id(target)]}")
+            continue
+        target.assign(array)
+        assigned[id(target)] = key
+    missing = [w.path for w in model.weights if id(w) not in assigned]
+    problems += [f"Keras weight {path}: no tensor in the checkpoint" for path in missing]
+    if problems:
+        shown = "\n  ".join(problems[:8])
+        more = f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise CheckpointMismatch(f"the checkpoint does not fit {model.name}:\n  {shown}{more}")
+    return assigned
+
+
+def _target_weight(layer, param):
+    import keras
+
+    from keras_r3d import layers as r3d_layers
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        name = BN_PARAMS.get(param)
+    elif isinstance(layer, (r3d_layers.Conv3D, keras.layers.Dense)):
+        name = {"weight": "kernel", "bias": "bias"}.get(param)
+    else:
+        return None
+    return getattr(layer, name, None) if name else None
+
+
+def _to_keras_layout(layer, param, value):
+    """PyTorch (out, in/g, kt, kh, kw) -> (kt, kh, kw, in/g, out); (out, in) -> (in, out)."""
+    if param != "weight" or value.ndim == 1:
+        return value
+    if value.ndim == 5:
+        return np.transpose(value, (2, 3, 4, 1, 0))
+    return value.T
+
+
+def check_sha256(path, strict=False):
+    """Warns (raises with strict) when a known official file has the wrong hash."""
+    expected = OFFICIAL_SHA256.get(pathlib.Path(path).name)
+    if expected is None:
+        return None
+    digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    if digest != expected:
+        message = f"{path}: sha256 {digest} differs from the official {expected}"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
+    return digest == expected
+
+
+def default_class_names(dataset, num_classes):
+    """The bundled class list of `dataset`, or `class_000`... without one."""
+    if dataset is None:
+        return None
+    names = read_labels(LABELS_DIR / f"{dataset}.txt")
+    if len(names) != num_classes:
+        raise ValueError(f"the bundled {dataset} list has {len(names)} classes but the checkpoint "
+                         f"has {num_classes}; pass labels=")
+    return names
+
+
+def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overrides):
+    """Builds the Keras model of an official checkpoint and loads its weights.
+
+    Args:
+        path: the `.pth` file.
+        labels: a class list file (classInd lines or one name per line).
+        dataset: "jester", "kinetics" or "ucf101": selects the preprocessing
+            contract and the bundled class names; read from official file names.
+        strict: fail, instead of warning, when a known official file name has
+            the wrong sha256.
+        **overrides: `arch` and builder kwargs (`width_mult`, `groups`,
+            `depth`, `shortcut`, `cardinality`, `version`, `num_classes`,
+            `input_shape`, ...), taking precedence over what is inferred.
+    Returns:
+        A `VideoClassifier` whose every weight came from the checkpoint.
+    Raises:
+        CheckpointMismatch: naming the first tensors that do not fit.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    check_sha256(path, strict=strict)
+    state, checkpoint_arch = read_state_dict(path)
+    settings = resolve_settings(path, state, checkpoint_arch, overrides)
+    dataset = dataset or settings.pop("dataset", None)
+    settings.pop("dataset", None)
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    arch = settings.pop("arch")
+    num_classes = settings.get("num_classes")
+    class_names = read_labels(labels) if labels else default_class_names(dataset, num_classes)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{labels}: {len(class_names)} labels for num_classes={num_classes}")
+    if dataset is not None:
+        settings.setdefault("preprocessing", DATASET_PREPROCESSING[dataset])
+    try:
+        model = registry.build(arch, class_names=class_names, **settings)
+    except (TypeError, ValueError) as error:
+        raise CheckpointMismatch(f"{path}: cannot build {arch} with {settings}: {error}") from None
+    _assign(model, state)
+    return model
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m keras_r3d.convert CKPT.pth --output X.keras [flags]")
+    overrides = {name: getattr(f, name) for name in
+                 ("arch", "width_mult", "groups", "depth", "shortcut", "cardinality", "version",
+                  "num_classes")}
+    try:
+        model = convert_checkpoint(argv[1], labels=f.labels, dataset=f.dataset, strict=f.strict,
+                                   **overrides)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    output = pathlib.Path(f.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial.keras")
+    model.save(partial)
+    partial.replace(output)
+    print(f"Wrote {output}: {model.architecture} with {len(model.class_names)} classes, "
+          f"preprocessing {model.preprocessing.to_dict()}", file=sys.stderr)
+    return 0
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("output", None, "Where to write the .keras model.", required=True)
+    flags.DEFINE_string("labels", None, "Class list: classInd lines or one name per line.")
+    flags.DEFINE_enum("dataset", None, list(DATASETS), "Preprocessing contract and bundled labels.")
+    flags.DEFINE_bool("strict", False, "Fail when a known official file has the wrong sha256.")
+    flags.DEFINE_enum("arch", None, list(registry.BUILDERS), "Architecture (else inferred).")
+    flags.DEFINE_float("width_mult", None, "Width multiplier.")
+    flags.DEFINE_integer("groups", None, "ShuffleNet V1 groups.")
+    flags.DEFINE_integer("depth", None, "ResNet/ResNeXt depth.")
+    flags.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut type.")
+    flags.DEFINE_integer("cardinality", None, "ResNeXt cardinality.")
+    flags.DEFINE_float("version", None, "SqueezeNet version.")
+    flags.DEFINE_integer("num_classes", None, "Class count (else read from the classifier).")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))
