@@ -1,0 +1,151 @@
+"""Classify videos and frame folders with a keras_r3d model.
+
+    python -m keras_r3d.predict --model model.keras [--json] [--clips N] [--top_k 5] PATH...
+
+The official evaluation protocol: frames resampled to the model's fps (when the
+source's is known), the shorter side scaled to the model size (PIL bilinear),
+a center crop, and the temporal center window; `--clips N` averages the
+softmax of N evenly spaced windows instead.
+"""
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+from keras_r3d.preprocessing import preprocess
+from keras_r3d.video import VideoError, read_video
+
+
+def resample_indices(num_frames, source_fps, target_fps):
+    """Indices of the source frames nearest to a `target_fps` timeline."""
+    if not source_fps or not target_fps or abs(source_fps - target_fps) < 1e-3:
+        return np.arange(num_frames)
+    count = max(1, int(num_frames * target_fps / source_fps))
+    return np.minimum(np.round(np.arange(count) * source_fps / target_fps).astype(int), num_frames - 1)
+
+
+def window_indices(num_frames, frames, downsample, clips=1):
+    """Frame indices of `clips` windows of `frames * downsample` frames.
+
+    One clip is the official TemporalCenterCrop; several are evenly spaced.
+    Short videos are loop-padded, as in the official code.
+    """
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    span = frames * downsample
+    if clips == 1:
+        begins = [max(0, num_frames // 2 - span // 2)]
+    else:
+        begins = np.linspace(0, max(0, num_frames - span), clips).round().astype(int)
+    windows = []
+    for begin in begins:
+        available = np.arange(begin, min(begin + span, num_frames))
+        padded = np.resize(available, span)  # cyclic repetition
+        windows.append(padded[::downsample])
+    return np.stack(windows)
+
+
+def scale_center_crop(frames, size):
+    """Official Scale(size) (shorter side, PIL bilinear) then CenterCrop(size)."""
+    from PIL import Image
+
+    height, width = frames.shape[1:3]
+    if width < height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        image = Image.fromarray(frame)
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), Image.BILINEAR)
+        out[i] = np.asarray(image)[top : top + size, left : left + size]
+    return out
+
+
+def clips_from_frames(frames, contract, fps=None, clips=1):
+    """uint8 (N, H, W, 3) RGB frames -> uint8 (clips, T, S, S, 3) model windows."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VideoError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    frames = frames[resample_indices(len(frames), fps, contract.fps)]
+    indices = window_indices(len(frames), contract.frames, contract.temporal_downsample, clips)
+    used = np.unique(indices)
+    cropped = dict(zip(used, scale_center_crop(frames[used], contract.size)))
+    return np.stack([[cropped[i] for i in window] for window in indices])
+
+
+def _softmax(logits):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def classify(model, path_or_frames, top_k=5, clips=1):
+    """Classifies one video, frame folder, or uint8 `(T, H, W, 3)` RGB array.
+
+    Returns:
+        `{"top5": [{"label": str, "prob": float}, ...], "windows": int}` with
+        the `top_k` most likely classes by the averaged window softmax.
+    """
+    if isinstance(model, (str, pathlib.Path)):
+        from keras_r3d.saving import load
+
+        model = load(model)
+    if isinstance(path_or_frames, (str, pathlib.Path)):
+        frames, fps = read_video(path_or_frames)
+    else:
+        frames, fps = path_or_frames, None
+    windows = clips_from_frames(frames, model.preprocessing, fps, clips)
+    logits = np.asarray(model.predict_on_batch(preprocess(windows, model.preprocessing)))
+    probs = _softmax(logits.astype(np.float64)).mean(axis=0)
+    best = np.argsort(-probs)[:top_k]
+    return {"top5": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
+            "windows": len(windows)}
+
+
+def main(argv):
+    from absl import flags
+
+    from keras_r3d.saving import load
+
+    f = flags.FLAGS
+    paths = argv[1:]
+    if not paths:
+        print("error: give one or more video files or frame folders", file=sys.stderr)
+        return 2
+    model = load(f.model)
+    failed = False
+    for path in paths:
+        try:
+            result = {"path": path, **classify(model, path, top_k=f.top_k, clips=f.clips)}
+        except (VideoError, OSError) as error:
+            result, failed = {"path": path, "error": str(error)}, True
+        if f.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{path}\n  error: {result['error']}", flush=True)
+        else:
+            lines = [f"  {c['prob']:7.2%}  {c['label']}" for c in result["top5"]]
+            print(f"{path}  ({result['windows']} window{'s' * (result['windows'] > 1)})\n"
+                  + "\n".join(lines), flush=True)
+    return 1 if failed else 0
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "A .keras model (or an official .pth).", required=True)
+    flags.DEFINE_bool("json", False, "One JSON object per input on stdout.")
+    flags.DEFINE_integer("clips", 1, "Windows averaged per video (1: the center window).",
+                         lower_bound=1)
+    flags.DEFINE_integer("top_k", 5, "Classes reported per video.", lower_bound=1)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))
