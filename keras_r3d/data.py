@@ -1,0 +1,233 @@
+"""tf.data input pipeline: video TFRecords to normalized clips, sampled as the
+official Efficient-3DCNNs code does it.
+
+    train = make_dataset("data/train-*.tfrecord", "train", model.preprocessing, 16, shuffle_seed=1)
+    model.fit(train, validation_data=make_dataset("data/val-*.tfrecord", "val", model.preprocessing, 16))
+
+Temporal sampling, with a window of `frames * temporal_downsample` frames of
+which every `temporal_downsample`-th is kept (loop-padded when the video is short):
+  train: a random window starting in [0, max(0, n - window - 1)];
+  val:   the center window, starting at max(0, n // 2 - window // 2);
+  test:  consecutive non-overlapping windows starting at 0, window, 2 * window, ...
+         each one element `(clip, label, video_id)`, so that scores can be
+         averaged per video (`count_clips` gives their number).
+Spatial: a square crop of side `int(min(H, W) * scale)` is cut and resized to
+the contract's size. `crop="random"` (the official MultiScaleRandomCrop) and
+`"corner"` draw the scale from 2^(-k/4), k = 0..4, once per clip; `"center"`
+takes the full-height center square, as the official Scale + CenterCrop.
+Only the sampled frames are decoded, and only inside the crop window.
+"""
+import json
+import pathlib
+
+import tensorflow as tf
+
+from keras_r3d.preprocessing import Preprocessing, preprocess
+from tfrecords_tools import schema
+
+SPLITS = ("train", "val", "test")
+CROPS = ("random", "corner", "center")
+SCALES = tuple(2.0 ** (-k / 4) for k in range(5))
+CORNERS = ("c", "tl", "tr", "bl", "br")
+
+
+def _contract(contract):
+    if isinstance(contract, Preprocessing):
+        return contract
+    if isinstance(contract, dict):
+        return Preprocessing.from_dict(contract)
+    if isinstance(getattr(contract, "preprocessing", None), Preprocessing):
+        return contract.preprocessing
+    raise TypeError(f"contract must be a Preprocessing, its dict, or a model; got {type(contract).__name__}")
+
+
+def _files(file_pattern):
+    patterns = [file_pattern] if isinstance(file_pattern, (str, pathlib.Path)) else list(file_pattern)
+    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(str(pattern))})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
+    return files
+
+
+def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None, crop=None,
+                 hflip=False, cache=None, shuffle_buffer=256, drop_remainder=None,
+                 num_parallel_calls=tf.data.AUTOTUNE):
+    """A `tf.data.Dataset` of normalized clips from video TFRecords.
+
+    Args:
+        file_pattern: glob (or list of globs) of `tfrecords_tools` shards.
+        split: "train", "val" or "test": selects the sampling only (see module doc).
+        contract: the model's `Preprocessing` (or its dict, or the model):
+            frames, size, temporal_downsample and the normalization.
+        batch_size: clips per batch.
+        shuffle_seed: seeds the shard order, the shuffle and every random draw,
+            for deterministic runs; None draws fresh randomness.
+        crop: "random" | "corner" | "center"; default "random" for train and
+            "center" otherwise.
+        hflip: flip each clip horizontally with probability 0.5 (train only;
+            off for gestures, where it swaps left and right).
+        cache: None, "memory", or a file path prefix: caches the encoded
+            records, so sampling stays random on every epoch.
+        shuffle_buffer: videos in the train shuffle buffer.
+        drop_remainder: drop the last partial batch; default True for train.
+        num_parallel_calls: parallel parse/decode calls.
+
+    Returns:
+        A dataset of `(clip, label)`, or `(clip, label, video_id)` for test;
+        clip is float32 `(batch, frames, size, size, 3)`, label int32.
+    """
+    contract = _contract(contract)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    crop = crop or ("random" if split == "train" else "center")
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if hflip and split != "train":
+        raise ValueError("hflip is a training augmentation; it must be off for val and test")
+    if cache is not None and not isinstance(cache, (str, pathlib.Path)):
+        raise ValueError(f"cache must be None, 'memory' or a path prefix, got {cache!r}")
+    deterministic = shuffle_seed is not None
+    train = split == "train"
+    files = _files(file_pattern)
+
+    records = tf.data.Dataset.from_tensor_slices(files)
+    if train:
+        records = records.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    records = records.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
+        num_parallel_calls=min(len(files), 8), deterministic=True)
+    if cache is not None:
+        records = records.cache("" if cache == "memory" else str(cache))
+    if train:
+        records = records.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
+    videos = tf.data.Dataset.zip((records.map(schema.parse_video, num_parallel_calls=num_parallel_calls,
+                                              deterministic=deterministic), seeds))
+
+    window = contract.frames * contract.temporal_downsample
+    if split == "test":
+        def windows(video, seed):
+            count = (video["num_frames"] + window - 1) // window
+            starts = tf.data.Dataset.range(tf.cast(count, tf.int64))
+            return starts.map(lambda i: (video, tf.cast(i, tf.int32) * window, seed))
+
+        samples = videos.flat_map(windows)
+    else:
+        def begin(video, seed):
+            n = video["num_frames"]
+            if train:
+                last = tf.maximum(0, n - window - 1)
+                start = tf.random.stateless_uniform([], _seed(seed, 0), 0, last + 1, tf.int32)
+            else:
+                start = tf.maximum(0, n // 2 - window // 2)
+            return video, start, seed
+
+        samples = videos.map(begin)
+
+    def clip(video, start, seed):
+        frames = _decode_clip(video, start, seed, contract, crop, hflip)
+        label = video["label_index"]
+        return (frames, label, video["video_id"]) if split == "test" else (frames, label)
+
+    clips = samples.map(clip, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if drop_remainder is None:
+        drop_remainder = train
+    return clips.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _seed(seed, stream):
+    return tf.stack([seed, tf.constant(stream, tf.int64)])
+
+
+def frame_indices(num_frames, start, contract):
+    """0-based frames of the window at `start`: `frames * temporal_downsample`
+    consecutive frames, loop-padded at the end of the video, every
+    `temporal_downsample`-th kept (tensors or ints)."""
+    window = contract.frames * contract.temporal_downsample
+    available = tf.maximum(1, tf.minimum(window, num_frames - start))
+    return (start + tf.range(window) % available)[:: contract.temporal_downsample]
+
+
+def crop_window(height, width, seed, crop):
+    """`[y, x, side, side]` of the square crop (see module doc) for one clip."""
+    short = tf.minimum(height, width)
+    if crop == "center":
+        side = short
+        return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+    k = tf.random.stateless_uniform([], _seed(seed, 1), 0, len(SCALES), tf.int32)
+    side = tf.maximum(1, tf.cast(tf.cast(short, tf.float32) * tf.gather(SCALES, k), tf.int32))
+    if crop == "random":
+        u = tf.random.stateless_uniform([2], _seed(seed, 2))
+        y = tf.cast(u[0] * tf.cast(height - side, tf.float32), tf.int32)
+        x = tf.cast(u[1] * tf.cast(width - side, tf.float32), tf.int32)
+        return tf.stack([y, x, side, side])
+    corner = tf.random.stateless_uniform([], _seed(seed, 2), 0, len(CORNERS), tf.int32)
+    ys = tf.stack([(height - side) // 2, 0, 0, height - side, height - side])
+    xs = tf.stack([(width - side) // 2, 0, width - side, 0, width - side])
+    return tf.stack([tf.gather(ys, corner), tf.gather(xs, corner), side, side])
+
+
+def _decode_clip(video, start, seed, contract, crop, hflip):
+    indices = frame_indices(video["num_frames"], start, contract)
+    unique, positions = tf.unique(indices)  # loop padding repeats frames: decode each once
+    window = crop_window(video["height"], video["width"], seed, crop)
+    decoded = tf.map_fn(lambda jpeg: tf.image.decode_and_crop_jpeg(jpeg, window, channels=3),
+                        tf.gather(video["images"], unique),
+                        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    size = contract.size
+    frames = tf.image.resize(decoded, [size, size], method="bilinear", antialias=True)
+    frames = tf.cast(tf.clip_by_value(tf.round(frames), 0.0, 255.0), tf.uint8)
+    frames = tf.gather(frames, positions)
+    if hflip:
+        flip = tf.random.stateless_uniform([], _seed(seed, 3)) < 0.5
+        frames = tf.cond(flip, lambda: tf.reverse(frames, [2]), lambda: frames)
+    frames = tf.ensure_shape(frames, [contract.frames, size, size, 3])
+    return preprocess(frames, contract)
+
+
+def read_manifest(file_pattern):
+    """The label names and per-video frame counts of the matching shards, from
+    the `manifest.json` beside them: `(labels, num_frames)`, num_frames a list
+    of the frame counts of every video, shard by shard."""
+    labels, num_frames = None, []
+    manifests = {}
+    for file in _files(file_pattern):
+        path = pathlib.Path(file)
+        manifest_path = path.parent / "manifest.json"
+        if manifest_path not in manifests:
+            if not manifest_path.exists():
+                raise FileNotFoundError(f"{manifest_path}: no manifest beside {path.name}")
+            manifests[manifest_path] = json.loads(manifest_path.read_text())
+        manifest = manifests[manifest_path]
+        if labels is not None and manifest["labels"] != labels:
+            raise ValueError(f"{manifest_path}: other labels than the other shards")
+        labels = manifest["labels"]
+        shards = {s["file"]: s for entry in manifest["splits"].values() for s in entry["shards"]}
+        if path.name not in shards:
+            raise ValueError(f"{path} is not listed in {manifest_path}")
+        num_frames += shards[path.name]["num_frames"]
+    return labels, num_frames
+
+
+def count_clips(file_pattern, split, contract):
+    """Elements `make_dataset(file_pattern, split, contract, ...)` yields before
+    batching: one per video for train and val, one per window for test."""
+    contract = _contract(contract)
+    _, num_frames = read_manifest(file_pattern)
+    if split == "test":
+        window = contract.frames * contract.temporal_downsample
+        return int(sum(-(-n // window) for n in num_frames))
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return len(num_frames)
+
+
+def label_names(file_pattern):
+    """The class names of the matching shards, by label index (from the manifest)."""
+    return read_manifest(file_pattern)[0]
+
+
+__all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",
+           "SCALES", "np"]

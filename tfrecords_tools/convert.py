@@ -1,0 +1,274 @@
+"""Converts a video dataset to sharded TFRecords of JPEG frames.
+
+    python -m tfrecords_tools.convert --format jester|ucf101|kinetics|folders \
+        --input DIR --output DIR [--annotations PATH] [--split N] \
+        [--shard_size_mb 200 | --num_shards N] [--workers N] [--short_side 128] \
+        [--jpeg_quality 90] [--val_fraction F] [--min_frames 1]
+
+Writes `{split}-{i:05d}-of-{n:05d}.tfrecord` and `manifest.json` in OUTPUT.
+The plan (which video goes to which shard) is fixed in `OUTPUT/.plan.json`
+before any work, so a re-run with the same arguments resumes: shards whose
+completion record exists in `OUTPUT/.progress/` are kept, the rest are redone.
+Shards are written under a temporary name and renamed when complete.
+"""
+import argparse
+import dataclasses
+import io
+import json
+import math
+import multiprocessing
+import os
+import pathlib
+import random
+import sys
+import time
+
+from tfrecords_tools.sources import FORMATS, AnnotationError, Item
+
+PLAN = ".plan.json"
+PROGRESS = ".progress"
+MANIFEST = "manifest.json"
+# Bytes a frame of the source takes once re-encoded, as a multiple of the source
+# bytes, to size shards before any encoding: frame-folder JPEGs stay about the
+# same; compressed video grows about 10x as JPEG frames (fixtures: 8-14x).
+SIZE_FACTOR = {"folder": 1.0, "video": 10.0}
+
+
+def shard_name(split, index, count):
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def write_atomic(path, text):
+    """Writes text to `path` through a temporary file and a rename."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def encode_item(item, short_side, jpeg_quality, min_frames):
+    """Decodes, resizes and JPEG-encodes one video (runs in a worker process).
+
+    Returns ("ok", item, dict) or ("skip", item, reason).
+    """
+    from PIL import Image
+
+    from keras_r3d.video import VideoError, read_video
+
+    try:
+        frames, fps = read_video(item.source)
+    except VideoError as error:
+        return "skip", item, str(error)
+    except Exception as error:  # a decoder crash on a corrupt file is a bad input, not a stop
+        return "skip", item, f"{item.source}: cannot decode ({type(error).__name__}: {error})"
+    if len(frames) < min_frames:
+        return "skip", item, f"too short: {len(frames)} frames < --min_frames {min_frames}"
+    height, width = frames.shape[1:3]
+    scale = short_side / min(height, width) if short_side else 1.0
+    if scale < 1.0:  # never upscale
+        height, width = max(1, round(height * scale)), max(1, round(width * scale))
+    jpegs = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=jpeg_quality)
+        jpegs.append(buffer.getvalue())
+    return "ok", item, {"jpegs": jpegs, "fps": fps, "height": height, "width": width}
+
+
+def _encode_star(args):
+    return encode_item(*args)
+
+
+def _estimated_bytes(items):
+    """Encoded size of the items, from the sizes of up to 64 of them."""
+    if not items:
+        return 0
+    sample = items[:: max(1, len(items) // 64)][:64]
+    total = 0
+    for item in sample:
+        path = pathlib.Path(item.source)
+        if path.is_dir():
+            total += SIZE_FACTOR["folder"] * sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            total += SIZE_FACTOR["video"] * path.stat().st_size
+    return total / len(sample) * len(items)
+
+
+def make_plan(items, arguments):
+    """Assigns the items of each split to shards: shuffled with a fixed seed so
+    that every shard mixes the classes, then dealt out in contiguous runs."""
+    shards = {}
+    for split in sorted({item.split for item in items}):
+        members = [item for item in items if item.split == split]
+        random.Random(0).shuffle(members)
+        if arguments["num_shards"]:
+            count = arguments["num_shards"]
+        else:
+            count = math.ceil(_estimated_bytes(members) / (arguments["shard_size_mb"] * 2**20))
+        count = max(1, min(count, len(members)))
+        bounds = [round(i * len(members) / count) for i in range(count + 1)]
+        for index in range(count):
+            shards[shard_name(split, index, count)] = [
+                dataclasses.asdict(item) for item in members[bounds[index]:bounds[index + 1]]]
+    return shards
+
+
+def load_or_make_plan(output, items, arguments):
+    """The plan of a previous run with the same arguments, or a new one."""
+    path = output / PLAN
+    if path.exists():
+        plan = json.loads(path.read_text())
+        if plan["arguments"] != arguments:
+            changed = sorted(k for k in arguments if plan["arguments"].get(k) != arguments[k])
+            raise AnnotationError(
+                f"{output} holds a conversion made with other arguments ({', '.join(changed)}); "
+                f"use another --output, or delete {output} to start over")
+        return plan
+    plan = {"arguments": arguments, "shards": make_plan(items, arguments)}
+    write_atomic(path, json.dumps(plan))
+    return plan
+
+
+def _done(output, name):
+    return (output / PROGRESS / f"{name}.json").exists() and (output / name).exists()
+
+
+def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=200.0,
+            num_shards=None, workers=1, short_side=128, jpeg_quality=90, val_fraction=0.0,
+            min_frames=1, progress=True):
+    """Converts a dataset (see the module docstring) and returns the manifest dict.
+
+    Raises:
+        AnnotationError: wrong or missing annotations, an unknown label, or an
+            output made with other arguments; raised before any work.
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tfrecords_tools import schema
+
+    if format not in FORMATS:
+        raise AnnotationError(f"--format must be one of {sorted(FORMATS)}, got {format!r}")
+    if not pathlib.Path(input).is_dir():
+        raise AnnotationError(f"--input {input} is not a folder")
+    for name, value, low in (("workers", workers, 1), ("short_side", short_side, 0),
+                             ("min_frames", min_frames, 1), ("jpeg_quality", jpeg_quality, 1)):
+        if int(value) != value or value < low:
+            raise AnnotationError(f"--{name} must be an integer >= {low}, got {value}")
+    if jpeg_quality > 100:
+        raise AnnotationError(f"--jpeg_quality must be at most 100, got {jpeg_quality}")
+    if num_shards is not None and num_shards < 1 or shard_size_mb <= 0:
+        raise AnnotationError("--num_shards must be >= 1 and --shard_size_mb > 0")
+    labels, items, missing = FORMATS[format](
+        input, annotations, split=split, val_fraction=val_fraction)
+    output = pathlib.Path(output)
+    (output / PROGRESS).mkdir(parents=True, exist_ok=True)
+    arguments = {
+        "format": format, "input": str(pathlib.Path(input).resolve()),
+        "annotations": str(pathlib.Path(annotations).resolve()) if annotations else None,
+        "split": split, "shard_size_mb": shard_size_mb, "num_shards": num_shards,
+        "short_side": short_side, "jpeg_quality": jpeg_quality, "val_fraction": val_fraction,
+        "min_frames": min_frames,
+    }
+    plan = load_or_make_plan(output, items, arguments)
+    pending = {name: [Item(**entry) for entry in entries]
+               for name, entries in plan["shards"].items() if not _done(output, name)}
+    for stale in output.glob(".*.tfrecord.tmp-*"):
+        stale.unlink()
+    jobs = [(item, short_side, jpeg_quality, min_frames) for entries in pending.values() for item in entries]
+    # Fork before TensorFlow runs anything (it is imported, but no op has run):
+    # workers then start at once instead of importing Keras again.
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and jobs else None
+    bar = tqdm(total=len(jobs), unit="video", desc="converting", disable=not progress, dynamic_ncols=True)
+    try:
+        results = pool.imap(_encode_star, jobs) if pool else map(_encode_star, jobs)
+        for name, entries in pending.items():
+            _write_shard(output, name, entries, results, bar, schema, tf)
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    manifest = _manifest(output, plan, labels, missing)
+    write_atomic(output / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _write_shard(output, name, entries, results, bar, schema, tf):
+    temporary = output / f".{name}.tmp-{os.getpid()}"
+    videos, skipped = [], []
+    with tf.io.TFRecordWriter(str(temporary)) as writer:
+        for _ in entries:
+            status, item, result = next(results)
+            bar.update(1)
+            if status == "skip":
+                skipped.append({"source": item.source, "video_id": item.video_id,
+                                "split": item.split, "reason": result})
+                continue
+            writer.write(schema.encode_video(
+                result["jpegs"], label_index=item.label_index, label_text=item.label_text,
+                video_id=item.video_id, fps=result["fps"], height=result["height"],
+                width=result["width"], source=item.source))
+            videos.append({"video_id": item.video_id, "label_index": item.label_index,
+                           "num_frames": len(result["jpegs"])})
+    os.replace(temporary, output / name)
+    write_atomic(output / PROGRESS / f"{name}.json", json.dumps({"videos": videos, "skipped": skipped}))
+
+
+def _manifest(output, plan, labels, missing):
+    splits, skipped = {}, [{"source": source, "reason": reason} for source, reason in missing]
+    for name in plan["shards"]:
+        done = json.loads((output / PROGRESS / f"{name}.json").read_text())
+        split = name.split("-")[0]
+        entry = splits.setdefault(split, {"videos": 0, "per_class": {}, "shards": []})
+        entry["videos"] += len(done["videos"])
+        for video in done["videos"]:
+            label = labels[video["label_index"]]
+            entry["per_class"][label] = entry["per_class"].get(label, 0) + 1
+        entry["shards"].append({"file": name, "videos": len(done["videos"]),
+                                "num_frames": [video["num_frames"] for video in done["videos"]]})
+        skipped += done["skipped"]
+    return {"schema_version": _schema_version(), "labels": labels, "splits": splits,
+            "arguments": plan["arguments"], "skipped": skipped}
+
+
+def _schema_version():
+    from tfrecords_tools.schema import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfrecords_tools.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--input", required=True, help="the dataset's video or frame-folder root")
+    parser.add_argument("--output", required=True, help="the folder for shards and manifest.json")
+    parser.add_argument("--annotations", help="annotation folder (jester, ucf101) or CSV (kinetics)")
+    parser.add_argument("--split", type=int, default=1, help="UCF-101 split: 1, 2 or 3")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--shard_size_mb", type=float, default=200.0, help="approximate shard size")
+    sizes.add_argument("--num_shards", type=int, help="shards per split (instead of --shard_size_mb)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--short_side", type=int, default=128, help="resize the shorter side to this "
+                        "(never upscaled); 0 keeps the original size")
+    parser.add_argument("--jpeg_quality", type=int, default=90)
+    parser.add_argument("--val_fraction", type=float, default=0.0, help="folders: share of videos in val")
+    parser.add_argument("--min_frames", type=int, default=1, help="skip videos with fewer frames")
+    args = vars(parser.parse_args(argv))
+    try:
+        manifest = convert(args.pop("format"), args.pop("input"), args.pop("output"), **args)
+    except AnnotationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for split, entry in manifest["splits"].items():
+        print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
+    if manifest["skipped"]:
+        print(f"skipped {len(manifest['skipped'])} inputs (reasons in manifest.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
