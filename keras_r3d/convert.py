@@ -134,19 +134,15 @@ def _infer_from_tensors(arch, state):
     return found
 
 
-def resolve_settings(path, state, checkpoint_arch, overrides):
-    """Merges tensor shapes, the checkpoint, the file name and `overrides`."""
-    settings = {}
-    if checkpoint_arch:
-        settings["arch"] = checkpoint_arch
-    settings.update(parse_official_name(path))
-    settings.update({k: v for k, v in overrides.items() if k == "arch" and v is not None})
-    arch = settings.get("arch")
+def resolve_settings(file_name, state, overrides):
+    """Merges the tensor shapes, the official file name and `overrides`."""
+    settings = parse_official_name(file_name)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    arch = overrides.get("arch", settings.get("arch"))
     if arch not in registry.BUILDERS:
-        raise ValueError(f"{path}: cannot tell the architecture (got {arch!r}); pass arch= one of "
-                         f"{', '.join(registry.BUILDERS)}")
-    inferred = _infer_from_tensors(arch, state)
-    settings = {**inferred, **settings, **{k: v for k, v in overrides.items() if v is not None}}
+        raise ValueError(f"cannot tell the architecture of {file_name or 'the state dict'} (got "
+                         f"{arch!r}); pass arch= one of {', '.join(registry.BUILDERS)}")
+    settings = {**_infer_from_tensors(arch, state), **settings, **overrides}
     classifier_key = CLASSIFIER_KEYS[arch]
     if "num_classes" not in settings and classifier_key in state:
         settings["num_classes"] = int(state[classifier_key].shape[0])
@@ -257,8 +253,16 @@ def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overr
         raise FileNotFoundError(f"No checkpoint at {path}")
     check_sha256(path, strict=strict)
     state, checkpoint_arch = read_state_dict(path)
-    settings = resolve_settings(path, state, checkpoint_arch, overrides)
-    dataset = dataset or settings.pop("dataset", None)
+    if checkpoint_arch and overrides.get("arch") is None:
+        overrides = {**overrides, "arch": checkpoint_arch}
+    return convert_state_dict(state, labels=labels, dataset=dataset, file_name=path.name, **overrides)
+
+
+def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, **overrides):
+    """`convert_checkpoint` for a state dict of numpy arrays (official names,
+    no `module.` prefix); `file_name` is parsed as an official file name."""
+    settings = resolve_settings(file_name or "", state, overrides)
+    dataset = dataset or settings.get("dataset")
     settings.pop("dataset", None)
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -272,7 +276,7 @@ def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overr
     try:
         model = registry.build(arch, class_names=class_names, **settings)
     except (TypeError, ValueError) as error:
-        raise CheckpointMismatch(f"{path}: cannot build {arch} with {settings}: {error}") from None
+        raise CheckpointMismatch(f"cannot build {arch} with {settings}: {error}") from None
     _assign(model, state)
     return model
 

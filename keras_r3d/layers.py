@@ -101,7 +101,8 @@ class FanOutNormal(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         fan_out = math.prod(shape[:-2]) * shape[-1]
-        value = np.random.normal(0.0, math.sqrt(2.0 / fan_out), size=shape)
+        rng = np.random.default_rng(np.random.randint(2**31))  # follows the global seed
+        value = rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_out))
         return ops.convert_to_tensor(value, dtype=dtype or "float32")
 
 

@@ -1,0 +1,131 @@
+"""Official checkpoint import: exact logits, every architecture's state dict."""
+import gzip
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_r3d
+from keras_r3d import convert
+from tests.conftest import OFFICIAL_CHECKPOINT, REFERENCE
+
+SHAPES = json.loads(gzip.open(pathlib.Path(__file__).with_name("data") / "official_state_dict_shapes.json.gz",
+                              "rt").read())
+
+
+@pytest.fixture(scope="module")
+def official_model(fixtures_dir):
+    return convert.convert_checkpoint(OFFICIAL_CHECKPOINT)
+
+
+def test_official_checkpoint_reproduces_reference_logits(official_model):
+    clips = sorted(REFERENCE.glob("*.npz"))
+    assert len(clips) >= 7
+    for path in clips:
+        reference = np.load(path)
+        if "frames_uint8_thwc" in reference:
+            x = keras_r3d.preprocess(reference["frames_uint8_thwc"][None], official_model.preprocessing)
+            np.testing.assert_allclose(x, reference["input_ncdhw"].transpose(0, 2, 3, 4, 1), atol=1e-4)
+        else:  # the seeded noise probe
+            x = reference["input_ncdhw"].transpose(0, 2, 3, 4, 1)
+        logits = np.asarray(official_model(x, training=False))
+        tolerance = 1e-4 * max(1.0, np.abs(reference["logits"]).max())
+        assert np.abs(logits - reference["logits"]).max() <= tolerance, path.name
+
+
+def test_official_checkpoint_settings(official_model):
+    assert official_model.architecture == {"arch": "shufflenet", "width_mult": 0.5, "groups": 3,
+                                           "num_classes": 27}
+    assert official_model.preprocessing == keras_r3d.preprocessing.DATASET_PREPROCESSING["jester"]
+    assert official_model.class_names[:2] == ["Doing_other_things", "Drumming_Fingers"]
+    assert len(official_model.class_names) == 27
+
+
+def _tagged_state(shapes):
+    """Each tensor filled with its own index, so every Keras weight shows
+    which tensor it came from (cheap even for ResNet-200)."""
+    return {k: np.full(s, i, np.float32) if s else np.int64(3) for i, (k, s) in enumerate(shapes.items())}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES["models"]))
+def test_every_official_state_dict_converts(name):
+    """Official names and shapes (from the official code): every tensor lands
+    in exactly one Keras weight, in the Keras layout."""
+    spec = keras_r3d.registry.get_spec(name)
+    state = _tagged_state(SHAPES["models"][name])
+    conv_key = next(k for k, v in state.items() if v.ndim == 5 and v.shape[2] > 1)
+    state[conv_key] = np.random.default_rng(0).standard_normal(state[conv_key].shape).astype(np.float32)
+    model = convert.convert_state_dict(state, arch=spec.arch)  # the rest is inferred from shapes
+    assert {k: v for k, v in model.architecture.items() if k != "num_classes"} == \
+        {"arch": spec.arch, **spec.kwargs}
+    assert model.architecture["num_classes"] == SHAPES["num_classes"]
+
+    tags = sorted(float(np.asarray(w.value).flat[0]) for w in model.weights)
+    expected = sorted(float(v.flat[0]) for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert tags == expected  # each tensor used exactly once
+    layer = model.get_layer(conv_key.rsplit(".", 1)[0].replace(".", "_"))
+    np.testing.assert_array_equal(np.asarray(layer.kernel), state[conv_key].transpose(2, 3, 4, 1, 0))
+    if spec.table8:
+        trainable = sum(int(np.prod(v.shape)) for k, v in state.items()
+                        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        assert trainable == spec.table8["trainable_params_600"]
+
+
+def test_mismatched_checkpoint_names_first_bad_tensors():
+    state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
+    state["features.0.banch2.0.weight"] = np.zeros((7, 24, 1, 1, 1), np.float32)
+    del state["conv_last.1.running_var"]
+    with pytest.raises(convert.CheckpointMismatch) as error:
+        convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5)
+    message = str(error.value)
+    assert "features.0.banch2.0.weight" in message and "conv_last_1/moving_variance" in message
+
+
+def test_official_file_name_is_parsed():
+    assert convert.parse_official_name("kinetics_shufflenet_0.5x_G3_RGB_16_best.pth") == \
+        {"dataset": "kinetics", "arch": "shufflenet", "width_mult": 0.5, "groups": 3}
+    assert convert.parse_official_name("ucf101_resnext_101_RGB_16_best.pth") == \
+        {"dataset": "ucf101", "arch": "resnext", "depth": 101}
+    assert convert.parse_official_name("my_model.pth") == {}
+
+
+def test_read_labels_accepts_classind_and_plain_lists(tmp_path):
+    (tmp_path / "classInd.txt").write_text("2 b\n1 a\n3 c\n")
+    (tmp_path / "names.txt").write_text("x\ny\n\n")
+    assert convert.read_labels(tmp_path / "classInd.txt") == ["a", "b", "c"]
+    assert convert.read_labels(tmp_path / "names.txt") == ["x", "y"]
+
+
+def test_cli_converts_with_labels_and_rejects_bad_hash(fixtures_dir, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"gesture {i}\n" for i in range(27)))
+    output = tmp_path / "model.keras"
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
+                          "--output", str(output), "--labels", str(labels)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    info = keras_r3d.model_info(output)
+    assert info["class_names"][5] == "gesture 5"
+    assert info["preprocessing"]["temporal_downsample"] == 2
+    assert info["architecture"]["arch"] == "shufflenet"
+
+    tampered = tmp_path / OFFICIAL_CHECKPOINT.name
+    tampered.write_bytes(OFFICIAL_CHECKPOINT.read_bytes() + b"\0")
+    with pytest.warns(UserWarning, match="sha256"):
+        convert.check_sha256(tampered)
+    with pytest.raises(ValueError, match="sha256"):
+        convert.check_sha256(tampered, strict=True)
+
+    labels.write_text("only\ntwo\n")
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
+                          "--output", str(tmp_path / "bad.keras"), "--labels", str(labels)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "2 labels for num_classes=27" in run.stderr
+    assert not (tmp_path / "bad.keras").exists()
+
+
+def test_load_converts_pth_in_memory(fixtures_dir):
+    model = keras_r3d.load(OFFICIAL_CHECKPOINT)
+    assert model.architecture["groups"] == 3
