@@ -1,0 +1,96 @@
+"""Prints what a set of video TFRecords holds, and draws a contact sheet.
+
+    python -m tfrecords_tools.inspect 'DIR/train-*.tfrecord' [--sheet sheet.png --clips 8 --columns 8]
+
+Counts videos and frames, the label distribution and the frame sizes (reading
+the record contexts, no JPEG decoding), then writes a PNG with one row per
+sampled video (one per label first) and `--columns` evenly spaced frames.
+"""
+import argparse
+import collections
+import sys
+
+import numpy as np
+
+
+def summarize(file_pattern):
+    """Counts of the matching shards: videos, frames, sizes and labels."""
+    import tensorflow as tf
+
+    from tfrecords_tools import schema
+
+    files = sorted(tf.io.gfile.glob(file_pattern))
+    if not files:
+        raise FileNotFoundError(f"no files match {file_pattern!r}")
+    labels, sizes, frames = collections.Counter(), collections.Counter(), []
+    for video in tf.data.TFRecordDataset(files).map(schema.parse_video):
+        labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
+        sizes[(int(video["height"]), int(video["width"]))] += 1
+        frames.append(int(video["num_frames"]))
+    return {"files": len(files), "videos": len(frames), "frames": sum(frames),
+            "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
+            "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common())}
+
+
+def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
+    """Writes a PNG of `clips` videos (one per label first), `columns` frames each."""
+    from PIL import Image, ImageDraw
+
+    from tfrecords_tools import schema
+
+    firsts, others = {}, []  # the first video of each label, then the rest
+    for video in schema.read_videos(file_pattern):
+        if video["label_index"] not in firsts:
+            firsts[video["label_index"]] = video
+        elif len(others) < clips:
+            others.append(video)
+        if len(firsts) >= clips:
+            break
+    chosen = (list(firsts.values()) + others)[:clips]
+    label_width = 160
+    rows = []
+    for video in chosen:
+        picks = np.linspace(0, len(video["frames"]) - 1, columns).round().astype(int)
+        tiles = [Image.fromarray(video["frames"][i]) for i in picks]
+        width = max(1, round(tiles[0].width * height / tiles[0].height))
+        row = Image.new("RGB", (label_width + columns * width, height), "white")
+        ImageDraw.Draw(row).text((4, 4), f"{video['label_text']}\n{video['video_id'][-22:]}\n"
+                                          f"{video['num_frames']} frames", fill="black")
+        for c, tile in enumerate(tiles):
+            row.paste(tile.resize((width, height)), (label_width + c * width, 0))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{file_pattern!r} holds no videos")
+    sheet = Image.new("RGB", (max(r.width for r in rows), height * len(rows)), "white")
+    for r, row in enumerate(rows):
+        sheet.paste(row, (0, r * height))
+    sheet.save(path)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfrecords_tools.inspect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pattern", help="glob of .tfrecord shards (quote it)")
+    parser.add_argument("--sheet", default="contact_sheet.png", help="PNG to write ('' for none)")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--columns", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize(args.pattern)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    low, mean, high = summary["frames_per_video"] or (0, 0, 0)
+    print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "
+          f"frames per video min {low}, mean {mean:.1f}, max {high}")
+    print("frame sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in summary["sizes"].items()))
+    for (index, label), count in summary["labels"].items():
+        print(f"{index:5d} {label:40s} {count}")
+    if args.sheet:
+        print(f"contact sheet: {contact_sheet(args.pattern, args.sheet, args.clips, args.columns)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
