@@ -1,0 +1,942 @@
+"""Table 8 measured on this machine: params, MFLOPs and clips/s per model.
+
+    python -m keras_r3d.benchmark --models efficient --backends tensorflow,jax \\
+        --runtimes keras,tflite,onnxruntime --batch_sizes 1,8 --tag cpu-2core
+
+writes `<output_dir>/<tag>.json` (every measurement and the run's facts),
+`<tag>.md` (laid out like Table 8, the paper's figures beside ours) and
+`<tag>.png` (clips/s against MFLOPs).
+
+A measurement is one (model, runtime, backend, precision, batch size): the
+first call (trace + compile) is timed apart as `compile_s`, then `--warmup`
+untimed calls, then `--repeats` timed calls, each synchronized with the
+device. Keras' backend is fixed per process, so each backend other than this
+process's runs in a worker subprocess (this module with `--worker_output`),
+and the rows are merged. Exported runtimes (TFLite, onnxruntime, TensorRT) are
+exported and timed in the TensorFlow process through `keras_r3d.export`.
+`--official_repo` times the official PyTorch models side by side, imported
+from the user's checkout at run time, eager and under `torch.compile`.
+"""
+import contextlib
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
+RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+OFFICIAL_MODES = ("eager", "compile")
+EFFICIENT_ARCHS = ("shufflenet", "shufflenetv2", "mobilenet", "mobilenetv2")
+# Model groups accepted by --models besides registry names.
+MODEL_GROUPS = ("all", "efficient", "1.0x")
+# Libraries whose versions a run records (distribution names).
+VERSIONED = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
+             "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorrt", "tf2onnx")
+# 1-minute load average per core above which the Markdown warns.
+BUSY_LOAD_PER_CORE = 0.25
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- model choice
+
+def resolve_models(spec):
+    """Registry names from `--models`: `all` (Table 8's rows), `efficient`
+    (its 3D ShuffleNet/MobileNet rows), `1.0x`, or comma-separated names."""
+    from keras_r3d import registry
+
+    table8 = [name for name in registry.list_models()
+              if (registry.get_spec(name).table8 or {}).get("paper")]
+    groups = {
+        "all": table8,
+        "efficient": [n for n in table8 if registry.get_spec(n).arch in EFFICIENT_ARCHS],
+        "1.0x": [n for n in table8 if n.endswith("-1.0x")],
+    }
+    names = []
+    for item in _split(spec):
+        for name in groups.get(item, [item]):
+            registry.get_spec(name)  # raises with the valid names
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError("--models selects no model")
+    return names
+
+
+def _split(text):
+    return [item.strip() for item in str(text).split(",") if item.strip()]
+
+
+def parse_input_shape(text):
+    """`16,112,112` -> (16, 112, 112, 3)."""
+    values = _split(text)
+    if len(values) != 3 or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise ValueError(f"--input_shape must be 3 positive ints FRAMES,HEIGHT,WIDTH, got {text!r}")
+    return tuple(int(v) for v in values) + (3,)
+
+
+# ---------------------------------------------------------------- the machine
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (or the platform's)."""
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_count():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def gpu_names():
+    """The GPUs nvidia-smi reports, or [] without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def library_versions():
+    versions = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    from keras_r3d import __version__
+
+    versions["keras_r3d"] = __version__
+    return versions
+
+
+def git_commit():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "keras_r3d"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+uncommitted" if dirty else "")
+
+
+def reset_peak_rss():
+    """Resets the kernel's peak-RSS counter (VmHWM) of this process; False
+    where the kernel does not allow it (then the peak is the process's)."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib():
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- timing
+
+def summarize(latencies_s, batch_size):
+    """Median/min/max clips/s and p50/p99 latency of timed calls."""
+    lat = np.asarray(latencies_s, dtype=np.float64)
+    cps = batch_size / lat
+    return {
+        "clips_per_s": {"median": float(np.median(cps)), "min": float(cps.min()),
+                        "max": float(cps.max())},
+        "latency_ms": {"p50": float(np.percentile(lat, 50) * 1e3),
+                       "p99": float(np.percentile(lat, 99) * 1e3)},
+        "repeats": int(lat.size),
+    }
+
+
+def time_runner(call, sync, warmup, repeats, batch_size, gpu=None):
+    """Times `sync(call())`: the first call apart (compile), then warmup,
+    then `repeats` timed calls. `gpu` resets and reads peak device memory."""
+    rss_reset = reset_peak_rss()
+    if gpu:
+        gpu.reset()
+    start = time.perf_counter()
+    sync(call())
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        sync(call())
+    latencies = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sync(call())
+        latencies.append(time.perf_counter() - start)
+    return {
+        **summarize(latencies, batch_size),
+        "compile_s": compile_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_scope": "measurement" if rss_reset else "process",
+        "gpu_peak_mib": gpu.peak_mib() if gpu else None,
+    }
+
+
+class _GpuMemory:
+    """Peak device memory through the framework's own counters."""
+
+    def __init__(self, reset, peak_bytes):
+        self.reset = reset
+        self._peak_bytes = peak_bytes
+
+    def peak_mib(self):
+        return self._peak_bytes() / MIB
+
+
+# ---------------------------------------------------------------- keras backends
+
+def configure_backend(threads, tf32):
+    """Thread count and TF32 for this process's Keras backend; call before
+    any model is built. Returns a description of the compute device."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"GPU ({len(gpus)})" if gpus else "CPU"
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+        return str(jax.devices()[0].platform).upper()
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return "GPU" if torch.cuda.is_available() else "CPU"
+
+
+def keras_runner(model, x, jit_compile=True):
+    """(call, sync, gpu) running `model` on `x` with this process's backend:
+    a tf.function on TF (XLA-compiled if `jit_compile`), a jitted
+    `stateless_call` on JAX, and eager `torch.inference_mode` on torch."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda inputs: model(inputs, training=False), jit_compile=jit_compile)
+        xt = tf.constant(x)
+        gpu = None
+        if tf.config.list_physical_devices("GPU"):
+            gpu = _GpuMemory(lambda: tf.config.experimental.reset_memory_stats("GPU:0"),
+                             lambda: tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        return (lambda: fn(xt)), (lambda y: y.numpy()), gpu
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        @jax.jit
+        def fn(tv, ntv, inputs):
+            return model.stateless_call(tv, ntv, inputs, training=False)[0]
+
+        device = jax.devices()[0]
+        xj = jax.device_put(x, device)
+        gpu = None
+        if device.platform == "gpu" and device.memory_stats():
+            stats = device.memory_stats
+            gpu = _GpuMemory(lambda: None, lambda: stats()["peak_bytes_in_use"])
+        return (lambda: fn(trainable, non_trainable, xj)), (lambda y: y.block_until_ready()), gpu
+    import torch
+
+    cuda = torch.cuda.is_available()
+    xt = torch.as_tensor(x, device="cuda" if cuda else "cpu")
+
+    def call():
+        with torch.inference_mode():
+            return model(xt, training=False)
+
+    if cuda:
+        gpu = _GpuMemory(torch.cuda.reset_peak_memory_stats, torch.cuda.max_memory_allocated)
+        return call, (lambda y: torch.cuda.synchronize()), gpu
+    return call, (lambda y: y.cpu()), None
+
+
+@contextlib.contextmanager
+def dtype_policy(precision):
+    """Builds Keras models in `precision` (mixed policies for 16-bit)."""
+    import keras
+
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def model_facts(name, model):
+    """Params and MFLOPs (ours, paper convention) beside Table 8's figures."""
+    from keras_r3d import profile, registry
+
+    counts = profile(model)
+    spec = registry.get_spec(name)
+    paper = (spec.table8 or {}).get("paper") or {}
+    return {
+        "params_M": counts["trainable_params"] / 1e6,
+        "mflops": counts["flops_paper"] / 1e6,
+        "paper": {key: paper.get(key) for key in ("params_M", "mflops", "titan_xp_cps",
+                                                  "jetson_tx2_cps")},
+    }
+
+
+# ---------------------------------------------------------------- exported runtimes
+
+EXPORT_PRECISIONS = {"tflite": ("float32", "float16", "int8"), "onnxruntime": ("float32",),
+                     "tensorrt": ("float32", "float16", "int8")}
+
+
+def random_clips(batch_size, input_shape, layout="ndhwc"):
+    """Seeded standard-normal clips: already-normalized model input."""
+    x = np.random.default_rng(0).standard_normal((batch_size,) + tuple(input_shape))
+    if layout == "ncdhw":
+        x = np.moveaxis(x, -1, 1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def measure(base, batch_sizes, make_runner, settings, on_row):
+    """One row per batch size: `make_runner(batch)` gives (call, sync, gpu);
+    a failure becomes the row's status and the run goes on."""
+    for batch in batch_sizes:
+        row = {**base, "batch_size": batch}
+        try:
+            call, sync, gpu = make_runner(batch)
+            row.update(time_runner(call, sync, settings["warmup"], settings["repeats"], batch, gpu))
+            row["status"] = "ok"
+        except Exception as error:  # recorded in the results; the run goes on
+            row["status"] = f"error: {type(error).__name__}: {error}"[:500]
+        on_row(row)
+
+
+def not_applicable(base, batch_sizes, why, on_row):
+    for batch in batch_sizes:
+        on_row({**base, "batch_size": batch, "status": f"not applicable: {why}"})
+
+
+def measure_keras(name, settings, on_row):
+    """Every precision and batch size of one model on this process's backend."""
+    import keras
+
+    from keras_r3d import create_model
+
+    backend = keras.backend.backend()
+    # XLA on/off only exists on TF; JAX is always jitted, torch runs eager.
+    jit_choices = tf_jit_choices(settings["tf_jit_compile"]) if backend == "tensorflow" else [None]
+    for precision in settings["precisions"]:
+        for jit in jit_choices:
+            base = {"model": name, "runtime": "keras", "backend": backend, "precision": precision}
+            if jit is not None:
+                base["jit_compile"] = jit
+            if precision == "int8":
+                not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
+                               on_row)
+                continue
+            keras.utils.set_random_seed(0)
+            with dtype_policy(precision):
+                model = create_model(name, num_classes=settings["num_classes"],
+                                     input_shape=settings["input_shape"])
+            measure(base, settings["batch_sizes"],
+                    lambda batch: keras_runner(model, random_clips(batch, settings["input_shape"]),
+                                               jit),
+                    settings, on_row)
+
+
+def tf_jit_choices(values):
+    """`--tf_jit_compile` values -> booleans. "auto" is XLA on a GPU and a
+    plain tf.function graph on CPU, where TF's XLA CPU code ran ShuffleNetV2
+    and MobileNetV1 1.0x 3-4x slower than the graph (benchmarks/README.md)."""
+    choices = []
+    for value in values:
+        if value == "auto":
+            import tensorflow as tf
+
+            value = "true" if tf.config.list_physical_devices("GPU") else "false"
+        choices.append(value == "true")
+    return list(dict.fromkeys(choices))
+
+
+# ---------------------------------------------------------------- the official code
+
+def load_official_module(repo, arch):
+    """Imports `models/<arch>.py` from a checkout of the official code."""
+    path = pathlib.Path(repo) / "models" / f"{arch}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"--official_repo {repo}: no models/{arch}.py there")
+    module_spec = importlib.util.spec_from_file_location(f"official_efficient3dcnns_{arch}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def build_official(repo, name, num_classes, input_shape):
+    """The official PyTorch model of registry configuration `name`."""
+    from keras_r3d import registry
+
+    spec = registry.get_spec(name)
+    kw = spec.kwargs
+    frames, size = input_shape[0], input_shape[1]
+    module = load_official_module(repo, spec.arch)
+    if spec.arch == "shufflenet":
+        return module.ShuffleNet(groups=kw["groups"], width_mult=kw["width_mult"],
+                                 num_classes=num_classes)
+    if spec.arch == "shufflenetv2":
+        return module.ShuffleNetV2(num_classes=num_classes, sample_size=size,
+                                   width_mult=kw["width_mult"])
+    if spec.arch == "mobilenet":
+        return module.MobileNet(num_classes=num_classes, sample_size=size, width_mult=kw["width_mult"])
+    if spec.arch == "mobilenetv2":
+        return module.MobileNetV2(num_classes=num_classes, sample_size=size,
+                                  width_mult=kw["width_mult"])
+    if spec.arch == "squeezenet":
+        return module.SqueezeNet(sample_size=size, sample_duration=frames, version=kw["version"],
+                                 num_classes=num_classes)
+    if spec.arch == "resnet":
+        return getattr(module, f"resnet{kw['depth']}")(
+            sample_size=size, sample_duration=frames, shortcut_type=kw["shortcut"],
+            num_classes=num_classes)
+    if spec.arch == "resnext":
+        return getattr(module, f"resnext{kw['depth']}")(
+            sample_size=size, sample_duration=frames, shortcut_type=kw["shortcut"],
+            cardinality=kw["cardinality"], num_classes=num_classes)
+    if spec.arch == "c3d":
+        return module.C3D(sample_size=size, sample_duration=frames, num_classes=num_classes)
+    raise ValueError(f"No official builder for arch {spec.arch!r}")
+
+
+def official_runner(model, x_ncdhw, mode, precision, channels_last):
+    """(call, sync, gpu) for an official model: eager or `torch.compile`,
+    fp32 or bf16/fp16 autocast, optionally channels_last_3d."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.eval().to(device)
+    x = torch.as_tensor(x_ncdhw, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    fn = torch.compile(model) if mode == "compile" else model
+    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+
+    def call():
+        with torch.inference_mode(), torch.autocast(device, dtype=autocast or torch.float32,
+                                                    enabled=autocast is not None):
+            return fn(x)
+
+    if device == "cuda":
+        gpu = _GpuMemory(torch.cuda.reset_peak_memory_stats, torch.cuda.max_memory_allocated)
+        return call, (lambda y: torch.cuda.synchronize()), gpu
+    return call, (lambda y: y.cpu()), None
+
+
+def measure_official(name, settings, on_row):
+    """The official code's model `name`, eager and compiled, every precision
+    and batch size, on this process's PyTorch (any Keras backend)."""
+    import torch
+
+    torch.set_num_threads(settings["threads"])
+    torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
+    torch.backends.cudnn.allow_tf32 = settings["tf32"]
+    input_shape = settings["input_shape"]
+    for mode in settings["official_modes"]:
+        for precision in settings["precisions"]:
+            base = {"model": name, "runtime": f"official-{mode}", "backend": "torch",
+                    "precision": precision, "channels_last_3d": settings["official_channels_last"]}
+            if precision == "int8":
+                not_applicable(base, settings["batch_sizes"], "the official code has no int8", on_row)
+                continue
+            torch.manual_seed(0)
+            model = build_official(settings["official_repo"], name, settings["num_classes"],
+                                   input_shape)
+            measure(base, settings["batch_sizes"],
+                    lambda batch: official_runner(model, random_clips(batch, input_shape, "ncdhw"),
+                                                  mode, precision,
+                                                  settings["official_channels_last"]),
+                    settings, on_row)
+            if mode == "compile":
+                torch._dynamo.reset()  # frees the compiled graphs of this model
+
+
+# ---------------------------------------------------------------- exported runtimes
+
+def measure_exported(name, runtimes, settings, on_row):
+    """TFLite / onnxruntime / TensorRT artifacts of `keras_r3d.export`."""
+    for runtime in runtimes:
+        for precision in settings["precisions"]:
+            base = {"model": name, "runtime": runtime, "backend": runtime, "precision": precision}
+            not_applicable(base, settings["batch_sizes"], "keras_r3d.export has not landed", on_row)
+
+
+# ---------------------------------------------------------------- one process's share
+
+def plan_processes(backends, runtimes):
+    """{Keras backend of a process: the runtimes that process measures}.
+    Exports need the TensorFlow backend, so exported runtimes run there."""
+    shares = {}
+    if "keras" in runtimes:
+        for backend in backends:
+            shares.setdefault(backend, []).append("keras")
+    exported = [runtime for runtime in runtimes if runtime != "keras"]
+    if exported:
+        shares.setdefault("tensorflow", []).extend(exported)
+    return shares
+
+
+def run_share(runtimes, settings, on_row, official=False):
+    """Measures `runtimes` (and the official code) for every model here."""
+    import keras
+    from tqdm import tqdm
+
+    exported = [runtime for runtime in runtimes if runtime != "keras"]
+    label = f"benchmark [{keras.backend.backend()}: {', '.join(runtimes) or 'official'}]"
+    for name in tqdm(settings["models"], desc=label, unit="model", file=sys.stderr):
+        if "keras" in runtimes:
+            measure_keras(name, settings, on_row)
+        if exported:
+            measure_exported(name, exported, settings, on_row)
+        if official:
+            measure_official(name, settings, on_row)
+
+
+def run_worker(backend, runtimes, settings, workdir):
+    """Runs one share in a subprocess with KERAS_BACKEND=`backend`; returns
+    its rows, with an error row for every model it did not finish."""
+    workdir = pathlib.Path(workdir)
+    settings_path = workdir / f"settings_{backend}.json"
+    output_path = workdir / f"rows_{backend}.json"
+    write_json_atomic(settings_path, {**settings, "runtimes": runtimes})
+    package_root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "keras_r3d.benchmark", f"--worker_settings={settings_path}",
+               f"--worker_output={output_path}"]
+    code = subprocess.run(command, env=env, check=False).returncode
+    rows = json.loads(output_path.read_text()) if output_path.exists() else []
+    if code:
+        done = {row["model"] for row in rows}
+        for name in settings["models"]:
+            if name in done:
+                continue
+            for runtime in runtimes:
+                for precision in settings["precisions"]:
+                    for batch in settings["batch_sizes"]:
+                        rows.append({"model": name, "runtime": runtime, "backend": backend,
+                                     "precision": precision, "batch_size": batch,
+                                     "status": f"error: the {backend} worker exited with code {code}"})
+    return rows
+
+
+def worker_main(settings_path, output_path):
+    """The subprocess side of `run_worker`."""
+    settings = json.loads(pathlib.Path(settings_path).read_text())
+    settings["input_shape"] = tuple(settings["input_shape"])
+    configure_backend(settings["threads"], settings["tf32"])
+    rows = []
+
+    def on_row(row):
+        rows.append(row)
+        write_json_atomic(output_path, rows)
+
+    write_json_atomic(output_path, rows)
+    run_share(settings["runtimes"], settings, on_row)
+
+
+def write_json_atomic(path, value):
+    write_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def write_atomic(path, text):
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- a whole run
+
+def run_benchmark(settings, output_dir, tag, command):
+    """Measures everything `settings` asks for; writes and returns the
+    results (`{"run", "models", "results"}`) as `<tag>.json/.md/.png`."""
+    import keras
+
+    from keras_r3d import create_model
+
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: output_dir / f"{tag}.{ext}" for ext in ("json", "md", "png")}
+    gpus = gpu_names()
+    results = {
+        "run": {
+            "tag": tag, "command": command, "started_utc": _utc_now(),
+            "cpu_model": cpu_model(), "cpu_cores": cpu_count(), "gpus": gpus,
+            "host_platform": platform.platform(), "versions": library_versions(),
+            "git_commit": git_commit(),
+            "load_1min_before": os.getloadavg()[0],
+            "settings": {**settings, "input_shape": list(settings["input_shape"])},
+        },
+        "models": {},
+        "results": [],
+    }
+    current = keras.backend.backend()
+    results["run"]["device"] = configure_backend(settings["threads"], settings["tf32"])
+
+    def save():
+        write_json_atomic(paths["json"], results)
+
+    for name in settings["models"]:
+        keras.utils.set_random_seed(0)
+        model = create_model(name, num_classes=settings["num_classes"],
+                             input_shape=settings["input_shape"])
+        results["models"][name] = model_facts(name, model)
+    save()
+
+    def on_row(row):
+        row["load_1min"] = os.getloadavg()[0]
+        results["results"].append(row)
+        save()
+
+    with tempfile.TemporaryDirectory(prefix="keras_r3d_benchmark_") as workdir:
+        for backend, runtimes in plan_processes(settings["backends"], settings["runtimes"]).items():
+            if backend == current:
+                run_share(runtimes, settings, on_row)
+            else:
+                for row in run_worker(backend, runtimes, settings, workdir):
+                    on_row(row)
+    if settings["official_repo"]:
+        run_share([], settings, on_row, official=True)
+    results["run"]["load_1min_after"] = os.getloadavg()[0]
+    results["run"]["finished_utc"] = _utc_now()
+    save()
+    write_atomic(paths["md"], render_markdown(results))
+    plot_speed(results, paths["png"])
+    return results
+
+
+def _utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------- reporting
+
+RUNTIME_LABELS = {"keras": "Keras", "tflite": "TFLite", "onnxruntime": "ONNX Runtime",
+                  "tensorrt": "TensorRT", "official-eager": "official PyTorch eager",
+                  "official-compile": "official PyTorch torch.compile"}
+DEPLOYABLE = ("tflite", "onnxruntime", "tensorrt")
+OFFICIAL = tuple(f"official-{mode}" for mode in OFFICIAL_MODES)
+CPU_TARGET_RATIO = 3.0  # issue 6: best deployable >= 3x official clips/s, batch 1, 2 cores
+
+
+def series_label(row):
+    label = RUNTIME_LABELS.get(row["runtime"], row["runtime"])
+    if row["runtime"] == "keras":
+        label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''})"
+    return f"{label} {row['precision']}"
+
+
+def _ok(rows):
+    return [row for row in rows if row.get("status") == "ok"]
+
+
+def _fmt(value, digits=1):
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _cps(row):
+    if row.get("status") != "ok":
+        return row.get("status", "—").split(":")[0]
+    c = row["clips_per_s"]
+    return f"{_fmt(c['median'])} [{_fmt(c['min'])}–{_fmt(c['max'])}]"
+
+
+def render_markdown(results):
+    """Table 8's layout with the paper's figures beside ours, then the
+    latency/memory/compile details and the issue 6 CPU target."""
+    run, models, rows = results["run"], results["models"], results["results"]
+    settings = run["settings"]
+    frames, height, width, _ = settings["input_shape"]
+    cores = run["cpu_cores"]
+    lines = [f"# Table 8 measured: `{run['tag']}`", ""]
+    lines += [
+        f"- Command: `{run['command']}`",
+        f"- Machine: {run['cpu_model']}, {cores} CPU cores; GPU: {', '.join(run['gpus']) or 'none'}"
+        f"; measured on: {run.get('device', '?')}",
+        f"- Started {run['started_utc']}, finished {run.get('finished_utc', '(unfinished)')}; "
+        f"git {run.get('git_commit')}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
+        f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
+        f"{settings['warmup']} warmup and {settings['repeats']} timed calls per cell, "
+        f"{settings['threads']} threads, TF32 {'on' if settings['tf32'] else 'off'}, "
+        f"TF jit_compile {','.join(settings['tf_jit_compile'])} (auto: XLA on GPU only).",
+        f"- 1-minute load average: {run['load_1min_before']:.2f} before, "
+        f"{_fmt(run.get('load_1min_after'), 2)} after, on {cores} cores.",
+    ]
+    busiest = max(run["load_1min_before"], run.get("load_1min_after") or 0.0,
+                  *[row.get("load_1min", 0.0) for row in rows])
+    if busiest > BUSY_LOAD_PER_CORE * cores:
+        lines.append(f"- **The machine was shared and busy** (1-minute load up to {busiest:.2f} on "
+                     f"{cores} cores, some of it this benchmark's own): other processes took CPU "
+                     "time, so these clips/s are lower bounds for an idle machine.")
+    if not run["gpus"]:
+        lines.append("- GPU (H100) rows: **not measured**, this machine has no GPU.")
+    lines.append("")
+
+    batches = sorted({row["batch_size"] for row in rows})
+    series = list(dict.fromkeys(series_label(row) for row in rows))
+    by_cell = {(row["model"], series_label(row), row["batch_size"]): row for row in rows}
+    lines += [f"## Clips/s: median of the timed calls [min–max], batch size b", ""]
+    header = ["Model", "Params (M) paper / ours", "MFLOPs paper / ours", "Titan XP b8 (paper)",
+              "Jetson TX2 b8 (paper)"]
+    columns = [(s, b) for s in series for b in batches
+               if any((m, s, b) in by_cell for m in models)]
+    header += [f"{s} b{b}" for s, b in columns]
+    lines += [_md_row(header), _md_row(["---"] + ["---:"] * (len(header) - 1))]
+    for name, facts in models.items():
+        paper = facts["paper"]
+        cells = [name, f"{_fmt(paper['params_M'], 2)} / {facts['params_M']:.2f}",
+                 f"{_fmt(paper['mflops'], 0)} / {facts['mflops']:.0f}",
+                 _fmt(paper["titan_xp_cps"], 0), _fmt(paper["jetson_tx2_cps"], 0)]
+        cells += [_cps(by_cell[(name, s, b)]) if (name, s, b) in by_cell else "—" for s, b in columns]
+        lines.append(_md_row(cells))
+    lines.append("")
+
+    lines += _target_section(models, rows)
+
+    lines += ["## Every measurement", "",
+              _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
+                       "p50 ms", "p99 ms", "Peak RSS MiB", "GPU peak MiB", "Compile s",
+                       "Load 1-min", "Status"]),
+              _md_row(["---"] * 3 + ["---:"] * 8 + ["---"])]
+    for row in rows:
+        ok = row.get("status") == "ok"
+        lines.append(_md_row([
+            row["model"], series_label(row).rsplit(" ", 1)[0], row["precision"], row["batch_size"],
+            _cps(row) if ok else "—",
+            _fmt(row["latency_ms"]["p50"], 2) if ok else "—",
+            _fmt(row["latency_ms"]["p99"], 2) if ok else "—",
+            _fmt(row.get("peak_rss_mib"), 0), _fmt(row.get("gpu_peak_mib"), 0),
+            _fmt(row.get("compile_s"), 2), _fmt(row.get("load_1min"), 2),
+            row.get("status", "—").replace("|", "/")]))
+    lines += ["", "Peak RSS is the process's peak resident memory during that measurement "
+              "(reset before it where the kernel allows); it includes the framework's own footprint.",
+              ""]
+    return "\n".join(lines)
+
+
+def _target_section(models, rows):
+    """Issue 6's CPU target at batch 1: best deployable / best official."""
+    ok = [row for row in _ok(rows) if row["batch_size"] == 1]
+    deployable = [row for row in ok if row["runtime"] in DEPLOYABLE]
+    official = [row for row in ok if row["runtime"] in OFFICIAL]
+    if not official:
+        return []
+    lines = ["## Issue 6 CPU target: best deployable artifact ≥ 3× the official PyTorch clips/s, batch 1",
+             "", _md_row(["Model", "Best deployable", "clips/s", "Best Keras", "clips/s",
+                          "Best official", "clips/s", "Deployable / official", "Target met"]),
+             _md_row(["---", "---", "---:", "---", "---:", "---", "---:", "---:", "---"])]
+    keras_rows = [row for row in ok if row["runtime"] == "keras"]
+    for name in models:
+        best = {}
+        for key, candidates in (("deployable", deployable), ("keras", keras_rows),
+                                ("official", official)):
+            mine = [row for row in candidates if row["model"] == name]
+            best[key] = max(mine, key=lambda r: r["clips_per_s"]["median"]) if mine else None
+        if best["official"] is None:
+            continue
+        cells = [name]
+        for key in ("deployable", "keras", "official"):
+            row = best[key]
+            cells += [series_label(row) if row else "not measured",
+                      _fmt(row["clips_per_s"]["median"]) if row else "—"]
+        if best["deployable"]:
+            ratio = best["deployable"]["clips_per_s"]["median"] / best["official"]["clips_per_s"]["median"]
+            cells += [f"{ratio:.2f}×", "yes" if ratio >= CPU_TARGET_RATIO else "**no**"]
+        else:
+            cells += ["—", "not measured"]
+        lines.append(_md_row(cells))
+    return lines + [""]
+
+
+def _md_row(cells):
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def plot_speed(results, path):
+    """clips/s against MFLOPs, one series per runtime/precision/batch, with
+    the paper's Titan XP and Jetson TX2 figures for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    models = results["models"]
+    figure, axes = plt.subplots(figsize=(10, 6.5))
+    groups = {}
+    for row in _ok(results["results"]):
+        groups.setdefault(f"{series_label(row)} b{row['batch_size']}", []).append(row)
+    for label, rows in groups.items():
+        xs = [models[row["model"]]["mflops"] for row in rows]
+        ys = [row["clips_per_s"]["median"] for row in rows]
+        axes.plot(xs, ys, "o", label=label, alpha=0.8)
+    for key, label, marker in (("titan_xp_cps", "paper: Titan XP b8", "k^"),
+                               ("jetson_tx2_cps", "paper: Jetson TX2 b8", "kv")):
+        points = [(facts["mflops"], facts["paper"][key]) for facts in models.values()
+                  if facts["paper"][key]]
+        if points:
+            axes.plot(*zip(*points), marker, fillstyle="none", label=label)
+    for name, facts in models.items():
+        axes.annotate(name, (facts["mflops"], axes.get_ylim()[0]), fontsize=6, rotation=90,
+                      va="bottom", ha="center", alpha=0.5)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("MFLOPs per clip (paper convention)")
+    axes.set_ylabel("clips/s (median)")
+    run = results["run"]
+    axes.set_title(f"{run['tag']}: {run['cpu_model']}, {run['cpu_cores']} cores"
+                   + (f", {run['gpus'][0]}" if run["gpus"] else ""), fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    tmp = pathlib.Path(path).with_name(f".{pathlib.Path(path).name}.tmp{os.getpid()}.png")
+    figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the command line
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("models", "all", "Registry names, comma-separated, or a group: "
+                        + ", ".join(MODEL_GROUPS) + " (all = Table 8's rows).")
+    flags.DEFINE_list("backends", ["tensorflow"], f"Keras backends: {', '.join(BACKENDS)}.")
+    flags.DEFINE_list("runtimes", ["keras"], f"Runtimes: {', '.join(RUNTIMES)}.")
+    flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
+    flags.DEFINE_list("precision", ["float32"], f"One or more of {', '.join(PRECISIONS)}.")
+    flags.DEFINE_integer("warmup", 3, "Untimed calls after the compile call.", lower_bound=0)
+    flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.", lower_bound=1)
+    flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
+    flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
+    flags.DEFINE_string("official_repo", None,
+                        "A checkout of okankop/Efficient-3DCNNs to time side by side.")
+    flags.DEFINE_bool("official_channels_last", False, "Run the official models channels_last_3d.")
+    flags.DEFINE_string("input_shape", "16,112,112", "FRAMES,HEIGHT,WIDTH of the clips.")
+    flags.DEFINE_integer("num_classes", 600, "Classifier size (Table 8: Kinetics-600).",
+                         lower_bound=1)
+    flags.DEFINE_integer("threads", None, "CPU threads per runtime (default: the usable cores).",
+                         lower_bound=1)
+    flags.DEFINE_bool("tf32", False, "Allow TF32 matmuls/convs on GPUs (same on every side).")
+    flags.DEFINE_list("tf_jit_compile", ["auto"], "TensorFlow tf.function XLA: true, false or "
+                      "auto (XLA on GPU, graph on CPU); several values time each.")
+    flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
+                      f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
+    flags.DEFINE_string("worker_settings", None, "Internal: a worker subprocess's settings.")
+    flags.DEFINE_string("worker_output", None, "Internal: where a worker writes its rows.")
+
+
+def settings_from_flags(f):
+    """Validated settings dict from the parsed flags."""
+    def choices(values, valid, name):
+        values = [v.strip() for v in values if v.strip()]
+        bad = [v for v in values if v not in valid]
+        if bad or not values:
+            raise ValueError(f"--{name}: {bad or 'nothing'} not among {', '.join(valid)}")
+        return list(dict.fromkeys(values))
+
+    try:
+        batch_sizes = sorted({int(b) for b in f.batch_sizes})
+    except ValueError:
+        raise ValueError(f"--batch_sizes must be integers, got {f.batch_sizes}") from None
+    if not batch_sizes or batch_sizes[0] < 1:
+        raise ValueError(f"--batch_sizes must be positive, got {f.batch_sizes}")
+    if f.official_repo and not (pathlib.Path(f.official_repo) / "models").is_dir():
+        raise ValueError(f"--official_repo {f.official_repo} has no models/ folder: "
+                         "point it at a checkout of okankop/Efficient-3DCNNs")
+    return {
+        "models": resolve_models(f.models),
+        "backends": choices(f.backends, BACKENDS, "backends"),
+        "runtimes": choices(f.runtimes, RUNTIMES, "runtimes"),
+        "precisions": choices(f.precision, PRECISIONS, "precision"),
+        "batch_sizes": batch_sizes,
+        "input_shape": parse_input_shape(f.input_shape),
+        "num_classes": f.num_classes,
+        "warmup": f.warmup,
+        "repeats": f.repeats,
+        "threads": f.threads or cpu_count(),
+        "tf32": f.tf32,
+        "tf_jit_compile": choices(f.tf_jit_compile, ("auto", "true", "false"), "tf_jit_compile"),
+        "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
+        "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
+        "official_channels_last": f.official_channels_last,
+    }
+
+
+def default_tag():
+    gpus = gpu_names()
+    device = gpus[0].split(",")[0] if gpus else f"cpu{cpu_count()}"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+    return "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{device}-{stamp}")
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"Unexpected arguments: {argv[1:]}")
+    if f.worker_settings:
+        worker_main(f.worker_settings, f.worker_output)
+        return 0
+    try:
+        settings = settings_from_flags(f)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    tag = f.tag or default_tag()
+    if not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SystemExit(f"error: --tag may hold letters, digits, '-', '_' and '.', got {tag!r}")
+    command = shlex.join(["python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
+    results = run_benchmark(settings, f.output_dir, tag, command)
+    failed = [row for row in results["results"] if row["status"].startswith("error")]
+    out = pathlib.Path(f.output_dir) / tag
+    print(f"wrote {out}.json, {out}.md, {out}.png ({len(results['results'])} rows, "
+          f"{len(failed)} failed)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,142 @@
+"""keras_r3d.benchmark: a CLI smoke run on tiny settings (TF in process, JAX
+through its worker subprocess), the official-code path against a stand-in
+checkout, and the reporting logic. No timing is asserted."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_r3d import benchmark
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0,
+        "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
+        "precisions": ["float32"], "official_channels_last": False}
+
+
+def test_cli_smoke_tensorflow_and_jax(tmp_path):
+    command = [sys.executable, "-m", "keras_r3d.benchmark", "--models=ShuffleNetV2-0.25x",
+               "--backends=tensorflow,jax", "--runtimes=keras", "--input_shape=8,32,32",
+               "--batch_sizes=1,2", "--warmup=0", "--repeats=1", "--num_classes=5",
+               f"--output_dir={tmp_path}", "--tag=smoke"]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    run = results["run"]
+    assert run["cpu_model"] and run["cpu_cores"] >= 1 and "keras" in run["versions"]
+    assert "--models=ShuffleNetV2-0.25x" in run["command"]
+    assert isinstance(run["load_1min_before"], float) and isinstance(run["load_1min_after"], float)
+    facts = results["models"]["ShuffleNetV2-0.25x"]
+    assert facts["paper"]["titan_xp_cps"] == 442  # Table 8, read from table8.json
+    assert facts["params_M"] > 0 and facts["mflops"] > 0
+    rows = results["results"]
+    assert sorted((r["backend"], r["batch_size"]) for r in rows) == [
+        ("jax", 1), ("jax", 2), ("tensorflow", 1), ("tensorflow", 2)]
+    for row in rows:
+        assert row["status"] == "ok", row
+        cps = row["clips_per_s"]
+        assert 0 < cps["min"] <= cps["median"] <= cps["max"]
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        assert row["compile_s"] > 0 and row["peak_rss_mib"] > 0 and row["repeats"] == 1
+
+    markdown = (tmp_path / "smoke.md").read_text()
+    assert "| ShuffleNetV2-0.25x | 0.83 / " in markdown  # paper params beside ours
+    assert "Keras (tensorflow) float32 b2" in markdown and "Keras (jax) float32 b1" in markdown
+    assert "not measured" in markdown or run["gpus"]
+    png = (tmp_path / "smoke.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    for bad, message in (("--backends=tensorflow,mxnet", "mxnet"), ("--models=NoSuchNet", "NoSuchNet"),
+                         ("--input_shape=16,112", "input_shape"), ("--precision=int4", "int4")):
+        done = subprocess.run([sys.executable, "-m", "keras_r3d.benchmark", bad,
+                               f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode != 0 and message in done.stderr, (bad, done.stderr[-2000:])
+    assert not list(tmp_path.iterdir())
+
+
+def test_official_repo_is_imported_from_the_path(tmp_path):
+    """A stand-in checkout with the official constructor signature."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "shufflenetv2.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+
+        class ShuffleNetV2(nn.Module):
+            def __init__(self, num_classes=600, sample_size=112, width_mult=1.0):
+                super().__init__()
+                self.conv = nn.Conv3d(3, 4, 3, padding=1)
+                self.fc = nn.Linear(4, num_classes)
+
+            def forward(self, x):
+                return self.fc(self.conv(x).mean(dim=(2, 3, 4)))
+        """))
+    rows = []
+    settings = {**TINY, "official_repo": str(tmp_path), "official_modes": ["eager"],
+                "precisions": ["float32", "int8"]}
+    benchmark.measure_official("ShuffleNetV2-0.25x", settings, rows.append)
+    assert [(r["runtime"], r["precision"], r["status"].split(":")[0]) for r in rows] == [
+        ("official-eager", "float32", "ok"), ("official-eager", "int8", "not applicable")]
+    model = benchmark.build_official(str(tmp_path), "ShuffleNetV2-0.25x", 7, (8, 32, 32, 3))
+    assert model.fc.out_features == 7
+    with pytest.raises(FileNotFoundError, match="models/mobilenet.py"):
+        benchmark.build_official(str(tmp_path), "MobileNetV1-1.0x", 7, (8, 32, 32, 3))
+
+
+def test_model_groups():
+    efficient = benchmark.resolve_models("efficient")
+    assert len(efficient) == 16 and "ShuffleNetV2-0.5x" not in efficient  # no Table 8 row
+    assert benchmark.resolve_models("1.0x") == [
+        "ShuffleNetV1-1.0x", "ShuffleNetV2-1.0x", "MobileNetV1-1.0x", "MobileNetV2-1.0x"]
+    assert len(benchmark.resolve_models("all")) == 21
+    assert benchmark.resolve_models("C3D,1.0x,C3D")[:2] == ["C3D", "ShuffleNetV1-1.0x"]
+    with pytest.raises(ValueError, match="Valid names"):
+        benchmark.resolve_models("ShuffleNetV3")
+
+
+def test_summarize_and_process_plan():
+    stats = benchmark.summarize([0.1, 0.2, 0.4], batch_size=8)
+    assert stats["clips_per_s"] == {"median": 40.0, "min": 20.0, "max": 80.0}
+    assert stats["latency_ms"]["p50"] == pytest.approx(200.0)
+    assert stats["latency_ms"]["p99"] == pytest.approx(np.percentile([100, 200, 400], 99))
+    assert benchmark.plan_processes(["jax", "torch"], ["keras", "tflite", "onnxruntime"]) == {
+        "jax": ["keras"], "torch": ["keras"], "tensorflow": ["tflite", "onnxruntime"]}
+    assert benchmark.parse_input_shape("16,112,112") == (16, 112, 112, 3)
+
+
+def _row(model, runtime, cps, precision="float32", batch=1, backend="torch"):
+    return {"model": model, "runtime": runtime, "backend": backend, "precision": precision,
+            "batch_size": batch, "status": "ok", "clips_per_s": {"median": cps, "min": cps, "max": cps},
+            "latency_ms": {"p50": 1e3 / cps, "p99": 1e3 / cps}, "peak_rss_mib": 1.0,
+            "compile_s": 1.0, "load_1min": 0.1}
+
+
+def test_markdown_reports_the_cpu_target():
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    results = {
+        "run": {"tag": "t", "command": "c", "cpu_model": "cpu", "cpu_cores": 2, "gpus": [],
+                "started_utc": "s", "finished_utc": "f", "versions": {"keras": "3"},
+                "load_1min_before": 3.5, "load_1min_after": 0.2, "git_commit": "x",
+                "settings": {**TINY, "input_shape": [16, 112, 112, 3]}},
+        "models": {"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper},
+                   "B": {"params_M": 1.9, "mflops": 195.0, "paper": paper}},
+        "results": [_row("A", "official-eager", 30.0), _row("A", "official-compile", 40.0),
+                    _row("A", "tflite", 150.0, "int8", backend="tflite"),
+                    _row("B", "official-eager", 30.0), _row("B", "onnxruntime", 60.0, backend="onnxruntime"),
+                    {**_row("B", "tflite", 1.0, backend="tflite"), "status": "error: boom"}],
+    }
+    markdown = benchmark.render_markdown(results)
+    assert "| A | TFLite int8 | 150.0 | not measured | — | official PyTorch torch.compile float32 " \
+           "| 40.0 | 3.75× | yes |" in markdown
+    assert "| B | ONNX Runtime float32 | 60.0 |" in markdown and "| 2.00× | **no** |" in markdown
+    assert "shared and busy" in markdown  # load 3.5 on 2 cores
+    assert "| 1.91 / 1.90 | 195 / 195 | 243 | 44 |" in markdown
+    assert "error: boom" in markdown
