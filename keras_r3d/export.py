@@ -1,0 +1,566 @@
+"""Export a keras_r3d model to deployable artifacts, each verified against Keras.
+
+    python -m keras_r3d.export --model model.keras --output export/ \\
+        --saved_model --tflite --onnx [--tftrt] [--quantize none|float16|dynamic|int8] \\
+        [--calibration PATH] [--calibration_samples 100] [--verification PATH] \\
+        [--raw_input] [--opset 13]
+
+Every artifact takes uint8 RGB frames `(N, T, S, S, 3)` (N dynamic) and applies
+the model's preprocessing contract inside its graph with
+`keras_r3d.preprocess`; `--raw_input` takes already-normalized float32
+instead. The contract, the class names and the architecture travel in the
+artifact's metadata (`keras_r3d.runtimes.read_metadata`). Artifacts:
+
+    DIR/saved_model/         TensorFlow SavedModel, signature serving_default
+    DIR/model_<quant>.tflite builtin ops only; traced as 2D ops so int8 is int8 throughout
+    DIR/model.onnx           tf2onnx at an opset TensorRT 8.2 parses (13)
+    DIR/model_trt.onnx       float32-pixel input for TensorRT (TensorRT 8.2 has no UINT8 input)
+    DIR/model.engine         TensorRT engine, only where tensorrt and a GPU exist
+    DIR/export_report.json   per format: max_abs_diff, top1_agreement, size_bytes, path, runtime
+
+Calibration (`--quantize int8`) and verification read real clips: a TFRecord
+glob of `tfrecords_tools` shards, a video, a frame folder, or a folder of
+videos and frame folders, cut by the official evaluation protocol.
+"""
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from keras_r3d import runtimes
+from keras_r3d.layers import implementation
+from keras_r3d.preprocessing import preprocess
+
+FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# TensorRT 8.2 (JetPack 4.6, Jetson TX2) parses ONNX up to opset 13.
+DEFAULT_OPSET = 13
+REPORT_NAME = "export_report.json"
+# Float32 artifacts must match Keras within FLOAT32_TOLERANCE * max(1, max|logits|).
+FLOAT32_TOLERANCE = 1e-4
+FLOAT16_RELATIVE_TOLERANCE = 1e-2
+TRT_PROFILE_BATCHES = (1, 8, 16)  # min, opt, max batch of the TensorRT engine
+
+
+def _tf():
+    """TensorFlow, after checking that Keras runs on it (exports trace TF graphs)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"Export needs the TensorFlow backend, but KERAS_BACKEND is {keras.backend.backend()!r}. "
+            "Run with KERAS_BACKEND=tensorflow (a .keras file from any backend loads there).")
+    import tensorflow as tf
+
+    return tf
+
+
+def _atomic_write(path, data):
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the serving graph
+
+def export_metadata(model, *, raw_input, input_dtype, quantize="none"):
+    """What a deployment needs to feed the artifact and read its output."""
+    from keras_r3d import __version__
+
+    contract = model.preprocessing
+    return {
+        "producer": f"keras_r3d {__version__}",
+        "preprocessing": contract.to_dict(),
+        "class_names": list(model.class_names or []),
+        "architecture": dict(model.architecture),
+        "input": {
+            "name": runtimes.INPUT_NAME,
+            "dtype": input_dtype,
+            "layout": "NDHWC",
+            "shape": [None, contract.frames, contract.size, contract.size, 3],
+            "normalized_in_graph": not raw_input,
+        },
+        "output": {"name": runtimes.OUTPUT_NAME, "kind": "logits"},
+        "quantize": quantize,
+    }
+
+
+def serving_function(model, *, raw_input=False, input_dtype="uint8"):
+    """A `tf.function` with an input signature: frames `(None, T, S, S, 3)` ->
+    {"logits": ...}. Trace it inside `keras_r3d.implementation(...)`.
+
+    Args:
+        raw_input: take normalized float32 input instead of frames.
+        input_dtype: "uint8" frames, or "float32" pixel values 0..255.
+    """
+    tf = _tf()
+    contract = model.preprocessing
+    dtype = tf.float32 if raw_input else tf.as_dtype(input_dtype)
+    spec = tf.TensorSpec([None, contract.frames, contract.size, contract.size, 3], dtype,
+                         name=runtimes.INPUT_NAME)
+
+    def serve(frames):
+        x = frames if raw_input else preprocess(frames, contract)
+        return {runtimes.OUTPUT_NAME: model(x, training=False)}
+
+    return tf.function(serve, input_signature=[spec])
+
+
+def _frozen(concrete):
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(concrete)
+
+
+# ---------------------------------------------------------------- formats
+
+def export_saved_model(model, path, *, raw_input=False):
+    """A SavedModel (signature `serving_default`) with the metadata as an asset."""
+    tf = _tf()
+    path = pathlib.Path(path)
+    module = tf.Module()
+    module.model = model
+    with implementation("auto"):
+        module.serve = serving_function(model, raw_input=raw_input).get_concrete_function()
+    metadata = export_metadata(model, raw_input=raw_input, input_dtype="float32" if raw_input else "uint8")
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        asset = pathlib.Path(scratch) / f"{runtimes.METADATA_KEY}.json"
+        asset.write_text(json.dumps(metadata, indent=1))
+        module.metadata = tf.saved_model.Asset(str(asset))
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_input=False):
+    """A builtin-ops-only `.tflite` file, traced with 2D ops only.
+
+    `quantize="int8"` is full integer: uint8 frames in (scale 1, zero point 0,
+    so the pixels themselves), int8 tensors throughout, int8 logits out (the
+    runtime dequantizes them); it needs `calibration_clips`, uint8 clips.
+    """
+    tf = _tf()
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    int8 = quantize == "int8"
+    # Full int8 takes float pixels in the graph and lets the converter make the
+    # uint8 input, so that no float CAST sits in front of the first QUANTIZE.
+    with implementation("frames"):
+        concrete = serving_function(model, raw_input=raw_input,
+                                    input_dtype="float32" if int8 else "uint8").get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(concrete)])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if int8:
+        if calibration_clips is None or len(calibration_clips) == 0:
+            raise ValueError("int8 export needs calibration clips (--calibration)")
+        converter.representative_dataset = _representative(calibration_clips, model, raw_input)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8 if raw_input else tf.uint8
+        converter.inference_output_type = tf.int8
+    flatbuffer = converter.convert()
+    input_dtype = ("int8" if int8 else "float32") if raw_input else "uint8"
+    metadata = export_metadata(model, raw_input=raw_input, input_dtype=input_dtype, quantize=quantize)
+    flatbuffer = add_tflite_metadata(flatbuffer, runtimes.METADATA_KEY, json.dumps(metadata).encode())
+    if int8 and not raw_input:
+        _check_pixel_input(flatbuffer)
+    _atomic_write(path, flatbuffer)
+    return pathlib.Path(path)
+
+
+def _representative(clips, model, raw_input):
+    """Calibration batches of one clip. Pixel input must calibrate to exactly
+    0..255 (scale 1, zero point 0): each clip carries one 0 and one 255 pixel."""
+    def batches():
+        for clip in clips:
+            clip = np.array(clip[None], np.uint8)
+            clip.reshape(-1)[:2] = (0, 255)
+            yield [preprocess(clip, model.preprocessing) if raw_input else clip.astype(np.float32)]
+
+    return batches
+
+
+def _check_pixel_input(flatbuffer):
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=flatbuffer).get_input_details()[0]
+    if detail["dtype"] != np.uint8 or tuple(detail["quantization"]) != (1.0, 0):
+        raise RuntimeError(f"int8 export: the input is {detail['dtype']} quantized as "
+                           f"{detail['quantization']}, not uint8 pixels (scale 1, zero point 0)")
+
+
+def add_tflite_metadata(flatbuffer, name, payload):
+    """The flatbuffer with a `Model.metadata` entry `name` holding `payload` bytes."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(payload, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != name.encode()] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def tflite_ops(flatbuffer):
+    """`(op names, tensor dtypes)` of a `.tflite` flatbuffer, from its schema."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    ops, types = set(), set()
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            ops.add(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex))
+        for tensor in subgraph.tensors:
+            types.add(flatbuffer_utils.type_to_name(tensor.type))
+    return ops, types
+
+
+def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtype="uint8"):
+    """An ONNX file through tf2onnx, metadata in `metadata_props`."""
+    _tf()
+    import onnx
+    import tf2onnx
+
+    function = serving_function(model, raw_input=raw_input, input_dtype=input_dtype)
+    with implementation("auto"):
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=function.input_signature, opset=int(opset))
+    metadata = export_metadata(model, raw_input=raw_input,
+                               input_dtype="float32" if raw_input else input_dtype)
+    onnx.helper.set_model_props(proto, {runtimes.METADATA_KEY: json.dumps(metadata)})
+    _atomic_write(path, proto.SerializeToString())
+    return pathlib.Path(path)
+
+
+# ---------------------------------------------------------------- TensorRT
+
+def tensorrt_precision(quantize):
+    """The TensorRT precision of an export's `--quantize`."""
+    return {"none": "fp32", "dynamic": "fp32", "float16": "fp16", "int8": "int8"}[quantize]
+
+
+def trtexec_command(onnx_path, engine_path, precision, frames_shape):
+    """The `trtexec` line that builds the engine on the target board."""
+    dims = "x".join(str(d) for d in frames_shape)
+    shapes = " ".join(f"--{kind}Shapes={runtimes.INPUT_NAME}:{batch}x{dims}"
+                      for kind, batch in zip(("min", "opt", "max"), TRT_PROFILE_BATCHES))
+    flags = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}[precision]
+    return f"trtexec --onnx={onnx_path} --saveEngine={engine_path} {shapes}{flags}"
+
+
+def tensorrt_missing():
+    """What keeps this machine from building a TensorRT engine ([] if nothing)."""
+    missing = []
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        missing.append("the Python package `tensorrt` is not installed")
+    dev = pathlib.Path("/dev")
+    if not (any(dev.glob("nvidia[0-9]*")) or (dev / "nvhost-ctrl-gpu").exists()):
+        missing.append("no NVIDIA GPU is visible (/dev/nvidia*, /dev/nvhost-ctrl-gpu)")
+    return missing
+
+
+def plan_tensorrt(onnx_path, engine_path, precision, frames_shape, missing=None):
+    """Decides the TensorRT path: build here, or hand over a trtexec command.
+
+    Returns `{"path": "build" | "trtexec", "precision", "missing", "trtexec"}`.
+    INT8 engines need a calibrator, which this exporter does not build: they
+    always go to trtexec, where `--calib=<cache>` supplies the scales.
+    """
+    missing = tensorrt_missing() if missing is None else list(missing)
+    if precision == "int8":
+        missing.append("INT8 engines need a TensorRT calibration cache, which keras_r3d does not "
+                       "build; use trtexec --calib=<cache> (without it INT8 scales are placeholders)")
+    return {
+        "path": "trtexec" if missing else "build",
+        "precision": precision,
+        "missing": missing,
+        "trtexec": trtexec_command(onnx_path, engine_path, precision, frames_shape),
+    }
+
+
+def build_tensorrt_engine(onnx_path, engine_path, precision, frames_shape):
+    """Builds and writes a TensorRT engine (fp32 or fp16) from the ONNX file."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(pathlib.Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(runtimes.INPUT_NAME, *[(b,) + tuple(frames_shape) for b in TRT_PROFILE_BATCHES])
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError("TensorRT failed to build the engine (see the log above)")
+    _atomic_write(engine_path, bytes(engine))
+    return pathlib.Path(engine_path)
+
+
+# ---------------------------------------------------------------- real clips
+
+def load_clips(source, contract, limit):
+    """Up to `limit` uint8 clips `(N, T, S, S, 3)` cut by the official
+    evaluation protocol (center window, shorter side scaled, center crop).
+
+    Args:
+        source: a TFRecord glob (`*.tfrecord*`), a video file, a frame folder,
+            a folder of videos and frame folders, or a uint8 array of clips.
+    """
+    if isinstance(source, np.ndarray):
+        clips = source[:limit]
+        if clips.dtype != np.uint8 or clips.ndim != 5:
+            raise ValueError(f"clips must be uint8 (N, T, S, S, 3), got {clips.dtype} {clips.shape}")
+        return clips
+    source = str(source)
+    if ".tfrecord" in source:
+        return _tfrecord_clips(source, contract, limit)
+    from keras_r3d.predict import clips_from_frames
+    from keras_r3d.video import VIDEO_SUFFIXES, VideoError, frame_files, read_video
+
+    path = pathlib.Path(source)
+    if path.is_dir() and not frame_files(path):
+        items = sorted(p for p in path.iterdir() if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES)
+    else:
+        items = [path]
+    clips = []
+    for item in items[:limit]:
+        frames, fps = read_video(item)
+        clips.append(clips_from_frames(frames, contract, fps)[0])
+    if not clips:
+        raise VideoError(f"{source}: no videos or frame folders")
+    return np.stack(clips)
+
+
+def _tfrecord_clips(pattern, contract, limit):
+    """Center clips of `keras_r3d.data`'s val pipeline, kept as uint8: the
+    pipeline runs with an identity contract, so it returns the pixels."""
+    from keras_r3d.data import make_dataset
+
+    identity = contract.replace(channel_order="RGB", value_range=(0.0, 255.0),
+                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    clips = [clip.numpy() for clip, _ in make_dataset(pattern, "val", identity, 1).take(limit)]
+    return np.round(np.concatenate(clips)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- verification
+
+def compare(logits, reference, quantize):
+    """Agreement of an artifact's logits with Keras', and whether the issue's
+    tolerance for that precision holds."""
+    logits = np.asarray(logits, np.float64)
+    reference = np.asarray(reference, np.float64)
+    diff = float(np.max(np.abs(logits - reference)))
+    scale = float(np.max(np.abs(reference)))
+    cosines = np.sum(logits * reference, -1) / np.maximum(
+        np.linalg.norm(logits, axis=-1) * np.linalg.norm(reference, axis=-1), 1e-30)
+    top1 = float(np.mean(np.argmax(logits, -1) == np.argmax(reference, -1)))
+    result = {"max_abs_diff": diff, "max_abs_logit": scale, "relative_error": diff / max(scale, 1e-30),
+              "top1_agreement": top1, "min_cosine": float(np.min(cosines))}
+    if quantize == "none":
+        result["tolerance"] = f"max_abs_diff <= {FLOAT32_TOLERANCE} * max(1, max|logits|)"
+        result["passed"] = diff <= FLOAT32_TOLERANCE * max(1.0, scale)
+    elif quantize == "float16":
+        result["tolerance"] = f"same top-1, relative error <= {FLOAT16_RELATIVE_TOLERANCE}"
+        result["passed"] = top1 == 1.0 and result["relative_error"] <= FLOAT16_RELATIVE_TOLERANCE
+    else:
+        result["tolerance"] = "same top-1"
+        result["passed"] = top1 == 1.0
+    return result
+
+
+def verify(artifact, clips, reference, quantize, raw_input, contract):
+    """Runs `artifact` on `clips` and compares it with the Keras logits."""
+    runtime = runtimes.load_runtime(artifact, num_threads=2)
+    batch = preprocess(clips, contract) if raw_input else clips
+    if runtime.input_dtype == np.float32 and not raw_input:
+        batch = clips.astype(np.float32)  # TensorRT's float pixels
+    result = compare(runtime(batch), reference, quantize)
+    path = pathlib.Path(artifact)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+        else path.stat().st_size
+    result.update(path=str(path), size_bytes=size, runtime=runtime.name, quantize=quantize)
+    if runtime.notes:
+        result["runtime_notes"] = runtime.notes
+    return result
+
+
+# ---------------------------------------------------------------- the whole export
+
+def export_model(model, output_dir, formats, *, quantize="none", calibration=None,
+                 calibration_samples=100, verification=None, verification_samples=8,
+                 raw_input=False, opset=DEFAULT_OPSET, log=print):
+    """Exports `model` to `formats` in `output_dir`, verifies every artifact
+    against Keras and writes `export_report.json`.
+
+    Args:
+        model: a `keras_r3d.VideoClassifier`.
+        formats: a subset of FORMATS.
+        quantize: the TFLite (and TensorRT) precision.
+        calibration: int8 calibration clips: a path for `load_clips` or a uint8 array.
+        verification: clips to verify on (same forms); default the calibration
+            clips, else seeded uint8 noise (recorded as such in the report).
+    Returns:
+        The report dict; `report["passed"]` is False if any artifact failed.
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if quantize == "int8" and "tflite" in formats and calibration is None:
+        raise ValueError("--quantize int8 needs --calibration (a TFRecord glob or a folder of "
+                         "videos / frame folders)")
+    if raw_input and "tftrt" in formats:
+        raise ValueError("--tftrt builds from float-pixel input; it cannot be combined with --raw_input")
+    _tf()
+    contract = model.preprocessing
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    calibration_clips = None
+    if calibration is not None:
+        calibration_clips = load_clips(calibration, contract, calibration_samples)
+        log(f"calibration: {len(calibration_clips)} clips from {_describe(calibration)}")
+    if verification is not None:
+        clips, inputs = load_clips(verification, contract, verification_samples), _describe(verification)
+    elif calibration_clips is not None:
+        clips, inputs = calibration_clips[:verification_samples], _describe(calibration)
+    else:
+        shape = (verification_samples, contract.frames, contract.size, contract.size, 3)
+        clips = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        inputs = "seeded uint8 noise (pass --verification PATH for real clips)"
+    reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
+
+    report = {"model": model.name, "architecture": model.architecture, "quantize": quantize,
+              "raw_input": raw_input, "verification_inputs": inputs,
+              "verification_clips": int(len(clips)), "formats": {}}
+    artifacts = []
+    if "saved_model" in formats:
+        artifacts.append(("saved_model", export_saved_model(model, out / "saved_model",
+                                                            raw_input=raw_input), "none"))
+    if "tflite" in formats:
+        artifacts.append((f"tflite_{quantize}", export_tflite(
+            model, out / f"model_{quantize}.tflite", quantize=quantize,
+            calibration_clips=calibration_clips, raw_input=raw_input), quantize))
+    if "onnx" in formats:
+        artifacts.append(("onnx", export_onnx(model, out / "model.onnx", opset=opset,
+                                              raw_input=raw_input), "none"))
+    if "tftrt" in formats:
+        report["tensorrt"], engine = _export_tensorrt(model, out, quantize, opset, log)
+        artifacts.append(("tensorrt_onnx", out / "model_trt.onnx", "none"))
+        if engine is not None:
+            artifacts.append(("tensorrt", engine, {"fp32": "none", "fp16": "float16"}[
+                report["tensorrt"]["precision"]]))
+    for key, path, precision in artifacts:
+        result = verify(path, clips, reference, precision, raw_input, contract)
+        report["formats"][key] = result
+        log(f"{key:14s} {'ok    ' if result['passed'] else 'FAILED'} {path}  "
+            f"max_abs_diff={result['max_abs_diff']:.3g}  top1={result['top1_agreement']:.0%}  "
+            f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}]")
+    report["passed"] = all(r["passed"] for r in report["formats"].values())
+    _atomic_write(out / REPORT_NAME, json.dumps(report, indent=1).encode())
+    return report
+
+
+def _describe(source):
+    return f"{len(source)} given uint8 clips" if isinstance(source, np.ndarray) else str(source)
+
+
+def _export_tensorrt(model, out, quantize, opset, log):
+    """The TensorRT ONNX (float pixels in) and, where possible, the engine."""
+    onnx_path = export_onnx(model, out / "model_trt.onnx", opset=opset, input_dtype="float32")
+    contract = model.preprocessing
+    frames_shape = (contract.frames, contract.size, contract.size, 3)
+    plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)
+    engine = None
+    if plan["path"] == "build":
+        engine = build_tensorrt_engine(onnx_path, out / "model.engine", plan["precision"], frames_shape)
+        metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
+        _atomic_write(out / "model.json", json.dumps(metadata, indent=1).encode())
+        log(f"tensorrt: built {engine} ({plan['precision']}) with the tensorrt Python package")
+    else:
+        log("tensorrt: no engine built here: " + "; ".join(plan["missing"]) + ".\n"
+            f"  Wrote {onnx_path} (float32 pixel input). On the target, run:\n  {plan['trtexec']}")
+    return plan, engine
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv):
+    from absl import flags
+
+    from keras_r3d.saving import load
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 2
+    formats = [name for name in FORMATS if getattr(f, name)]
+    if not formats:
+        print("error: choose at least one of --saved_model --tflite --onnx --tftrt", file=sys.stderr)
+        return 2
+    try:
+        model = load(f.model)
+        report = export_model(model, f.output, formats, quantize=f.quantize,
+                              calibration=f.calibration, calibration_samples=f.calibration_samples,
+                              verification=f.verification, raw_input=f.raw_input, opset=f.opset)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {pathlib.Path(f.output) / REPORT_NAME}")
+    if not report["passed"]:
+        print("error: an artifact does not match the Keras model within tolerance", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "A .keras model or an official .pth checkpoint.", required=True)
+    flags.DEFINE_string("output", None, "Output folder.", required=True)
+    flags.DEFINE_bool("saved_model", False, "Write DIR/saved_model/.")
+    flags.DEFINE_bool("tflite", False, "Write DIR/model_<quantize>.tflite (builtin ops only).")
+    flags.DEFINE_bool("onnx", False, "Write DIR/model.onnx.")
+    flags.DEFINE_bool("tftrt", False, "TensorRT: build DIR/model.engine from ONNX where tensorrt and "
+                      "a GPU exist, else write DIR/model_trt.onnx and print the trtexec command.")
+    flags.DEFINE_enum("quantize", "none", QUANTIZATIONS, "TFLite (and TensorRT) precision.")
+    flags.DEFINE_string("calibration", None, "int8 calibration clips: a TFRecord glob, a video, a "
+                        "frame folder, or a folder of videos and frame folders.")
+    flags.DEFINE_integer("calibration_samples", 100, "Calibration clips used at most.", lower_bound=1)
+    flags.DEFINE_string("verification", None, "Clips to verify the artifacts on (same forms); "
+                        "default: the calibration clips.")
+    flags.DEFINE_bool("raw_input", False, "Take normalized float32 input (no preprocessing in the graph).")
+    flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13: TensorRT 8.2 / JetPack 4.6).",
+                         lower_bound=9)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))
