@@ -1,0 +1,321 @@
+"""tfrecords_tools: each format from real fixtures, bad inputs, bad annotations, resume."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_r3d.video import read_video
+from tests.conftest import FIXTURES, GESTURE_LABELS, GESTURES, REPO
+from tfrecords_tools import convert as tool
+from tfrecords_tools import schema
+from tfrecords_tools.sources import AnnotationError
+
+CLIPS = FIXTURES / "clips"
+AVI = CLIPS / "ucf101" / "mmaction2_tests_test_ApplyEyeMakeup.avi"
+AVI2 = CLIPS / "ucf101" / "paddlevideo_example_archery.avi"
+MP4 = CLIPS / "kinetics" / "mmaction2_demo_arm_wrestling_k400.mp4"
+MP4_2 = CLIPS / "kinetics" / "mmaction2_tests_test_cleaning_pool_k400.mp4"
+ANNOTATIONS = FIXTURES / "official" / "annotations"
+
+
+def pyav_frames(path):
+    """A direct PyAV decode, independent of keras_r3d.video."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def resized(frames, height, width):
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in frames])
+
+
+def assert_same_frames(actual, expected, tolerance=4.0):
+    """Equal count, every frame within JPEG error of its source, and in order:
+    each frame is closer to its own source frame than to any other."""
+    assert actual.shape == expected.shape
+    errors = np.abs(actual.astype(np.float32) - expected.astype(np.float32)).mean(axis=(1, 2, 3))
+    assert errors.max() < tolerance, errors.max()
+    small = lambda x: x[:, ::8, ::8].reshape(len(x), -1).astype(np.float64)
+    a, e = small(actual), small(expected)
+    distances = (a**2).sum(1)[:, None] - 2 * a @ e.T + (e**2).sum(1)[None, :]  # squared L2
+    own = np.diag(distances)
+    # Static stretches and repeated frames hold near-identical frames: a near-tie
+    # is allowed; a frame out of order is 100x further from its own source.
+    assert np.all(own <= 1.2 * distances.min(axis=1) + 1.0)
+
+
+def records(output, split="*"):
+    return {v["video_id"]: v for v in schema.read_videos(str(output / f"{split}-*.tfrecord"))}
+
+
+def link(target, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+    return path
+
+
+@pytest.fixture
+def jester_tree(fixtures_dir, tmp_path):
+    ids = {"1001": "thumb_up", "1002": "thumb_down", "1003": "stop_sign"}
+    for video_id, name in ids.items():
+        link(GESTURES[name], tmp_path / "frames" / video_id)
+    notes = tmp_path / "annotations"
+    notes.mkdir()
+    shutil.copy(ANNOTATIONS / "jester_classInd.txt", notes / "classInd.txt")
+    labels = [line.split()[1] for line in (notes / "classInd.txt").read_text().split("\n") if line.strip()]
+    index = lambda name: labels.index(GESTURE_LABELS[name]) + 1
+    (notes / "trainlist.txt").write_text(f"1001 {index('thumb_up')}\n1002 {index('thumb_down')}\n")
+    (notes / "vallist.txt").write_text(f"1003 {index('stop_sign')}\n1004 {index('stop_sign')}\n")
+    return tmp_path, ids, labels
+
+
+def test_jester_frame_folders(jester_tree):
+    root, ids, labels = jester_tree
+    manifest = tool.convert("jester", root / "frames", root / "out", annotations=root / "annotations",
+                            short_side=0, progress=False)
+    assert manifest["labels"] == labels and len(labels) == 27
+    assert manifest["splits"]["train"]["videos"] == 2 and manifest["splits"]["val"]["videos"] == 1
+    assert manifest["skipped"] == [{"source": str(root / "frames" / "1004"),
+                                    "reason": "missing: no such frame folder"}]
+    assert sorted(p.name for p in (root / "out").glob("*.tfrecord")) == [
+        "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
+    videos = records(root / "out")
+    for video_id, name in ids.items():
+        video = videos[video_id]
+        assert video["label_text"] == GESTURE_LABELS[name]
+        assert video["label_index"] == labels.index(GESTURE_LABELS[name])
+        assert video["fps"] is None and video["source"] == str(root / "frames" / video_id)
+        source = np.stack([np.asarray(Image.open(f)) for f in sorted(GESTURES[name].glob("*.jpg"))])
+        assert video["num_frames"] == len(source) == 68
+        assert (video["height"], video["width"]) == (240, 320)
+        assert_same_frames(video["frames"], source)
+
+
+def test_jester_20bn_csv_gives_the_official_class_order(jester_tree):
+    root, ids, labels = jester_tree
+    notes = root / "annotations_20bn"
+    notes.mkdir()
+    spaced = [name.replace("_", " ") for name in labels]
+    (notes / "jester-v1-labels.csv").write_text("\n".join(spaced[::-1]) + "\n")  # any order
+    (notes / "jester-v1-train.csv").write_text("1001;Thumb Up\n")
+    (notes / "jester-v1-validation.csv").write_text("1003;Stop Sign\n")
+    manifest = tool.convert("jester", root / "frames", root / "out", annotations=notes,
+                            short_side=32, progress=False)
+    assert manifest["labels"] == labels
+    videos = records(root / "out")
+    assert videos["1001"]["label_index"] == labels.index("Thumb_Up")
+    assert videos["1003"]["label_text"] == "Stop_Sign"
+    assert (videos["1003"]["height"], videos["1003"]["width"]) == (32, 43)
+
+
+@pytest.fixture
+def ucf_tree(fixtures_dir, tmp_path):
+    link(AVI, tmp_path / "videos" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    link(AVI2, tmp_path / "videos" / "Archery" / "v_Archery_g01_c01.avi")
+    notes = tmp_path / "annotations"
+    notes.mkdir()
+    shutil.copy(ANNOTATIONS / "ucf101_classInd.txt", notes / "classInd.txt")
+    (notes / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n")
+    (notes / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+    return tmp_path
+
+
+def test_ucf101_avi_resized_short_side(ucf_tree):
+    manifest = tool.convert("ucf101", ucf_tree / "videos", ucf_tree / "out",
+                            annotations=ucf_tree / "annotations", split=1, progress=False)
+    assert len(manifest["labels"]) == 101
+    assert manifest["splits"]["train"]["per_class"] == {"ApplyEyeMakeup": 1}
+    assert manifest["splits"]["val"]["per_class"] == {"Archery": 1}
+    videos = records(ucf_tree / "out")
+    for video_id, path, label in (("v_ApplyEyeMakeup_g01_c01", AVI, 0), ("v_Archery_g01_c01", AVI2, 2)):
+        video = videos[video_id]
+        assert video["label_index"] == label and video["fps"] == 25.0
+        assert (video["height"], video["width"]) == (128, 171)  # 320x240 -> short side 128
+        assert_same_frames(video["frames"], resized(pyav_frames(path), 128, 171))
+    with pytest.raises(AnnotationError, match="split 2"):
+        tool.convert("ucf101", ucf_tree / "videos", ucf_tree / "out2",
+                     annotations=ucf_tree / "annotations", split=2, progress=False)
+
+
+def test_kinetics_mp4_original_size(fixtures_dir, tmp_path):
+    link(MP4, tmp_path / "videos" / "arm wrestling" / "abcdefghijk_000010_000020.mp4")
+    link(MP4_2, tmp_path / "videos" / "x" / "ABCDEFGHIJK_000001_000011.mp4")
+    csv = tmp_path / "kinetics.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\n"
+                   "arm wrestling,abcdefghijk,10,20,train\n"
+                   "cleaning pool,ABCDEFGHIJK,1,11,val\n"
+                   "zumba,notdownloaded,0,10,val\n")
+    manifest = tool.convert("kinetics", tmp_path / "videos", tmp_path / "out", annotations=csv,
+                            short_side=0, progress=False)
+    assert manifest["labels"] == ["arm wrestling", "cleaning pool", "zumba"]
+    assert manifest["skipped"][0]["source"] == "notdownloaded_000000_000010"
+    videos = records(tmp_path / "out")
+    train, val = videos["abcdefghijk_000010_000020"], videos["ABCDEFGHIJK_000001_000011"]
+    assert (train["label_text"], train["label_index"], val["label_index"]) == ("arm wrestling", 0, 1)
+    assert abs(val["fps"] - 30.0) < 0.1 and train["num_frames"] == 280
+    assert_same_frames(train["frames"], pyav_frames(MP4))
+
+
+def folders_tree(root):
+    link(GESTURES["thumb_up"], root / "in" / "up" / "clip_a")
+    link(MP4, root / "in" / "up" / "clip_b.mp4")
+    link(GESTURES["thumb_down"], root / "in" / "down" / "clip_c")
+    link(AVI, root / "in" / "down" / "clip_d.avi")
+    return root / "in"
+
+
+def test_folders_mixed_inputs_and_hashed_val_split(fixtures_dir, tmp_path):
+    source = folders_tree(tmp_path)
+    manifest = tool.convert("folders", source, tmp_path / "out", val_fraction=0.5, short_side=64,
+                            workers=2, progress=False)
+    assert manifest["labels"] == ["down", "up"]
+    splits = {split: entry["videos"] for split, entry in manifest["splits"].items()}
+    assert sum(splits.values()) == 4 and not manifest["skipped"]
+    videos = records(tmp_path / "out")
+    assert {v: videos[v]["label_text"] for v in videos} == {
+        "up/clip_a": "up", "up/clip_b": "up", "down/clip_c": "down", "down/clip_d": "down"}
+    assert videos["down/clip_d"]["frames"].shape == (164, 64, 85, 3)
+    again = tool.convert("folders", source, tmp_path / "again", val_fraction=0.5, short_side=64, progress=False)
+    assert again["splits"] == manifest["splits"]  # the hash split is stable
+
+
+def test_bad_inputs_are_skipped_with_a_reason(fixtures_dir, tmp_path):
+    good = link(GESTURES["thumb_up"], tmp_path / "in" / "a" / "good")
+    (tmp_path / "in" / "a" / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (tmp_path / "in" / "a" / "empty.avi").write_bytes(b"")
+    (tmp_path / "in" / "a" / "truncated.mp4").write_bytes(MP4.read_bytes()[:3000])
+    (tmp_path / "in" / "b" / "no_frames").mkdir(parents=True)
+    bad_frame = tmp_path / "in" / "b" / "bad_frame"
+    bad_frame.mkdir()
+    shutil.copy(GESTURES["thumb_up"] / "00001.jpg", bad_frame / "00001.jpg")
+    (bad_frame / "00002.jpg").write_bytes(b"not a jpeg")
+    short = tmp_path / "in" / "b" / "short"
+    short.mkdir()
+    for i in range(1, 4):
+        shutil.copy(GESTURES["thumb_down"] / f"{i:05d}.jpg", short / f"{i:05d}.jpg")
+    (tmp_path / "in" / "b" / "unreadable.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (tmp_path / "in" / "b" / "notes.txt").write_text("not a video")
+    manifest = tool.convert("folders", tmp_path / "in", tmp_path / "out", short_side=32, min_frames=8,
+                            progress=False)
+    reasons = {pathlib.Path(s["source"]).name: s["reason"] for s in manifest["skipped"]}
+    assert manifest["splits"]["train"]["videos"] == 1, reasons
+    assert sorted(reasons) == ["bad_frame", "corrupt.mp4", "empty.avi", "no_frames", "notes.txt",
+                               "short", "truncated.mp4", "unreadable.mp4"]
+    assert "cannot decode" in reasons["corrupt.mp4"] and "cannot decode" in reasons["empty.avi"]
+    assert "no .jpg" in reasons["no_frames"] and "unreadable frame" in reasons["bad_frame"]
+    assert "too short: 3 frames" in reasons["short"] and "no such file" in reasons["unreadable.mp4"]
+    assert "not a video" in reasons["notes.txt"]
+    assert list(records(tmp_path / "out")) == ["a/good"] and good.exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_class_list", "neither classInd.txt nor jester-v1-labels.csv"),
+    ("no_lists", "no train or validation list"),
+    ("unknown_index", "unknown class index 28"),
+    ("bad_line", "expected '<video id> <class index>'"),
+    ("unknown_csv_label", "unknown label 'Waving'"),
+])
+def test_bad_jester_annotations_fail_before_any_work(jester_tree, case, message):
+    root, _, _ = jester_tree
+    notes = root / "annotations"
+    if case == "no_class_list":
+        (notes / "classInd.txt").unlink()
+    elif case == "no_lists":
+        (notes / "trainlist.txt").unlink()
+        (notes / "vallist.txt").unlink()
+    elif case == "unknown_index":
+        (notes / "vallist.txt").write_text("1003 28\n")
+    elif case == "bad_line":
+        (notes / "trainlist.txt").write_text("1001\n")
+    else:
+        for name in ("classInd.txt", "trainlist.txt", "vallist.txt"):
+            (notes / name).unlink()
+        (notes / "jester-v1-labels.csv").write_text("Thumb Up\nStop Sign\n")
+        (notes / "jester-v1-train.csv").write_text("1001;Waving\n")
+    with pytest.raises(AnnotationError, match=message):
+        tool.convert("jester", root / "frames", root / "out", annotations=notes, progress=False)
+    assert not (root / "out").exists()
+
+
+def test_bad_ucf_kinetics_and_folders_annotations(ucf_tree, tmp_path):
+    notes = ucf_tree / "annotations"
+    (notes / "testlist01.txt").write_text("Juggling/v_Juggling_g01_c01.avi\n")
+    with pytest.raises(AnnotationError, match="unknown class 'Juggling'"):
+        tool.convert("ucf101", ucf_tree / "videos", tmp_path / "out", annotations=notes, progress=False)
+    (notes / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi 7\n")
+    with pytest.raises(AnnotationError, match="index 7 is not 'Archery'"):
+        tool.convert("ucf101", ucf_tree / "videos", tmp_path / "out", annotations=notes, progress=False)
+    with pytest.raises(AnnotationError, match="missing annotation file"):
+        tool.convert("ucf101", ucf_tree / "videos", tmp_path / "out", annotations=tmp_path, progress=False)
+    csv = tmp_path / "k.csv"
+    csv.write_text("label,youtube_id,split\nzumba,abc,train\n")
+    with pytest.raises(AnnotationError, match=r"missing columns \['time_start', 'time_end'\]"):
+        tool.convert("kinetics", ucf_tree / "videos", tmp_path / "out", annotations=csv, progress=False)
+    csv.write_text("label,youtube_id,time_start,time_end,split\nzumba,abc,0,10,holdout\n")
+    with pytest.raises(AnnotationError, match="unknown split 'holdout'"):
+        tool.convert("kinetics", ucf_tree / "videos", tmp_path / "out", annotations=csv, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnnotationError, match="expected class folders"):
+        tool.convert("folders", tmp_path / "empty", tmp_path / "out", progress=False)
+    with pytest.raises(AnnotationError, match="is not a folder"):
+        tool.convert("folders", tmp_path / "nowhere", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_annotation_errors(tmp_path, capsys):
+    assert tool.main(["--format", "folders", "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert "error: " in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, tmp_path):
+    source = folders_tree(tmp_path)
+    out = tmp_path / "out"
+    first = tool.convert("folders", source, out, num_shards=3, short_side=32, progress=False)
+    shards = sorted(out.glob("train-*.tfrecord"))
+    assert [p.name for p in shards] == [tool.shard_name("train", i, 3) for i in range(3)]
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    # A run killed while writing shard 1: no completion record, a stale temporary file.
+    (out / tool.PROGRESS / f"{shards[1].name}.json").unlink()
+    shards[1].rename(out / f".{shards[1].name}.tmp-12345")
+    (out / tool.MANIFEST).unlink()
+    second = tool.convert("folders", source, out, num_shards=3, short_side=32, progress=False)
+    assert second == first
+    assert {p.name: p.stat().st_mtime_ns for p in shards if p != shards[1]} == {
+        k: v for k, v in stamps.items() if k != shards[1].name}
+    assert not list(out.glob(".*.tmp-*"))
+    assert len(records(out)) == 4
+    with pytest.raises(AnnotationError, match="other arguments \\(short_side\\)"):
+        tool.convert("folders", source, out, num_shards=3, short_side=64, progress=False)
+
+
+def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
+    source = folders_tree(tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "tfrecords_tools.convert", "--format", "folders", "--input", str(source),
+               "--output", str(out), "--num_shards", "4", "--workers", "1", "--short_side", "96"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("train-*.tfrecord")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if (out / tool.MANIFEST).exists():
+        pytest.skip("the conversion finished before it could be killed")
+    finished = sorted(out.glob("train-*.tfrecord"))
+    assert 1 <= len(finished) < 4
+    plan = json.loads((out / tool.PLAN).read_text())["shards"]
+    for shard in finished:  # a final name always holds a complete shard
+        ids = [v["video_id"] for v in schema.read_videos(str(shard))]
+        assert ids == [entry["video_id"] for entry in plan[shard.name]]
+    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+    manifest = json.loads((out / tool.MANIFEST).read_text())
+    assert manifest["splits"]["train"]["videos"] == 4 and len(records(out)) == 4
