@@ -1,0 +1,221 @@
+"""keras_r3d.data: official temporal sampling and crops, determinism, test windows, fit on TF and JAX."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import keras_r3d
+from keras_r3d import data
+from tests.conftest import FIXTURES, GESTURES, REPO
+from tfrecords_tools import convert as tool
+from tfrecords_tools import schema
+
+AVI = FIXTURES / "clips" / "ucf101" / "mmaction2_tests_test_ApplyEyeMakeup.avi"
+CONTRACT = keras_r3d.Preprocessing(frames=8, size=64, temporal_downsample=2)
+
+
+@pytest.fixture(scope="module")
+def shards(fixtures_dir, tmp_path_factory):
+    """Gesture frame folders and a UCF-101 .avi, 2 classes, in 2 train shards."""
+    root = tmp_path_factory.mktemp("data")
+    for name, path in (("gesture/up", GESTURES["thumb_up"]), ("gesture/down", GESTURES["thumb_down"]),
+                       ("gesture/stop", GESTURES["stop_sign"]), ("ucf/makeup.avi", AVI)):
+        (root / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "in" / name).symlink_to(path)
+    tool.convert("folders", root / "in", root / "out", num_shards=2, short_side=128, progress=False)
+    return root / "out"
+
+
+def official_indices(n, begin, frames, downsample):
+    """Efficient-3DCNNs TemporalRandomCrop/TemporalCenterCrop after `begin`, 0-based."""
+    window = frames * downsample
+    out = list(range(n))[begin:min(begin + window, n)]
+    for index in out:
+        if len(out) >= window:
+            break
+        out.append(index)
+    return [out[i] for i in range(0, window, downsample)]
+
+
+@pytest.mark.parametrize("n, begin, frames, downsample", [
+    (100, 0, 16, 1), (100, 37, 16, 2), (40, 10, 16, 2), (5, 0, 4, 2), (20, 18, 8, 1), (1, 0, 16, 2)])
+def test_frame_indices_follow_the_official_code(n, begin, frames, downsample):
+    contract = keras_r3d.Preprocessing(frames=frames, temporal_downsample=downsample)
+    actual = data.frame_indices(tf.constant(n), tf.constant(begin), contract).numpy().tolist()
+    assert actual == official_indices(n, begin, frames, downsample)
+
+
+def test_crop_windows_stay_inside_and_use_the_official_scales():
+    height, width, short = 128, 171, 128
+    sides = {int(short * s) for s in data.SCALES}
+    assert sides == {128, 107, 90, 76, 64}
+    corners, seen_sides = set(), set()
+    for seed in range(60):
+        y, x, side, side2 = data.crop_window(height, width, tf.constant(seed, tf.int64), "random").numpy()
+        assert side == side2 and side in sides and 0 <= y <= height - side and 0 <= x <= width - side
+        seen_sides.add(side)
+        y, x, side, _ = data.crop_window(height, width, tf.constant(seed, tf.int64), "corner").numpy()
+        positions = [((height - side) // 2, (width - side) // 2), (0, 0), (0, width - side),
+                     (height - side, 0), (height - side, width - side)]
+        assert (y, x) in positions
+        if side < height:  # at full height, corners coincide
+            corners.add(positions.index((y, x)))
+    assert seen_sides == sides and len(corners) == 5
+    assert data.crop_window(height, width, tf.constant(0, tf.int64), "center").numpy().tolist() == [0, 21, 128, 128]
+
+
+def official_val_clip(frames, contract):
+    """Scale(size) on the shorter side (PIL bilinear), CenterCrop(size), center window, minus the mean."""
+    n = len(frames)
+    window = contract.frames * contract.temporal_downsample
+    indices = official_indices(n, max(0, n // 2 - window // 2), contract.frames, contract.temporal_downsample)
+    clip = []
+    for i in indices:
+        image = Image.fromarray(frames[i])
+        w, h = image.size
+        scaled = (contract.size, round(h * contract.size / w)) if w < h else (round(w * contract.size / h), contract.size)
+        image = image.resize(scaled, Image.BILINEAR)
+        left, top = round((scaled[0] - contract.size) / 2), round((scaled[1] - contract.size) / 2)
+        clip.append(np.asarray(image.crop((left, top, left + contract.size, top + contract.size))))
+    return np.stack(clip).astype(np.float32) - np.asarray(contract.mean, np.float32)
+
+
+def test_val_clips_match_the_official_transform(shards):
+    shard = str(shards / "train-00000-of-00002.tfrecord")
+    videos = list(schema.read_videos(shard))
+    clips = list(data.make_dataset(shard, "val", CONTRACT, 1))
+    assert len(clips) == len(videos) == data.count_clips(shard, "val", CONTRACT)
+    for (clip, label), video in zip(clips, videos):
+        assert int(label[0]) == video["label_index"]
+        expected = official_val_clip(video["frames"], CONTRACT)
+        assert clip.shape == (1, 8, 64, 64, 3) and clip.dtype == tf.float32
+        assert np.abs(clip[0].numpy() - expected).mean() < 2.0  # only the resampling differs
+
+
+def first_batches(shards, count=2, **kwargs):
+    dataset = data.make_dataset(str(shards / "train-*.tfrecord"), "train", CONTRACT, 2, **kwargs)
+    return [(clip.numpy(), label.numpy()) for clip, label in dataset.take(count)]
+
+
+def test_train_is_deterministic_with_a_seed(shards):
+    a, b, c = (first_batches(shards, shuffle_seed=seed) for seed in (7, 7, 8))
+    for (clip_a, label_a), (clip_b, label_b) in zip(a, b):
+        np.testing.assert_array_equal(clip_a, clip_b)
+        np.testing.assert_array_equal(label_a, label_b)
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c))
+    clip, label = a[0]
+    assert clip.shape == (2, 8, 64, 64, 3) and label.dtype == np.int32 and set(label) <= {0, 1}
+    pixels = clip + np.asarray(CONTRACT.mean, np.float32)
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+
+
+def test_train_epochs_draw_new_windows(shards):
+    dataset = data.make_dataset(str(shards / "train-*.tfrecord"), "train", CONTRACT, 4, shuffle_seed=3)
+    epochs = [np.concatenate([clip.numpy() for clip, _ in dataset]) for _ in range(2)]
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_hflip_mirrors_some_clips_and_keeps_the_rest(shards):
+    plain = first_batches(shards, 4, shuffle_seed=5)
+    flipped = first_batches(shards, 4, shuffle_seed=5, hflip=True)
+    same = mirrored = 0
+    for (a, _), (b, _) in zip(plain, flipped):
+        for clip_a, clip_b in zip(a, b):
+            if np.array_equal(clip_a, clip_b):
+                same += 1
+            else:
+                np.testing.assert_array_equal(clip_a[:, :, ::-1], clip_b)
+                mirrored += 1
+    assert same and mirrored
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_cache_gives_the_same_clips(shards, cache, tmp_path):
+    cache = "memory" if cache == "memory" else str(tmp_path / "cache")
+    expected = first_batches(shards, shuffle_seed=11)
+    for _ in range(2):  # fills, then reads the cache
+        actual = first_batches(shards, shuffle_seed=11, cache=cache)
+        for (clip_a, label_a), (clip_b, label_b) in zip(expected, actual):
+            np.testing.assert_array_equal(clip_a, clip_b)
+            np.testing.assert_array_equal(label_a, label_b)
+
+
+def test_test_split_yields_every_window_of_every_video(shards):
+    pattern = str(shards / "train-*.tfrecord")
+    _, num_frames = data.read_manifest(pattern)
+    assert sorted(num_frames) == [68, 68, 68, 164]
+    dataset = data.make_dataset(pattern, "test", CONTRACT, 5)
+    ids, labels = [], []
+    for clip, label, video_id in dataset:
+        assert clip.shape[1:] == (8, 64, 64, 3)
+        ids += [v.decode() for v in video_id.numpy()]
+        labels += label.numpy().tolist()
+    assert len(ids) == data.count_clips(pattern, "test", CONTRACT) == 3 * 5 + 11  # ceil(n / 16)
+    runs = [ids[0]] + [b for a, b in zip(ids, ids[1:]) if a != b]
+    assert len(runs) == 4 == len(set(runs))  # each video's windows are consecutive
+    counts = {video: ids.count(video) for video in runs}
+    assert counts["ucf/makeup"] == 11 and counts["gesture/up"] == 5
+    assert data.label_names(pattern) == ["gesture", "ucf"]
+    assert all(label == (video == "ucf/makeup") for label, video in zip(labels, ids))
+
+
+def test_another_schema_version_is_a_clear_error(tmp_path):
+    record = tf.train.SequenceExample.FromString(schema.encode_video(
+        [tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy()], label_index=0, label_text="a",
+        video_id="v", fps=None, height=8, width=8, source="s"))
+    record.context.feature[schema.VERSION].int64_list.value[0] = schema.SCHEMA_VERSION + 1
+    path = str(tmp_path / "x.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(record.SerializeToString())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="another schema version"):
+        list(data.make_dataset(path, "val", CONTRACT, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="another schema version"):
+        list(schema.read_videos(path))
+
+
+def test_argument_errors(shards, tmp_path):
+    pattern = str(shards / "train-*.tfrecord")
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.make_dataset(pattern, "training", CONTRACT, 1)
+    with pytest.raises(ValueError, match="crop must be one of"):
+        data.make_dataset(pattern, "train", CONTRACT, 1, crop="multiscale")
+    with pytest.raises(ValueError, match="hflip is a training augmentation"):
+        data.make_dataset(pattern, "val", CONTRACT, 1, hflip=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.make_dataset(pattern, "train", CONTRACT, 0)
+    with pytest.raises(TypeError, match="contract must be"):
+        data.make_dataset(pattern, "train", (16, 112), 1)
+    with pytest.raises(FileNotFoundError, match="no TFRecord files"):
+        data.make_dataset(str(tmp_path / "*.tfrecord"), "train", CONTRACT, 1)
+
+
+def fit_twice(pattern):
+    """Two epochs of a tiny model on the pipeline; returns the backend name."""
+    import keras
+
+    contract = keras_r3d.Preprocessing(frames=4, size=32)
+    model = keras.Sequential([keras.Input((4, 32, 32, 3)), keras.layers.Conv3D(4, 3, strides=2, activation="relu"),
+                              keras.layers.GlobalAveragePooling3D(), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    train = data.make_dataset(pattern, "train", contract, 2, shuffle_seed=1, hflip=True)
+    val = data.make_dataset(pattern, "val", contract, 3)
+    history = model.fit(train, validation_data=val, epochs=2, verbose=0).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all(), history
+    return keras.backend.backend()
+
+
+def test_feeds_model_fit_on_tensorflow(shards):
+    assert fit_twice(str(shards / "train-*.tfrecord")) == "tensorflow"
+
+
+def test_feeds_model_fit_on_jax(shards):
+    script = "import sys; from tests.test_data import fit_twice; print('FIT-OK', fit_twice(sys.argv[1]))"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script, str(shards / "train-*.tfrecord")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FIT-OK jax" in result.stdout
