@@ -311,11 +311,7 @@ def model_facts(name, model):
     }
 
 
-# ---------------------------------------------------------------- exported runtimes
-
-EXPORT_PRECISIONS = {"tflite": ("float32", "float16", "int8"), "onnxruntime": ("float32",),
-                     "tensorrt": ("float32", "float16", "int8")}
-
+# ---------------------------------------------------------------- measuring
 
 def random_clips(batch_size, input_shape, layout="ndhwc"):
     """Seeded standard-normal clips: already-normalized model input."""
@@ -489,12 +485,166 @@ def measure_official(name, settings, on_row):
 
 # ---------------------------------------------------------------- exported runtimes
 
+EXPORT_PRECISIONS = {"tflite": ("float32", "float16", "int8"), "onnxruntime": ("float32",),
+                     "tensorrt": ("float32", "float16")}
+CALIBRATION_CLIPS = 2  # int8 calibration clips: they set the scales, not the speed
+
+
 def measure_exported(name, runtimes, settings, on_row):
-    """TFLite / onnxruntime / TensorRT artifacts of `keras_r3d.export`."""
-    for runtime in runtimes:
-        for precision in settings["precisions"]:
-            base = {"model": name, "runtime": runtime, "backend": runtime, "precision": precision}
-            not_applicable(base, settings["batch_sizes"], "keras_r3d.export has not landed", on_row)
+    """TFLite / onnxruntime / TensorRT artifacts made by `keras_r3d.export`,
+    run through `keras_r3d.runtimes` on uint8 frames (the deployed input:
+    the preprocessing runs inside the artifact). Export time is recorded
+    per artifact; int8 calibrates on seeded random frames, which sets the
+    scales but not the speed."""
+    import keras
+
+    from keras_r3d import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model(name, num_classes=settings["num_classes"],
+                         input_shape=settings["input_shape"])
+    with tempfile.TemporaryDirectory(prefix="keras_r3d_export_") as workdir:
+        for runtime in runtimes:
+            for precision in settings["precisions"]:
+                base = {"model": name, "runtime": runtime, "backend": runtime, "precision": precision}
+                if precision not in EXPORT_PRECISIONS[runtime]:
+                    not_applicable(base, settings["batch_sizes"],
+                                   f"{runtime} exports {', '.join(EXPORT_PRECISIONS[runtime])}", on_row)
+                    continue
+                try:
+                    start = time.perf_counter()
+                    artifact = export_artifact(model, runtime, precision, workdir, settings)
+                    export_s = time.perf_counter() - start
+                    loaded = load_artifact(artifact, settings["threads"])
+                except NotMeasured as why:
+                    for batch in settings["batch_sizes"]:
+                        on_row({**base, "batch_size": batch, "status": f"not measured: {why}"})
+                    continue
+                except Exception as error:  # recorded; the run goes on
+                    for batch in settings["batch_sizes"]:
+                        on_row({**base, "batch_size": batch,
+                                "status": f"error: export: {type(error).__name__}: {error}"[:500]})
+                    continue
+                base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
+                            backend=loaded.name, notes=loaded.notes)
+                measure(base, settings["batch_sizes"],
+                        lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
+                        settings, on_row)
+
+
+def artifact_runner(loaded, batch_size, input_shape):
+    """(call, sync, gpu) of a loaded artifact: its outputs come back as
+    numpy arrays, so a call is already synchronized."""
+    clips = random_frames(batch_size, input_shape)
+    return (lambda: loaded(clips)), (lambda logits: logits), None
+
+
+class NotMeasured(Exception):
+    """This machine cannot run a measurement (e.g. TensorRT without a GPU)."""
+
+
+def random_frames(batch_size, input_shape, seed=0):
+    """Seeded uint8 frames, the input of an exported artifact."""
+    return np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(input_shape),
+                                                dtype=np.uint8)
+
+
+def export_artifact(model, runtime, precision, workdir, settings):
+    """The artifact file of `runtime` at `precision`, written in `workdir`."""
+    from keras_r3d import export
+
+    workdir = pathlib.Path(workdir)
+    if runtime == "tflite":
+        quantize = {"float32": "none", "float16": "float16", "int8": "int8"}[precision]
+        clips = random_frames(CALIBRATION_CLIPS, settings["input_shape"], seed=1) \
+            if quantize == "int8" else None
+        return export.export_tflite(model, workdir / f"model_{quantize}.tflite", quantize=quantize,
+                                    calibration_clips=clips)
+    if runtime == "onnxruntime":
+        return export.export_onnx(model, workdir / "model.onnx")
+    missing = export.tensorrt_missing()
+    if missing:
+        raise NotMeasured("; ".join(missing))
+    onnx_path = export.export_onnx(model, workdir / "model_trt.onnx", input_dtype="float32")
+    return export.build_tensorrt_engine(onnx_path, workdir / f"model_{precision}.engine",
+                                        {"float32": "fp32", "float16": "fp16"}[precision],
+                                        settings["input_shape"])
+
+
+def load_artifact(path, threads):
+    from keras_r3d import runtimes
+
+    return runtimes.load_runtime(path, num_threads=threads)
+
+
+# ---------------------------------------------------------------- per-layer profile
+
+def layer_kind(layer):
+    """A short class of a layer for the profile: depthwise / grouped /
+    pointwise / dense 3D conv, batch norm, activation, pool, or its class."""
+    from keras_r3d import layers as r3d_layers
+
+    if isinstance(layer, r3d_layers.Conv3D):
+        channels = layer.input.shape[-1]
+        if layer.groups > 1 and layer.groups == channels == layer.filters:
+            return "conv depthwise " + "x".join(map(str, layer.kernel_size))
+        if layer.groups > 1:
+            return f"conv grouped {'x'.join(map(str, layer.kernel_size))}"
+        return "conv " + "x".join(map(str, layer.kernel_size))
+    return type(layer).__name__
+
+
+def profile_layers(model, batch_size, repeats, implementation="frames"):
+    """Median ms of each layer of a TF-backend model run alone on random
+    input of its input shape, traced with `keras_r3d.implementation`
+    ("frames" is how the TFLite export lowers them), less the time of an
+    identity tf.function on the same input (call and copy overhead).
+    Returns rows sorted by time, slowest first."""
+    import keras
+    import tensorflow as tf
+
+    from keras_r3d.layers import implementation as layer_implementation
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer.input, list):
+            inputs = [tf.constant(rng.standard_normal((batch_size,) + tuple(t.shape[1:])), tf.float32)
+                      for t in layer.input]
+        else:
+            inputs = tf.constant(rng.standard_normal((batch_size,) + tuple(layer.input.shape[1:])),
+                                 tf.float32)
+        with layer_implementation(implementation):
+            fn = tf.function(layer.__call__, autograph=False)  # training=None: inference
+            fn(inputs)  # trace
+        identity = tf.function(lambda x: tf.nest.map_structure(tf.identity, x), autograph=False)
+        identity(inputs)
+        ms = _median_ms(fn, inputs, repeats) - _median_ms(identity, inputs, repeats)
+        rows.append({"layer": layer.name, "kind": layer_kind(layer),
+                     "output_shape": list(layer.output.shape[1:]), "ms": max(ms, 0.0)})
+    return sorted(rows, key=lambda row: -row["ms"])
+
+
+def _median_ms(fn, inputs, repeats):
+    import tensorflow as tf
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), fn(inputs))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def profile_by_kind(rows):
+    """{kind: (total ms, count)}, largest first."""
+    totals = {}
+    for row in rows:
+        ms, count = totals.get(row["kind"], (0.0, 0))
+        totals[row["kind"]] = (ms + row["ms"], count + 1)
+    return dict(sorted(totals.items(), key=lambda item: -item[1][0]))
 
 
 # ---------------------------------------------------------------- one process's share
@@ -634,12 +784,33 @@ def run_benchmark(settings, output_dir, tag, command):
                     on_row(row)
     if settings["official_repo"]:
         run_share([], settings, on_row, official=True)
+    if settings["profile_layers"]:
+        results["layer_profiles"] = run_layer_profiles(settings, current)
+        save()
     results["run"]["load_1min_after"] = os.getloadavg()[0]
     results["run"]["finished_utc"] = _utc_now()
     save()
     write_atomic(paths["md"], render_markdown(results))
     plot_speed(results, paths["png"])
     return results
+
+
+def run_layer_profiles(settings, backend):
+    """{model: per-layer rows} at batch 1 (`profile_layers`), TF only."""
+    import keras
+    from tqdm import tqdm
+
+    from keras_r3d import create_model
+
+    if backend != "tensorflow":
+        return {"error": f"--profile_layers needs KERAS_BACKEND=tensorflow, not {backend}"}
+    profiles = {}
+    for name in tqdm(settings["models"], desc="per-layer profile", unit="model", file=sys.stderr):
+        keras.utils.set_random_seed(0)
+        model = create_model(name, num_classes=settings["num_classes"],
+                             input_shape=settings["input_shape"])
+        profiles[name] = profile_layers(model, 1, max(3, settings["repeats"] // 2))
+    return profiles
 
 
 def _utc_now():
@@ -660,6 +831,8 @@ def series_label(row):
     label = RUNTIME_LABELS.get(row["runtime"], row["runtime"])
     if row["runtime"] == "keras":
         label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''})"
+    elif row["runtime"] in DEPLOYABLE and row.get("backend") not in (None, row["runtime"]):
+        label += f" ({row['backend']})"  # e.g. tflite+xnnpack
     return f"{label} {row['precision']}"
 
 
@@ -733,6 +906,8 @@ def render_markdown(results):
 
     lines += _target_section(models, rows)
 
+    lines += _profile_section(results.get("layer_profiles"))
+
     lines += ["## Every measurement", "",
               _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
                        "p50 ms", "p99 ms", "Peak RSS MiB", "GPU peak MiB", "Compile s",
@@ -785,6 +960,26 @@ def _target_section(models, rows):
         else:
             cells += ["—", "not measured"]
         lines.append(_md_row(cells))
+    return lines + [""]
+
+
+def _profile_section(profiles, top=6):
+    """Where the time goes per model: totals by layer kind, slowest layers."""
+    if not profiles:
+        return []
+    lines = ["## Where the time goes: per-layer profile (Keras on TF, 2D-op lowering as in the "
+             "TFLite export, batch 1)", "",
+             "Each layer timed alone, less an identity call on the same input; the sum "
+             "over-counts small layers that a compiled graph fuses (BatchNorm, ReLU).", ""]
+    if "error" in profiles:
+        return lines + [profiles["error"], ""]
+    for name, rows in profiles.items():
+        total = sum(row["ms"] for row in rows) or 1.0
+        kinds = ", ".join(f"{kind} {ms / total:.0%} ({count})"
+                          for kind, (ms, count) in list(profile_by_kind(rows).items())[:top])
+        slowest = ", ".join(f"`{row['layer']}` {row['kind']} {row['output_shape']} {row['ms']:.1f} ms"
+                            for row in rows[:3])
+        lines += [f"- **{name}** ({total:.0f} ms summed): {kinds}. Slowest: {slowest}."]
     return lines + [""]
 
 
@@ -857,6 +1052,8 @@ def _define_flags():
                          lower_bound=1)
     flags.DEFINE_integer("threads", None, "CPU threads per runtime (default: the usable cores).",
                          lower_bound=1)
+    flags.DEFINE_bool("profile_layers", False, "Also time every layer alone (TF backend, batch 1) "
+                      "to show which layers bound each model.")
     flags.DEFINE_bool("tf32", False, "Allow TF32 matmuls/convs on GPUs (same on every side).")
     flags.DEFINE_list("tf_jit_compile", ["auto"], "TensorFlow tf.function XLA: true, false or "
                       "auto (XLA on GPU, graph on CPU); several values time each.")
@@ -900,6 +1097,7 @@ def settings_from_flags(f):
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
         "official_channels_last": f.official_channels_last,
+        "profile_layers": f.profile_layers,
     }
 
 

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -54,14 +55,47 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
-def test_cli_rejects_bad_arguments(tmp_path):
-    for bad, message in (("--backends=tensorflow,mxnet", "mxnet"), ("--models=NoSuchNet", "NoSuchNet"),
-                         ("--input_shape=16,112", "input_shape"), ("--precision=int4", "int4")):
-        done = subprocess.run([sys.executable, "-m", "keras_r3d.benchmark", bad,
-                               f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode != 0 and message in done.stderr, (bad, done.stderr[-2000:])
-    assert not list(tmp_path.iterdir())
+def _flags(**overrides):
+    values = {"models": "ShuffleNetV2-0.25x", "backends": ["tensorflow"], "runtimes": ["keras"],
+              "precision": ["float32"], "batch_sizes": ["8", "1"], "input_shape": "16,112,112",
+              "num_classes": 600, "warmup": 1, "repeats": 2, "threads": None, "tf32": False,
+              "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"],
+              "official_repo": None, "official_channels_last": False, "profile_layers": False}
+    return types.SimpleNamespace(**{**values, **overrides})
+
+
+def test_settings_from_flags_checks_every_argument(tmp_path):
+    settings = benchmark.settings_from_flags(_flags())
+    assert settings["batch_sizes"] == [1, 8] and settings["input_shape"] == (16, 112, 112, 3)
+    assert settings["threads"] >= 1 and settings["models"] == ["ShuffleNetV2-0.25x"]
+    for bad, message in ((dict(backends=["tensorflow", "mxnet"]), "mxnet"),
+                         (dict(models="NoSuchNet"), "NoSuchNet"),
+                         (dict(input_shape="16,112"), "input_shape"),
+                         (dict(precision=["int4"]), "int4"),
+                         (dict(batch_sizes=["0"]), "positive"),
+                         (dict(runtimes=[]), "runtimes"),
+                         (dict(official_repo=str(tmp_path)), "models/")):
+        with pytest.raises(ValueError, match=message):
+            benchmark.settings_from_flags(_flags(**bad))
+
+
+def test_exported_runtimes(tmp_path):
+    """Calibrated int8 TFLite through keras_r3d.export and keras_r3d.runtimes
+    (float32 takes the same path, less calibration); TensorRT says what is
+    missing where it cannot run, and has no int8 path here."""
+    rows = []
+    settings = {**TINY, "precisions": ["int8"]}
+    benchmark.measure_exported("ShuffleNetV2-0.25x", ["tflite", "tensorrt"], settings, rows.append)
+    by_key = {(r["runtime"], r["precision"]): r for r in rows}
+    row = by_key[("tflite", "int8")]
+    assert row["status"] == "ok", row
+    assert row["backend"].startswith("tflite") and row["artifact_bytes"] > 0
+    assert row["export_s"] > 0 and row["clips_per_s"]["median"] > 0
+    assert by_key[("tensorrt", "int8")]["status"].startswith("not applicable")
+    rows.clear()
+    benchmark.measure_exported("ShuffleNetV2-0.25x", ["tensorrt"], TINY, rows.append)
+    assert rows[0]["status"] == "ok" or (rows[0]["status"].startswith("not measured: ")
+                                         and "tensorrt" in rows[0]["status"])
 
 
 def test_official_repo_is_imported_from_the_path(tmp_path):
@@ -140,3 +174,27 @@ def test_markdown_reports_the_cpu_target():
     assert "shared and busy" in markdown  # load 3.5 on 2 cores
     assert "| 1.91 / 1.90 | 195 / 195 | 243 | 44 |" in markdown
     assert "error: boom" in markdown
+
+
+def test_layer_profile_names_the_bounding_layers():
+    import keras
+
+    from keras_r3d import layers as r3d_layers
+
+    inputs = keras.Input((4, 8, 8, 6))
+    x = r3d_layers.Conv3D(6, 3, padding=1, groups=6, name="dw")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = r3d_layers.Conv3D(12, 1, groups=3, name="gconv")(x)
+    outputs = r3d_layers.Conv3D(4, 1, name="pw")(x)
+    rows = benchmark.profile_layers(keras.Model(inputs, outputs), batch_size=1, repeats=2)
+    assert {row["layer"]: row["kind"] for row in rows} == {
+        "dw": "conv depthwise 3x3x3", "bn": "BatchNormalization", "gconv": "conv grouped 1x1x1",
+        "pw": "conv 1x1x1"}
+    assert all(row["ms"] >= 0 for row in rows)
+    assert [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+    fake = [{"layer": "a", "kind": "conv", "output_shape": [1], "ms": 3.0},
+            {"layer": "b", "kind": "BN", "output_shape": [1], "ms": 1.0},
+            {"layer": "c", "kind": "conv", "output_shape": [1], "ms": 1.0}]
+    assert benchmark.profile_by_kind(fake) == {"conv": (4.0, 2), "BN": (1.0, 1)}
+    section = "\n".join(benchmark._profile_section({"Net": fake}))
+    assert "**Net** (5 ms summed): conv 80% (2), BN 20% (1). Slowest: `a` conv [1] 3.0 ms" in section
