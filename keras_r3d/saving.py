@@ -6,6 +6,7 @@ import zipfile
 import keras
 
 from keras_r3d.models import VideoClassifier
+from keras_r3d.preprocessing import Preprocessing
 
 
 def load(path, **convert_kwargs):
@@ -39,4 +40,6 @@ def model_info(model_or_path):
             raise ValueError(f"{path} is not a keras_r3d .keras model: {error}") from None
     if "preprocessing" not in config:
         raise ValueError("Not a keras_r3d model: its config has no preprocessing contract")
-    return {key: config.get(key) for key in ("preprocessing", "class_names", "architecture")}
+    info = {key: config.get(key) for key in ("preprocessing", "class_names", "architecture")}
+    info["preprocessing"] = Preprocessing.from_dict(info["preprocessing"]).to_dict()
+    return info

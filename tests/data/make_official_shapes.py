@@ -1,5 +1,6 @@
 """Writes official_state_dict_shapes.json.gz: the state-dict key -> shape map
-of the official PyTorch model of every registry configuration.
+of the official PyTorch model of every registry configuration, and which
+ShuffleNet V1 (groups, width) pairs the official code can build and run.
 
     python tests/data/make_official_shapes.py --official_repo PATH
 
@@ -17,6 +18,8 @@ import torch
 import keras_r3d
 
 OUTPUT = pathlib.Path(__file__).with_name("official_state_dict_shapes.json.gz")
+SHUFFLENET_GROUPS = (1, 2, 3, 4, 8)
+SHUFFLENET_WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 def official_model(arch, kwargs, num_classes, size=112, frames=16):
@@ -51,7 +54,18 @@ def main():
             model = official_model(spec.arch, spec.kwargs, args.num_classes)
         shapes[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
         print(name, len(shapes[name]), "tensors", flush=True)
-    payload = {"num_classes": args.num_classes, "input": [16, 112, 112], "models": shapes}
+    pairs = {}
+    for groups in SHUFFLENET_GROUPS:
+        for width in SHUFFLENET_WIDTHS:
+            try:
+                with torch.device("meta"):
+                    official_model("shufflenet", {"groups": groups, "width_mult": width}, 10)(
+                        torch.zeros(1, 3, 16, 112, 112))
+                pairs[f"{groups}/{width}"] = True
+            except (RuntimeError, ValueError):
+                pairs[f"{groups}/{width}"] = False
+    payload = {"num_classes": args.num_classes, "input": [16, 112, 112], "models": shapes,
+               "shufflenet_pairs": pairs}
     with gzip.open(OUTPUT, "wt") as file:
         json.dump(payload, file, sort_keys=True)
     print(f"wrote {OUTPUT}")

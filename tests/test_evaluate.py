@@ -1,0 +1,96 @@
+"""Evaluation: the paper's video-level protocol against a hand computation,
+and the official Jester checkpoint on the gesture fixtures."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_r3d import evaluate
+from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REPO
+
+
+def test_summarize_matches_a_hand_computation():
+    # Video "a" (label 0): two windows; "b" (label 2): three; "c" (label 1): one.
+    scores = np.array([
+        [0.6, 0.3, 0.1],   # a: window right
+        [0.2, 0.7, 0.1],   # a: window wrong; mean [0.4, 0.5, 0.1] -> video wrong, label 2nd
+        [0.1, 0.2, 0.7],   # b: right
+        [0.5, 0.1, 0.4],   # b: wrong
+        [0.3, 0.3, 0.4],   # b: right; mean [0.3, 0.2, 0.5] -> video right
+        [0.3, 0.2, 0.5],   # c: wrong, label 3rd
+    ])
+    labels = np.array([0, 0, 2, 2, 2, 1])
+    ids = ["a", "a", "b", "b", "b", "c"]
+    results = evaluate.summarize(scores, labels, ids, ["x", "y", "z"])
+    assert results["num_clips"] == 6 and results["num_videos"] == 3
+    assert results["clip_top1"] == pytest.approx(3 / 6)
+    assert results["video_top1"] == pytest.approx(1 / 3)
+    assert results["video_top5"] == 1.0  # k is capped at the 3 classes
+    assert evaluate.top_k_accuracy(scores, labels, 2) == pytest.approx(5 / 6)
+    assert results["per_class"] == {"x": 0.0, "y": 0.0, "z": 1.0}
+    # rows: true class, columns: predicted
+    assert results["confusion"] == [[0, 1, 0], [0, 0, 1], [0, 0, 1]]
+    by_id = {v["id"]: v for v in results["videos"]}
+    assert by_id["a"]["prediction"] == "y" and by_id["a"]["score"] == pytest.approx(0.5)
+
+
+def test_summarize_rejects_inconsistent_input():
+    with pytest.raises(ValueError, match="different labels"):
+        evaluate.summarize(np.full((2, 2), 0.5), np.array([0, 1]), ["v", "v"])
+    with pytest.raises(ValueError, match="labels outside"):
+        evaluate.summarize(np.full((1, 2), 0.5), np.array([2]), ["v"])
+
+
+def test_central_windows_keeps_the_middle_of_each_video():
+    ids = ["a"] * 5 + ["b"] * 2 + ["c"]
+    assert evaluate.central_windows(ids, 0).tolist() == list(range(8))
+    assert evaluate.central_windows(ids, 1).tolist() == [2, 5, 7]
+    assert evaluate.central_windows(ids, 3).tolist() == [1, 2, 3, 5, 6, 7]
+
+
+def _gesture_records(fixtures_dir, tmp_path):
+    """A Jester-format TFRecord of the three gesture frame folders."""
+    from tfrecords_tools.convert import convert
+
+    labels = [line.split()[1] for line in
+              (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text().split("\n")
+              if line.strip()]
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "classInd.txt").write_text(
+        (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text())
+    (annotations / "vallist.txt").write_text(
+        "".join(f"{name} {labels.index(GESTURE_LABELS[name]) + 1}\n" for name in GESTURES))
+    convert("jester", GESTURES["thumb_up"].parent, tmp_path / "records", annotations=annotations,
+            progress=False)
+    return str(tmp_path / "records" / "val-*.tfrecord")
+
+
+@pytest.mark.slow
+def test_official_jester_checkpoint_scores_the_gestures(fixtures_dir, tmp_path):
+    """The CLI on the converted official checkpoint: 3/3 with --clips 1; the
+    full protocol (every window) is written beside it for the README."""
+    from keras_r3d.convert import convert_checkpoint
+
+    data = _gesture_records(fixtures_dir, tmp_path)
+    model_path = tmp_path / "jester.keras"
+    convert_checkpoint(OFFICIAL_CHECKPOINT).save(model_path)
+    outputs = {}
+    for clips in (1, 0):
+        output = tmp_path / f"clips{clips}.json"
+        subprocess.run([sys.executable, "-m", "keras_r3d.evaluate", f"--model={model_path}",
+                        f"--data={data}", f"--clips={clips}", f"--output={output}"],
+                       check=True, cwd=REPO, timeout=600)
+        outputs[clips] = json.loads(output.read_text())
+        assert output.with_suffix(".png").stat().st_size > 0
+    center = outputs[1]
+    assert center["num_videos"] == 3 and center["video_top1"] == 1.0, center["videos"]
+    assert all(v["prediction"] == v["label"] for v in center["videos"])
+    assert sorted(v["label"] for v in center["videos"]) == sorted(GESTURE_LABELS.values())
+    full = outputs[0]
+    assert full["num_videos"] == 3 and full["num_clips"] > 3
+    assert full["video_top1"] >= 2 / 3, full["videos"]
+    print(json.dumps({k: full[k] for k in ("video_top1", "video_top5", "clip_top1", "clip_top5")}))
+    print(json.dumps(full["videos"]))

@@ -1,0 +1,128 @@
+"""Export of one random-weight model per family at a small input: builtin ops
+only, int8 throughout, and logits close to Keras (cosine >= 0.98 float,
+>= 0.95 int8), covering the grouped convs of ShuffleNet V1 and ResNeXt.
+Also the CLI and the argument checks."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_r3d import create_model, export, runtimes
+from tests.conftest import GESTURES
+
+FLOAT_COSINE = 0.98
+INT8_COSINE = 0.95
+SMALL = {"num_classes": 5, "input_shape": (16, 32, 32, 3)}
+# One model per family; only ShuffleNet V1 (grouped 1x1x1 convs, 3D average
+# pool) runs by default, the rest with --runslow (about 30-60 s each on 2 cores).
+FAMILIES = [
+    "ShuffleNetV1-0.5x",
+    pytest.param("ShuffleNetV2-0.25x", marks=pytest.mark.slow),
+    pytest.param("MobileNetV1-0.5x", marks=pytest.mark.slow),
+    pytest.param("MobileNetV2-0.2x", marks=pytest.mark.slow),
+    pytest.param("SqueezeNet-1.1", marks=pytest.mark.slow),
+    pytest.param("ResNet-18-A", marks=pytest.mark.slow),
+    pytest.param("ResNeXt-50-B-c32", marks=pytest.mark.slow),
+    pytest.param("C3D", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module")
+def gesture_clips(fixtures_dir):
+    """Real clips at the small input: the gesture folders, cut by the protocol."""
+    contract = create_model("ShuffleNetV1-0.5x", **SMALL).preprocessing
+    return export.load_clips(GESTURES["thumb_up"].parent, contract, 3)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_random_weight_family_exports_close_to_keras(name, gesture_clips, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = create_model(name, **SMALL)
+    float_report = export.export_model(model, tmp_path, ["tflite", "onnx"], verification=gesture_clips)
+    int8_report = export.export_model(model, tmp_path, ["tflite"], quantize="int8",
+                                      calibration=gesture_clips, verification=gesture_clips)
+    for key in ("tflite_none", "onnx"):
+        assert float_report["formats"][key]["min_cosine"] >= FLOAT_COSINE, key
+        assert float_report["formats"][key]["passed"], float_report["formats"][key]
+    assert int8_report["formats"]["tflite_int8"]["min_cosine"] >= INT8_COSINE
+    ops, types = export.tflite_ops((tmp_path / "model_int8.tflite").read_bytes())
+    assert not {op for op in ops if "FLEX" in op.upper() or op in ("CUSTOM", "CONV_3D")}, ops
+    assert types <= {"UINT8", "INT8", "INT32"}, types
+    float_ops, _ = export.tflite_ops((tmp_path / "model_none.tflite").read_bytes())
+    assert not {op for op in float_ops if "FLEX" in op.upper() or op == "CUSTOM"}, float_ops
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return create_model("MobileNetV2-0.2x", num_classes=4, input_shape=(8, 32, 32, 3))
+
+
+def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model, tmp_path):
+    lines = []
+    report = export.export_model(tiny_model, tmp_path, ["tftrt"], quantize="float16", log=lines.append)
+    assert report["tensorrt"]["path"] == "trtexec" and report["tensorrt"]["precision"] == "fp16"
+    assert not (tmp_path / "model.engine").exists()
+    assert report["formats"]["tensorrt_onnx"]["passed"]  # verified in onnxruntime
+    runtime = runtimes.load_runtime(tmp_path / "model_trt.onnx")
+    assert runtime.input_dtype == np.float32  # TensorRT 8.2 parses no UINT8 input
+    message = "\n".join(lines)
+    assert "tensorrt` is not installed" in message and report["tensorrt"]["trtexec"] in message
+    assert report["verification_inputs"].startswith("seeded uint8 noise")
+
+
+def test_raw_input_takes_normalized_float(tiny_model, tmp_path):
+    report = export.export_model(tiny_model, tmp_path, ["onnx", "tflite"], raw_input=True)
+    assert report["passed"]
+    metadata = runtimes.read_metadata(tmp_path / "model.onnx")
+    assert metadata["input"]["dtype"] == "float32" and not metadata["input"]["normalized_in_graph"]
+    assert runtimes.load_runtime(tmp_path / "model_none.tflite").input_dtype == np.float32
+
+
+def test_argument_checks(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="subset"):
+        export.export_model(tiny_model, tmp_path, ["tflite", "coreml"])
+    with pytest.raises(ValueError, match="calibration"):
+        export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int8")
+    with pytest.raises(ValueError, match="quantize"):
+        export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int4")
+    with pytest.raises(ValueError, match="raw_input"):
+        export.export_model(tiny_model, tmp_path, ["tftrt"], raw_input=True)
+    with pytest.raises(FileNotFoundError):
+        runtimes.load_runtime(tmp_path / "missing.tflite")
+
+
+def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, tmp_path):
+    path = export.export_tflite(tiny_model, tmp_path / "m.tflite")
+    data = export.add_tflite_metadata(path.read_bytes(), "other", b"\x00\x01payload")
+    entries = runtimes.tflite_metadata(data)
+    assert entries["other"] == b"\x00\x01payload"
+    assert json.loads(entries[runtimes.METADATA_KEY])["class_names"] == tiny_model.class_names
+
+
+def test_cli_exports_and_reports(tiny_model, tmp_path):
+    model_path = tmp_path / "tiny.keras"
+    tiny_model.save(model_path)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={model_path}",
+                           f"--output={out}", "--onnx"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / export.REPORT_NAME).read_text())
+    assert set(report["formats"]) == {"onnx"} and report["passed"]
+    assert set(report["formats"]["onnx"]) >= {"max_abs_diff", "top1_agreement", "size_bytes", "path",
+                                              "runtime"}
+    none = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={model_path}",
+                           f"--output={out}"], capture_output=True, text=True, timeout=300)
+    assert none.returncode == 2 and "choose at least one" in none.stderr
+
+
+def test_export_refuses_other_backends(tmp_path):
+    code = "import keras_r3d.export as e, keras_r3d as k; " \
+           "e.export_model(k.create_model('MobileNetV2-0.2x', num_classes=2, input_shape=(8, 32, 32, 3)), " \
+           f"{str(tmp_path)!r}, ['onnx'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "KERAS_BACKEND": "jax"})
+    assert done.returncode != 0 and "needs the TensorFlow backend" in done.stderr

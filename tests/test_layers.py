@@ -1,0 +1,96 @@
+"""The zoo's layers: every implementation computes the same function."""
+import keras
+import numpy as np
+import pytest
+
+from keras_r3d import layers
+
+
+def _run(layer, x, implementation):
+    with layers.implementation(implementation):
+        return np.asarray(layer(x))
+
+
+@pytest.mark.parametrize("filters,kernel,strides,padding,groups,bias", [
+    (8, 3, 1, 1, 1, False),            # dense 3x3x3
+    (8, 3, (1, 2, 2), 1, 1, True),     # the stems
+    (6, 3, 2, 1, 6, False),            # depthwise, strided on T, H, W
+    (12, 1, 1, 0, 3, False),           # ShuffleNet's grouped 1x1x1
+    (12, 3, 2, 1, 3, False),           # ResNeXt's grouped 3x3x3, strided
+    (4, (7, 7, 7), (1, 2, 2), 3, 1, False),  # ResNet's stem
+])
+def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, padding, groups, bias):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 10, 11, 6)).astype(np.float32)
+    layer = layers.Conv3D(filters, kernel, strides=strides, padding=padding, groups=groups, use_bias=bias)
+    layer.build(x.shape)
+    if bias:
+        layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
+    native, frames = _run(layer, x, "native"), _run(layer, x, "frames")
+    reference = keras.layers.Conv3D(filters, kernel, strides=strides, padding="valid", groups=groups,
+                                    use_bias=bias)
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    pads = layer.padding
+    padded = np.pad(x, [(0, 0)] + [(p, p) for p in pads] + [(0, 0)])
+    expected = np.asarray(reference(padded))
+    assert native.shape == frames.shape == expected.shape == (2, *layer.compute_output_shape(x.shape)[1:])
+    np.testing.assert_allclose(native, expected, atol=1e-4)
+    np.testing.assert_allclose(frames, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("pool,strides,padding", [(3, 2, 1), ((2, 2, 2), (1, 2, 2), 0),
+                                                    ((1, 2, 2), 2, (0, 1, 1))])
+def test_max_pool_implementations_agree(pool, strides, padding):
+    x = np.abs(np.random.default_rng(1).standard_normal((2, 8, 9, 10, 3))).astype(np.float32)
+    layer = layers.MaxPool3D(pool, strides=strides, padding=padding)
+    native, frames = _run(layer, x, "native"), _run(layer, x, "frames")
+    np.testing.assert_allclose(native, frames, atol=1e-6)
+    # Against a direct loop (zero padding; inputs are post-ReLU).
+    p, k, s = layer.padding, layer.pool_size, layer.strides
+    padded = np.pad(x, [(0, 0)] + [(q, q) for q in p] + [(0, 0)])
+    out = native.shape[1:4]
+    for t, h, w in [(0, 0, 0), (out[0] - 1, out[1] - 1, out[2] - 1), (out[0] // 2, 1, out[2] // 2)]:
+        window = padded[:, t * s[0]:t * s[0] + k[0], h * s[1]:h * s[1] + k[1], w * s[2]:w * s[2] + k[2]]
+        np.testing.assert_allclose(native[:, t, h, w], window.max(axis=(1, 2, 3)), atol=1e-6)
+
+
+def test_avg_pool_counts_padding_like_pytorch():
+    x = np.ones((1, 4, 5, 5, 2), np.float32)
+    layer = layers.AvgPool3D((2, 3, 3), strides=2, padding=(0, 1, 1))
+    for implementation in ("native", "frames"):
+        y = _run(layer, x, implementation)
+        assert y.shape == (1, 2, 3, 3, 2)
+        # A corner window holds 2*2*2 ones out of 18 cells (count_include_pad=True).
+        np.testing.assert_allclose(y[0, 0, 0, 0], 8 / 18, atol=1e-6)
+        np.testing.assert_allclose(y[0, 0, 1, 1], 1.0, atol=1e-6)
+
+
+def test_channel_shuffle_matches_pytorch_view_permute():
+    x = np.arange(2 * 1 * 1 * 2 * 6, dtype=np.float32).reshape(2, 1, 1, 2, 6)
+    y = np.asarray(layers.ChannelShuffle(3)(x))
+    # torch: view(N, g, C/g, ...) -> transpose(1, 2) -> flatten, on channels.
+    expected = x.reshape(2, 1, 1, 2, 3, 2).swapaxes(-1, -2).reshape(x.shape)
+    np.testing.assert_array_equal(y, expected)
+    assert list(y[0, 0, 0, 0]) == [0, 2, 4, 1, 3, 5]
+
+
+def test_zero_channel_shortcut_subsamples_pads_and_stops_gradient():
+    x = np.random.default_rng(2).standard_normal((1, 5, 4, 4, 3)).astype(np.float32)
+    y = np.asarray(layers.ZeroChannelShortcut(5, 2)(x))
+    assert y.shape == (1, 3, 2, 2, 5)
+    np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, ::2])
+    assert not y[..., 3:].any()
+
+
+def test_too_small_input_names_the_layer():
+    with pytest.raises(ValueError, match="'pool'.*too small"):
+        layers.MaxPool3D(3, strides=2, name="pool").compute_output_shape((None, 1, 8, 8, 3))
+    with pytest.raises(ValueError, match="not divisible by groups"):
+        layers.Conv3D(10, 1, groups=3, name="conv")
+
+
+def test_implementation_rejects_unknown_names():
+    with pytest.raises(ValueError, match="auto"):
+        with layers.implementation("fast"):
+            pass

@@ -1,0 +1,138 @@
+"""Builders: argument checks, shapes, serialization, and every backend."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_r3d
+from tests.conftest import REPO
+
+SHAPES_PATH = REPO / "tests" / "data" / "official_state_dict_shapes.json.gz"
+# The smallest configuration of each family, at a reduced input (ShuffleNet V1
+# and C3D need 16 frames).
+SMALL = {"ShuffleNetV1-0.5x": (16, 32, 32, 3), "ShuffleNetV2-0.25x": (8, 32, 32, 3),
+         "MobileNetV1-0.5x": (8, 32, 32, 3), "MobileNetV2-0.2x": (8, 32, 32, 3),
+         "SqueezeNet-1.1": (8, 32, 32, 3), "ResNet-10-A": (8, 32, 32, 3),
+         "ResNeXt-50-B-c32": (8, 32, 32, 3), "C3D": (16, 32, 32, 3)}
+
+
+def test_small_set_covers_every_family():
+    assert {keras_r3d.registry.get_spec(n).arch for n in SMALL} == set(keras_r3d.registry.BUILDERS)
+
+
+def test_registry_names_include_table8():
+    table8 = json.loads(keras_r3d.registry.TABLE8_PATH.read_text())["models"]
+    names = keras_r3d.list_models()
+    assert list(table8) == names[:len(table8)]
+    assert "ShuffleNetV2-1.0x" in names and "ResNet-18-A" in names
+    assert keras_r3d.list_models("mobilenetv2") == [n for n in names if n.startswith("MobileNetV2-")]
+
+
+def test_build_rejects_unknown_arch_and_kwargs():
+    with pytest.raises(ValueError, match="Valid archs: shufflenet, shufflenetv2"):
+        keras_r3d.build("shufflenet3")
+    with pytest.raises(TypeError, match="unknown arguments \\['widht_mult'\\].*width_mult"):
+        keras_r3d.build("mobilenet", widht_mult=1.0)
+    with pytest.raises(ValueError, match="Valid names"):
+        keras_r3d.create_model("ShuffleNetV9-1.0x")
+
+
+@pytest.mark.parametrize("arch,kwargs,message", [
+    ("shufflenetv2", {"width_mult": 0.75}, "width_mult must be one of"),
+    ("shufflenet", {"groups": 5}, "groups must be one of"),
+    ("shufflenet", {"width_mult": 0.3, "groups": 3}, "layer1_0_conv1"),
+    ("mobilenetv2", {"width_mult": 0.01}, "no channels"),
+    ("squeezenet", {"version": 1.2}, "version must be one of"),
+    ("resnet", {"depth": 20}, "depth must be one of"),
+    ("resnet", {"shortcut": "C"}, "shortcut must be one of"),
+    ("resnext", {"depth": 18}, "depth must be one of"),
+    ("mobilenet", {"input_shape": (16, 112, 96, 3)}, "square"),
+    ("mobilenet", {"input_shape": (16, 112, 112)}, "input_shape"),
+    ("c3d", {"input_shape": (8, 112, 112, 3)}, "group4_6.*too small"),
+    ("mobilenet", {"pooling": "max"}, "pooling"),
+    ("mobilenet", {"num_classes": 0}, "num_classes"),
+    ("mobilenet", {"class_names": ["a", "b"], "num_classes": 3}, "2 class names"),
+])
+def test_builders_reject_bad_arguments(arch, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keras_r3d.build(arch, **kwargs)
+
+
+def test_shufflenet_builds_exactly_the_official_pairs():
+    """Every (groups, width) pair that the official code builds and runs
+    builds here; every other pair is a ValueError naming the layer."""
+    pairs = json.loads(gzip.open(SHAPES_PATH, "rt").read())["shufflenet_pairs"]
+    assert sum(pairs.values()) >= 20
+    for pair, official_builds in pairs.items():
+        groups, width = pair.split("/")
+        if official_builds:
+            model = keras_r3d.ShuffleNet3D(width_mult=float(width), groups=int(groups),
+                                           input_shape=(16, 32, 32, 3))
+            assert model.output.shape == (None, 600)
+        else:
+            with pytest.raises(ValueError, match=r"layer\d_\d+_conv\d: .* divisible by groups"):
+                keras_r3d.ShuffleNet3D(width_mult=float(width), groups=int(groups))
+
+
+def test_feature_extraction_and_input_sizes():
+    features = keras_r3d.MobileNetV2_3D(width_mult=0.2, include_top=False, input_shape=(16, 64, 64, 3))
+    assert features.output.shape == (None, 1, 2, 2, 1280)
+    assert features.class_names is None
+    pooled = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, include_top=False, pooling="avg",
+                                       input_shape=(32, 128, 128, 3))
+    assert pooled.output.shape == (None, 1024)
+    assert pooled.preprocessing.frames == 32 and pooled.preprocessing.size == 128
+
+
+def test_saved_model_carries_contract_and_classes(tmp_path):
+    contract = keras_r3d.Preprocessing(channel_order="BGR", temporal_downsample=2, fps=12.0)
+    model = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, num_classes=3, input_shape=(8, 32, 32, 3),
+                                      class_names=["left", "right", "up"], preprocessing=contract,
+                                      classifier_activation="softmax")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    info = keras_r3d.model_info(path)
+    assert info["class_names"] == ["left", "right", "up"]
+    assert info["preprocessing"] == contract.replace(frames=8, size=32).to_dict()
+    assert info["architecture"] == {"arch": "shufflenetv2", "width_mult": 0.25, "num_classes": 3}
+    loaded = keras_r3d.load(path)
+    x = np.random.default_rng(0).standard_normal((2, 8, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    assert loaded.preprocessing == model.preprocessing
+    with pytest.raises(ValueError, match="not a keras_r3d"):
+        keras_r3d.model_info(tmp_path / "missing.keras")
+
+
+def test_every_backend_computes_the_same_and_trains(tmp_path):
+    """TF builds and saves each family; JAX and torch load the same files,
+    must give the same logits, and take a training step."""
+    keras.utils.set_random_seed(0)
+    expected = {}
+    for name, shape in SMALL.items():
+        model = keras_r3d.create_model(name, num_classes=5, input_shape=shape)
+        x = np.random.default_rng(1).standard_normal((2, *shape)).astype(np.float32)
+        labels = np.array([1, 3])
+        logits = np.asarray(model(x, training=False))
+        model.save(tmp_path / f"{name}.keras")
+        np.savez(tmp_path / f"{name}.npz", x=x, logits=logits, labels=labels)
+        model.compile(optimizer=keras.optimizers.SGD(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        assert np.isfinite(model.train_on_batch(x, labels))
+        expected[name] = logits
+    for backend in ("jax", "torch"):
+        env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
+        run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(tmp_path)], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results = json.loads(run.stdout.strip().splitlines()[-1])
+        assert set(results) == set(SMALL)
+        for name, result in results.items():
+            assert result["backend"] == backend
+            scale = max(1.0, float(np.abs(expected[name]).max()))
+            assert result["max_abs_error"] <= 1e-4 * scale, (backend, name, result)
+            assert np.isfinite(result["loss"]) and result["changed"] > 0, (backend, name, result)

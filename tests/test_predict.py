@@ -1,0 +1,68 @@
+"""predict: the official evaluation protocol, the CLI and its errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_r3d
+from keras_r3d import predict
+from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE
+
+
+def test_window_indices_follow_the_official_center_crop():
+    # 68 frames, 16 x downsample 2: TemporalCenterCrop starts at index 18.
+    np.testing.assert_array_equal(predict.window_indices(68, 16, 2)[0], np.arange(18, 50, 2))
+    # Short videos loop from the start of the window.
+    np.testing.assert_array_equal(predict.window_indices(5, 4, 2)[0], [0, 2, 4, 1])
+    spread = predict.window_indices(100, 16, 1, clips=3)
+    assert spread.shape == (3, 16) and spread[0, 0] == 0 and spread[-1, -1] == 99
+
+
+def test_resample_indices_follow_time():
+    np.testing.assert_array_equal(predict.resample_indices(10, 24.0, 12.0), [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(predict.resample_indices(4, None, 12.0), [0, 1, 2, 3])
+
+
+def test_clips_reproduce_the_official_frames(fixtures_dir):
+    """Decoding, Scale(112) and CenterCrop(112) give the official model's input."""
+    from keras_r3d.video import read_video
+
+    contract = keras_r3d.preprocessing.DATASET_PREPROCESSING["jester"]
+    for name, folder in GESTURES.items():
+        frames, fps = read_video(folder)
+        clip = predict.clips_from_frames(frames, contract, fps)[0]
+        expected = np.load(REFERENCE / f"{name}.npz")["frames_uint8_thwc"]
+        assert np.abs(clip.astype(int) - expected).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def jester_model(fixtures_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "jester.keras"
+    keras_r3d.load(OFFICIAL_CHECKPOINT).save(path)
+    return path
+
+
+def test_predict_cli_classifies_the_gestures(jester_model, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    paths = [str(p) for p in GESTURES.values()] + [str(broken)]
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.predict", "--model", str(jester_model), "--json",
+                          "--clips", "1", *paths], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr  # one input failed, the others were still classified
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["path"] for r in results] == paths
+    for result, name in zip(results, GESTURES):
+        assert result["top5"][0]["label"] == GESTURE_LABELS[name]
+        assert len(result["top5"]) == 5 and result["windows"] == 1
+        assert sum(c["prob"] for c in result["top5"]) <= 1.0 + 1e-6
+    assert "cannot decode" in results[-1]["error"]
+
+
+def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
+    model = keras_r3d.load(jester_model)
+    result = keras_r3d.classify(model, fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi",
+                                top_k=3, clips=4)
+    assert result["windows"] == 4 and len(result["top5"]) == 3
+    assert result["top5"][0]["prob"] >= result["top5"][1]["prob"] >= result["top5"][2]["prob"]

@@ -1,0 +1,40 @@
+"""The preprocessing contract and its single implementation."""
+import numpy as np
+import pytest
+
+from keras_r3d import Preprocessing, preprocess
+
+
+def test_official_normalization_subtracts_the_mean_in_0_255():
+    frames = np.full((1, 2, 2, 3), 100, np.uint8)
+    out = preprocess(frames, Preprocessing())
+    np.testing.assert_allclose(out[0, 0, 0], [100 - 114.7748, 100 - 107.7354, 100 - 99.4750], atol=1e-5)
+    assert out.dtype == np.float32
+
+
+def test_bgr_range_and_std():
+    frames = np.zeros((1, 1, 1, 3), np.uint8)
+    frames[..., 0] = 255  # red
+    contract = Preprocessing(channel_order="BGR", value_range=(0, 1), mean=(0, 0, 0.5), std=(1, 1, 0.25))
+    np.testing.assert_allclose(preprocess(frames, contract)[0, 0, 0], [0, 0, 2.0])
+
+
+def test_tensorflow_tensors_give_the_same_result():
+    tf = pytest.importorskip("tensorflow")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), dtype=np.uint8)
+    contract = Preprocessing(channel_order="BGR", std=(58.0, 57.0, 57.5))
+    np.testing.assert_allclose(preprocess(tf.constant(frames), contract).numpy(),
+                               preprocess(frames, contract), rtol=1e-6)
+
+
+def test_contract_round_trip_and_checks():
+    contract = Preprocessing(temporal_downsample=2, fps=12.0)
+    assert Preprocessing.from_dict(contract.to_dict()) == contract
+    with pytest.raises(ValueError, match="channel_order"):
+        Preprocessing(channel_order="RGBA")
+    with pytest.raises(ValueError, match="Unknown preprocessing keys"):
+        Preprocessing.from_dict({"mean_value": 1})
+    with pytest.raises(ValueError, match="std"):
+        Preprocessing(std=(1, 0, 1))
+    with pytest.raises(ValueError, match="3 channels"):
+        preprocess(np.zeros((2, 2, 4), np.uint8), contract)
