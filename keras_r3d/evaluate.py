@@ -1,0 +1,260 @@
+"""Video-level evaluation by the paper's test protocol.
+
+    python -m keras_r3d.evaluate --model best.keras --data "data/val-*.tfrecord"
+
+Every video is cut into consecutive non-overlapping windows of the model's
+`frames * temporal_downsample` frames (the last one loop-padded); the softmax
+scores of its windows are averaged, and the video counts as correct at top-k
+when its label is among the k best averaged scores. `--clips 1` scores the one
+center window per video instead (the official per-epoch validation), and
+`--clips N` keeps the N central windows of each video. Reports clip-level and
+video-level top-1/top-5 and per-class video accuracy, and writes a results
+JSON and a confusion-matrix PNG.
+"""
+import json
+import math
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+TOP_K = (1, 5)
+
+
+def predict_clips(model, dataset, *, reverse_time=False, total=None, description="evaluate"):
+    """Softmax scores of every clip of `dataset`.
+
+    Args:
+        model: a keras model mapping normalized clips to logits.
+        dataset: batches of `(clip, label, video_id)` (the test split) or
+            `(clip, label)` (one clip per video: each clip its own video).
+        reverse_time: play every clip backwards (the motion check).
+        total: batches, for the progress bar.
+    Returns:
+        `(scores, labels, video_ids)`: float64 `(N, classes)`, int `(N,)`, and
+        a list of N video ids.
+    """
+    from tqdm import tqdm
+
+    scores, labels, video_ids = [], [], []
+    for batch in tqdm(dataset.as_numpy_iterator(), total=total, desc=description, unit="batch",
+                      leave=False, file=sys.stderr):
+        clips, batch_labels = batch[0], batch[1]
+        if reverse_time:
+            clips = clips[:, ::-1]
+        logits = np.asarray(model.predict_on_batch(clips), np.float64)
+        scores.append(softmax(logits))
+        labels.append(np.asarray(batch_labels).reshape(-1))
+        if len(batch) == 3:
+            video_ids += [v.decode() if isinstance(v, bytes) else str(v) for v in batch[2]]
+        else:
+            video_ids += [f"clip_{len(video_ids) + i:06d}" for i in range(len(logits))]
+    if not scores:
+        raise ValueError("the evaluation dataset is empty")
+    return np.concatenate(scores), np.concatenate(labels).astype(np.int64), video_ids
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def central_windows(video_ids, clips):
+    """Indices of at most `clips` central windows of each video (0: all),
+    given the windows of a video in temporal order."""
+    if clips < 0:
+        raise ValueError(f"clips must be >= 0, got {clips!r}")
+    groups = {}
+    for index, video in enumerate(video_ids):
+        groups.setdefault(video, []).append(index)
+    keep = []
+    for indices in groups.values():
+        if clips and len(indices) > clips:
+            first = (len(indices) - clips) // 2
+            indices = indices[first:first + clips]
+        keep += indices
+    return np.asarray(sorted(keep), np.int64)
+
+
+def summarize(scores, labels, video_ids, class_names=None):
+    """Clip- and video-level accuracy of per-clip softmax `scores`.
+
+    Scores of clips sharing a video id are averaged. Returns a dict with
+    `clip_top1`, `clip_top5`, `video_top1`, `video_top5`, `num_clips`,
+    `num_videos`, `per_class` (video top-1 per class name, None for classes
+    without videos), `confusion` (rows: true class, columns: predicted), and
+    `videos` (id, label, prediction, score per video).
+    """
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, np.int64)
+    num_classes = scores.shape[1]
+    if class_names is None:
+        class_names = [f"class_{i:03d}" for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} scores per clip")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels outside [0, {num_classes}): {sorted(set(labels.tolist()))[:10]}")
+    order, inverse = np.unique(np.asarray(video_ids), return_inverse=True)
+    video_scores = np.zeros((len(order), num_classes))
+    np.add.at(video_scores, inverse, scores)
+    video_scores /= np.bincount(inverse)[:, None]
+    video_labels = np.zeros(len(order), np.int64)
+    video_labels[inverse] = labels
+    if np.any(video_labels[inverse] != labels):
+        raise ValueError("clips of one video carry different labels")
+    predictions = video_scores.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (video_labels, predictions), 1)
+    per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
+                 for i, name in enumerate(class_names)}
+    results = {"num_clips": int(len(labels)), "num_videos": int(len(order))}
+    for k in TOP_K:
+        results[f"clip_top{k}"] = top_k_accuracy(scores, labels, k)
+        results[f"video_top{k}"] = top_k_accuracy(video_scores, video_labels, k)
+    results.update(per_class=per_class, confusion=confusion.tolist(), class_names=list(class_names),
+                   videos=[{"id": str(v), "label": class_names[l], "prediction": class_names[p],
+                            "score": float(s[p])}
+                           for v, l, p, s in zip(order, video_labels, predictions, video_scores)])
+    return results
+
+
+def top_k_accuracy(scores, labels, k):
+    """Fraction of rows whose label is among the k highest scores (k is capped
+    at the class count)."""
+    k = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(best == labels[:, None], axis=1)))
+
+
+def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_names=None):
+    """Evaluates `model` on the video TFRecords `data` (a glob).
+
+    Args:
+        clips: 0 for every non-overlapping window (the paper's test protocol),
+            1 for the center window, N for the N central windows per video.
+        reverse_time: play the clips backwards.
+        class_names: defaults to the model's.
+    Returns:
+        The `summarize` dict, plus `clips` and `reverse_time`.
+    """
+    from keras_r3d import data as r3d_data
+
+    if int(clips) != clips or clips < 0:
+        raise ValueError(f"clips must be an integer >= 0, got {clips!r}")
+    contract = model.preprocessing
+    split = "val" if clips == 1 else "test"
+    # A seed makes the test windows come in order, which `central_windows` needs.
+    dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0)
+    total = math.ceil(r3d_data.count_clips(data, split, contract) / batch_size)
+    scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total)
+    if clips > 1:
+        keep = central_windows(video_ids, clips)
+        scores, labels, video_ids = scores[keep], labels[keep], [video_ids[i] for i in keep]
+    names = class_names or model.class_names
+    results = summarize(scores, labels, video_ids, names)
+    results.update(clips=int(clips), reverse_time=bool(reverse_time))
+    return results
+
+
+def plot_confusion(confusion, class_names, path, title="Confusion (videos)"):
+    """Writes the confusion matrix (rows true, columns predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion)
+    n = len(class_names)
+    side = min(4 + 0.35 * n, 40)
+    figure, axes = plt.subplots(figsize=(side, side))
+    axes.imshow(confusion, cmap="Blues")
+    axes.set_xticks(range(n), class_names, rotation=90, fontsize=8)
+    axes.set_yticks(range(n), class_names, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if n <= 30:
+        for (i, j), count in np.ndenumerate(confusion):
+            if count:
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    figure.tight_layout()
+    atomic_savefig(figure, path)
+    plt.close(figure)
+
+
+def atomic_savefig(figure, path):
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".partial.png")
+    figure.savefig(partial, dpi=100)
+    os.replace(partial, path)
+
+
+def atomic_write_text(path, text):
+    """Writes `text` to `path` so that a crash leaves the old file or the new one."""
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def format_results(results):
+    lines = [f"{results['num_videos']} videos, {results['num_clips']} clips "
+             f"(clips={results['clips'] or 'all'}, reverse_time={results['reverse_time']})",
+             f"video top-1 {results['video_top1']:.4f}  top-5 {results['video_top5']:.4f}",
+             f"clip  top-1 {results['clip_top1']:.4f}  top-5 {results['clip_top5']:.4f}"]
+    scored = [(name, acc) for name, acc in results["per_class"].items() if acc is not None]
+    if scored and len(scored) <= 30:
+        lines += [f"  {name}: {acc:.3f}" for name, acc in scored]
+    return "\n".join(lines)
+
+
+def main(argv):
+    from absl import flags
+
+    from keras_r3d.saving import load
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments {argv[1:]}")
+    if f.crops != 1:
+        raise SystemExit("--crops 3 needs a three-crop mode in keras_r3d.data.make_dataset, which "
+                         "it does not have yet; only --crops 1 (the center crop) is available")
+    model = load(f.model)
+    results = evaluate(model, f.data, clips=f.clips, batch_size=f.batch_size,
+                       reverse_time=f.reverse_time)
+    results.update(model=str(f.model), data=str(f.data), crops=f.crops)
+    output = pathlib.Path(f.output or pathlib.Path(f.model).with_suffix("").as_posix() + "_eval.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, json.dumps(results, indent=1) + "\n")
+    confusion_png = output.with_suffix(".png")
+    plot_confusion(results["confusion"], results["class_names"], confusion_png)
+    print(format_results(results))
+    print(f"Wrote {output} and {confusion_png}", file=sys.stderr)
+    return 0
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "A .keras model (or official .pth).", required=True)
+    flags.DEFINE_string("data", None, "Glob of video TFRecords.", required=True)
+    flags.DEFINE_integer("clips", 0, "Windows per video: 0 = all (paper), 1 = center, N = N central.",
+                         lower_bound=0)
+    flags.DEFINE_integer("crops", 1, "Spatial crops per window: 1 (center) or 3.", lower_bound=1,
+                         upper_bound=3)
+    flags.DEFINE_integer("batch_size", 16, "Clips per batch.", lower_bound=1)
+    flags.DEFINE_bool("reverse_time", False, "Play every clip backwards.")
+    flags.DEFINE_string("output", None, "Results JSON (default <model>_eval.json); the confusion "
+                        "matrix PNG goes beside it.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,775 @@
+"""Training: `python -m keras_r3d.train --flagfile=configs/demo.flags [--flag=value ...]`.
+
+Flags given after `--flagfile` override it; `--recipe=demo` reads a recipe
+shipped with the package. Everything a run writes lives in `--output_dir`
+(default `runs/<flagfile stem>`):
+
+    checkpoints/epoch_NNNN.keras   model + optimizer state after epoch NNNN
+    state.json                     the resume point: epoch, history, best, wall time
+    best.keras, last.keras         by validation video top-1; the latest epoch
+    metrics.csv, metrics.json      per-epoch metrics; the summary of the run
+    accuracy.png, tensorboard/     curves
+
+Every file is written atomically (to a temporary name, then renamed), so a run
+killed at any moment loses at most the epoch in progress; `--resume` restarts
+from the last finished epoch with its optimizer state, learning rate, and the
+data order and dropout randomness of the next epoch (both are seeded per
+epoch from `--seed`).
+"""
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from keras_r3d.evaluate import atomic_savefig, atomic_write_text
+
+CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
+ARCH_FLAGS = ("width_mult", "groups", "depth", "shortcut", "cardinality", "version")
+# The output layer of each family: replaced when fine-tuning, kept trainable by
+# --finetune=last_layer.
+HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
+               "mobilenetv2": "classifier_1", "squeezenet": "classifier_1", "resnet": "fc",
+               "resnext": "fc", "c3d": "fc_0"}
+# The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
+FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
+METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip_top1", "val_clip_top5",
+                  "val_video_top1", "val_video_top5", "val_reversed_video_top1", "epoch_time_s",
+                  "train_clips_per_s")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped."""
+
+
+# ---------------------------------------------------------------- the model
+
+def build_model(config, class_names):
+    """The model to train, from `--model`, `--pretrained` or `--arch`.
+
+    `config` is a dict of the flag values. Returns a VideoClassifier whose
+    head has `len(class_names)` outputs.
+    """
+    from keras_r3d import registry
+    from keras_r3d.preprocessing import DATASET_PREPROCESSING, Preprocessing
+    from keras_r3d.saving import load
+
+    sources = [name for name in ("model", "pretrained", "arch") if config.get(name)]
+    if len(sources) != 1:
+        raise ValueError(f"give exactly one of --model, --pretrained, --arch (got {sources or 'none'})")
+    num_classes = len(class_names)
+    if config.get("model"):
+        model = load(config["model"])
+        if model.output_shape[-1] != num_classes:
+            raise ValueError(f"--model {config['model']} has {model.output_shape[-1]} outputs but the "
+                             f"data has {num_classes} classes; use --pretrained to replace the head")
+        return model
+    if config.get("pretrained"):
+        source = load(config["pretrained"])
+        return finetune_model(source, class_names, config)
+    kwargs = {name: config[name] for name in ARCH_FLAGS if config.get(name) is not None}
+    preprocessing = (DATASET_PREPROCESSING[config["preprocessing"]] if config.get("preprocessing")
+                     else Preprocessing())
+    preprocessing = _override_contract(preprocessing, config)
+    if config.get("dropout") is not None:
+        kwargs["dropout"] = config["dropout"]
+    return registry.build(config["arch"], num_classes=num_classes, class_names=list(class_names),
+                          input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
+                          preprocessing=preprocessing, **kwargs)
+
+
+def _override_contract(preprocessing, config):
+    changes = {name: config[name] for name in ("frames", "size", "temporal_downsample")
+               if config.get(name)}
+    return preprocessing.replace(**changes)
+
+
+def finetune_model(source, class_names, config):
+    """A copy of `source` with a new head for `class_names`.
+
+    Every layer but the head takes the source's weights (the input size may
+    change: `--frames`, `--size`). The efficient nets get the official
+    fine-tuning dropout of 0.9 unless `--dropout` says otherwise. With
+    `--finetune=last_layer` only the head trains, and BatchNorm layers stay
+    in inference mode, so their statistics are frozen.
+    """
+    from keras_r3d import registry
+
+    architecture = dict(source.architecture)
+    arch = architecture.pop("arch")
+    architecture.pop("num_classes", None)
+    head = HEAD_LAYERS[arch]
+    preprocessing = _override_contract(source.preprocessing, config)
+    dropout = config.get("dropout")
+    if dropout is None:
+        dropout = FINETUNE_DROPOUT.get(arch)
+    if dropout is not None and arch != "resnet" and arch != "resnext":
+        architecture["dropout"] = dropout
+    model = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
+                           preprocessing=preprocessing,
+                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
+                           **architecture)
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if layer.name == head or not layer.weights:
+            continue
+        if layer.name not in source_layers:
+            raise ValueError(f"--pretrained has no layer {layer.name!r} for {arch}")
+        weights = source_layers[layer.name].get_weights()
+        shapes = [w.shape for w in layer.get_weights()]
+        if [w.shape for w in weights] != shapes:
+            raise ValueError(f"--pretrained layer {layer.name!r} has shapes {[w.shape for w in weights]}, "
+                             f"the new model {shapes} (C3D's fc layers fix the input size)")
+        layer.set_weights(weights)
+    finetune = config.get("finetune", "complete")
+    if finetune not in ("complete", "last_layer"):
+        raise ValueError(f"finetune must be 'complete' or 'last_layer', got {finetune!r}")
+    if finetune == "last_layer":
+        for layer in model.layers:
+            layer.trainable = layer.name == head
+    return model
+
+
+# ---------------------------------------------------------- the optimizer
+
+def make_optimizer(config, steps_per_epoch):
+    """The optimizer and learning-rate schedule of the flags."""
+    import keras
+
+    from keras_r3d.optimizers import OfficialSGD, step_schedule
+
+    lr, epochs = config["lr"], config["epochs"]
+    schedule_name = config["lr_schedule"]
+    if schedule_name == "steps":
+        schedule = step_schedule(lr, steps_per_epoch, config["lr_steps"])
+    elif schedule_name == "cosine":
+        warmup = int(config["warmup_epochs"] * steps_per_epoch)
+        decay = max(1, epochs * steps_per_epoch - warmup)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr * 0.01 if warmup else lr, decay_steps=decay,
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
+    elif schedule_name == "constant":
+        schedule = lr
+    else:
+        raise ValueError(f"lr_schedule must be steps, cosine or constant, got {schedule_name!r}")
+    clip = {"global_clipnorm": config["clipnorm"]} if config.get("clipnorm") else {}
+    name = config["optimizer"]
+    if name == "official_sgd":
+        return OfficialSGD(schedule, momentum=config["momentum"], dampening=config["dampening"],
+                           l2_weight_decay=config["weight_decay"], **clip)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"], **clip)
+    raise ValueError(f"optimizer must be official_sgd or adamw, got {name!r}")
+
+
+def compile_model(model, config, steps_per_epoch):
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=config["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def current_learning_rate(optimizer):
+    lr = optimizer.learning_rate
+    return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+
+
+# ------------------------------------------------------------------ data
+
+def ensure_synthetic(config):
+    """Generates the synthetic set into `--synthetic_dir` unless it is there."""
+    directory = pathlib.Path(config["synthetic_dir"])
+    if (directory / "manifest.json").exists():
+        return
+    from tfrecords_tools.synthetic import SyntheticConfig, make_synthetic
+
+    settings = {"videos_per_class": config["synthetic_videos_per_class"], "size": config["synthetic_size"]}
+    print(f"Generating the synthetic set in {directory} ({settings})", file=sys.stderr)
+    make_synthetic(directory, SyntheticConfig(**settings))
+
+
+def train_dataset(config, contract, num_classes, epoch, batch_size):
+    """The training clips of one epoch, seeded by (`--seed`, epoch), with
+    one-hot labels (for label smoothing)."""
+    import tensorflow as tf
+
+    from keras_r3d.data import make_dataset
+
+    dataset = make_dataset(config["train_data"], "train", contract, batch_size,
+                           shuffle_seed=config["seed"] * 100003 + epoch, crop=config["crop"],
+                           hflip=config["hflip"], cache=config.get("cache"))
+    return dataset.map(lambda clip, label: (clip, tf.one_hot(label, num_classes)))
+
+
+def reseed_dropout(model, seed, epoch):
+    """Sets every layer's random state from (seed, epoch), so that a resumed
+    epoch draws the same dropout masks as an uninterrupted one."""
+    import keras
+
+    index = 0
+    for layer in model._flatten_layers():
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):
+            state = np.asarray([seed * 100003 + epoch * 1009 + index, 0])
+            generator.state.assign(state.astype(generator.state.dtype))
+            index += 1
+
+
+# ----------------------------------------------------------- one epoch
+
+def _progress_bar(steps, description):
+    from tqdm import tqdm
+
+    return tqdm(total=steps, desc=description, unit="batch", file=sys.stderr, dynamic_ncols=True,
+                leave=False)
+
+
+class EpochStats:
+    """Loss, accuracy, clips/s and the first non-finite batch of one epoch,
+    shown on a progress bar as the epoch runs."""
+
+    def __init__(self, steps, batch_size, description):
+        self.bar = _progress_bar(steps, description)
+        self.batch_size, self.batches, self.bad_batch = batch_size, 0, None
+        self.start = time.perf_counter()
+        self.loss = self.accuracy = float("nan")
+
+    def update(self, loss, accuracy):
+        """Running means from the start of the epoch; returns False once the
+        loss is not finite."""
+        self.batches += 1
+        self.loss, self.accuracy = float(loss), float(accuracy)
+        self.elapsed = time.perf_counter() - self.start
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{self.loss:.4f}",
+                             clips_per_s=f"{self.batches * self.batch_size / self.elapsed:.1f}")
+        if not math.isfinite(self.loss):
+            self.bad_batch = self.batches
+            return False
+        return True
+
+    def close(self):
+        self.bar.close()
+        self.elapsed = time.perf_counter() - self.start
+        return self
+
+
+def fit_epoch(model, dataset, epoch, steps, batch_size, description):
+    """Epoch `epoch` (0-based) of `model.fit` (single device or MirroredStrategy)."""
+    import keras
+
+    stats = EpochStats(steps, batch_size, description)
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if not stats.update(logs["loss"], logs["accuracy"]):
+                self.model.stop_training = True
+
+    model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+              verbose=0, callbacks=[Progress()])
+    return stats.close()
+
+
+class CustomStepEpoch:
+    """One epoch of a custom training step under `strategy.run`, for
+    MultiWorkerMirroredStrategy, where Keras 3's `fit` fails with TF 2.21
+    (keras-team/keras#20585: "Attempt to convert a value (PerReplica...)").
+
+    The global batch is split across the replicas; every replica averages its
+    loss over the global batch and the optimizer sums the gradients across
+    replicas, so a step equals one step on the global batch.
+    """
+
+    def __init__(self, model, strategy, config, num_classes):
+        import keras
+        import tensorflow as tf
+
+        self.model, self.strategy = model, strategy
+        self.global_batch = config["batch_size"]
+        loss_fn = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config["label_smoothing"], reduction=None)
+        optimizer = model.optimizer
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+        def replica_step(clips, labels):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(clips, training=True), tf.float32)
+                loss = tf.nn.compute_average_loss(loss_fn(labels, logits),
+                                                  global_batch_size=self.global_batch)
+                scaled = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
+                                            tf.float32))
+            return loss, correct
+
+        @tf.function
+        def train_step(iterator):
+            loss, correct = strategy.run(replica_step, args=next(iterator))
+            total = tf.distribute.ReduceOp.SUM
+            return strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None)
+
+        self.train_step = train_step
+
+    def dataset(self, make_epoch_dataset):
+        """Distributes `make_epoch_dataset(per_replica_batch)`: each input
+        pipeline takes every n-th batch."""
+        replicas = self.strategy.num_replicas_in_sync
+        if self.global_batch % replicas:
+            raise ValueError(f"--batch_size {self.global_batch} must divide by the {replicas} replicas")
+
+        def per_pipeline(context):
+            dataset = make_epoch_dataset(context.get_per_replica_batch_size(self.global_batch))
+            return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+
+        return self.strategy.distribute_datasets_from_function(per_pipeline)
+
+    def __call__(self, dataset, steps, description):
+        stats = EpochStats(steps, self.global_batch, description)
+        iterator = iter(dataset)
+        loss_sum = correct_sum = 0.0
+        for step in range(steps):
+            loss, correct = self.train_step(iterator)
+            loss_sum += float(loss)
+            correct_sum += float(correct)
+            if not stats.update(loss_sum / (step + 1), correct_sum / ((step + 1) * self.global_batch)):
+                break
+        return stats.close()
+
+
+def make_strategy(name):
+    """None, or the tf.distribute strategy of `--strategy`."""
+    if name == "none":
+        return None
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"--strategy={name} needs KERAS_BACKEND=tensorflow")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs TF_CONFIG (the cluster and this task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be none, mirrored or multi_worker, got {name!r}")
+
+
+def worker_index():
+    """This worker's index in TF_CONFIG (0, the chief, without one)."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else -1
+
+
+def weights_fingerprint(model):
+    """Per-variable sums of the weights: equal on workers that stay in sync."""
+    return {v.path: float(np.sum(np.asarray(v.numpy(), np.float64))) for v in model.weights}
+
+
+# --------------------------------------------------------------- outputs
+
+class RunDirectory:
+    """The files of one run, written atomically."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.state_path = self.path / "state.json"
+
+    def read_state(self):
+        if not self.state_path.exists():
+            return None
+        return json.loads(self.state_path.read_text())
+
+    def save_model(self, model, path):
+        path = pathlib.Path(path)
+        partial = path.with_name(f".{path.stem}.partial.keras")
+        model.save(partial)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+    def copy_model(self, source, name):
+        partial = self.path / f".{name}.partial"
+        shutil.copyfile(source, partial)
+        os.replace(partial, self.path / name)
+
+    def write_epoch(self, model, state, improved, keep):
+        """Checkpoint, then the resume point, then the derived files: a crash
+        between any two steps leaves a consistent run."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.checkpoints / f"epoch_{state['epoch']:04d}.keras"
+        self.save_model(model, checkpoint)
+        state["checkpoint"] = str(checkpoint.relative_to(self.path))
+        atomic_write_text(self.state_path, json.dumps(state, indent=1) + "\n")
+        self.copy_model(checkpoint, "last.keras")
+        if improved:
+            self.copy_model(checkpoint, "best.keras")
+        for old in sorted(self.checkpoints.glob("epoch_*.keras"))[:-keep]:
+            old.unlink()
+        self.write_metrics(state)
+
+    def write_metrics(self, state):
+        history = state["history"]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.path / "metrics.csv", text.getvalue())
+        best = history[state["best_epoch"] - 1]
+        summary = {"best_epoch": state["best_epoch"], "val_clip_top1": best["val_clip_top1"],
+                   "val_video_top1": best["val_video_top1"], "val_video_top5": best["val_video_top5"],
+                   "epochs": state["epoch"], "wall_time_s": round(state["wall_time_s"], 1),
+                   "last": history[-1]}
+        if best.get("val_reversed_video_top1") is not None:
+            summary["val_reversed_video_top1"] = best["val_reversed_video_top1"]
+        atomic_write_text(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
+        plot_accuracy(history, self.path / "accuracy.png")
+
+
+def plot_accuracy(history, path):
+    """Train and validation accuracy per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for key, label in (("train_clip_top1", "train clips"), ("val_clip_top1", "val clips"),
+                       ("val_video_top1", "val videos"),
+                       ("val_reversed_video_top1", "val videos, time-reversed")):
+        values = [row.get(key) for row in history]
+        if any(v is not None and v != "" for v in values):
+            axes.plot(epochs, [np.nan if v in (None, "") else v for v in values], marker="o",
+                      markersize=3, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("top-1 accuracy")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    atomic_savefig(figure, path)
+    plt.close(figure)
+
+
+def write_tensorboard(directory, row):
+    """Appends the epoch's metrics as TensorBoard scalars (written with
+    `tf.summary.write`, which needs no tensorboard package)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    writer = tf.summary.create_file_writer(str(directory))
+    with writer.as_default():
+        for key, value in row.items():
+            if key != "epoch" and value is not None:
+                tf.summary.write(key, tf.constant(float(value)), step=row["epoch"],
+                                 metadata=metadata.SerializeToString())
+    writer.close()
+
+
+# ------------------------------------------------------------ the loop
+
+def train(config):
+    """Trains by `config` (a dict of the flag values, see `default_config`);
+    returns the metrics.json summary. Raises NonFiniteLossError on a NaN loss.
+
+    With `--strategy=multi_worker` every worker runs this; worker 0 (the
+    chief) validates and writes the run, the others only write
+    `workers/worker_<i>.json`, their weights' fingerprint.
+    """
+    import contextlib
+
+    import keras
+
+    from keras_r3d import data as r3d_data
+    from keras_r3d import optimizers  # noqa: F401 (registers OfficialSGD for resuming)
+    from keras_r3d.evaluate import evaluate
+
+    wall_start = time.perf_counter()
+    strategy = make_strategy(config["strategy"])
+    chief = worker_index() == 0
+    if config.get("synthetic_dir") and chief:
+        ensure_synthetic(config)
+    if config["precision"] != "float32":
+        keras.mixed_precision.set_global_policy(config["precision"])
+    run = RunDirectory(config["output_dir"])
+    state = run.read_state() if config["resume"] else None
+    if not config["resume"] and run.state_path.exists():
+        raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
+                         f"another --output_dir")
+    class_names = r3d_data.label_names(config["train_data"])
+    if r3d_data.label_names(config["val_data"]) != class_names:
+        raise ValueError("--train_data and --val_data have different class lists")
+    keras.utils.set_random_seed(config["seed"])
+    resumed = bool(state)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if resumed:
+            model = keras.saving.load_model(run.path / state["checkpoint"], compile=True)
+            print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
+        else:
+            model = build_model(config, class_names)
+            state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0}
+        contract = model.preprocessing
+        videos = r3d_data.count_clips(config["train_data"], "train", contract)
+        steps_per_epoch = videos // config["batch_size"]
+        if steps_per_epoch < 1:
+            raise ValueError(f"{videos} training videos make no batch of {config['batch_size']}")
+        if not resumed:
+            compile_model(model, config, steps_per_epoch)
+    custom_step = CustomStepEpoch(model, strategy, config, len(class_names)) \
+        if config["strategy"] == "multi_worker" else None
+    run.path.mkdir(parents=True, exist_ok=True)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    print(f"Training {model.architecture} on {videos} videos ({len(class_names)} classes), "
+          f"{steps_per_epoch} steps of {config['batch_size']} clips per epoch on {replicas} replica(s), "
+          f"into {run.path}", file=sys.stderr)
+
+    segment_start = wall_start  # data generation and model building count too
+    for epoch in range(state["epoch"], config["epochs"]):
+        description = f"epoch {epoch + 1}/{config['epochs']}"
+        reseed_dropout(model, config["seed"], epoch)
+        learning_rate = current_learning_rate(model.optimizer)
+        if custom_step:
+            dataset = custom_step.dataset(
+                lambda batch: train_dataset(config, contract, len(class_names), epoch, batch))
+            stats = custom_step(dataset, steps_per_epoch, description)
+        else:
+            dataset = train_dataset(config, contract, len(class_names), epoch, config["batch_size"])
+            stats = fit_epoch(model, dataset, epoch, steps_per_epoch, config["batch_size"], description)
+        if stats.bad_batch is not None or not _weights_finite(model):
+            last = state.get("checkpoint")
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite in epoch {epoch + 1} (batch {stats.bad_batch}); "
+                f"training stopped. The last good checkpoint is "
+                f"{run.path / last if last else 'none (no epoch finished)'}. Lower --lr, set --clipnorm, "
+                f"or check the data.")
+        if not chief:
+            continue
+        results = evaluate(model, config["val_data"], clips=config["val_clips"],
+                           batch_size=config["batch_size"])
+        row = {"epoch": epoch + 1, "learning_rate": float(f"{learning_rate:.6g}"),
+               "loss": stats.loss, "train_clip_top1": stats.accuracy,
+               "val_clip_top1": results["clip_top1"], "val_clip_top5": results["clip_top5"],
+               "val_video_top1": results["video_top1"], "val_video_top5": results["video_top5"],
+               "val_reversed_video_top1": None, "epoch_time_s": round(stats.elapsed, 2),
+               "train_clips_per_s": round(steps_per_epoch * config["batch_size"] / stats.elapsed, 2)}
+        last_epoch = epoch + 1 == config["epochs"]
+        if config["reverse_time_eval"] and (last_epoch or config["reverse_time_eval_every_epoch"]):
+            reversed_results = evaluate(model, config["val_data"], clips=config["val_clips"],
+                                        batch_size=config["batch_size"], reverse_time=True)
+            row["val_reversed_video_top1"] = reversed_results["video_top1"]
+        improved = row["val_video_top1"] > state["best"]
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        if improved:
+            state["best"], state["best_epoch"] = row["val_video_top1"], epoch + 1
+        now = time.perf_counter()
+        state["wall_time_s"] += now - segment_start
+        segment_start = now
+        run.write_epoch(model, state, improved, keep=config["keep_checkpoints"])
+        write_tensorboard(run.path / "tensorboard", row)
+        print(_epoch_line(row, config["epochs"]), file=sys.stderr)
+    if strategy is not None:
+        workers = run.path / "workers"
+        workers.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workers / f"worker_{worker_index()}.json",
+                          json.dumps(weights_fingerprint(model), indent=1) + "\n")
+    if not chief:
+        return None
+    return json.loads((run.path / "metrics.json").read_text())
+
+
+def _weights_finite(model):
+    return all(np.all(np.isfinite(np.asarray(v))) for v in model.trainable_weights[-2:])
+
+
+def _epoch_line(row, epochs):
+    line = (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, train clip top-1 "
+            f"{row['train_clip_top1']:.3f}, val clip top-1 {row['val_clip_top1']:.3f}, val video top-1 "
+            f"{row['val_video_top1']:.3f} top-5 {row['val_video_top5']:.3f}, "
+            f"{row['train_clips_per_s']:.1f} clips/s, lr {row['learning_rate']:.2g}")
+    if row["val_reversed_video_top1"] is not None:
+        line += f", time-reversed val video top-1 {row['val_reversed_video_top1']:.3f}"
+    return line
+
+
+# ----------------------------------------------------------------- flags
+
+def define_flags(flag_values=None):
+    """Defines the training flags on `flag_values` (default absl's global FLAGS)."""
+    import functools
+
+    from absl import flags
+
+    from keras_r3d.models import BUILDERS
+    from keras_r3d.preprocessing import DATASET_PREPROCESSING
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+
+    class d:  # the DEFINE_* functions, bound to flag_values
+        def __getattr__(self, name):
+            return functools.partial(getattr(flags, name), flag_values=flag_values)
+
+    d = d()
+    d.DEFINE_string("recipe", None, f"A shipped recipe ({', '.join(list_recipes())}); same as "
+                    f"--flagfile=<package>/configs/<recipe>.flags.")
+    d.DEFINE_string("train_data", None, "Glob of training TFRecords.")
+    d.DEFINE_string("val_data", None, "Glob of validation TFRecords.")
+    d.DEFINE_string("synthetic_dir", None, "Generate the synthetic set here if absent (demo).")
+    d.DEFINE_integer("synthetic_videos_per_class", 40, "Synthetic videos per class.", lower_bound=2)
+    d.DEFINE_integer("synthetic_size", 64, "Synthetic video side in pixels.", lower_bound=32)
+    d.DEFINE_enum("arch", None, list(BUILDERS), "Architecture to train from scratch.")
+    d.DEFINE_float("width_mult", None, "Width multiplier.")
+    d.DEFINE_integer("groups", None, "ShuffleNet V1 groups.")
+    d.DEFINE_integer("depth", None, "ResNet/ResNeXt depth.")
+    d.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut.")
+    d.DEFINE_integer("cardinality", None, "ResNeXt cardinality.")
+    d.DEFINE_float("version", None, "SqueezeNet version.")
+    d.DEFINE_float("dropout", None, "Head dropout (default: the builder's; 0.9 when fine-tuning "
+                   "the efficient nets).")
+    d.DEFINE_string("model", None, "A .keras model file to continue training (same classes).")
+    d.DEFINE_string("pretrained", None, "A .keras or official .pth to fine-tune (new head).")
+    d.DEFINE_enum("finetune", "complete", ["complete", "last_layer"], "What trains when fine-tuning.")
+    d.DEFINE_enum("preprocessing", None, list(DATASET_PREPROCESSING),
+                  "Contract of a model trained from scratch (default: 0..255 minus the ActivityNet mean).")
+    d.DEFINE_integer("frames", None, "Clip length (overrides the contract).", lower_bound=1)
+    d.DEFINE_integer("size", None, "Crop side (overrides the contract).", lower_bound=8)
+    d.DEFINE_integer("temporal_downsample", None, "Keep every n-th frame (overrides the contract).",
+                     lower_bound=1)
+    d.DEFINE_enum("crop", "random", ["random", "corner", "center"], "Training crop.")
+    d.DEFINE_bool("hflip", False, "Random horizontal flips (never for gestures).")
+    d.DEFINE_string("cache", None, "Cache the training records: 'memory' or a file prefix.")
+    d.DEFINE_integer("batch_size", 16, "Global batch size (split across replicas).", lower_bound=1)
+    d.DEFINE_integer("epochs", 10, "Epochs to train in total.", lower_bound=1)
+    d.DEFINE_enum("optimizer", "official_sgd", ["official_sgd", "adamw"], "Optimizer.")
+    d.DEFINE_float("lr", 0.1, "Learning rate (peak, for cosine).", lower_bound=0.0)
+    d.DEFINE_enum("lr_schedule", "steps", ["steps", "cosine", "constant"], "Learning-rate schedule.")
+    d.DEFINE_list("lr_steps", ["40", "55", "65", "70", "200", "250"], "Epochs where lr *= 0.1.")
+    d.DEFINE_float("warmup_epochs", 0.0, "Linear warmup before cosine decay.", lower_bound=0.0)
+    d.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    d.DEFINE_float("dampening", 0.9, "SGD dampening (the official code's 0.9).")
+    d.DEFINE_float("weight_decay", 1e-3, "L2 (SGD, coupled) or decoupled (AdamW) weight decay.")
+    d.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0)
+    d.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Precision.")
+    d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
+    d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
+    d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
+                     lower_bound=0)
+    d.DEFINE_bool("reverse_time_eval", False, "Also evaluate on time-reversed validation clips.")
+    d.DEFINE_bool("reverse_time_eval_every_epoch", False, "... after every epoch, not only the last.")
+    d.DEFINE_string("output_dir", None, "Run directory (default runs/<flagfile stem>).")
+    d.DEFINE_bool("resume", False, "Continue the run in --output_dir.")
+    d.DEFINE_integer("keep_checkpoints", 2, "Epoch checkpoints to keep.", lower_bound=1)
+    d.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "Distribution strategy.")
+
+
+def list_recipes():
+    return sorted(path.stem for path in CONFIGS_DIR.glob("*.flags"))
+
+
+def expand_recipe(argv):
+    """Replaces `--recipe=x` by `--flagfile=<package>/configs/x.flags` (in
+    place, so later flags still override it)."""
+    expanded = []
+    for arg in argv:
+        name = arg.split("=", 1)[1] if arg.startswith("--recipe=") else None
+        if name is not None:
+            path = CONFIGS_DIR / f"{name}.flags"
+            if not path.exists():
+                raise SystemExit(f"unknown recipe {name!r}; shipped: {', '.join(list_recipes())}")
+            arg = f"--flagfile={path}"
+        expanded.append(arg)
+    return expanded
+
+
+def default_output_dir(argv):
+    stems = [pathlib.Path(arg.split("=", 1)[1]).stem for arg in argv if arg.startswith("--flagfile=")]
+    return str(pathlib.Path("runs") / (stems[-1] if stems else "train"))
+
+
+def default_config(**overrides):
+    """The flag defaults as a config dict, updated by `overrides` (for
+    calling `train` from Python)."""
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["train"])
+    config = {name: flag_values[name].value for name in flag_values}
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown training options {sorted(unknown)}")
+    config.update(overrides)
+    return finish_config(config, [])
+
+
+def config_from_flags(flag_values, argv):
+    """The parsed flags as a config dict."""
+    config = {name: flag_values[name].value for name in _flag_names()}
+    return finish_config(config, argv)
+
+
+def _flag_names():
+    from absl import flags
+
+    probe = flags.FlagValues()
+    define_flags(probe)
+    return list(probe)
+
+
+def finish_config(config, argv):
+    """Fills the derived settings: output_dir and the synthetic data paths."""
+    config = dict(config)
+    config["lr_steps"] = [int(s) for s in config["lr_steps"]]
+    config["output_dir"] = config["output_dir"] or default_output_dir(argv)
+    if config["synthetic_dir"]:
+        for key, split in (("train_data", "train"), ("val_data", "val")):
+            config[key] = config[key] or str(pathlib.Path(config["synthetic_dir"]) / f"{split}-*.tfrecord")
+    for key in ("train_data", "val_data"):
+        if not config[key]:
+            raise ValueError(f"--{key} is required (or --synthetic_dir)")
+    return config
+
+
+def main(argv, full_argv):
+    from absl import flags
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 1
+    try:
+        config = config_from_flags(flags.FLAGS, full_argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        train(config)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    full_argv = expand_recipe(sys.argv)
+    app.run(lambda argv: sys.exit(main(argv, full_argv)), argv=full_argv)

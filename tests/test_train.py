@@ -1,0 +1,207 @@
+"""Training: a short run, kill-and-resume, the NaN guard, fine-tuning from
+the official checkpoint, the JAX backend and a two-worker run."""
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_r3d import train as r3d_train
+from tests.conftest import OFFICIAL_CHECKPOINT, REPO
+
+# A tiny model and input: the tests check the machinery, not the accuracy.
+TINY = dict(arch="resnet", depth=10, frames=8, size=32, batch_size=4, lr=0.01, lr_steps=[2],
+            val_clips=0, keep_checkpoints=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Tiny synthetic records: 8 classes x 3 videos of 8 frames at 32x32."""
+    from tfrecords_tools.synthetic import SyntheticConfig, make_synthetic
+
+    directory = tmp_path_factory.mktemp("synthetic")
+    manifest = make_synthetic(directory, SyntheticConfig(videos_per_class=3, size=32, frames=8,
+                                                         train_shards=2), workers=1, progress=False)
+    assert manifest["splits"]["train"]["videos"] >= 8 and manifest["splits"]["val"]["videos"] >= 1
+    return {"train_data": str(directory / "train-*.tfrecord"), "val_data": str(directory / "val-*.tfrecord")}
+
+
+def _cli(output_dir, synthetic, *flags, env=None, **overrides):
+    settings = {**TINY, **synthetic, "output_dir": output_dir, **overrides}
+    args = [f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in settings.items()]
+    return [sys.executable, "-m", "keras_r3d.train", *args, *flags]
+
+
+def _weights(path):
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=2, output_dir=str(tmp_path / "run"),
+                                      reverse_time_eval=True, label_smoothing=0.1)
+    summary = r3d_train.train(config)
+    run = tmp_path / "run"
+    for name in ("best.keras", "last.keras", "metrics.csv", "metrics.json", "accuracy.png", "state.json"):
+        assert (run / name).stat().st_size > 0, name
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch_0002.keras"]
+    assert list((run / "tensorboard").iterdir())
+    assert set(summary) >= {"best_epoch", "val_clip_top1", "val_video_top1", "val_video_top5", "epochs",
+                            "wall_time_s", "val_reversed_video_top1"}
+    assert summary["epochs"] == 2 and summary["wall_time_s"] > 0
+    rows = (run / "metrics.csv").read_text().strip().split("\n")
+    assert len(rows) == 3 and rows[0].startswith("epoch,learning_rate,loss")
+    # the step schedule: lr 0.01 in epochs 1-2 of lr_steps=[2] -> 0.001 from epoch 3 on
+    assert [float(r.split(",")[1]) for r in rows[1:]] == pytest.approx([0.01, 0.001])
+    import keras_r3d
+
+    info = keras_r3d.model_info(run / "best.keras")
+    assert len(info["class_names"]) == 8 and info["preprocessing"]["frames"] == 8
+    with pytest.raises(ValueError, match="--resume"):
+        r3d_train.train(config)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_weights(synthetic, tmp_path):
+    epochs = 4
+    uninterrupted = r3d_train.default_config(**TINY, **synthetic, epochs=epochs,
+                                             output_dir=str(tmp_path / "straight"))
+    r3d_train.train(uninterrupted)
+    # A run killed with SIGKILL as soon as its first epoch is on disk.
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_cli(killed_dir, synthetic, epochs=epochs), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = killed_dir / "state.json"
+    deadline = time.time() + 300
+    while not state_path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = json.loads(state_path.read_text())["epoch"]
+    assert finished < epochs, "the run finished before it was killed: nothing was tested"
+    r3d_train.train({**uninterrupted, "output_dir": str(killed_dir), "resume": True})
+    assert json.loads(state_path.read_text())["epoch"] == epochs
+    for a, b in zip(_weights(tmp_path / "straight" / "last.keras"), _weights(killed_dir / "last.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    straight = (tmp_path / "straight" / "metrics.csv").read_text().split("\n")
+    resumed = (killed_dir / "metrics.csv").read_text().split("\n")
+    assert [r.split(",")[:2] for r in straight] == [r.split(",")[:2] for r in resumed]
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=1, output_dir=str(tmp_path / "run"))
+    r3d_train.train(config)
+    last = tmp_path / "run" / "last.keras"
+    digest = hashlib.sha256(last.read_bytes()).hexdigest()
+    good_dataset = r3d_train.train_dataset
+
+    def poisoned(*args):
+        return good_dataset(*args).map(lambda clip, label: (clip * np.float32("nan"), label))
+
+    monkeypatch.setattr(r3d_train, "train_dataset", poisoned)
+    with pytest.raises(r3d_train.NonFiniteLossError, match=r"epoch 2 .*checkpoints/epoch_0001\.keras"):
+        r3d_train.train({**config, "epochs": 2, "resume": True})
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 1
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+    assert not (tmp_path / "run" / "checkpoints" / "epoch_0002.keras").exists()
+    del tf
+
+
+def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
+    import keras
+
+    import keras_r3d
+
+    source = keras_r3d.load(OFFICIAL_CHECKPOINT)
+    names = ["a", "b", "c", "d", "e"]
+    config = r3d_train.default_config(pretrained=str(OFFICIAL_CHECKPOINT), finetune="last_layer",
+                                      frames=8, size=64, train_data="x", val_data="y")
+    model = r3d_train.finetune_model(source, names, config)
+    assert model.output_shape == (None, 5) and model.class_names == names
+    assert model.input_shape == (None, 8, 64, 64, 3)
+    assert model.get_layer("classifier_0").rate == 0.9  # the official fine-tuning dropout
+    assert model.preprocessing.temporal_downsample == 2  # the Jester contract carries over
+    source_layers = {layer.name: layer for layer in source.layers}
+    copied = 0
+    for layer in model.layers:
+        if layer.weights and layer.name != "classifier_1":
+            for a, b in zip(layer.get_weights(), source_layers[layer.name].get_weights()):
+                np.testing.assert_array_equal(a, b)
+            copied += 1
+    assert copied > 50
+    assert [w.path for w in model.trainable_weights] == ["classifier_1/kernel", "classifier_1/bias"]
+    batch_norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(l.trainable for l in batch_norms)  # statistics frozen
+    complete = r3d_train.finetune_model(source, names, {**config, "finetune": "complete"})
+    assert len(complete.trainable_weights) == len(source.trainable_weights)
+
+
+@pytest.mark.slow
+def test_finetune_training_from_the_official_checkpoint(fixtures_dir, synthetic, tmp_path):
+    config = r3d_train.default_config(**{**TINY, "arch": None, "depth": None}, **synthetic, epochs=1,
+                                      pretrained=str(OFFICIAL_CHECKPOINT), finetune="last_layer",
+                                      output_dir=str(tmp_path / "run"))
+    before = {l.name: l.get_weights() for l in
+              r3d_train.finetune_model(__import__("keras_r3d").load(OFFICIAL_CHECKPOINT),
+                                       [str(i) for i in range(8)], config).layers}
+    r3d_train.train(config)
+    import keras
+
+    tuned = keras.saving.load_model(tmp_path / "run" / "last.keras", compile=False)
+    bn = tuned.get_layer("conv1_1")  # the stem BatchNorm: statistics frozen
+    for a, b in zip(bn.get_weights(), before["conv1_1"]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(tuned.get_layer("classifier_1").get_weights()[0],
+                              before["classifier_1"][0])
+
+
+def test_training_on_the_jax_backend(synthetic, tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(_cli(tmp_path / "run", synthetic, epochs=1), cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["epochs"] == 1 and 0.0 <= summary["val_video_top1"] <= 1.0
+    assert (tmp_path / "run" / "best.keras").stat().st_size > 0
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_loopback_stay_in_sync(synthetic, tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
+                                        "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            _cli(tmp_path / "run", synthetic, "--strategy=multi_worker", epochs=2), cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "on 2 replica(s)" in outputs[0]
+    fingerprints = [json.loads((tmp_path / "run" / "workers" / f"worker_{i}.json").read_text())
+                    for i in range(2)]
+    assert fingerprints[0].keys() == fingerprints[1].keys() and len(fingerprints[0]) > 10
+    for key, value in fingerprints[0].items():
+        assert fingerprints[1][key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["epochs"] == 2
