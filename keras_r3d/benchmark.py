@@ -527,6 +527,8 @@ def measure_exported(name, runtimes, settings, on_row):
                     continue
                 base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
                             backend=loaded.name, notes=loaded.notes)
+                if runtime == "tflite":
+                    base["tflite_op_counts"] = tflite_op_counts(artifact)
                 measure(base, settings["batch_sizes"],
                         lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
                         settings, on_row)
@@ -569,6 +571,19 @@ def export_artifact(model, runtime, precision, workdir, settings):
     return export.build_tensorrt_engine(onnx_path, workdir / f"model_{precision}.engine",
                                         {"float32": "fp32", "float16": "fp16"}[precision],
                                         settings["input_shape"])
+
+
+def tflite_op_counts(path):
+    """{builtin op: how many} of a `.tflite` file, most frequent first: the
+    op mix (reshapes, slices, unfused BatchNorm MUL/ADD) bounds small models."""
+    import collections
+
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(pathlib.Path(path).read_bytes()))
+    counts = collections.Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+                                 for subgraph in model.subgraphs for op in subgraph.operators)
+    return dict(counts.most_common())
 
 
 def load_artifact(path, threads):

@@ -91,6 +91,7 @@ def test_exported_runtimes(tmp_path):
     assert row["status"] == "ok", row
     assert row["backend"].startswith("tflite") and row["artifact_bytes"] > 0
     assert row["export_s"] > 0 and row["clips_per_s"]["median"] > 0
+    assert row["tflite_op_counts"]["DEPTHWISE_CONV_2D"] > 0 and "CONV_3D" not in row["tflite_op_counts"]
     assert by_key[("tensorrt", "int8")]["status"].startswith("not applicable")
     rows.clear()
     benchmark.measure_exported("ShuffleNetV2-0.25x", ["tensorrt"], TINY, rows.append)
