@@ -28,6 +28,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -458,29 +459,36 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     report = {"model": model.name, "architecture": model.architecture, "quantize": quantize,
               "raw_input": raw_input, "verification_inputs": inputs,
               "verification_clips": int(len(clips)), "formats": {}}
-    artifacts = []
+    exports = []  # (report key, precision, a function that writes the artifact)
     if "saved_model" in formats:
-        artifacts.append(("saved_model", export_saved_model(model, out / "saved_model",
-                                                            raw_input=raw_input), "none"))
+        exports.append(("saved_model", "none",
+                        lambda: export_saved_model(model, out / "saved_model", raw_input=raw_input)))
     if "tflite" in formats:
-        artifacts.append((f"tflite_{quantize}", export_tflite(
+        exports.append((f"tflite_{quantize}", quantize, lambda: export_tflite(
             model, out / f"model_{quantize}.tflite", quantize=quantize,
-            calibration_clips=calibration_clips, raw_input=raw_input), quantize))
+            calibration_clips=calibration_clips, raw_input=raw_input)))
     if "onnx" in formats:
-        artifacts.append(("onnx", export_onnx(model, out / "model.onnx", opset=opset,
-                                              raw_input=raw_input), "none"))
+        exports.append(("onnx", "none",
+                        lambda: export_onnx(model, out / "model.onnx", opset=opset, raw_input=raw_input)))
     if "tftrt" in formats:
-        report["tensorrt"], engine = _export_tensorrt(model, out, quantize, opset, log)
-        artifacts.append(("tensorrt_onnx", out / "model_trt.onnx", "none"))
-        if engine is not None:
-            artifacts.append(("tensorrt", engine, {"fp32": "none", "fp16": "float16"}[
-                report["tensorrt"]["precision"]]))
-    for key, path, precision in artifacts:
+        exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
+            model, out / "model_trt.onnx", opset=opset, input_dtype="float32")))
+    for key, precision, write in exports:
+        start = time.perf_counter()
+        path = write()
         result = verify(path, clips, reference, precision, raw_input, contract)
+        result["seconds"] = round(time.perf_counter() - start, 1)  # export + verification
         report["formats"][key] = result
         log(f"{key:14s} {'ok    ' if result['passed'] else 'FAILED'} {path}  "
             f"max_abs_diff={result['max_abs_diff']:.3g}  top1={result['top1_agreement']:.0%}  "
-            f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}]")
+            f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}]  "
+            f"{result['seconds']}s")
+        if key == "tensorrt_onnx":
+            report["tensorrt"], engine = _tensorrt_engine(model, out, path, quantize, log)
+            if engine is not None:
+                trt_precision = {"fp32": "none", "fp16": "float16"}[report["tensorrt"]["precision"]]
+                report["formats"]["tensorrt"] = verify(engine, clips, reference, trt_precision,
+                                                       raw_input, contract)
     report["passed"] = all(r["passed"] for r in report["formats"].values())
     _atomic_write(out / REPORT_NAME, json.dumps(report, indent=1).encode())
     return report
@@ -490,9 +498,9 @@ def _describe(source):
     return f"{len(source)} given uint8 clips" if isinstance(source, np.ndarray) else str(source)
 
 
-def _export_tensorrt(model, out, quantize, opset, log):
-    """The TensorRT ONNX (float pixels in) and, where possible, the engine."""
-    onnx_path = export_onnx(model, out / "model_trt.onnx", opset=opset, input_dtype="float32")
+def _tensorrt_engine(model, out, onnx_path, quantize, log):
+    """The TensorRT engine from the float-pixel ONNX where this machine can
+    build it; else the exact trtexec command for the target."""
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
     plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)

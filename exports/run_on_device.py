@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Time and run a keras_r3d export on a device: a Jetson board, a desktop GPU
+box, or any Linux machine. Needs numpy, the runtime of the artifact (LiteRT /
+tflite-runtime, onnxruntime, or TensorRT + pycuda) and, to decode video,
+OpenCV or PyAV (+ Pillow). No TensorFlow, no keras_r3d: copy this file and
+keras_r3d/runtimes.py into one folder. Python 3.6+ (JetPack 4.6).
+
+    python3 run_on_device.py model_int8.tflite --benchmark --threads 2
+    python3 run_on_device.py model.engine --benchmark --batch_sizes 1,8
+    python3 run_on_device.py model.onnx clip.mp4 frames_folder/ --top_k 3
+    python3 run_on_device.py model.onnx --stream 0            # camera 0 (OpenCV)
+    python3 run_on_device.py model.onnx --stream video.mp4 --every 4
+
+The preprocessing contract (clip length, temporal downsampling, crop size,
+frame rate) and the class names come from the artifact's metadata; the
+normalization itself is inside the exported graph.
+"""
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _import_runtimes():
+    """keras_r3d/runtimes.py, standalone: beside this file, or in the repository."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "runtimes.py"),
+                 os.path.join(here, os.pardir, "keras_r3d", "runtimes.py")):
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location("keras_r3d_runtimes", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    sys.exit("error: runtimes.py not found; copy keras_r3d/runtimes.py next to this script")
+
+
+runtimes = _import_runtimes()
+
+
+# ---------------------------------------------------------------- decoding
+
+def _cv2():
+    try:
+        import cv2
+        return cv2
+    except ImportError:
+        return None
+
+
+def read_frames(path):
+    """uint8 (T, H, W, 3) RGB frames and the fps (None for frame folders)."""
+    cv2 = _cv2()
+    if os.path.isdir(path):
+        names = sorted((n for n in os.listdir(path) if n.lower().endswith(FRAME_SUFFIXES)),
+                       key=_natural_key)
+        if not names:
+            raise ValueError("{}: no {} frames".format(path, "/".join(FRAME_SUFFIXES)))
+        return np.stack([_read_image(os.path.join(path, n), cv2) for n in names]), None
+    if not os.path.isfile(path):
+        raise ValueError("{}: no such file or folder".format(path))
+    fps, frames = open_video(path)
+    frames = list(frames)
+    if not frames:
+        raise ValueError("{}: no frames could be decoded".format(path))
+    return np.stack(frames), fps
+
+
+def open_video(source):
+    """(fps or None, an iterator of RGB frames) of a video file, or of a camera
+    index (OpenCV only). Decodes with OpenCV, else PyAV."""
+    cv2 = _cv2()
+    if cv2 is not None:
+        capture = cv2.VideoCapture(int(source) if str(source).isdigit() else source)
+        if not capture.isOpened():
+            raise ValueError("{}: cannot open".format(source))
+        return capture.get(cv2.CAP_PROP_FPS) or None, _capture_frames(capture, cv2)
+    if str(source).isdigit():
+        raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
+    import av
+    container = av.open(source)
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate) if stream.average_rate else None
+    return fps, (f.to_ndarray(format="rgb24") for f in container.decode(stream))
+
+
+def _natural_key(name):
+    import re
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _read_image(path, cv2):
+    if cv2 is not None:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError("{}: unreadable frame".format(path))
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _capture_frames(capture, cv2):
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def scale_center_crop(frame, size):
+    """Shorter side scaled to `size` (bilinear), then the center square, as
+    the official evaluation (Scale + CenterCrop)."""
+    height, width = frame.shape[:2]
+    if width < height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    if (new_w, new_h) != (width, height):
+        cv2 = _cv2()
+        if cv2 is not None:
+            frame = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else:
+            from PIL import Image
+            frame = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return frame[top:top + size, left:left + size]
+
+
+def center_clip(frames, fps, contract):
+    """The official center window: `frames * temporal_downsample` frames around
+    the middle (loop-padded), every `temporal_downsample`-th kept, each frame
+    scaled and center-cropped. Frames are first resampled to the model's fps."""
+    target = contract.get("fps")
+    if fps and target and abs(fps - target) > 1e-3:
+        count = max(1, int(len(frames) * target / fps))
+        frames = frames[np.minimum(np.round(np.arange(count) * fps / target).astype(int),
+                                   len(frames) - 1)]
+    span = contract["frames"] * contract["temporal_downsample"]
+    begin = max(0, len(frames) // 2 - span // 2)
+    window = np.resize(np.arange(begin, min(begin + span, len(frames))), span)
+    window = window[::contract["temporal_downsample"]]
+    return np.stack([scale_center_crop(frames[i], contract["size"]) for i in window])
+
+
+def softmax(logits):
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits, labels, k):
+    probs = softmax(np.asarray(logits, np.float64))
+    best = np.argsort(-probs)[:k]
+    return [{"label": labels[i] if i < len(labels) else str(i), "prob": float(probs[i])} for i in best]
+
+
+# ---------------------------------------------------------------- modes
+
+def benchmark(runtime, batch_sizes, warmup, iterations):
+    """p50/p99 latency and clips/s (batch / p50) per batch size, on seeded input."""
+    rng = np.random.RandomState(0)
+    rows = []
+    for batch in batch_sizes:
+        shape = (batch,) + tuple(runtime.input_shape[1:])
+        if runtime.input_dtype == np.uint8:
+            x = rng.randint(0, 256, shape).astype(np.uint8)
+        else:
+            x = rng.standard_normal(shape).astype(runtime.input_dtype)
+        for _ in range(warmup):
+            runtime(x)
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            runtime(x)
+            times.append(time.perf_counter() - start)
+        p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
+        rows.append({"batch_size": batch, "p50_ms": 1e3 * p50, "p99_ms": 1e3 * p99,
+                     "clips_per_s": batch / p50, "iterations": iterations})
+    return rows
+
+
+def _contract(runtime):
+    metadata = runtime.metadata
+    if not metadata:
+        sys.exit("error: {} carries no keras_r3d metadata; re-export it".format(runtime.path))
+    if not metadata["input"]["normalized_in_graph"]:
+        sys.exit("error: {} was exported with --raw_input (it expects normalized input); "
+                 "re-export it without --raw_input to classify frames".format(runtime.path))
+    return metadata["preprocessing"], metadata["class_names"]
+
+
+def classify(runtime, paths, k):
+    contract, labels = _contract(runtime)
+    results = []
+    for path in paths:
+        try:
+            frames, fps = read_frames(path)
+            clip = center_clip(frames, fps, contract)
+            results.append({"path": path, "top": top_k(runtime(clip[None])[0], labels, k)})
+        except (ValueError, OSError) as error:
+            results.append({"path": path, "error": str(error)})
+    return results
+
+
+def stream(runtime, source, every, k):
+    """Sliding window over a video file or camera: classifies the latest
+    `frames * temporal_downsample` frames (at the model's fps, by keeping every
+    n-th source frame) every `every` source frames."""
+    contract, labels = _contract(runtime)
+    span = contract["frames"] * contract["temporal_downsample"]
+    try:
+        fps, frames = open_video(source)
+    except ValueError as error:
+        sys.exit("error: {}".format(error))
+    target = contract.get("fps")
+    step = max(1, int(round(fps / target))) if fps and target else 1  # keep the model's frame rate
+    window = collections.deque(maxlen=span)
+    for index, frame in enumerate(frames):
+        if index % step:
+            continue
+        window.append(scale_center_crop(frame, contract["size"]))
+        if len(window) == span and index % every < step:
+            clip = np.stack(list(window)[::contract["temporal_downsample"]])
+            start = time.perf_counter()
+            logits = runtime(clip[None])[0]
+            latency = 1e3 * (time.perf_counter() - start)
+            best = top_k(logits, labels, k)
+            print(json.dumps({"frame": index, "latency_ms": round(latency, 2), "top": best}),
+                  flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help=".tflite, .onnx or .engine file (or SavedModel folder)")
+    parser.add_argument("inputs", nargs="*", help="videos or frame folders to classify")
+    parser.add_argument("--benchmark", action="store_true", help="time batch sizes on seeded input")
+    parser.add_argument("--batch_sizes", default="1,8")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (TFLite, onnxruntime)")
+    parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
+    parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
+    parser.add_argument("--top_k", type=int, default=5)
+    args = parser.parse_args(argv)
+    if not (args.benchmark or args.inputs or args.stream):
+        parser.error("give videos/frame folders to classify, --benchmark, or --stream")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if min(batch_sizes) < 1 or args.iterations < 1 or args.every < 1 or args.top_k < 1:
+        parser.error("batch sizes, --iterations, --every and --top_k must be >= 1")
+
+    runtime = runtimes.load_runtime(args.model, num_threads=args.threads)
+    header = {"model": args.model, "runtime": runtime.name, "input": runtime.input_dtype.name,
+              "input_shape": list(runtime.input_shape)}
+    if runtime.notes:
+        header["notes"] = runtime.notes
+    print(json.dumps(header), flush=True)
+    if args.benchmark:
+        for row in benchmark(runtime, batch_sizes, args.warmup, args.iterations):
+            print(json.dumps(row), flush=True)
+    failed = False
+    for result in classify(runtime, args.inputs, args.top_k) if args.inputs else []:
+        failed = failed or "error" in result
+        print(json.dumps(result), flush=True)
+    if args.stream:
+        stream(runtime, args.stream, args.every, args.top_k)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
