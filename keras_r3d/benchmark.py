@@ -919,7 +919,7 @@ def render_markdown(results):
         lines.append(_md_row(cells))
     lines.append("")
 
-    lines += _target_section(models, rows)
+    lines += _target_section(models, rows, busy=busiest > BUSY_LOAD_PER_CORE * cores)
 
     lines += _profile_section(results.get("layer_profiles"))
 
@@ -944,7 +944,7 @@ def render_markdown(results):
     return "\n".join(lines)
 
 
-def _target_section(models, rows):
+def _target_section(models, rows, busy=False):
     """Issue 6's CPU target at batch 1: best deployable / best official."""
     ok = [row for row in _ok(rows) if row["batch_size"] == 1]
     deployable = [row for row in ok if row["runtime"] in DEPLOYABLE]
@@ -975,6 +975,10 @@ def _target_section(models, rows):
         else:
             cells += ["—", "not measured"]
         lines.append(_md_row(cells))
+    if busy:
+        lines += ["", "**Measured on a busy machine** (see the load above): PyTorch's OpenMP threads "
+                  "can lose more to other processes than XNNPACK's, so these ratios may differ from "
+                  "an idle machine's. Re-run this command on an idle machine before relying on them."]
     return lines + [""]
 
 
