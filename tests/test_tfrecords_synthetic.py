@@ -1,0 +1,57 @@
+"""tfrecords_tools.synthetic and inspect: the embedded default data set."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_r3d.video import read_video
+from tfrecords_tools import inspect, schema, synthetic
+
+TINY = synthetic.SyntheticConfig(videos_per_class=3, size=32, frames=10, val_fraction=0.3, shards=2)
+
+
+def test_classes_come_in_time_reversed_pairs():
+    assert len(synthetic.CLASSES) == 8 and set(synthetic.REVERSED) == set(synthetic.CLASSES)
+    assert all(synthetic.REVERSED[synthetic.REVERSED[name]] == name != synthetic.REVERSED[name]
+               for name in synthetic.CLASSES)
+    assert synthetic.REVERSED["swipe_left"] == "swipe_right" and synthetic.REVERSED["zoom_in"] == "zoom_out"
+
+
+def test_a_reversed_video_is_the_forward_one_played_backwards(tmp_path):
+    config = synthetic.SyntheticConfig(size=48, frames=12)
+    for motion in ("swipe_right", "zoom_in", "rotate_counterclockwise"):
+        videos = []
+        for reverse in (False, True):
+            path = tmp_path / f"{motion}_{reverse}.mp4"
+            synthetic.render_video(path, motion, reverse, np.random.default_rng(5), config)
+            frames, fps = read_video(path)
+            assert frames.shape == (12, 48, 48, 3) and fps == 12.0
+            videos.append(frames.astype(np.float32))
+        forward, backward = videos
+        assert np.abs(forward[::-1] - backward).mean() < 3.0  # codec noise only
+        assert np.abs(forward - backward).mean() > 3 * np.abs(forward[::-1] - backward).mean()  # it moves
+
+
+def test_make_synthetic_builds_and_resumes(tmp_path):
+    manifest = synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False)
+    assert manifest["labels"] == list(synthetic.CLASSES)
+    assert sum(e["videos"] for e in manifest["splits"].values()) == 24 and not manifest["skipped"]
+    assert manifest["splits"]["val"]["videos"] > 0 and len(manifest["splits"]["train"]["shards"]) == 2
+    assert len(list((tmp_path / "videos").glob("*/*.mp4"))) == 24
+    video = next(schema.read_videos(str(tmp_path / "val-*.tfrecord")))
+    assert video["frames"].shape == (10, 32, 32, 3) and video["label_text"] in synthetic.CLASSES
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")}
+    assert synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False) == manifest
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")} == stamps
+
+    summary = inspect.summarize(str(tmp_path / "*.tfrecord"))
+    assert summary["videos"] == 24 and summary["frames"] == 240 and summary["sizes"] == {(32, 32): 24}
+    assert sum(summary["labels"].values()) == 24 and len(summary["labels"]) == 8
+    sheet = inspect.contact_sheet(str(tmp_path / "train-*.tfrecord"), tmp_path / "sheet.png", clips=4, columns=5)
+    assert Image.open(sheet).size == (160 + 5 * 64, 4 * 64)
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="even"):
+        synthetic.SyntheticConfig(size=63)
+    with pytest.raises(ValueError, match="val_fraction"):
+        synthetic.SyntheticConfig(val_fraction=0.0)

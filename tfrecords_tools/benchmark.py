@@ -1,0 +1,220 @@
+"""Benchmark of conversion and of the training input pipeline, on this machine.
+
+    python -m tfrecords_tools.benchmark [--output_dir benchmarks] [--seconds 20]
+
+Converts the real fixture clips (videos and frame folders, shorter side 128)
+and a synthetic set rendered at 128 px, then measures `keras_r3d.data` train
+batches of 16 x 112 x 112 clips (batch 16): wall-clock clips/s, CPU time per
+clip, and the CPU time of each stage (parse, decode, resize, the rest) to say
+what bounds it. Also times the default demo synthetic set end to end. Writes
+`data_pipeline.json` and `data_pipeline.md`, with the CPU model and the load
+average (other processes share the cores: wall figures drop under load).
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+FIXTURES = pathlib.Path(os.environ.get("KERAS_R3D_FIXTURES",
+                                       pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+CLIP = dict(frames=16, size=112, temporal_downsample=1)
+BATCH = 16
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_model():
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def natural_tree(root):
+    """`root/<kind>/<clip>` links to every fixture video and gesture folder."""
+    clips = FIXTURES / "clips"
+    sources = sorted(p for p in clips.glob("*/*.*") if p.suffix in (".avi", ".mp4"))
+    sources += sorted(p for p in (clips / "gestures").iterdir() if p.is_dir())
+    if not sources:
+        raise FileNotFoundError(f"no fixture clips under {clips} (set KERAS_R3D_FIXTURES)")
+    for source in sources:
+        link = root / source.parent.name / source.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+    return root
+
+
+def timed_conversion(function, *args, **kwargs):
+    start = time.time()
+    manifest = function(*args, **kwargs)
+    seconds = time.time() - start
+    shards = [s for entry in manifest["splits"].values() for s in entry["shards"]]
+    frames = sum(sum(s["num_frames"]) for s in shards)
+    return {"seconds": round(seconds, 2), "videos": sum(s["videos"] for s in shards), "frames": frames,
+            "videos_per_s": round(sum(s["videos"] for s in shards) / seconds, 2),
+            "frames_per_s": round(frames / seconds, 1), "skipped": len(manifest["skipped"])}
+
+
+def measure(dataset, seconds, clips_per_element):
+    """Wall clips/s and CPU ms per clip of an endless dataset, after warm-up."""
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    start, cpu, clips = time.time(), cpu_seconds(), 0
+    while time.time() - start < seconds:
+        next(iterator)
+        clips += clips_per_element
+    wall = time.time() - start
+    return {"clips_per_s": round(clips / wall, 1), "cpu_ms_per_clip": round((cpu_seconds() - cpu) / clips * 1000, 2)}
+
+
+def stage_profile(pattern, contract, seconds):
+    """CPU ms per clip of the pipeline cut after each stage (1 clip at a time)."""
+    import tensorflow as tf
+
+    from keras_r3d import data
+    from tfrecords_tools import schema
+
+    files = tf.io.gfile.glob(pattern)
+    videos = tf.data.TFRecordDataset(files).repeat().map(schema.parse_video)
+    seed = tf.constant(0, tf.int64)
+
+    def decode(video):
+        indices = data.frame_indices(video["num_frames"], 0, contract)
+        window = data.crop_window(video["height"], video["width"], seed, "random")
+        images = tf.gather(video["images"], indices)
+        return tf.stack([tf.image.decode_and_crop_jpeg(images[i], window, channels=3)
+                         for i in range(contract.frames)])
+
+    def resize(video):
+        return tf.image.resize(decode(video), [contract.size, contract.size], "bilinear")
+
+    stages = {"read_parse": videos, "decode_16_crops": videos.map(decode), "resize": videos.map(resize),
+              "full_pipeline": data.make_dataset(pattern, "train", contract, 1, shuffle_seed=0, repeat=True,
+                                                 num_parallel_calls=1)}
+    cumulative = {name: measure(ds, seconds, 1)["cpu_ms_per_clip"] for name, ds in stages.items()}
+    order, previous, shares = list(cumulative), 0.0, {}
+    for name in order:
+        shares[name if name != "full_pipeline" else "crop_params_batch_normalize_overhead"] = round(
+            cumulative[name] - previous, 2)
+        previous = cumulative[name]
+    return {"cumulative_cpu_ms_per_clip": cumulative, "stage_cpu_ms_per_clip": shares}
+
+
+def pipeline(pattern, seconds):
+    import keras_r3d
+    from keras_r3d import data
+
+    contract = keras_r3d.Preprocessing(**CLIP)
+    dataset = data.make_dataset(pattern, "train", contract, BATCH, shuffle_seed=0, repeat=True)
+    result = measure(dataset, seconds, BATCH)
+    cores = os.cpu_count()
+    result["cpu_bound_clips_per_s_on_idle_cores"] = round(cores * 1000 / result["cpu_ms_per_clip"], 1)
+    result["profile"] = stage_profile(pattern, contract, seconds / 2)
+    return result
+
+
+def run(work, seconds, workers):
+    import tensorflow as tf
+
+    from tfrecords_tools.convert import convert
+    from tfrecords_tools.synthetic import DEFAULTS, SyntheticConfig, make_synthetic
+
+    load_before = os.getloadavg()
+    results = {"conversion": {}, "pipeline": {}}
+    source = natural_tree(work / "natural_in")
+    results["conversion"]["natural_fixtures"] = timed_conversion(
+        convert, "folders", source, work / "natural", short_side=128, workers=workers, progress=False)
+    synthetic = SyntheticConfig(size=128, videos_per_class=16)
+    results["conversion"]["synthetic_128px_render_and_convert"] = timed_conversion(
+        make_synthetic, work / "synthetic", synthetic, workers=workers, progress=False)
+    results["conversion"]["demo_synthetic_default_render_and_convert"] = timed_conversion(
+        make_synthetic, work / "demo", DEFAULTS, workers=workers, progress=False)
+    results["pipeline"]["natural_fixtures"] = pipeline(str(work / "natural" / "train-*.tfrecord"), seconds)
+    results["pipeline"]["synthetic_128px"] = pipeline(str(work / "synthetic" / "train-*.tfrecord"), seconds)
+    return {
+        "what": "tfrecords_tools conversion and keras_r3d.data train pipeline throughput",
+        "command": "python -m tfrecords_tools.benchmark " + " ".join(sys.argv[1:]),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "tensorflow": tf.__version__,
+                    "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+                    "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {"clip": CLIP, "batch": BATCH, "short_side": 128, "jpeg_quality": 90,
+                     "conversion_workers": workers, "seconds_per_measurement": seconds,
+                     "synthetic_128px": dataclass_dict(synthetic), "demo_synthetic": dataclass_dict(DEFAULTS)},
+        **results,
+    }
+
+
+def dataclass_dict(config):
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def markdown(report):
+    machine, conv, pipe = report["machine"], report["conversion"], report["pipeline"]
+    lines = [
+        "# Data pipeline benchmark", "",
+        f"Made by `{report['command']}` on {report['date_utc']} UTC: {machine['cpu_model']}, "
+        f"{machine['cores']} cores, TensorFlow {machine['tensorflow']}. Load average (1/5/15 min) "
+        f"{machine['load_average_1_5_15_before']} before and {machine['load_average_1_5_15_after']} after: "
+        "other processes shared the cores, so wall-clock figures are lower bounds. The CPU time per clip is "
+        "what the pipeline itself spent; `2 cores / CPU time` is the rate it would reach on 2 idle cores.", "",
+        "## Conversion", "", "| input | videos | frames | seconds | videos/s | frames/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in conv.items():
+        lines.append(f"| {name} | {r['videos']} | {r['frames']} | {r['seconds']} | {r['videos_per_s']} | "
+                     f"{r['frames_per_s']} |")
+    lines += ["", f"Natural fixtures: the 5 fixture videos and 3 gesture frame folders, shorter side 128, JPEG 90, "
+              f"{report['settings']['conversion_workers']} workers. Synthetic rows include rendering the videos.",
+              "", "## Training pipeline (16 x 112 x 112, batch 16, random multiscale crop)", "",
+              "| data | wall clips/s | CPU ms/clip | clips/s on idle cores (CPU-bound) |",
+              "| --- | ---: | ---: | ---: |"]
+    for name, r in pipe.items():
+        lines.append(f"| {name} | {r['clips_per_s']} | {r['cpu_ms_per_clip']} | "
+                     f"{r['cpu_bound_clips_per_s_on_idle_cores']} |")
+    lines += ["", "## Where the time goes (CPU ms per clip, one clip at a time)", "",
+              "| stage | " + " | ".join(pipe) + " |", "| --- |" + " ---: |" * len(pipe)]
+    for stage in next(iter(pipe.values()))["profile"]["stage_cpu_ms_per_clip"]:
+        lines.append(f"| {stage} | " + " | ".join(
+            str(r["profile"]["stage_cpu_ms_per_clip"][stage]) for r in pipe.values()) + " |")
+    for name, r in pipe.items():
+        shares = r["profile"]["stage_cpu_ms_per_clip"]
+        top = max(shares, key=shares.get)
+        lines.append(f"\n{name}: the largest stage is `{top}` "
+                     f"({100 * shares[top] / sum(shares.values()):.0f}% of the CPU time).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfrecords_tools.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="benchmarks")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per pipeline measurement")
+    parser.add_argument("--workers", type=int, default=2, help="conversion processes")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        report = run(pathlib.Path(work), args.seconds, args.workers)
+    output = pathlib.Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    from tfrecords_tools.convert import write_atomic
+
+    write_atomic(output / "data_pipeline.json", json.dumps(report, indent=1) + "\n")
+    write_atomic(output / "data_pipeline.md", markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
