@@ -16,6 +16,7 @@ artifact's metadata (`keras_r3d.runtimes.read_metadata`). Artifacts:
     DIR/model.onnx           tf2onnx at an opset TensorRT 8.2 parses (13)
     DIR/model_trt.onnx       float32-pixel input for TensorRT (TensorRT 8.2 has no UINT8 input)
     DIR/model.engine         TensorRT engine, only where tensorrt and a GPU exist
+    DIR/model.json           the engine's metadata (written by --tftrt in any case)
     DIR/export_report.json   per format: max_abs_diff, top1_agreement, size_bytes, path, runtime
 
 Calibration (`--quantize int8`) and verification read real clips: a TFRecord
@@ -504,15 +505,17 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
     plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)
+    # The engine's metadata sidecar (runtimes.read_metadata), also for an engine built by trtexec.
+    metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
+    _atomic_write(out / "model.json", json.dumps(metadata, indent=1).encode())
     engine = None
     if plan["path"] == "build":
         engine = build_tensorrt_engine(onnx_path, out / "model.engine", plan["precision"], frames_shape)
-        metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
-        _atomic_write(out / "model.json", json.dumps(metadata, indent=1).encode())
         log(f"tensorrt: built {engine} ({plan['precision']}) with the tensorrt Python package")
     else:
         log("tensorrt: no engine built here: " + "; ".join(plan["missing"]) + ".\n"
-            f"  Wrote {onnx_path} (float32 pixel input). On the target, run:\n  {plan['trtexec']}")
+            f"  Wrote {onnx_path} (float32 pixel input) and {out / 'model.json'} (keep it beside the "
+            f"engine). On the target, run:\n  {plan['trtexec']}")
     return plan, engine
 
 

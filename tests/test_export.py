@@ -98,7 +98,7 @@ def test_runtimes_take_any_batch_size(jester):
 def _blocked_env(tmp_path):
     """PYTHONPATH that makes `import tensorflow/keras/keras_r3d` fail."""
     for name in ("tensorflow", "keras", "keras_r3d"):
-        (tmp_path / name).mkdir()
+        (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "__init__.py").write_text(f"raise ImportError('blocked: {name}')\n")
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
 

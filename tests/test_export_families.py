@@ -74,6 +74,8 @@ def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model,
     report = export.export_model(tiny_model, tmp_path, ["tftrt"], quantize="float16", log=lines.append)
     assert report["tensorrt"]["path"] == "trtexec" and report["tensorrt"]["precision"] == "fp16"
     assert not (tmp_path / "model.engine").exists()
+    sidecar = json.loads((tmp_path / "model.json").read_text())  # read_metadata of the engine
+    assert sidecar["input"]["dtype"] == "float32" and sidecar["class_names"] == tiny_model.class_names
     assert report["formats"]["tensorrt_onnx"]["passed"]  # verified in onnxruntime
     runtime = runtimes.load_runtime(tmp_path / "model_trt.onnx")
     assert runtime.input_dtype == np.float32  # TensorRT 8.2 parses no UINT8 input
