@@ -828,6 +828,14 @@ def run_layer_profiles(settings, backend):
     return profiles
 
 
+def rerender(json_path):
+    """Rewrites `<tag>.md` and `<tag>.png` beside a results JSON."""
+    json_path = pathlib.Path(json_path)
+    results = json.loads(json_path.read_text())
+    write_atomic(json_path.with_suffix(".md"), render_markdown(results))
+    plot_speed(results, json_path.with_suffix(".png"))
+
+
 def _utc_now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -896,6 +904,12 @@ def render_markdown(results):
         lines.append(f"- **The machine was shared and busy** (1-minute load up to {busiest:.2f} on "
                      f"{cores} cores, some of it this benchmark's own): other processes took CPU "
                      "time, so these clips/s are lower bounds for an idle machine.")
+    if "finished_utc" not in run:
+        measured = {row["model"] for row in rows}
+        missing = [name for name in models if name not in measured]
+        lines.append(f"- **Unfinished run**: it was stopped after {len(rows)} measurements. "
+                     f"Not measured: {', '.join(missing) or 'none'}; the last model measured may "
+                     "lack some of its rows.")
     if not run["gpus"]:
         lines.append("- GPU (H100) rows: **not measured**, this machine has no GPU.")
     lines.append("")
@@ -937,7 +951,8 @@ def render_markdown(results):
             _fmt(row["latency_ms"]["p99"], 2) if ok else "—",
             _fmt(row.get("peak_rss_mib"), 0), _fmt(row.get("gpu_peak_mib"), 0),
             _fmt(row.get("compile_s"), 2), _fmt(row.get("load_1min"), 2),
-            row.get("status", "—").replace("|", "/")]))
+            (row.get("status", "—") + (f" ({row['notes']})" if row.get("notes") else "")
+             ).replace("|", "/")]))
     lines += ["", "Peak RSS is the process's peak resident memory during that measurement "
               "(reset before it where the kernel allows); it includes the framework's own footprint.",
               ""]
@@ -1030,8 +1045,9 @@ def plot_speed(results, path):
         if points:
             axes.plot(*zip(*points), marker, fillstyle="none", label=label)
     for name, facts in models.items():
-        axes.annotate(name, (facts["mflops"], axes.get_ylim()[0]), fontsize=6, rotation=90,
-                      va="bottom", ha="center", alpha=0.5)
+        if facts["paper"]["titan_xp_cps"]:
+            axes.annotate(name, (facts["mflops"], facts["paper"]["titan_xp_cps"]), fontsize=6,
+                          rotation=60, xytext=(2, 4), textcoords="offset points", alpha=0.6)
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("MFLOPs per clip (paper convention)")
@@ -1078,6 +1094,8 @@ def _define_flags():
                       "auto (XLA on GPU, graph on CPU); several values time each.")
     flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
                       f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
+    flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png of this results JSON "
+                        "(e.g. of a run stopped early).")
     flags.DEFINE_string("worker_settings", None, "Internal: a worker subprocess's settings.")
     flags.DEFINE_string("worker_output", None, "Internal: where a worker writes its rows.")
 
@@ -1135,6 +1153,9 @@ def main(argv):
         raise SystemExit(f"Unexpected arguments: {argv[1:]}")
     if f.worker_settings:
         worker_main(f.worker_settings, f.worker_output)
+        return 0
+    if f.rerender:
+        rerender(f.rerender)
         return 0
     try:
         settings = settings_from_flags(f)
