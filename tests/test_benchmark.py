@@ -154,7 +154,7 @@ def _row(model, runtime, cps, precision="float32", batch=1, backend="torch"):
             "compile_s": 1.0, "load_1min": 0.1}
 
 
-def test_markdown_reports_the_cpu_target():
+def test_markdown_reports_the_cpu_target(tmp_path):
     paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
     results = {
         "run": {"tag": "t", "command": "c", "cpu_model": "cpu", "cpu_cores": 2, "gpus": [],
@@ -175,6 +175,15 @@ def test_markdown_reports_the_cpu_target():
     assert "shared and busy" in markdown  # load 3.5 on 2 cores
     assert "| 1.91 / 1.90 | 195 / 195 | 243 | 44 |" in markdown
     assert "error: boom" in markdown
+    assert "Unfinished" not in markdown and "ratios may differ" in markdown
+
+    del results["run"]["finished_utc"]  # a run stopped early, rendered again from its JSON
+    (tmp_path / "t.json").write_text(json.dumps(results))
+    benchmark.rerender(tmp_path / "t.json")
+    assert "**Unfinished run**: it was stopped after 6 measurements. Not measured: none" \
+        in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
+
 
 
 def test_layer_profile_names_the_bounding_layers():
