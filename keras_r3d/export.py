@@ -396,9 +396,8 @@ def compare(logits, reference, quantize):
 def verify(artifact, clips, reference, quantize, raw_input, contract):
     """Runs `artifact` on `clips` and compares it with the Keras logits."""
     runtime = runtimes.load_runtime(artifact, num_threads=2)
+    # Frames go in as uint8; a float-pixel artifact (TensorRT) gets them cast by the runtime.
     batch = preprocess(clips, contract) if raw_input else clips
-    if runtime.input_dtype == np.float32 and not raw_input:
-        batch = clips.astype(np.float32)  # TensorRT's float pixels
     result = compare(runtime(batch), reference, quantize)
     path = pathlib.Path(artifact)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \

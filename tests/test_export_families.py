@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_r3d import create_model, export, runtimes
+from keras_r3d import create_model, export, preprocess, runtimes
 from tests.conftest import GESTURES
 
 FLOAT_COSINE = 0.98
@@ -137,3 +137,35 @@ def test_export_refuses_other_backends(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "KERAS_BACKEND": "jax"})
     assert done.returncode != 0 and "needs the TensorFlow backend" in done.stderr
+
+
+@pytest.mark.parametrize("path", ["keras_r3d/runtimes.py", "exports/run_on_device.py"])
+def test_device_files_are_python36_and_standalone(path):
+    import ast
+    import pathlib
+
+    source = (pathlib.Path(__file__).resolve().parents[1] / path).read_text()
+    tree = ast.parse(source, feature_version=(3, 6))  # JetPack 4.6 ships Python 3.6
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    top_level = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not imported & {"keras", "keras_r3d", "dataclasses"}, imported
+    assert top_level <= {"argparse", "collections", "importlib", "json", "os", "struct", "sys", "time",
+                         "numpy"}, top_level
+
+
+def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):
+    from keras_r3d.data import make_dataset
+    from tfrecords_tools import synthetic
+
+    config = synthetic.SyntheticConfig(videos_per_class=1, size=32, frames=16, shards=1, val_fraction=0.5)
+    synthetic.make_synthetic(tmp_path, config, workers=1, progress=False)
+    contract = create_model("SqueezeNet-1.1", num_classes=2, input_shape=(8, 32, 32, 3)).preprocessing
+    pattern = str(tmp_path / "val-*.tfrecord*")
+    clips = export.load_clips(pattern, contract, 3)
+    assert clips.dtype == np.uint8 and clips.shape[1:] == (8, 32, 32, 3) and 1 <= len(clips) <= 3
+    normalized = np.concatenate([c.numpy() for c, _ in make_dataset(pattern, "val", contract, 1).take(3)])
+    np.testing.assert_allclose(preprocess(clips, contract), normalized, atol=1e-4)
