@@ -1,0 +1,92 @@
+"""Training throughput (clips/s) of zoo models: `model.fit` steps with the
+official SGD on in-memory random clips, so that the input pipeline is not
+measured. Writes benchmarks/training_<backend>_<device>.{json,md}.
+
+    python benchmarks/training_throughput.py --models ShuffleNetV2-1.0x,MobileNetV2-1.0x
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_MODELS = "ShuffleNetV1-1.0x,ShuffleNetV2-1.0x,MobileNetV1-1.0x,MobileNetV2-1.0x"
+
+
+def cpu_model():
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def measure(name, batch_size, frames, size, steps, warmup):
+    """Seconds per step after `warmup` steps (tracing included there)."""
+    import keras
+
+    import keras_r3d
+    from keras_r3d.optimizers import OfficialSGD
+
+    model = keras_r3d.create_model(name, num_classes=27, input_shape=(frames, size, size, 3))
+    model.compile(optimizer=OfficialSGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    clips = rng.normal(0, 50, (batch_size, frames, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, 27, batch_size)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        model.train_on_batch(clips, labels)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(clips, labels)
+        times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    return {"model": name, "batch_size": batch_size, "input": [frames, size, size, 3],
+            "warmup_s": round(first, 2), "step_s_median": round(median, 3),
+            "clips_per_s": round(batch_size / median, 2), "steps": steps}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output", default=None, help="stem of the .json/.md (default by backend/device)")
+    args = parser.parse_args()
+    import keras
+    from tqdm import tqdm
+
+    load = os.getloadavg()[0]
+    rows = [measure(name, args.batch_size, args.frames, args.size, args.steps, args.warmup)
+            for name in tqdm(args.models.split(","), desc="models", file=sys.stderr)]
+    device = "cpu"
+    result = {"backend": keras.backend.backend(), "device": device, "cpu": cpu_model(),
+              "cpu_count": os.cpu_count(), "load_average_1min_before": round(load, 2),
+              "load_average_1min_after": round(os.getloadavg()[0], 2),
+              "command": " ".join([pathlib.Path(sys.executable).name] + sys.argv), "results": rows}
+    stem = pathlib.Path(args.output) if args.output else HERE / f"training_{result['backend']}_{device}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"# Training throughput, {result['backend']} backend, {result['cpu']} "
+             f"({result['cpu_count']} cores, 1-min load {result['load_average_1min_before']} before, "
+             f"{result['load_average_1min_after']} after: the machine was shared)", "",
+             f"`{result['command']}`: `model.train_on_batch` with OfficialSGD on in-memory random clips, "
+             f"median of {args.steps} steps after {args.warmup} warm-up steps.", "",
+             "| model | input | batch | clips/s | s/step | warm-up s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {'x'.join(map(str, r['input'][:3]))} | {r['batch_size']} | {r['clips_per_s']} "
+              f"| {r['step_s_median']} | {r['warmup_s']} |" for r in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
