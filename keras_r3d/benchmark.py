@@ -371,7 +371,8 @@ def measure_keras(name, settings, on_row):
 def tf_jit_choices(values):
     """`--tf_jit_compile` values -> booleans. "auto" is XLA on a GPU and a
     plain tf.function graph on CPU, where TF's XLA CPU code ran ShuffleNetV2
-    and MobileNetV1 1.0x 3-4x slower than the graph (benchmarks/README.md)."""
+    and MobileNetV1 1.0x 2.8-4.4x slower than the graph
+    (benchmarks/cpu2-tf-xla-vs-graph.md)."""
     choices = []
     for value in values:
         if value == "auto":
