@@ -104,7 +104,7 @@ def stage_profile(pattern, contract, seconds):
     cumulative = {name: measure(ds, seconds, 1)["cpu_ms_per_clip"] for name, ds in stages.items()}
     order, previous, shares = list(cumulative), 0.0, {}
     for name in order:
-        shares[name if name != "full_pipeline" else "crop_params_batch_normalize_overhead"] = round(
+        shares[name if name != "full_pipeline" else "normalize_batch_shuffle_overhead"] = round(
             cumulative[name] - previous, 2)
         previous = cumulative[name]
     return {"cumulative_cpu_ms_per_clip": cumulative, "stage_cpu_ms_per_clip": shares}

@@ -30,7 +30,7 @@ REVERSED = {a: b for pair in PAIRS for a, b in (pair, pair[::-1])}
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of the synthetic set (the defaults build in ~20 s on 2 cores).
+    """Parameters of the synthetic set (build time: benchmarks/data_pipeline.md).
 
     Attributes:
         videos_per_class: videos rendered per class (8 classes).
@@ -42,7 +42,7 @@ class SyntheticConfig:
         shards: shards per split.
     """
 
-    videos_per_class: int = 40
+    videos_per_class: int = 64
     size: int = 64
     frames: int = 20
     fps: float = 12.0
