@@ -77,3 +77,27 @@ def build(arch, **kwargs):
     if unknown:
         raise TypeError(f"{arch} got unknown arguments {unknown}. Valid: {', '.join(valid)}")
     return _builder(arch)(**kwargs)
+
+
+def zoo_table(names=None):
+    """A Markdown table of the configurations, measured by `profile` at
+    16x112x112 and 600 classes, beside Table 8's figures."""
+    from keras_r3d.profiling import profile
+
+    rows = ["| name | arch | kwargs | params | MFLOPs (Table 8 convention) | Table 8 params / MFLOPs |",
+            "|---|---|---|---:|---:|---:|"]
+    for name in names or list_models():
+        spec = get_spec(name)
+        counts = profile(spec.build())
+        paper = (spec.table8 or {}).get("paper")
+        published = f"{paper['params_M']}M / {paper['mflops']}" if paper else "—"
+        kwargs = ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
+        rows.append(f"| {name} | {spec.arch} | {kwargs} | {counts['trainable_params']:,} | "
+                    f"{counts['flops_paper'] / 1e6:,.0f} | {published} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(zoo_table(sys.argv[1:] or None))

@@ -108,31 +108,47 @@ def test_saved_model_carries_contract_and_classes(tmp_path):
         keras_r3d.model_info(tmp_path / "missing.keras")
 
 
-def test_every_backend_computes_the_same_and_trains(tmp_path):
-    """TF builds and saves each family; JAX and torch load the same files,
-    must give the same logits, and take a training step."""
+@pytest.fixture(scope="module")
+def saved_families(tmp_path_factory):
+    """Each family built, saved and run on TF, which also takes a training step."""
+    directory = tmp_path_factory.mktemp("families")
     keras.utils.set_random_seed(0)
-    expected = {}
+    logits = {}
     for name, shape in SMALL.items():
         model = keras_r3d.create_model(name, num_classes=5, input_shape=shape)
         x = np.random.default_rng(1).standard_normal((2, *shape)).astype(np.float32)
         labels = np.array([1, 3])
-        logits = np.asarray(model(x, training=False))
-        model.save(tmp_path / f"{name}.keras")
-        np.savez(tmp_path / f"{name}.npz", x=x, logits=logits, labels=labels)
+        logits[name] = np.asarray(model(x, training=False))
+        model.save(directory / f"{name}.keras")
+        np.savez(directory / f"{name}.npz", x=x, logits=logits[name], labels=labels)
         model.compile(optimizer=keras.optimizers.SGD(0.01),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         assert np.isfinite(model.train_on_batch(x, labels))
-        expected[name] = logits
-    for backend in ("jax", "torch"):
-        env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
-        run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(tmp_path)], cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=900)
-        assert run.returncode == 0, run.stderr[-3000:]
-        results = json.loads(run.stdout.strip().splitlines()[-1])
-        assert set(results) == set(SMALL)
-        for name, result in results.items():
-            assert result["backend"] == backend
-            scale = max(1.0, float(np.abs(expected[name]).max()))
-            assert result["max_abs_error"] <= 1e-4 * scale, (backend, name, result)
-            assert np.isfinite(result["loss"]) and result["changed"] > 0, (backend, name, result)
+    return directory, logits
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_backend_computes_the_same_and_trains(saved_families, backend):
+    """JAX and torch load the files TF saved, give the same logits, and train."""
+    directory, expected = saved_families
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(directory)], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(results) == set(SMALL)
+    for name, result in results.items():
+        assert result["backend"] == backend
+        scale = max(1.0, float(np.abs(expected[name]).max()))
+        assert result["max_abs_error"] <= 1e-4 * scale, (name, result)
+        assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
+
+
+def test_models_do_not_import_tensorflow():
+    """The zoo runs on JAX or PyTorch machines without TensorFlow."""
+    code = ("import sys, keras_r3d; m = keras_r3d.create_model('MobileNetV2-0.2x', input_shape=(8, 32, 32, 3));"
+            "keras_r3d.profile(m); print('tensorflow' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "False"
