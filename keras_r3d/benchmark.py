@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import pathlib
@@ -32,6 +33,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from keras_r3d.layers import IMPLEMENTATIONS, implementation
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
@@ -332,6 +335,7 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
             row["status"] = "ok"
         except Exception as error:  # recorded in the results; the run goes on
             row["status"] = f"error: {type(error).__name__}: {error}"[:500]
+        row["load_1min"] = os.getloadavg()[0]
         on_row(row)
 
 
@@ -349,19 +353,22 @@ def measure_keras(name, settings, on_row):
     backend = keras.backend.backend()
     # XLA on/off only exists on TF; JAX is always jitted, torch runs eager.
     jit_choices = tf_jit_choices(settings["tf_jit_compile"]) if backend == "tensorflow" else [None]
-    for precision in settings["precisions"]:
-        for jit in jit_choices:
-            base = {"model": name, "runtime": "keras", "backend": backend, "precision": precision}
-            if jit is not None:
-                base["jit_compile"] = jit
-            if precision == "int8":
-                not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
-                               on_row)
-                continue
-            keras.utils.set_random_seed(0)
-            with dtype_policy(precision):
-                model = create_model(name, num_classes=settings["num_classes"],
-                                     input_shape=settings["input_shape"])
+    for precision, jit, layers in itertools.product(settings["precisions"], jit_choices,
+                                                    settings["layers"]):
+        base = {"model": name, "runtime": "keras", "backend": backend, "precision": precision}
+        if jit is not None:
+            base["jit_compile"] = jit
+        if layers != "auto":
+            base["layers"] = layers
+        if precision == "int8":
+            not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
+                           on_row)
+            continue
+        keras.utils.set_random_seed(0)
+        with dtype_policy(precision):
+            model = create_model(name, num_classes=settings["num_classes"],
+                                 input_shape=settings["input_shape"])
+        with implementation(layers):  # the first (compile) call traces the layers
             measure(base, settings["batch_sizes"],
                     lambda batch: keras_runner(model, random_clips(batch, settings["input_shape"]),
                                                jit),
@@ -787,7 +794,7 @@ def run_benchmark(settings, output_dir, tag, command):
     save()
 
     def on_row(row):
-        row["load_1min"] = os.getloadavg()[0]
+        row.setdefault("load_1min", os.getloadavg()[0])
         results["results"].append(row)
         save()
 
@@ -854,7 +861,8 @@ CPU_TARGET_RATIO = 3.0  # issue 6: best deployable >= 3x official clips/s, batch
 def series_label(row):
     label = RUNTIME_LABELS.get(row["runtime"], row["runtime"])
     if row["runtime"] == "keras":
-        label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''})"
+        label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''}"
+        label += f"{', ' + row['layers'] + ' layers' if row.get('layers') else ''})"
     elif row["runtime"] in DEPLOYABLE and row.get("backend") not in (None, row["runtime"]):
         label += f" ({row['backend']})"  # e.g. tflite+xnnpack
     return f"{label} {row['precision']}"
@@ -1093,6 +1101,9 @@ def _define_flags():
     flags.DEFINE_bool("tf32", False, "Allow TF32 matmuls/convs on GPUs (same on every side).")
     flags.DEFINE_list("tf_jit_compile", ["auto"], "TensorFlow tf.function XLA: true, false or "
                       "auto (XLA on GPU, graph on CPU); several values time each.")
+    flags.DEFINE_list("layers", ["auto"], "How the zoo's layers are traced for the keras runtime "
+                      "(keras_r3d.implementation): auto, native (3D ops) or frames (2D ops); "
+                      "several values time each.")
     flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
                       f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
     flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png of this results JSON "
@@ -1133,6 +1144,7 @@ def settings_from_flags(f):
         "tf32": f.tf32,
         "tf_jit_compile": choices(f.tf_jit_compile, ("auto", "true", "false"), "tf_jit_compile"),
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
+        "layers": choices(f.layers, IMPLEMENTATIONS, "layers"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
         "official_channels_last": f.official_channels_last,
         "profile_layers": f.profile_layers,

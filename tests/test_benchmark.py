@@ -17,7 +17,7 @@ from keras_r3d import benchmark
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0,
         "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
-        "precisions": ["float32"], "official_channels_last": False}
+        "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"]}
 
 
 def test_cli_smoke_tensorflow_and_jax(tmp_path):
@@ -59,7 +59,7 @@ def _flags(**overrides):
     values = {"models": "ShuffleNetV2-0.25x", "backends": ["tensorflow"], "runtimes": ["keras"],
               "precision": ["float32"], "batch_sizes": ["8", "1"], "input_shape": "16,112,112",
               "num_classes": 600, "warmup": 1, "repeats": 2, "threads": None, "tf32": False,
-              "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"],
+              "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
               "official_repo": None, "official_channels_last": False, "profile_layers": False}
     return types.SimpleNamespace(**{**values, **overrides})
 
@@ -74,6 +74,7 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
                          (dict(precision=["int4"]), "int4"),
                          (dict(batch_sizes=["0"]), "positive"),
                          (dict(runtimes=[]), "runtimes"),
+                         (dict(layers=["2d"]), "layers"),
                          (dict(official_repo=str(tmp_path)), "models/")):
         with pytest.raises(ValueError, match=message):
             benchmark.settings_from_flags(_flags(**bad))
