@@ -63,21 +63,28 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output", default=None, help="stem of the .json/.md (default by backend/device)")
     args = parser.parse_args()
-    import keras
     from tqdm import tqdm
 
-    load = os.getloadavg()[0]
-    rows = [measure(name, args.batch_size, args.frames, args.size, args.steps, args.warmup)
-            for name in tqdm(args.models.split(","), desc="models", file=sys.stderr)]
+    rows = []
+    for name in tqdm(args.models.split(","), desc="models", file=sys.stderr):
+        load = os.getloadavg()[0]
+        rows.append(measure(name, args.batch_size, args.frames, args.size, args.steps, args.warmup))
+        write(rows, args, load)
+
+
+def write(rows, args, load):
+    """Writes the rows so far (a crash keeps the models already measured)."""
+    import keras
+
     device = "cpu"
     result = {"backend": keras.backend.backend(), "device": device, "cpu": cpu_model(),
               "cpu_count": os.cpu_count(), "load_average_1min_before": round(load, 2),
               "load_average_1min_after": round(os.getloadavg()[0], 2),
               "command": " ".join([pathlib.Path(sys.executable).name] + sys.argv), "results": rows}
     stem = pathlib.Path(args.output) if args.output else HERE / f"training_{result['backend']}_{device}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")  # small: rewritten per model
     lines = [f"# Training throughput, {result['backend']} backend, {result['cpu']} "
-             f"({result['cpu_count']} cores, 1-min load {result['load_average_1min_before']} before, "
+             f"({result['cpu_count']} cores, 1-min load {result['load_average_1min_before']} before the last model, "
              f"{result['load_average_1min_after']} after: the machine was shared)", "",
              f"`{result['command']}`: `model.train_on_batch` with OfficialSGD on in-memory random clips, "
              f"median of {args.steps} steps after {args.warmup} warm-up steps.", "",
@@ -85,7 +92,7 @@ def main():
     lines += [f"| {r['model']} | {'x'.join(map(str, r['input'][:3]))} | {r['batch_size']} | {r['clips_per_s']} "
               f"| {r['step_s_median']} | {r['warmup_s']} |" for r in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import numpy as np
 TOP_K = (1, 5)
 
 
-def predict_clips(model, dataset, *, reverse_time=False, total=None, description="evaluate"):
+def predict_clips(model, dataset, *, reverse_time=False, total=None, description="evaluate",
+                  predict=None):
     """Softmax scores of every clip of `dataset`.
 
     Args:
@@ -31,19 +32,22 @@ def predict_clips(model, dataset, *, reverse_time=False, total=None, description
             `(clip, label)` (one clip per video: each clip its own video).
         reverse_time: play every clip backwards (the motion check).
         total: batches, for the progress bar.
+        predict: a function of a batch of clips to logits; default
+            `model.predict_on_batch`.
     Returns:
         `(scores, labels, video_ids)`: float64 `(N, classes)`, int `(N,)`, and
         a list of N video ids.
     """
     from tqdm import tqdm
 
+    predict = predict or model.predict_on_batch
     scores, labels, video_ids = [], [], []
     for batch in tqdm(dataset.as_numpy_iterator(), total=total, desc=description, unit="batch",
                       leave=False, file=sys.stderr):
         clips, batch_labels = batch[0], batch[1]
         if reverse_time:
             clips = clips[:, ::-1]
-        logits = np.asarray(model.predict_on_batch(clips), np.float64)
+        logits = np.asarray(predict(clips), np.float64)
         scores.append(softmax(logits))
         labels.append(np.asarray(batch_labels).reshape(-1))
         if len(batch) == 3:
@@ -128,7 +132,7 @@ def top_k_accuracy(scores, labels, k):
     return float(np.mean(np.any(best == labels[:, None], axis=1)))
 
 
-def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_names=None):
+def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_names=None, predict=None):
     """Evaluates `model` on the video TFRecords `data` (a glob).
 
     Args:
@@ -136,6 +140,7 @@ def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_n
             1 for the center window, N for the N central windows per video.
         reverse_time: play the clips backwards.
         class_names: defaults to the model's.
+        predict: as in `predict_clips`.
     Returns:
         The `summarize` dict, plus `clips` and `reverse_time`.
     """
@@ -148,7 +153,8 @@ def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_n
     # A seed makes the test windows come in order, which `central_windows` needs.
     dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0)
     total = math.ceil(r3d_data.count_clips(data, split, contract) / batch_size)
-    scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total)
+    scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total,
+                                              predict=predict)
     if clips > 1:
         keep = central_windows(video_ids, clips)
         scores, labels, video_ids = scores[keep], labels[keep], [video_ids[i] for i in keep]

@@ -84,15 +84,16 @@ class OfficialSGD(keras.optimizers.Optimizer):
 
 
 def step_schedule(learning_rate, steps_per_epoch, lr_steps, factor=0.1):
-    """The official schedule: `lr * factor ** #{s in lr_steps: s <= epoch}`,
-    with epochs counted from 0 and `lr_steps` in epochs."""
+    """The official schedule: in (1-based) epoch e the rate is
+    `learning_rate * factor ** #{s in lr_steps: s <= e}`."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch!r}")
     lr_steps = sorted(int(s) for s in lr_steps)
     if not lr_steps:
         return float(learning_rate)
-    if lr_steps[0] < 1:
-        raise ValueError(f"lr_steps must be epochs >= 1, got {lr_steps}")
+    if lr_steps[0] < 2:
+        raise ValueError(f"lr_steps must be epochs >= 2 (a step at epoch 1 is a lower --lr), got {lr_steps}")
     values = [float(learning_rate) * factor ** i for i in range(len(lr_steps) + 1)]
-    boundaries = [s * steps_per_epoch - 1 for s in lr_steps]
+    # The optimizer's step counter starts at 0; epoch s begins at step (s - 1) * steps_per_epoch.
+    boundaries = [(s - 1) * steps_per_epoch - 1 for s in lr_steps]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

@@ -286,7 +286,9 @@ class CustomStepEpoch:
 
     The global batch is split across the replicas; every replica averages its
     loss over the global batch and the optimizer sums the gradients across
-    replicas, so a step equals one step on the global batch.
+    replicas, so a step equals one step on the global batch. BatchNorm
+    statistics are updated per replica and averaged across the replicas at
+    the end of every epoch, which keeps the workers identical.
     """
 
     def __init__(self, model, strategy, config, num_classes):
@@ -320,6 +322,15 @@ class CustomStepEpoch:
             return strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None)
 
         self.train_step = train_step
+        statistics = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+
+        @tf.function
+        def sync_statistics():
+            for variable in statistics:
+                local = strategy.run(lambda v=variable: tf.identity(v.value))
+                variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+
+        self.sync_statistics = sync_statistics
 
     def dataset(self, make_epoch_dataset):
         """Distributes `make_epoch_dataset(per_replica_batch)`: each input
@@ -344,6 +355,7 @@ class CustomStepEpoch:
             correct_sum += float(correct)
             if not stats.update(loss_sum / (step + 1), correct_sum / ((step + 1) * self.global_batch)):
                 break
+        self.sync_statistics()
         return stats.close()
 
 
@@ -432,8 +444,9 @@ class RunDirectory:
                    "val_video_top1": best["val_video_top1"], "val_video_top5": best["val_video_top5"],
                    "epochs": state["epoch"], "wall_time_s": round(state["wall_time_s"], 1),
                    "last": history[-1]}
-        if best.get("val_reversed_video_top1") is not None:
-            summary["val_reversed_video_top1"] = best["val_reversed_video_top1"]
+        reversed_rows = [row for row in history if row.get("val_reversed_video_top1") is not None]
+        if reversed_rows:  # measured on the last epoch (or every epoch)
+            summary["val_reversed_video_top1"] = reversed_rows[-1]["val_reversed_video_top1"]
         atomic_write_text(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
         plot_accuracy(history, self.path / "accuracy.png")
 
@@ -515,6 +528,10 @@ def train(config):
     if r3d_data.label_names(config["val_data"]) != class_names:
         raise ValueError("--train_data and --val_data have different class lists")
     keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     resumed = bool(state)
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resumed:
@@ -538,6 +555,9 @@ def train(config):
           f"{steps_per_epoch} steps of {config['batch_size']} clips per epoch on {replicas} replica(s), "
           f"into {run.path}", file=sys.stderr)
 
+    # Under MultiWorkerMirroredStrategy, Keras' predict would run distributed;
+    # validation calls the model directly on each worker instead.
+    predict = _direct_predict(model) if custom_step else None
     segment_start = wall_start  # data generation and model building count too
     for epoch in range(state["epoch"], config["epochs"]):
         description = f"epoch {epoch + 1}/{config['epochs']}"
@@ -557,10 +577,10 @@ def train(config):
                 f"training stopped. The last good checkpoint is "
                 f"{run.path / last if last else 'none (no epoch finished)'}. Lower --lr, set --clipnorm, "
                 f"or check the data.")
-        if not chief:
-            continue
+        # Every worker validates and saves alike (non-chief workers to a scratch
+        # file), so that any collective op they involve runs on all workers.
         results = evaluate(model, config["val_data"], clips=config["val_clips"],
-                           batch_size=config["batch_size"])
+                           batch_size=config["batch_size"], predict=predict)
         row = {"epoch": epoch + 1, "learning_rate": float(f"{learning_rate:.6g}"),
                "loss": stats.loss, "train_clip_top1": stats.accuracy,
                "val_clip_top1": results["clip_top1"], "val_clip_top5": results["clip_top5"],
@@ -570,8 +590,15 @@ def train(config):
         last_epoch = epoch + 1 == config["epochs"]
         if config["reverse_time_eval"] and (last_epoch or config["reverse_time_eval_every_epoch"]):
             reversed_results = evaluate(model, config["val_data"], clips=config["val_clips"],
-                                        batch_size=config["batch_size"], reverse_time=True)
+                                        batch_size=config["batch_size"], reverse_time=True,
+                                        predict=predict)
             row["val_reversed_video_top1"] = reversed_results["video_top1"]
+        if not chief:
+            scratch = run.path / "workers" / f"worker_{worker_index()}.keras"
+            scratch.parent.mkdir(parents=True, exist_ok=True)
+            model.save(scratch)
+            scratch.unlink()
+            continue
         improved = row["val_video_top1"] > state["best"]
         state["history"].append(row)
         state["epoch"] = epoch + 1
@@ -591,6 +618,13 @@ def train(config):
     if not chief:
         return None
     return json.loads((run.path / "metrics.json").read_text())
+
+
+def _direct_predict(model):
+    import tensorflow as tf
+
+    call = tf.function(lambda clips: model(clips, training=False), reduce_retracing=True)
+    return lambda clips: call(tf.constant(clips)).numpy()
 
 
 def _weights_finite(model):
@@ -667,6 +701,8 @@ def define_flags(flag_values=None):
     d.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Precision.")
     d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
+    d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "
+                  "a resumed run then reproduces an uninterrupted one bit for bit.")
     d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
                      lower_bound=0)
     d.DEFINE_bool("reverse_time_eval", False, "Also evaluate on time-reversed validation clips.")

@@ -54,8 +54,9 @@ def test_official_sgd_config_round_trip_and_checks():
 
 def test_step_schedule_is_the_official_epoch_schedule():
     schedule = step_schedule(0.1, steps_per_epoch=5, lr_steps=[2, 4])
-    lrs = [float(schedule(step)) for step in range(0, 30, 5)]  # first step of epochs 0..5
-    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
-    assert float(schedule(9)) == pytest.approx(0.1) and float(schedule(10)) == pytest.approx(0.01)
+    lrs = [float(schedule(step)) for step in range(0, 30, 5)]  # first step of epochs 1..6
+    # official: lr * 0.1 ** #{s <= epoch}, epochs counted from 1
+    np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01, 0.001, 0.001, 0.001], rtol=1e-6)
+    assert float(schedule(4)) == pytest.approx(0.1) and float(schedule(5)) == pytest.approx(0.01)
     with pytest.raises(ValueError):
-        step_schedule(0.1, steps_per_epoch=5, lr_steps=[0])
+        step_schedule(0.1, steps_per_epoch=5, lr_steps=[1])
