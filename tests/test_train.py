@@ -124,10 +124,10 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
     source = keras_r3d.load(OFFICIAL_CHECKPOINT)
     names = ["a", "b", "c", "d", "e"]
     config = r3d_train.default_config(pretrained=str(OFFICIAL_CHECKPOINT), finetune="last_layer",
-                                      frames=8, size=64, train_data="x", val_data="y")
+                                      frames=16, size=64, train_data="x", val_data="y")
     model = r3d_train.finetune_model(source, names, config)
     assert model.output_shape == (None, 5) and model.class_names == names
-    assert model.input_shape == (None, 8, 64, 64, 3)
+    assert model.input_shape == (None, 16, 64, 64, 3)
     assert model.get_layer("classifier_0").rate == 0.9  # the official fine-tuning dropout
     assert model.preprocessing.temporal_downsample == 2  # the Jester contract carries over
     source_layers = {layer.name: layer for layer in source.layers}
@@ -147,7 +147,8 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
 
 @pytest.mark.slow
 def test_finetune_training_from_the_official_checkpoint(fixtures_dir, synthetic, tmp_path):
-    config = r3d_train.default_config(**{**TINY, "arch": None, "version": None}, **synthetic, epochs=1,
+    config = r3d_train.default_config(**{**TINY, "arch": None, "version": None, "frames": 16, "size": 64},
+                                      **synthetic, epochs=1,
                                       pretrained=str(OFFICIAL_CHECKPOINT), finetune="last_layer",
                                       output_dir=str(tmp_path / "run"))
     before = {l.name: l.get_weights() for l in
