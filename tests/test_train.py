@@ -69,6 +69,7 @@ def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
         r3d_train.train(config)
 
 
+@pytest.mark.slow  # minutes on 2 shared cores
 def test_kill_and_resume_gives_the_uninterrupted_weights(synthetic, tmp_path):
     epochs = 4
     uninterrupted = r3d_train.default_config(**TINY, **synthetic, epochs=epochs, deterministic=True,
@@ -185,6 +186,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # minutes on 2 shared cores
 def test_two_workers_on_loopback_stay_in_sync(synthetic, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
