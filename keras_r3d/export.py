@@ -363,7 +363,8 @@ def _tfrecord_clips(pattern, contract, limit):
 
     identity = contract.replace(channel_order="RGB", value_range=(0.0, 255.0),
                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    clips = [clip.numpy() for clip, _ in make_dataset(pattern, "val", identity, 1).take(limit)]
+    dataset = make_dataset(pattern, "val", identity, 1, shuffle_seed=0)  # seeded: a fixed order
+    clips = [clip.numpy() for clip, _ in dataset.take(limit)]
     return np.round(np.concatenate(clips)).astype(np.uint8)
 
 
