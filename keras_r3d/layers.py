@@ -9,8 +9,8 @@ out)`) and chooses its computation when it is traced:
   about 10x slower than dense, and TFLite/ONNX cannot convert it, nor 3D pools;
   2D convs, depthwise convs and pools are builtins everywhere (int8 included).
 
-"auto" picks "frames" for grouped convs and pools on the TF backend and
-"native" elsewhere. `with implementation("frames"):` forces 2D ops everywhere,
+"auto" picks "frames" for grouped convs and pools on the TF backend and on
+JAX's CPU, and "native" elsewhere (GPUs, PyTorch). `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
 Padding is explicit and symmetric, as in PyTorch, never Keras "same".
 """
@@ -43,8 +43,21 @@ def _uses_frames(dense=False):
     """True if a layer should lower to 2D ops; `dense` for ungrouped convs."""
     choice = _implementation.get()
     if choice == "auto":
-        return not dense and keras.backend.backend() == "tensorflow"
+        return not dense and _native_grouped_is_slow()
     return choice == "frames"
+
+
+def _native_grouped_is_slow():
+    """TF's grouped Conv3D, and XLA's on the CPU, are far slower than 2D ops
+    (benchmarks/cpu2-jax-native-vs-frames: 5-9x on JAX's CPU)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return True
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    return False
 
 
 def _triple(value, name):
