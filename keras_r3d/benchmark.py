@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.layers import IMPLEMENTATIONS, implementation
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -748,13 +749,6 @@ def write_json_atomic(path, value):
     write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
-def write_atomic(path, text):
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- a whole run
 
 def run_benchmark(settings, output_dir, tag, command):
@@ -926,7 +920,7 @@ def render_markdown(results):
     batches = sorted({row["batch_size"] for row in rows})
     series = list(dict.fromkeys(series_label(row) for row in rows))
     by_cell = {(row["model"], series_label(row), row["batch_size"]): row for row in rows}
-    lines += [f"## Clips/s: median of the timed calls [min–max], batch size b", ""]
+    lines += ["## Clips/s: median of the timed calls [min–max], batch size b", ""]
     header = ["Model", "Params (M) paper / ours", "MFLOPs paper / ours", "Titan XP b8 (paper)",
               "Jetson TX2 b8 (paper)"]
     columns = [(s, b) for s in series for b in batches
@@ -1067,10 +1061,8 @@ def plot_speed(results, path):
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
-    tmp = pathlib.Path(path).with_name(f".{pathlib.Path(path).name}.tmp{os.getpid()}.png")
-    figure.savefig(tmp, dpi=120)
+    savefig_atomic(figure, path, dpi=120)
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the command line

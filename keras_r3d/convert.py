@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from keras_r3d import registry
+from keras_r3d.files import save_model_atomic
 from keras_r3d.preprocessing import DATASET_PREPROCESSING
 
 LABELS_DIR = pathlib.Path(__file__).with_name("labels")
@@ -298,9 +299,7 @@ def main(argv):
         return 1
     output = pathlib.Path(f.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial.keras")
-    model.save(partial)
-    partial.replace(output)
+    save_model_atomic(model, output)
     print(f"Wrote {output}: {model.architecture} with {len(model.class_names)} classes, "
           f"preprocessing {model.preprocessing.to_dict()}", file=sys.stderr)
     return 0

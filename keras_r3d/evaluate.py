@@ -13,11 +13,12 @@ JSON and a confusion-matrix PNG.
 """
 import json
 import math
-import os
 import pathlib
 import sys
 
 import numpy as np
+
+from keras_r3d.files import savefig_atomic, write_atomic
 
 TOP_K = (1, 5)
 
@@ -186,26 +187,8 @@ def plot_confusion(confusion, class_names, path, title="Confusion (videos)"):
             if count:
                 axes.text(j, i, str(count), ha="center", va="center", fontsize=7)
     figure.tight_layout()
-    atomic_savefig(figure, path)
+    savefig_atomic(figure, path)
     plt.close(figure)
-
-
-def atomic_savefig(figure, path):
-    path = pathlib.Path(path)
-    partial = path.with_name(path.name + ".partial.png")
-    figure.savefig(partial, dpi=100)
-    os.replace(partial, path)
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` so that a crash leaves the old file or the new one."""
-    path = pathlib.Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def format_results(results):
@@ -236,7 +219,7 @@ def main(argv):
     results.update(model=str(f.model), data=str(f.data), crops=f.crops)
     output = pathlib.Path(f.output or pathlib.Path(f.model).with_suffix("").as_posix() + "_eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, json.dumps(results, indent=1) + "\n")
+    write_atomic(output, json.dumps(results, indent=1) + "\n")
     confusion_png = output.with_suffix(".png")
     plot_confusion(results["confusion"], results["class_names"], confusion_png)
     print(format_results(results))

@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from keras_r3d import runtimes
+from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
 from keras_r3d.preprocessing import preprocess
 
@@ -59,13 +60,6 @@ def _tf():
     import tensorflow as tf
 
     return tf
-
-
-def _atomic_write(path, data):
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the serving graph
@@ -177,7 +171,7 @@ def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_i
     flatbuffer = add_tflite_metadata(flatbuffer, runtimes.METADATA_KEY, json.dumps(metadata).encode())
     if int8 and not raw_input:
         _check_pixel_input(flatbuffer)
-    _atomic_write(path, flatbuffer)
+    write_atomic(path, flatbuffer)
     return pathlib.Path(path)
 
 
@@ -245,7 +239,7 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
     metadata = export_metadata(model, raw_input=raw_input,
                                input_dtype="float32" if raw_input else input_dtype)
     onnx.helper.set_model_props(proto, {runtimes.METADATA_KEY: json.dumps(metadata)})
-    _atomic_write(path, proto.SerializeToString())
+    write_atomic(path, proto.SerializeToString())
     return pathlib.Path(path)
 
 
@@ -317,7 +311,7 @@ def build_tensorrt_engine(onnx_path, engine_path, precision, frames_shape):
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError("TensorRT failed to build the engine (see the log above)")
-    _atomic_write(engine_path, bytes(engine))
+    write_atomic(engine_path, bytes(engine))
     return pathlib.Path(engine_path)
 
 
@@ -491,7 +485,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                 report["formats"]["tensorrt"] = verify(engine, clips, reference, trt_precision,
                                                        raw_input, contract)
     report["passed"] = all(r["passed"] for r in report["formats"].values())
-    _atomic_write(out / REPORT_NAME, json.dumps(report, indent=1).encode())
+    write_atomic(out / REPORT_NAME, json.dumps(report, indent=1).encode())
     return report
 
 
@@ -507,7 +501,7 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)
     # The engine's metadata sidecar (runtimes.read_metadata), also for an engine built by trtexec.
     metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
-    _atomic_write(out / "model.json", json.dumps(metadata, indent=1).encode())
+    write_atomic(out / "model.json", json.dumps(metadata, indent=1).encode())
     engine = None
     if plan["path"] == "build":
         engine = build_tensorrt_engine(onnx_path, out / "model.engine", plan["precision"], frames_shape)

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from keras_r3d.evaluate import atomic_savefig, atomic_write_text
+from keras_r3d.files import save_model_atomic, savefig_atomic, write_atomic
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 ARCH_FLAGS = ("width_mult", "groups", "depth", "shortcut", "cardinality", "version")
@@ -405,12 +405,7 @@ class RunDirectory:
         return json.loads(self.state_path.read_text())
 
     def save_model(self, model, path):
-        path = pathlib.Path(path)
-        partial = path.with_name(f".{path.stem}.partial.keras")
-        model.save(partial)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        save_model_atomic(model, path)
 
     def copy_model(self, source, name):
         partial = self.path / f".{name}.partial"
@@ -424,7 +419,7 @@ class RunDirectory:
         checkpoint = self.checkpoints / f"epoch_{state['epoch']:04d}.keras"
         self.save_model(model, checkpoint)
         state["checkpoint"] = str(checkpoint.relative_to(self.path))
-        atomic_write_text(self.state_path, json.dumps(state, indent=1) + "\n")
+        write_atomic(self.state_path, json.dumps(state, indent=1) + "\n")
         self.copy_model(checkpoint, "last.keras")
         if improved:
             self.copy_model(checkpoint, "best.keras")
@@ -438,7 +433,7 @@ class RunDirectory:
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-        atomic_write_text(self.path / "metrics.csv", text.getvalue())
+        write_atomic(self.path / "metrics.csv", text.getvalue())
         best = history[state["best_epoch"] - 1]
         summary = {"best_epoch": state["best_epoch"], "val_clip_top1": best["val_clip_top1"],
                    "val_video_top1": best["val_video_top1"], "val_video_top5": best["val_video_top5"],
@@ -447,7 +442,7 @@ class RunDirectory:
         reversed_rows = [row for row in history if row.get("val_reversed_video_top1") is not None]
         if reversed_rows:  # measured on the last epoch (or every epoch)
             summary["val_reversed_video_top1"] = reversed_rows[-1]["val_reversed_video_top1"]
-        atomic_write_text(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
+        write_atomic(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
         plot_accuracy(history, self.path / "accuracy.png")
 
 
@@ -473,7 +468,7 @@ def plot_accuracy(history, path):
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    atomic_savefig(figure, path)
+    savefig_atomic(figure, path)
     plt.close(figure)
 
 
@@ -613,7 +608,7 @@ def train(config):
     if strategy is not None:
         workers = run.path / "workers"
         workers.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(workers / f"worker_{worker_index()}.json",
+        write_atomic(workers / f"worker_{worker_index()}.json",
                           json.dumps(weights_fingerprint(model), indent=1) + "\n")
     if not chief:
         return None

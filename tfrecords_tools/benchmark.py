@@ -230,7 +230,7 @@ def main(argv=None):
         report = run(pathlib.Path(work), args.seconds, args.workers)
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    from tfrecords_tools.convert import write_atomic
+    from keras_r3d.files import write_atomic
 
     write_atomic(output / "data_pipeline.json", json.dumps(report, indent=1) + "\n")
     write_atomic(output / "data_pipeline.md", markdown(report))

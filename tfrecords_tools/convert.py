@@ -21,8 +21,8 @@ import os
 import pathlib
 import random
 import sys
-import time
 
+from keras_r3d.files import write_atomic
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
 PLAN = ".plan.json"
@@ -36,14 +36,6 @@ SIZE_FACTOR = {"folder": 1.0, "video": 10.0}
 
 def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def write_atomic(path, text):
-    """Writes text to `path` through a temporary file and a rename."""
-    path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def encode_item(item, short_side, jpeg_quality, min_frames):
