@@ -63,7 +63,8 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
             frames, size, temporal_downsample and the normalization.
         batch_size: clips per batch.
         shuffle_seed: seeds the shard order, the shuffle and every random draw,
-            for deterministic runs; None draws fresh randomness.
+            for deterministic runs; None draws fresh randomness. The val and test
+            splits always keep the file order.
         crop: "random" | "corner" | "center"; default "random" for train and
             "center" otherwise.
         hflip: flip each clip horizontally with probability 0.5 (train only;
@@ -92,7 +93,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         raise ValueError("hflip is a training augmentation; it must be off for val and test")
     if cache is not None and not isinstance(cache, (str, pathlib.Path)):
         raise ValueError(f"cache must be None, 'memory' or a path prefix, got {cache!r}")
-    deterministic = shuffle_seed is not None
+    deterministic = shuffle_seed is not None or split != "train"  # eval order = file order
     train = split == "train"
     files = _files(file_pattern)
 
@@ -242,4 +243,4 @@ def label_names(file_pattern):
 
 
 __all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",
-           "SCALES", "np"]
+           "SCALES"]

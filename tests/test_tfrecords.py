@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_r3d.video import read_video
 from tests.conftest import FIXTURES, GESTURE_LABELS, GESTURES, REPO
 from tfrecords_tools import convert as tool
 from tfrecords_tools import schema
