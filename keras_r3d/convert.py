@@ -288,9 +288,9 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 2:
         raise SystemExit("usage: python -m keras_r3d.convert CKPT.pth --output X.keras [flags]")
-    overrides = {name: getattr(f, name) for name in
-                 ("arch", "width_mult", "groups", "depth", "shortcut", "cardinality", "version",
-                  "num_classes")}
+    overrides = registry.architecture_flags(f.flag_values_dict())
+    if f.num_classes is not None:
+        overrides["num_classes"] = f.num_classes
     try:
         model = convert_checkpoint(argv[1], labels=f.labels, dataset=f.dataset, strict=f.strict,
                                    **overrides)
@@ -312,13 +312,7 @@ def _define_flags():
     flags.DEFINE_string("labels", None, "Class list: classInd lines or one name per line.")
     flags.DEFINE_enum("dataset", None, list(DATASETS), "Preprocessing contract and bundled labels.")
     flags.DEFINE_bool("strict", False, "Fail when a known official file has the wrong sha256.")
-    flags.DEFINE_enum("arch", None, list(registry.BUILDERS), "Architecture (else inferred).")
-    flags.DEFINE_float("width_mult", None, "Width multiplier.")
-    flags.DEFINE_integer("groups", None, "ShuffleNet V1 groups.")
-    flags.DEFINE_integer("depth", None, "ResNet/ResNeXt depth.")
-    flags.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut type.")
-    flags.DEFINE_integer("cardinality", None, "ResNeXt cardinality.")
-    flags.DEFINE_float("version", None, "SqueezeNet version.")
+    registry.define_architecture_flags(flags.FLAGS, "Architecture (else inferred).")
     flags.DEFINE_integer("num_classes", None, "Class count (else read from the classifier).")
 
 

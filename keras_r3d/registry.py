@@ -79,6 +79,32 @@ def build(arch, **kwargs):
     return _builder(arch)(**kwargs)
 
 
+# The builder kwargs that the CLIs (train, convert) take as flags.
+ARCHITECTURE_FLAGS = ("width_mult", "groups", "depth", "shortcut", "cardinality", "version")
+
+
+def define_architecture_flags(flag_values, arch_help):
+    """Defines `--arch` and the builder kwargs as absl flags on `flag_values`."""
+    from absl import flags
+
+    flags.DEFINE_enum("arch", None, list(BUILDERS), arch_help, flag_values=flag_values)
+    for define, name, help_text in (
+            (flags.DEFINE_float, "width_mult", "Width multiplier."),
+            (flags.DEFINE_integer, "groups", "ShuffleNet V1 groups."),
+            (flags.DEFINE_integer, "depth", "ResNet/ResNeXt depth."),
+            (flags.DEFINE_integer, "cardinality", "ResNeXt cardinality."),
+            (flags.DEFINE_float, "version", "SqueezeNet version.")):
+        define(name, None, help_text, flag_values=flag_values)
+    flags.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut type.",
+                      flag_values=flag_values)
+
+
+def architecture_flags(values):
+    """`arch` and the builder kwargs that were set, from a flag mapping."""
+    return {name: values[name] for name in ("arch",) + ARCHITECTURE_FLAGS
+            if values.get(name) is not None}
+
+
 def zoo_table(names=None):
     """A Markdown table of the configurations, measured by `profile` at
     16x112x112 and 600 classes, beside Table 8's figures."""
