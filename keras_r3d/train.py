@@ -31,7 +31,6 @@ import numpy as np
 from keras_r3d.files import save_model_atomic, savefig_atomic, write_atomic
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
-ARCH_FLAGS = ("width_mult", "groups", "depth", "shortcut", "cardinality", "version")
 # The output layer of each family: replaced when fine-tuning, kept trainable by
 # --finetune=last_layer.
 HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
@@ -73,13 +72,14 @@ def build_model(config, class_names):
     if config.get("pretrained"):
         source = load(config["pretrained"])
         return finetune_model(source, class_names, config)
-    kwargs = {name: config[name] for name in ARCH_FLAGS if config.get(name) is not None}
+    kwargs = registry.architecture_flags(config)
+    arch = kwargs.pop("arch")
     preprocessing = (DATASET_PREPROCESSING[config["preprocessing"]] if config.get("preprocessing")
                      else Preprocessing())
     preprocessing = _override_contract(preprocessing, config)
     if config.get("dropout") is not None:
         kwargs["dropout"] = config["dropout"]
-    return registry.build(config["arch"], num_classes=num_classes, class_names=list(class_names),
+    return registry.build(arch, num_classes=num_classes, class_names=list(class_names),
                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
                           preprocessing=preprocessing, **kwargs)
 
@@ -175,7 +175,8 @@ def compile_model(model, config, steps_per_epoch):
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                   label_smoothing=config["label_smoothing"]),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=config["jit_compile"])
 
 
 def current_learning_rate(optimizer):
@@ -531,6 +532,7 @@ def train(config):
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resumed:
             model = keras.saving.load_model(run.path / state["checkpoint"], compile=True)
+            model.jit_compile = config["jit_compile"]
             print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
         else:
             model = build_model(config, class_names)
@@ -644,7 +646,7 @@ def define_flags(flag_values=None):
 
     from absl import flags
 
-    from keras_r3d.models import BUILDERS
+    from keras_r3d import registry
     from keras_r3d.preprocessing import DATASET_PREPROCESSING
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
@@ -661,13 +663,7 @@ def define_flags(flag_values=None):
     d.DEFINE_string("synthetic_dir", None, "Generate the synthetic set here if absent (demo).")
     d.DEFINE_integer("synthetic_videos_per_class", 40, "Synthetic videos per class.", lower_bound=2)
     d.DEFINE_integer("synthetic_size", 64, "Synthetic video side in pixels.", lower_bound=32)
-    d.DEFINE_enum("arch", None, list(BUILDERS), "Architecture to train from scratch.")
-    d.DEFINE_float("width_mult", None, "Width multiplier.")
-    d.DEFINE_integer("groups", None, "ShuffleNet V1 groups.")
-    d.DEFINE_integer("depth", None, "ResNet/ResNeXt depth.")
-    d.DEFINE_enum("shortcut", None, ["A", "B"], "ResNet/ResNeXt shortcut.")
-    d.DEFINE_integer("cardinality", None, "ResNeXt cardinality.")
-    d.DEFINE_float("version", None, "SqueezeNet version.")
+    registry.define_architecture_flags(flag_values, "Architecture to train from scratch.")
     d.DEFINE_float("dropout", None, "Head dropout (default: the builder's; 0.9 when fine-tuning "
                    "the efficient nets).")
     d.DEFINE_string("model", None, "A .keras model file to continue training (same classes).")
@@ -696,6 +692,8 @@ def define_flags(flag_values=None):
     d.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Precision.")
     d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
+    d.DEFINE_bool("jit_compile", True, "Compile the train and predict steps with XLA (Keras' "
+                  "'auto' leaves it off on CPU-only TensorFlow, where these models then train 4-5x slower).")
     d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "
                   "a resumed run then reproduces an uninterrupted one bit for bit.")
     d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
