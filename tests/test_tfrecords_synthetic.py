@@ -39,6 +39,13 @@ def test_make_synthetic_builds_and_resumes(tmp_path):
     assert len(list((tmp_path / "videos").glob("*/*.mp4"))) == 24
     video = next(schema.read_videos(str(tmp_path / "val-*.tfrecord")))
     assert video["frames"].shape == (10, 32, 32, 3) and video["label_text"] in synthetic.CLASSES
+    # A video and its time-reversed partner share the split and the frames.
+    split_of = {v["video_id"]: split for split in ("train", "val")
+                for v in schema.read_videos(str(tmp_path / f"{split}-*.tfrecord"))}
+    partner = f"{synthetic.REVERSED[video['label_text']]}/{video['video_id'].split('/')[1]}"
+    assert split_of[partner] == "val"
+    frames = {v["video_id"]: v["frames"] for v in schema.read_videos(str(tmp_path / "val-*.tfrecord"))}
+    assert np.abs(frames[partner][::-1].astype(float) - video["frames"]).mean() < 3.0
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")}
     assert synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False) == manifest
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")} == stamps

@@ -198,8 +198,10 @@ def list_kinetics(input_dir, annotations, **_):
 
 def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     """`INPUT/<class>/<video file or frame folder>`. Labels are the sorted class
-    folder names; a hash of the relative path puts `val_fraction` of the videos
-    in `val`, the same way on every run."""
+    folder names. A hash of the file name (without the class folder) puts
+    `val_fraction` of the videos in `val`, the same way on every run; videos of
+    the same name in several classes (one recording cut into several actions)
+    never straddle train and val."""
     if annotations is not None:
         raise AnnotationError("--format folders takes no --annotations: labels are the folder names")
     if not 0.0 <= val_fraction < 1.0:
@@ -211,11 +213,10 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     items, missing = [], []
     for label_index, label in enumerate(labels):
         for path in sorted((root / label).iterdir()):
-            relative = f"{label}/{path.name}"
             if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
                 missing.append((str(path), "not a video file or frame folder"))
                 continue
-            digest = int.from_bytes(hashlib.sha1(relative.encode()).digest()[:8], "big") / 2.0**64
+            digest = int.from_bytes(hashlib.sha1(path.name.encode()).digest()[:8], "big") / 2.0**64
             subset = "val" if digest < val_fraction else "train"
             items.append(Item(str(path), f"{label}/{path.stem if path.is_file() else path.name}",
                               label_index, label, subset))

@@ -8,9 +8,10 @@ converts them with `tfrecords_tools.convert` (format `folders`, a hashed
 
 Each video is one asymmetric shape over a smooth textured background, moving
 in one of 8 classes: swipe left/right/up/down, zoom in/out, rotate
-clockwise/counterclockwise. Classes come in pairs whose videos are drawn from
-the same trajectories, one played forward and one reversed, so a single frame
-says nothing about the class: only the temporal order does, and a clip played
+clockwise/counterclockwise. Classes come in pairs: video i of a pair is one
+rendering, played forward in one class and backwards in the other, and both
+copies go to the same split. So neither a frame nor a memorised video says
+anything about the class: only the temporal order does, and a clip played
 backwards is its partner class. Every default lives in `DEFAULTS`.
 """
 import argparse
@@ -74,14 +75,16 @@ SHAPES = (
 
 
 def _background(rng, size):
-    """A smooth two-colour texture with fine grain, uint8 (size, size, 3)."""
+    """A smooth, low-contrast two-colour texture with fine grain, uint8
+    (size, size, 3): visible, but quieter than the moving shape."""
     from PIL import Image
 
     coarse = rng.random((6, 6)).astype(np.float32)
     field = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC))
     field = np.clip(field, 0.0, 1.0)[..., None]
-    low, high = rng.uniform(40, 200, 3), rng.uniform(40, 200, 3)
-    grain = rng.normal(0.0, 6.0, (size, size, 1))
+    low = rng.uniform(70, 180, 3)
+    high = low + rng.uniform(-35, 35, 3)
+    grain = rng.normal(0.0, 3.0, (size, size, 1))
     return np.clip(low + (high - low) * field + grain, 0, 255).astype(np.uint8)
 
 
@@ -155,13 +158,15 @@ def render_videos(folder, config=DEFAULTS, progress=True):
     jobs = [(name, i) for name in CLASSES for i in range(config.videos_per_class)]
     forward = {a for a, _ in PAIRS}
     for name, i in tqdm(jobs, desc="rendering", unit="video", disable=not progress, dynamic_ncols=True):
-        path = pathlib.Path(folder) / name / f"{name}_{i:04d}.mp4"
+        # Video i of a pair's two classes is one rendering, played both ways, and
+        # named after its forward motion: appearance cannot tell the classes
+        # apart, even by memorising a video, and both land in the same split.
+        pair = next(p for p in PAIRS if name in p)
+        path = pathlib.Path(folder) / name / f"{pair[0]}_{i:04d}.mp4"
         if path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Both classes of a pair draw from the same trajectory distribution.
-        pair = next(p for p in PAIRS if name in p)
-        rng = np.random.default_rng([config.seed, PAIRS.index(pair), i, int(name not in forward)])
+        rng = np.random.default_rng([config.seed, PAIRS.index(pair), i])
         render_video(path, pair[0], name not in forward, rng, config)
 
 
