@@ -14,7 +14,9 @@ which every `temporal_downsample`-th is kept (loop-padded when the video is shor
 Spatial: a square crop of side `int(min(H, W) * scale)` is cut and resized to
 the contract's size. `crop="random"` (the official MultiScaleRandomCrop) and
 `"corner"` draw the scale from 2^(-k/4), k = 0..4, once per clip; `"center"`
-takes the full-height center square, as the official Scale + CenterCrop.
+takes the full-height center square, as the official Scale + CenterCrop;
+`"three"` (val and test) gives three clips per window: the squares of the
+shorter side at both ends and the center of the longer side.
 Only the sampled frames are decoded, and only inside the crop window; the
 crop is resized bilinearly (antialiased when it shrinks by more than 1.25x),
 and whole batches are normalized by `keras_r3d.preprocess`.
@@ -28,7 +30,7 @@ from keras_r3d.preprocessing import Preprocessing, preprocess
 from tfrecords_tools import schema
 
 SPLITS = ("train", "val", "test")
-CROPS = ("random", "corner", "center")
+CROPS = ("random", "corner", "center", "three")
 SCALES = tuple(2.0 ** (-k / 4) for k in range(5))
 CORNERS = ("c", "tl", "tr", "bl", "br")
 
@@ -65,8 +67,8 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         shuffle_seed: seeds the shard order, the shuffle and every random draw,
             for deterministic runs; None draws fresh randomness. The val and test
             splits always keep the file order.
-        crop: "random" | "corner" | "center"; default "random" for train and
-            "center" otherwise.
+        crop: "random" | "corner" | "center" | "three" (val and test only);
+            default "random" for train and "center" otherwise.
         hflip: flip each clip horizontally with probability 0.5 (train only;
             off for gestures, where it swaps left and right).
         cache: None, "memory", or a file path prefix: caches the encoded
@@ -89,6 +91,8 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if crop == "three" and split == "train":
+        raise ValueError("crop='three' is an evaluation mode (val or test), not a training crop")
     if hflip and split != "train":
         raise ValueError("hflip is a training augmentation; it must be off for val and test")
     if cache is not None and not isinstance(cache, (str, pathlib.Path)):
@@ -118,7 +122,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         def windows(video, seed):
             count = (video["num_frames"] + window - 1) // window
             starts = tf.data.Dataset.range(tf.cast(count, tf.int64))
-            return starts.map(lambda i: (video, tf.cast(i, tf.int32) * window, seed))
+            return starts.map(lambda i: (video, tf.cast(i, tf.int32) * window, seed, 1))
 
         samples = videos.flat_map(windows)
     else:
@@ -129,12 +133,15 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
                 start = tf.random.stateless_uniform([], _seed(seed, 0), 0, last + 1, tf.int32)
             else:
                 start = tf.maximum(0, n // 2 - window // 2)
-            return video, start, seed
+            return video, start, seed, 1
 
         samples = videos.map(begin)
+    if crop == "three":  # positions 0, 1, 2 along the longer side
+        samples = samples.flat_map(lambda video, start, seed, _: tf.data.Dataset.range(3).map(
+            lambda position: (video, start, seed, tf.cast(position, tf.int32))))
 
-    def clip(video, start, seed):
-        frames = _decode_clip(video, start, seed, contract, crop, hflip)
+    def clip(video, start, seed, position):
+        frames = _decode_clip(video, start, seed, contract, crop, hflip, position)
         label = video["label_index"]
         return (frames, label, video["video_id"]) if split == "test" else (frames, label)
 
@@ -161,12 +168,12 @@ def frame_indices(num_frames, start, contract):
     return (start + tf.range(window) % available)[:: contract.temporal_downsample]
 
 
-def crop_window(height, width, seed, crop):
-    """`[y, x, side, side]` of the square crop (see module doc) for one clip."""
+def crop_window(height, width, seed, crop, position=1):
+    """`[y, x, side, side]` of the square crop (see module doc) for one clip;
+    `position` 0, 1 or 2 places a "three" crop at the start, center or end."""
     short = tf.minimum(height, width)
-    if crop == "center":
-        side = short
-        return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+    if crop in ("center", "three"):
+        return tf.stack([(height - short) * position // 2, (width - short) * position // 2, short, short])
     k = tf.random.stateless_uniform([], _seed(seed, 1), 0, len(SCALES), tf.int32)
     side = tf.maximum(1, tf.cast(tf.cast(short, tf.float32) * tf.gather(SCALES, k), tf.int32))
     if crop == "random":
@@ -180,9 +187,9 @@ def crop_window(height, width, seed, crop):
     return tf.stack([tf.gather(ys, corner), tf.gather(xs, corner), side, side])
 
 
-def _decode_clip(video, start, seed, contract, crop, hflip):
+def _decode_clip(video, start, seed, contract, crop, hflip, position):
     indices = frame_indices(video["num_frames"], start, contract)
-    window = crop_window(video["height"], video["width"], seed, crop)
+    window = crop_window(video["height"], video["width"], seed, crop, position)
     # One decode op per sampled frame (a static count): the executor runs them
     # in parallel, and only the crop window is decoded.
     images = tf.gather(video["images"], indices)
@@ -224,17 +231,19 @@ def read_manifest(file_pattern):
     return labels, num_frames
 
 
-def count_clips(file_pattern, split, contract):
-    """Elements `make_dataset(file_pattern, split, contract, ...)` yields before
-    batching: one per video for train and val, one per window for test."""
+def count_clips(file_pattern, split, contract, crop=None):
+    """Elements `make_dataset(file_pattern, split, contract, crop=crop, ...)`
+    yields before batching: one per video for train and val, one per window
+    for test, times three for `crop="three"`."""
     contract = _contract(contract)
     _, num_frames = read_manifest(file_pattern)
+    crops = 3 if crop == "three" else 1
     if split == "test":
         window = contract.frames * contract.temporal_downsample
-        return int(sum(-(-n // window) for n in num_frames))
+        return crops * int(sum(-(-n // window) for n in num_frames))
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return len(num_frames)
+    return crops * len(num_frames)
 
 
 def label_names(file_pattern):

@@ -7,7 +7,9 @@ Every video is cut into consecutive non-overlapping windows of the model's
 scores of its windows are averaged, and the video counts as correct at top-k
 when its label is among the k best averaged scores. `--clips 1` scores the one
 center window per video instead (the official per-epoch validation), and
-`--clips N` keeps the N central windows of each video. Reports clip-level and
+`--clips N` keeps the N central windows of each video. `--crops 3` scores three
+squares per window (both ends and the center of the longer side) and averages
+them with the windows. Reports clip-level and
 video-level top-1/top-5 and per-class video accuracy, and writes a results
 JSON and a confusion-matrix PNG.
 """
@@ -133,35 +135,44 @@ def top_k_accuracy(scores, labels, k):
     return float(np.mean(np.any(best == labels[:, None], axis=1)))
 
 
-def evaluate(model, data, *, clips=0, batch_size=16, reverse_time=False, class_names=None, predict=None):
+def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False, class_names=None,
+             predict=None):
     """Evaluates `model` on the video TFRecords `data` (a glob).
 
     Args:
         clips: 0 for every non-overlapping window (the paper's test protocol),
             1 for the center window, N for the N central windows per video.
+        crops: 1 (the center square) or 3 (both ends and the center).
         reverse_time: play the clips backwards.
         class_names: defaults to the model's.
         predict: as in `predict_clips`.
     Returns:
-        The `summarize` dict, plus `clips` and `reverse_time`.
+        The `summarize` dict, plus `clips`, `crops` and `reverse_time`; every
+        crop counts as a clip.
     """
     from keras_r3d import data as r3d_data
 
     if int(clips) != clips or clips < 0:
         raise ValueError(f"clips must be an integer >= 0, got {clips!r}")
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 or 3, got {crops!r}")
     contract = model.preprocessing
     split = "val" if clips == 1 else "test"
+    crop = "three" if crops == 3 else "center"
     # A seed makes the test windows come in order, which `central_windows` needs.
-    dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0)
-    total = math.ceil(r3d_data.count_clips(data, split, contract) / batch_size)
+    dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0, crop=crop)
+    total = math.ceil(r3d_data.count_clips(data, split, contract, crop) / batch_size)
     scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total,
                                               predict=predict)
-    if clips > 1:
-        keep = central_windows(video_ids, clips)
+    if split == "val" and crops > 1:  # val clips carry no video id; a video's crops come together
+        video_ids = [video_ids[i - i % crops] for i in range(len(video_ids))]
+    if clips > 1:  # elements come window by window, each window's crops together
+        windows = central_windows(video_ids[::crops], clips)
+        keep = (windows[:, None] * crops + np.arange(crops)).reshape(-1)
         scores, labels, video_ids = scores[keep], labels[keep], [video_ids[i] for i in keep]
     names = class_names or model.class_names
     results = summarize(scores, labels, video_ids, names)
-    results.update(clips=int(clips), reverse_time=bool(reverse_time))
+    results.update(clips=int(clips), crops=int(crops), reverse_time=bool(reverse_time))
     return results
 
 
@@ -210,13 +221,10 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments {argv[1:]}")
-    if f.crops != 1:
-        raise SystemExit("--crops 3 needs a three-crop mode in keras_r3d.data.make_dataset, which "
-                         "it does not have yet; only --crops 1 (the center crop) is available")
     model = load(f.model)
-    results = evaluate(model, f.data, clips=f.clips, batch_size=f.batch_size,
+    results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                        reverse_time=f.reverse_time)
-    results.update(model=str(f.model), data=str(f.data), crops=f.crops)
+    results.update(model=str(f.model), data=str(f.data))
     output = pathlib.Path(f.output or pathlib.Path(f.model).with_suffix("").as_posix() + "_eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, json.dumps(results, indent=1) + "\n")
@@ -234,8 +242,8 @@ def _define_flags():
     flags.DEFINE_string("data", None, "Glob of video TFRecords.", required=True)
     flags.DEFINE_integer("clips", 0, "Windows per video: 0 = all (paper), 1 = center, N = N central.",
                          lower_bound=0)
-    flags.DEFINE_integer("crops", 1, "Spatial crops per window: 1 (center) or 3.", lower_bound=1,
-                         upper_bound=3)
+    flags.DEFINE_integer("crops", 1, "Spatial crops per window: 1 (center) or 3 (ends and center).")
+    flags.register_validator("crops", lambda crops: crops in (1, 3), "--crops must be 1 or 3")
     flags.DEFINE_integer("batch_size", 16, "Clips per batch.", lower_bound=1)
     flags.DEFINE_bool("reverse_time", False, "Play every clip backwards.")
     flags.DEFINE_string("output", None, "Results JSON (default <model>_eval.json); the confusion "

@@ -66,6 +66,9 @@ def test_crop_windows_stay_inside_and_use_the_official_scales():
             corners.add(positions.index((y, x)))
     assert seen_sides == sides and len(corners) == 5
     assert data.crop_window(height, width, tf.constant(0, tf.int64), "center").numpy().tolist() == [0, 21, 128, 128]
+    three = [data.crop_window(height, width, tf.constant(0, tf.int64), "three", i).numpy().tolist()
+             for i in range(3)]
+    assert three == [[0, 0, 128, 128], [0, 21, 128, 128], [0, 43, 128, 128]]
 
 
 def official_val_clip(frames, contract):
@@ -161,6 +164,21 @@ def test_test_split_yields_every_window_of_every_video(shards):
     assert counts["ucf/makeup"] == 11 and counts["gesture/up"] == 5
     assert data.label_names(pattern) == ["gesture", "ucf"]
     assert all(label == (video == "ucf/makeup") for label, video in zip(labels, ids))
+
+
+def test_three_crops_give_both_ends_and_the_center_of_every_window(shards):
+    pattern = str(shards / "train-*.tfrecord")
+    center = [b for b in data.make_dataset(pattern, "test", CONTRACT, 6).as_numpy_iterator()]
+    three = [b for b in data.make_dataset(pattern, "test", CONTRACT, 6, crop="three").as_numpy_iterator()]
+    clips_center, clips_three = (np.concatenate([b[0] for b in batches]) for batches in (center, three))
+    ids_center, ids_three = (np.concatenate([b[2] for b in batches]) for batches in (center, three))
+    assert len(clips_three) == data.count_clips(pattern, "test", CONTRACT, "three") == 3 * len(clips_center)
+    np.testing.assert_array_equal(ids_three[1::3], ids_center)
+    np.testing.assert_array_equal(clips_three[1::3], clips_center)  # the middle crop is the center crop
+    ends = np.abs(clips_three[0::3] - clips_three[2::3]).mean(axis=(1, 2, 3, 4))
+    assert ends.min() > 1.0  # every video is wider than high: the ends are other squares
+    with pytest.raises(ValueError, match="evaluation mode"):
+        data.make_dataset(pattern, "train", CONTRACT, 2, crop="three")
 
 
 def test_another_schema_version_is_a_clear_error(tmp_path):

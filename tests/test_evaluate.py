@@ -94,3 +94,39 @@ def test_official_jester_checkpoint_scores_the_gestures(fixtures_dir, tmp_path):
     assert full["video_top1"] >= 2 / 3, full["videos"]
     print(json.dumps({k: full[k] for k in ("video_top1", "video_top5", "clip_top1", "clip_top5")}))
     print(json.dumps(full["videos"]))
+
+
+def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
+    """Each video is 40 wide frames, red at the left end and blue at the right:
+    the left crop says class 0, the right crop class 1, and the center ties."""
+    from PIL import Image
+
+    import keras_r3d
+    from tfrecords_tools.convert import convert
+
+    for label in ("left", "right"):
+        folder = tmp_path / "in" / label / "video"
+        folder.mkdir(parents=True)
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:, :16, 0] = frame[:, 48:, 2] = 255
+        for i in range(40):
+            Image.fromarray(frame).save(folder / f"{i + 1:05d}.jpg", quality=95)
+    convert("folders", tmp_path / "in", tmp_path / "records", short_side=0, progress=False)
+
+    class Model:  # what evaluate reads of a model
+        preprocessing = keras_r3d.Preprocessing(frames=4, size=16, temporal_downsample=2,
+                                                value_range=(0.0, 1.0), mean=(0.0,) * 3)
+        class_names = ["left", "right"]
+
+    def red_minus_blue(clips):
+        red_blue = clips[..., [0, 2]].mean(axis=(1, 2, 3))
+        return 10 * (red_blue - red_blue[:, ::-1])
+
+    records = str(tmp_path / "records" / "train-*.tfrecord")
+    for clips, crops, expected_clips in ((0, 1, 10), (0, 3, 30), (1, 3, 6), (2, 3, 12)):
+        results = evaluate.evaluate(Model(), records, clips=clips, crops=crops, predict=red_minus_blue)
+        assert (results["num_clips"], results["num_videos"], results["crops"]) == (expected_clips, 2, crops)
+        # Sure left and right crops and a tied center average to a tie; so does the center alone.
+        assert all(v["score"] == pytest.approx(0.5, abs=0.05) for v in results["videos"])
+    with pytest.raises(ValueError, match="crops must be 1 or 3"):
+        evaluate.evaluate(Model(), records, crops=2, predict=red_minus_blue)
