@@ -215,7 +215,8 @@ def test_demo_recipe_end_to_end_shortened(tmp_path):
     trains, evaluates, and reports the time-reversed accuracy."""
     command = [sys.executable, "-m", "keras_r3d.train", "--flagfile=configs/demo.flags",
                f"--synthetic_dir={tmp_path / 'synthetic'}", "--synthetic_videos_per_class=2",
-               "--synthetic_size=32", "--epochs=1", "--batch_size=4", f"--output_dir={tmp_path / 'run'}"]
+               "--synthetic_size=32", "--size=32", "--epochs=1", "--batch_size=4",
+               f"--output_dir={tmp_path / 'run'}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "synthetic" / "manifest.json").exists()
