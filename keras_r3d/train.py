@@ -87,6 +87,8 @@ def build_model(config, class_names):
 def _override_contract(preprocessing, config):
     changes = {name: config[name] for name in ("frames", "size", "temporal_downsample")
                if config.get(name)}
+    changes.update({name: tuple(float(v) for v in config[name]) for name in ("value_range", "mean", "std")
+                    if config.get(name)})
     return preprocessing.replace(**changes)
 
 
@@ -675,6 +677,9 @@ def define_flags(flag_values=None):
     d.DEFINE_integer("size", None, "Crop side (overrides the contract).", lower_bound=8)
     d.DEFINE_integer("temporal_downsample", None, "Keep every n-th frame (overrides the contract).",
                      lower_bound=1)
+    d.DEFINE_list("value_range", None, "LOW,HIGH: pixels are scaled from 0..255 to this (overrides the contract).")
+    d.DEFINE_list("mean", None, "R,G,B mean subtracted after scaling (overrides the contract).")
+    d.DEFINE_list("std", None, "R,G,B std divided by after the mean (overrides the contract).")
     d.DEFINE_enum("crop", "random", ["random", "corner", "center"], "Training crop.")
     d.DEFINE_bool("hflip", False, "Random horizontal flips (never for gestures).")
     d.DEFINE_string("cache", None, "Cache the training records: 'memory' or a file prefix.")

@@ -238,3 +238,21 @@ def test_recipes_parse_and_name_valid_architectures():
     with pytest.raises(SystemExit, match="unknown recipe"):
         r3d_train.expand_recipe(["train", "--recipe=nope"])
     assert (REPO / "configs" / "demo.flags").exists()  # the top-level symlink
+
+
+def test_contract_flags_override_the_normalization():
+    from absl import flags
+
+    import keras_r3d
+
+    flag_values = flags.FlagValues()
+    r3d_train.define_flags(flag_values)
+    flag_values(["train", "--synthetic_dir=unused", "--arch=shufflenetv2", "--size=32", "--value_range=0,1",
+                 "--mean=0.45,0.45,0.45",
+                 "--std=0.225,0.225,0.225"])
+    config = r3d_train.config_from_flags(flag_values, [])
+    model = r3d_train.build_model(config, ["a", "b"])
+    assert model.preprocessing == keras_r3d.Preprocessing(size=32, value_range=(0.0, 1.0), mean=(0.45,) * 3,
+                                                          std=(0.225,) * 3)
+    with pytest.raises(ValueError, match="mean"):
+        r3d_train.build_model({**config, "mean": ["0.5"]}, ["a", "b"])
