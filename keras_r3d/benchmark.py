@@ -237,6 +237,44 @@ def configure_backend(threads, tf32):
     return "GPU" if torch.cuda.is_available() else "CPU"
 
 
+def gpu_copy_bandwidth():
+    """Device memory bandwidth in GB/s (bytes read + written) of a 1 GiB
+    on-device copy through this process's JAX or PyTorch, or None without
+    a GPU: the ceiling of the bandwidth-bound column."""
+    import keras
+
+    backend, nbytes, repeats = keras.backend.backend(), 1 << 30, 10
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        if jax.devices()[0].platform != "gpu":
+            return None
+        x = jnp.ones(nbytes // 4, jnp.float32)
+        add = jax.jit(lambda a: a + 1.0)
+        add(x).block_until_ready()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            y = add(x)
+        y.block_until_ready()
+    elif backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        x = torch.ones(nbytes // 4, device="cuda")
+        y = torch.empty_like(x)
+        y.copy_(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            y.copy_(x)
+        torch.cuda.synchronize()
+    else:
+        return None
+    return 2 * nbytes * repeats / (time.perf_counter() - start) / 1e9
+
+
 def keras_runner(model, x, jit_compile=True):
     """(call, sync, gpu) running `model` on `x` with this process's backend:
     a tf.function on TF (XLA-compiled if `jit_compile`), a jitted
@@ -310,6 +348,7 @@ def model_facts(name, model):
     return {
         "params_M": counts["trainable_params"] / 1e6,
         "mflops": counts["flops_paper"] / 1e6,
+        "conv_pool_io_elements": counts["conv_pool_io_elements"],
         "paper": {key: paper.get(key) for key in ("params_M", "mflops", "titan_xp_cps",
                                                   "jetson_tx2_cps")},
     }
@@ -776,6 +815,7 @@ def run_benchmark(settings, output_dir, tag, command):
     }
     current = keras.backend.backend()
     results["run"]["device"] = configure_backend(settings["threads"], settings["tf32"])
+    results["run"]["gpu_copy_gb_per_s"] = gpu_copy_bandwidth() if gpus else None
 
     def save():
         write_json_atomic(paths["json"], results)
@@ -937,6 +977,7 @@ def render_markdown(results):
     lines.append("")
 
     lines += _target_section(models, rows, busy=busiest > BUSY_LOAD_PER_CORE * cores)
+    lines += _gpu_target_section(models, rows, run.get("gpu_copy_gb_per_s"))
 
     lines += _profile_section(results.get("layer_profiles"))
 
@@ -998,6 +1039,76 @@ def _target_section(models, rows, busy=False):
                   "can lose more to other processes than XNNPACK's, so these ratios may differ from "
                   "an idle machine's. Re-run this command on an idle machine before relying on them."]
     return lines + [""]
+
+
+GPU_TARGETS = {"paper": {"efficient": 1.5, "dense": 1.0}, "large": 2.0, "bandwidth": 0.30}
+LARGE_BATCH = 64
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+
+
+def _gpu_target_section(models, rows, copy_gb_per_s):
+    """Issue 6's GPU targets: Keras against the compiled official code at the
+    paper's protocol (batch 8, float32) and at batch >= 64 (any precision),
+    and the share of the memory-bandwidth bound reached."""
+    from keras_r3d import registry
+
+    ok = [row for row in _ok(rows) if row.get("gpu_peak_mib") is not None]
+    if not any(row["runtime"] == "official-compile" for row in ok):
+        return []
+
+    def best(runtime, model, keep):
+        mine = [row for row in ok if row["runtime"] == runtime and row["model"] == model
+                and keep(row)]
+        return max(mine, key=lambda r: r["clips_per_s"]["median"]) if mine else None
+
+    def paper(row):
+        return row["batch_size"] == 8 and row["precision"] == "float32"
+
+    def large(row):
+        return row["batch_size"] >= LARGE_BATCH
+
+    def cell(row):
+        return f"{_fmt(row['clips_per_s']['median'], 0)} ({series_label(row)} b{row['batch_size']})"
+
+    def ratio(ours, theirs, target):
+        if not (ours and theirs):
+            return ["—", "not measured"]
+        value = ours["clips_per_s"]["median"] / theirs["clips_per_s"]["median"]
+        return [f"{value:.2f}×", f"{'yes' if value >= target else '**no**'} (≥ {target}×)"]
+
+    lines = ["## Issue 6 GPU targets: Keras against the compiled official code", "",
+             _md_row(["Model", "Keras b8 fp32", "official compiled b8 fp32", "ratio", "met",
+                      f"Keras b≥{LARGE_BATCH}", f"official compiled b≥{LARGE_BATCH}", "ratio",
+                      "met", "bandwidth bound, clips/s", "share of bound"]),
+             _md_row(["---"] + ["---:", "---:", "---:", "---"] * 2 + ["---:", "---:"])]
+    for name, facts in models.items():
+        kind = "efficient" if registry.get_spec(name).arch in EFFICIENT_ARCHS else "dense"
+        ours_paper, theirs_paper = best("keras", name, paper), best("official-compile", name, paper)
+        ours_large, theirs_large = best("keras", name, large), best("official-compile", name, large)
+        if not (ours_paper or ours_large):
+            continue
+        cells = [name, cell(ours_paper) if ours_paper else "—",
+                 cell(theirs_paper) if theirs_paper else "—",
+                 *ratio(ours_paper, theirs_paper, GPU_TARGETS["paper"][kind]),
+                 cell(ours_large) if ours_large else "—",
+                 cell(theirs_large) if theirs_large else "—",
+                 *ratio(ours_large, theirs_large, GPU_TARGETS["large"])]
+        fastest = ours_large or ours_paper
+        if copy_gb_per_s and facts.get("conv_pool_io_elements"):
+            clip_bytes = facts["conv_pool_io_elements"] * BYTES_PER_ELEMENT[fastest["precision"]]
+            bound = copy_gb_per_s * 1e9 / clip_bytes
+            share = fastest["clips_per_s"]["median"] / bound
+            cells += [f"{bound:,.0f} ({clip_bytes / 1e6:.1f} MB/clip, {fastest['precision']})",
+                      f"{share:.0%}" + ("" if share >= GPU_TARGETS["bandwidth"] else " (**< 30%**)")]
+        else:
+            cells += ["—", "—"]
+        lines.append(_md_row(cells))
+    bandwidth = f"{copy_gb_per_s:,.0f} GB/s" if copy_gb_per_s else "not measured"
+    lines += ["", f"The bandwidth bound is the measured on-device copy bandwidth ({bandwidth}, bytes "
+              "read + written) over the bytes a clip must move if every conv and pool reads its "
+              "input and writes its output once (`conv_pool_io_elements` in the JSON), at the "
+              "precision of the fastest Keras row shown.", ""]
+    return lines
 
 
 def _profile_section(profiles, top=6):

@@ -8,6 +8,10 @@ out)`) and chooses its computation when it is traced:
 * "frames": sums of 2D ops over strided time slices. TF's CPU grouped Conv3D is
   about 10x slower than dense, and TFLite/ONNX cannot convert it, nor 3D pools;
   2D convs, depthwise convs and pools are builtins everywhere (int8 included).
+* "taps": a depthwise conv as the sum of its kt*kh*kw shifted, strided views
+  times per-channel weights (accumulated in float32), which XLA fuses into one
+  memory-bound kernel, and 1x1x1 convs, grouped too, as matrix products.
+  cuDNN's depthwise and grouped 3D convs are the slow part of the zoo on GPUs.
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, and "native" elsewhere (GPUs, PyTorch). `with implementation("frames"):` forces 2D ops everywhere,
@@ -23,7 +27,7 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
-IMPLEMENTATIONS = ("auto", "native", "frames")
+IMPLEMENTATIONS = ("auto", "native", "frames", "taps")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
 
@@ -154,6 +158,8 @@ class Conv3D(keras.layers.Layer):
 
     def call(self, x):
         x = _pad(x, self.padding)
+        if _implementation.get() == "taps":
+            return self._taps(x)
         if self.groups == 1:
             y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
         elif _uses_frames():
@@ -167,6 +173,38 @@ class Conv3D(keras.layers.Layer):
 
     def _native(self, x):
         return ops.conv(x, self.kernel, strides=self.strides, padding="valid")
+
+    def _taps(self, x):
+        if self.kernel_size == (1, 1, 1):
+            y = self._pointwise_matmul(x)
+        elif self.groups == x.shape[-1] == self.filters:
+            y = self._depthwise_taps(x)
+        else:
+            y = self._native(x)
+        return y + self.bias if self.use_bias else y
+
+    def _depthwise_taps(self, x):
+        size = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], self.kernel_size, self.strides)]
+        kernel = ops.cast(ops.reshape(self.kernel, self.kernel_size + (self.filters,)), "float32")
+        out = None
+        for offset in np.ndindex(*self.kernel_size):
+            view = x[(slice(None),) + tuple(
+                slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, self.strides, size))]
+            term = ops.cast(view, "float32") * kernel[offset]
+            out = term if out is None else out + term
+        return ops.cast(out, x.dtype)
+
+    def _pointwise_matmul(self, x):
+        if self.strides != (1, 1, 1):
+            x = x[:, ::self.strides[0], ::self.strides[1], ::self.strides[2]]
+        cin, groups = x.shape[-1], self.groups
+        if groups == 1:
+            return ops.matmul(x, ops.reshape(self.kernel, (cin, self.filters)))
+        # Output channel g * (filters / groups) + o reads input group g.
+        kernel = ops.reshape(self.kernel, (cin // groups, groups, self.filters // groups))
+        lead = (-1,) + tuple(x.shape[1:-1])
+        y = ops.einsum("...gi,igo->...go", ops.reshape(x, lead + (groups, cin // groups)), kernel)
+        return ops.reshape(y, lead + (self.filters,))
 
     def _dense(self, x, kernel):
         """Ungrouped conv as a sum of 2D convs over time."""

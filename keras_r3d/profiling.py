@@ -24,10 +24,14 @@ def profile(model):
     a linear layer `out * (2 * in - 1)`, a BatchNorm `2 * in`, a ReLU module
     `in` (MobileNet V1's functional ReLUs were not counted), a max pool
     `out * (window - 1)` (see INT_KERNEL_POOL_ARCHS), an average pool module `out * window`.
+    `conv_pool_io_elements` is the input plus output size of every conv and
+    pool: the fewest elements a clip moves through memory if each of them
+    reads its input and writes its output once, with everything else fused.
     """
     arch = getattr(model, "architecture", {}).get("arch")
     macs = 0
     flops = 0
+    io_elements = 0
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise ValueError(f"profile expects a flat model; {layer.name!r} is a nested model")
@@ -35,6 +39,8 @@ def profile(model):
             continue  # merges (add, concatenate) count nothing
         in_shape = layer.input.shape
         out_shape = layer.output.shape
+        if isinstance(layer, (r3d_layers.Conv3D, r3d_layers.MaxPool3D, r3d_layers.AvgPool3D)):
+            io_elements += _numel(in_shape) + _numel(out_shape)
         if isinstance(layer, r3d_layers.Conv3D):
             per_output = in_shape[-1] // layer.groups * math.prod(layer.kernel_size)
             macs += _numel(out_shape) * per_output
@@ -59,4 +65,5 @@ def profile(model):
         "trainable_params": trainable,
         "macs": macs,
         "flops_paper": flops,
+        "conv_pool_io_elements": io_elements,
     }

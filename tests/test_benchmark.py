@@ -186,6 +186,35 @@ def test_markdown_reports_the_cpu_target(tmp_path):
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_markdown_reports_the_gpu_targets():
+    paper = {"params_M": 1.3, "mflops": 360, "titan_xp_cps": 0, "jetson_tx2_cps": 0}
+    gpu = {"gpu_peak_mib": 100.0}
+    results = {
+        "run": {"tag": "t", "command": "c", "cpu_model": "cpu", "cpu_cores": 16, "gpus": ["G"],
+                "started_utc": "s", "finished_utc": "f", "versions": {}, "load_1min_before": 0.1,
+                "load_1min_after": 0.1, "gpu_copy_gb_per_s": 4000.0,
+                "settings": {**TINY, "input_shape": [16, 112, 112, 3]}},
+        "models": {"ShuffleNetV2-1.0x": {"params_M": 1.3, "mflops": 360.0, "paper": paper,
+                                         "conv_pool_io_elements": 5_000_000},
+                   "SqueezeNet-1.1": {"params_M": 1.3, "mflops": 360.0, "paper": paper,
+                                      "conv_pool_io_elements": 5_000_000}},
+        "results": [
+            {**_row("ShuffleNetV2-1.0x", "keras", 6000.0, batch=8, backend="jax"), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "official-compile", 3000.0, batch=8), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "keras", 80000.0, "bfloat16", 256, "jax"), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "official-compile", 50000.0, "bfloat16", 256), **gpu},
+            {**_row("SqueezeNet-1.1", "keras", 900.0, batch=8, backend="jax"), **gpu},
+            {**_row("SqueezeNet-1.1", "official-compile", 1000.0, batch=8), **gpu},
+        ],
+    }
+    markdown = benchmark.render_markdown(results)
+    # Efficient model: 2x >= 1.5x at batch 8; 1.6x < 2x at batch 256; bound 4e12 / 1e7 B.
+    assert "| 2.00× | yes (≥ 1.5×) |" in markdown and "| 1.60× | **no** (≥ 2.0×) |" in markdown
+    assert "| 400,000 (10.0 MB/clip, bfloat16) | 20% (**< 30%**) |" in markdown
+    # Dense model: parity is its batch-8 target; no large-batch rows.
+    assert "| 0.90× | **no** (≥ 1.0×) | — | — | — | not measured |" in markdown
+    assert "4,000 GB/s" in markdown
+
 
 def test_layer_profile_names_the_bounding_layers():
     import keras

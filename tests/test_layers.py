@@ -18,6 +18,8 @@ def _run(layer, x, implementation):
     (12, 1, 1, 0, 3, False),           # ShuffleNet's grouped 1x1x1
     (12, 3, 2, 1, 3, False),           # ResNeXt's grouped 3x3x3, strided
     (4, (7, 7, 7), (1, 2, 2), 3, 1, False),  # ResNet's stem
+    (12, 1, 2, 0, 1, True),            # strided dense 1x1x1
+    (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True),  # uneven depthwise
 ])
 def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, padding, groups, bias):
     rng = np.random.default_rng(0)
@@ -26,7 +28,7 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     layer.build(x.shape)
     if bias:
         layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
-    native, frames = _run(layer, x, "native"), _run(layer, x, "frames")
+    outputs = {name: _run(layer, x, name) for name in ("native", "frames", "taps")}
     reference = keras.layers.Conv3D(filters, kernel, strides=strides, padding="valid", groups=groups,
                                     use_bias=bias)
     reference.build(x.shape)
@@ -34,9 +36,9 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     pads = layer.padding
     padded = np.pad(x, [(0, 0)] + [(p, p) for p in pads] + [(0, 0)])
     expected = np.asarray(reference(padded))
-    assert native.shape == frames.shape == expected.shape == (2, *layer.compute_output_shape(x.shape)[1:])
-    np.testing.assert_allclose(native, expected, atol=1e-4)
-    np.testing.assert_allclose(frames, expected, atol=1e-4)
+    for name, y in outputs.items():
+        assert y.shape == expected.shape == (2, *layer.compute_output_shape(x.shape)[1:]), name
+        np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("pool,strides,padding", [(3, 2, 1), ((2, 2, 2), (1, 2, 2), 0),
