@@ -14,18 +14,19 @@
 set -u
 : "${OFFICIAL:?set OFFICIAL to a checkout of okankop/Efficient-3DCNNs}"
 out=${OUT:-benchmarks}
+python=${PYTHON:-python3}
 models=${MODELS:-ShuffleNetV2-1.0x,MobileNetV2-1.0x,ShuffleNetV1-1.0x,MobileNetV1-1.0x,SqueezeNet-1.1}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | sed 's/^NVIDIA //; s/[^A-Za-z0-9]\+/-/g')
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 mkdir -p "$out"
 
-timeout "${TEST_LIMIT_S:-150}" python -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+timeout "${TEST_LIMIT_S:-120}" "$python" -m pytest -q tests/test_gpu.py \
     2>&1 | tee "$out/gpu_tests.log"
 
 common=(--models "$models" --backends jax --runtimes keras --tf32 --warmup 10 --official_repo "$OFFICIAL"
         --output_dir "$out")
-timeout "${PAPER_LIMIT_S:-240}" python -m keras_r3d.benchmark "${common[@]}" --tag "${gpu,,}-b8-fp32" \
+timeout "${PAPER_LIMIT_S:-240}" "$python" -m keras_r3d.benchmark "${common[@]}" --tag "${gpu,,}-b8-fp32" \
     --layers native,taps --batch_sizes 8 --precision float32 --repeats 100 --official_modes eager,compile
-timeout "${LARGE_LIMIT_S:-200}" python -m keras_r3d.benchmark "${common[@]}" --tag "${gpu,,}-b256-bf16" \
+timeout "${LARGE_LIMIT_S:-200}" "$python" -m keras_r3d.benchmark "${common[@]}" --tag "${gpu,,}-b256-bf16" \
     --layers taps --batch_sizes 256 --precision bfloat16 --repeats 30 --official_modes compile \
     --official_channels_last
