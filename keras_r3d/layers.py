@@ -10,8 +10,9 @@ out)`) and chooses its computation when it is traced:
   2D convs, depthwise convs and pools are builtins everywhere (int8 included).
 * "taps": a depthwise conv as the sum of its kt*kh*kw shifted, strided views
   times per-channel weights (accumulated in float32), which XLA fuses into one
-  memory-bound kernel, and 1x1x1 convs, grouped too, as matrix products.
-  cuDNN's depthwise and grouped 3D convs are the slow part of the zoo on GPUs.
+  memory-bound kernel; the rest native. cuDNN's depthwise 3D conv is the slow
+  part of the zoo on GPUs.
+* "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, and "native" elsewhere (GPUs, PyTorch). `with implementation("frames"):` forces 2D ops everywhere,
@@ -27,7 +28,7 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
-IMPLEMENTATIONS = ("auto", "native", "frames", "taps")
+IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
 
@@ -158,8 +159,8 @@ class Conv3D(keras.layers.Layer):
 
     def call(self, x):
         x = _pad(x, self.padding)
-        if _implementation.get() == "taps":
-            return self._taps(x)
+        if _implementation.get() in ("taps", "taps_matmul"):
+            return self._taps(x, matmul=_implementation.get() == "taps_matmul")
         if self.groups == 1:
             y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
         elif _uses_frames():
@@ -174,8 +175,8 @@ class Conv3D(keras.layers.Layer):
     def _native(self, x):
         return ops.conv(x, self.kernel, strides=self.strides, padding="valid")
 
-    def _taps(self, x):
-        if self.kernel_size == (1, 1, 1):
+    def _taps(self, x, matmul):
+        if matmul and self.kernel_size == (1, 1, 1):
             y = self._pointwise_matmul(x)
         elif self.groups == x.shape[-1] == self.filters:
             y = self._depthwise_taps(x)

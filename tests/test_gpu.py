@@ -13,7 +13,7 @@ from tests.conftest import OFFICIAL_CHECKPOINT, REFERENCE
 
 pytestmark = pytest.mark.gpu
 
-GPU_IMPLEMENTATIONS = ("native", "taps")
+GPU_IMPLEMENTATIONS = ("native", "taps", "taps_matmul")
 
 
 @pytest.fixture(scope="module")

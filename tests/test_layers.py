@@ -28,7 +28,7 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     layer.build(x.shape)
     if bias:
         layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
-    outputs = {name: _run(layer, x, name) for name in ("native", "frames", "taps")}
+    outputs = {name: _run(layer, x, name) for name in layers.IMPLEMENTATIONS[1:]}
     reference = keras.layers.Conv3D(filters, kernel, strides=strides, padding="valid", groups=groups,
                                     use_bias=bias)
     reference.build(x.shape)
