@@ -9,8 +9,8 @@ writes `<output_dir>/<tag>.json` (every measurement and the run's facts),
 
 A measurement is one (model, runtime, backend, precision, batch size): the
 first call (trace + compile) is timed apart as `compile_s`, then `--warmup`
-untimed calls, then `--repeats` timed calls, each synchronized with the
-device. Keras' backend is fixed per process, so each backend other than this
+untimed calls lasting at least `--warmup_s` seconds, then `--repeats` timed
+calls, each synchronized with the device. Keras' backend is fixed per process, so each backend other than this
 process's runs in a worker subprocess (this module with `--worker_output`),
 and the rows are merged. Exported runtimes (TFLite, onnxruntime, TensorRT) are
 exported and timed in the TensorFlow process through `keras_r3d.export`.
@@ -172,17 +172,21 @@ def summarize(latencies_s, batch_size):
     }
 
 
-def time_runner(call, sync, warmup, repeats, batch_size, gpu=None):
-    """Times `sync(call())`: the first call apart (compile), then warmup,
-    then `repeats` timed calls. `gpu` resets and reads peak device memory."""
+def time_runner(call, sync, warmup, repeats, batch_size, gpu=None, warmup_s=0.0):
+    """Times `sync(call())`: the first call apart (compile), then at least
+    `warmup` calls and `warmup_s` seconds untimed (a GPU left idle during the
+    compile needs time to raise its clocks), then `repeats` timed calls.
+    `gpu` resets and reads peak device memory."""
     rss_reset = reset_peak_rss()
     if gpu:
         gpu.reset()
     start = time.perf_counter()
     sync(call())
     compile_s = time.perf_counter() - start
-    for _ in range(warmup):
+    done, start = 0, time.perf_counter()
+    while done < warmup or time.perf_counter() - start < warmup_s:
         sync(call())
+        done += 1
     latencies = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -387,7 +391,8 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
         row = {**base, "batch_size": batch}
         try:
             call, sync, gpu = make_runner(batch)
-            row.update(time_runner(call, sync, settings["warmup"], settings["repeats"], batch, gpu))
+            row.update(time_runner(call, sync, settings["warmup"], settings["repeats"], batch, gpu,
+                                   settings["warmup_s"]))
             row.update(getattr(call, "facts", {}))
             row["status"] = "ok"
         except Exception as error:  # recorded in the results; the run goes on
@@ -953,7 +958,8 @@ def render_markdown(results):
         f"git {run.get('git_commit')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
-        f"{settings['warmup']} warmup and {settings['repeats']} timed calls per cell, "
+        f"{settings['warmup']} warmup calls (and at least {settings.get('warmup_s', 0)} s) and "
+        f"{settings['repeats']} timed calls per cell, "
         f"{settings['threads']} threads, TF32 {'on' if settings['tf32'] else 'off'}, "
         f"TF jit_compile {','.join(settings['tf_jit_compile'])} (auto: XLA on GPU only).",
         f"- 1-minute load average: {run['load_1min_before']:.2f} before, "
@@ -1209,6 +1215,8 @@ def _define_flags():
     flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes.")
     flags.DEFINE_list("precision", ["float32"], f"One or more of {', '.join(PRECISIONS)}.")
     flags.DEFINE_integer("warmup", 3, "Untimed calls after the compile call.", lower_bound=0)
+    flags.DEFINE_float("warmup_s", 1.0, "Untimed seconds after the compile call, at least.",
+                       lower_bound=0.0)
     flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.", lower_bound=1)
     flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
@@ -1263,6 +1271,7 @@ def settings_from_flags(f):
         "input_shape": parse_input_shape(f.input_shape),
         "num_classes": f.num_classes,
         "warmup": f.warmup,
+        "warmup_s": f.warmup_s,
         "repeats": f.repeats,
         "threads": f.threads or cpu_count(),
         "tf32": f.tf32,

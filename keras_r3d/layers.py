@@ -15,7 +15,9 @@ out)`) and chooses its computation when it is traced:
 * "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
-JAX's CPU, and "native" elsewhere (GPUs, PyTorch). `with implementation("frames"):` forces 2D ops everywhere,
+JAX's CPU, "taps_matmul" on JAX's GPU (1.2-2.5x the cuDNN lowering of the
+ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
+PyTorch. `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
 Padding is explicit and symmetric, as in PyTorch, never Keras "same".
 """
@@ -44,25 +46,27 @@ def implementation(name):
         _implementation.reset(token)
 
 
-def _uses_frames(dense=False):
-    """True if a layer should lower to 2D ops; `dense` for ungrouped convs."""
+def _lowering():
+    """The implementation in force, with "auto" resolved for this backend."""
     choice = _implementation.get()
-    if choice == "auto":
-        return not dense and _native_grouped_is_slow()
-    return choice == "frames"
-
-
-def _native_grouped_is_slow():
-    """TF's grouped Conv3D, and XLA's on the CPU, are far slower than 2D ops
-    (benchmarks/cpu2-jax-native-vs-frames: 5-9x on JAX's CPU)."""
+    if choice != "auto":
+        return choice
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return True
+        return "frames"
     if backend == "jax":
         import jax
 
-        return jax.default_backend() == "cpu"
-    return False
+        return "frames" if jax.default_backend() == "cpu" else "taps_matmul"
+    return "native"
+
+
+def _uses_frames(dense=False):
+    """True if a layer should lower to 2D ops; `dense` for ungrouped convs,
+    which "auto" keeps native (TF's dense Conv3D is fast)."""
+    if _lowering() != "frames":
+        return False
+    return not dense or _implementation.get() == "frames"
 
 
 def _triple(value, name):
@@ -159,8 +163,8 @@ class Conv3D(keras.layers.Layer):
 
     def call(self, x):
         x = _pad(x, self.padding)
-        if _implementation.get() in ("taps", "taps_matmul"):
-            return self._taps(x, matmul=_implementation.get() == "taps_matmul")
+        if _lowering() in ("taps", "taps_matmul"):
+            return self._taps(x, matmul=_lowering() == "taps_matmul")
         if self.groups == 1:
             y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
         elif _uses_frames():

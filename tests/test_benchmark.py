@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import time
 import types
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from keras_r3d import benchmark
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0,
+TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0, "warmup_s": 0.0,
         "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
         "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"]}
 
@@ -58,8 +59,8 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
 def _flags(**overrides):
     values = {"models": "ShuffleNetV2-0.25x", "backends": ["tensorflow"], "runtimes": ["keras"],
               "precision": ["float32"], "batch_sizes": ["8", "1"], "input_shape": "16,112,112",
-              "num_classes": 600, "warmup": 1, "repeats": 2, "threads": None, "tf32": False,
-              "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
+              "num_classes": 600, "warmup": 1, "warmup_s": 0.5, "repeats": 2, "threads": None,
+              "tf32": False, "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
               "official_repo": None, "official_channels_last": False, "profile_layers": False}
     return types.SimpleNamespace(**{**values, **overrides})
 
@@ -136,6 +137,14 @@ def test_model_groups():
     assert benchmark.resolve_models("C3D,1.0x,C3D")[:2] == ["C3D", "ShuffleNetV1-1.0x"]
     with pytest.raises(ValueError, match="Valid names"):
         benchmark.resolve_models("ShuffleNetV3")
+
+
+def test_time_runner_warms_up_for_calls_and_seconds():
+    calls = []
+    stats = benchmark.time_runner(lambda: calls.append(time.perf_counter()), lambda y: y, warmup=2,
+                                  repeats=3, batch_size=1, warmup_s=0.2)
+    assert stats["repeats"] == 3 and len(calls) > 1 + 2 + 3  # instant calls: many in 0.2 s
+    assert calls[-3] - calls[1] >= 0.2  # first warmup call to first timed call
 
 
 def test_summarize_and_process_plan():
