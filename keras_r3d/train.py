@@ -210,7 +210,14 @@ def train_dataset(config, contract, num_classes, epoch, batch_size):
     dataset = make_dataset(config["train_data"], "train", contract, batch_size,
                            shuffle_seed=config["seed"] * 100003 + epoch, crop=config["crop"],
                            hflip=config["hflip"], cache=config.get("cache"))
-    return dataset.map(lambda clip, label: (clip, tf.one_hot(label, num_classes)))
+    dataset = dataset.map(lambda clip, label: (clip, tf.one_hot(label, num_classes)))
+    # No autotuning thread: when `fit` drops an epoch's iterator, TF 2.21 blocks
+    # until that thread's next wake-up, which backs off 10 ms, 20 ms, ... up to
+    # a minute, so an epoch of 11 s took 20.6 s and one of 25 s took 41 s.
+    # AUTOTUNE parallelism then means one call per core.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def reseed_dropout(model, seed, epoch):
