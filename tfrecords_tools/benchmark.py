@@ -1,6 +1,6 @@
 """Benchmark of conversion and of the training input pipeline, on this machine.
 
-    python -m tfrecords_tools.benchmark [--output_dir benchmarks] [--seconds 20]
+    python -m tfrecords_tools.benchmark [--output_dir benchmarks] [--seconds 20] [--repeats 3]
 
 Converts the real fixture clips (videos and frame folders, shorter side 128)
 and a synthetic set rendered at 128 px, then measures `keras_r3d.data` train
@@ -110,13 +110,21 @@ def stage_profile(pattern, contract, seconds):
     return {"cumulative_cpu_ms_per_clip": cumulative, "stage_cpu_ms_per_clip": shares}
 
 
-def pipeline(pattern, seconds, profile=True):
+def pipeline(pattern, seconds, repeats, profile=True):
+    """The train pipeline's clips/s, `repeats` windows of `seconds` each
+    (the rate drifts within a process by up to 25 %): median and range."""
+    import statistics
+
     import keras_r3d
     from keras_r3d import data
 
     contract = keras_r3d.Preprocessing(**CLIP)
     dataset = data.make_dataset(pattern, "train", contract, BATCH, shuffle_seed=0, repeat=True)
-    result = measure(dataset, seconds, BATCH)
+    windows = [measure(dataset, seconds, BATCH) for _ in range(repeats)]
+    rates = [w["clips_per_s"] for w in windows]
+    result = {"clips_per_s": statistics.median(rates), "clips_per_s_range": [min(rates), max(rates)],
+              "cpu_ms_per_clip": statistics.median(w["cpu_ms_per_clip"] for w in windows),
+              "windows": windows}
     cores = os.cpu_count()
     result["cpu_bound_clips_per_s_on_idle_cores"] = round(cores * 1000 / result["cpu_ms_per_clip"], 1)
     if profile:
@@ -135,7 +143,7 @@ def keep_freed_memory():
     return bool(libc.mallopt(m_mmap_threshold, 256 * 2**20) and libc.mallopt(m_trim_threshold, 2**30))
 
 
-def run(work, seconds, workers):
+def run(work, seconds, workers, repeats):
     import tensorflow as tf
 
     from tfrecords_tools.convert import convert
@@ -151,12 +159,14 @@ def run(work, seconds, workers):
         make_synthetic, work / "synthetic", synthetic, workers=workers, progress=False)
     results["conversion"]["demo_synthetic_default_render_and_convert"] = timed_conversion(
         make_synthetic, work / "demo", DEFAULTS, workers=workers, progress=False)
-    results["pipeline"]["natural_fixtures"] = pipeline(str(work / "natural" / "train-*.tfrecord"), seconds)
-    results["pipeline"]["synthetic_128px"] = pipeline(str(work / "synthetic" / "train-*.tfrecord"), seconds)
+    results["pipeline"]["natural_fixtures"] = pipeline(str(work / "natural" / "train-*.tfrecord"), seconds,
+                                                       repeats)
+    results["pipeline"]["synthetic_128px"] = pipeline(str(work / "synthetic" / "train-*.tfrecord"), seconds,
+                                                      repeats)
     if keep_freed_memory():
         for name, folder in (("natural_fixtures", "natural"), ("synthetic_128px", "synthetic")):
             results["pipeline"][f"{name}_glibc_malloc_tuned"] = pipeline(
-                str(work / folder / "train-*.tfrecord"), seconds, profile=False)
+                str(work / folder / "train-*.tfrecord"), seconds, repeats, profile=False)
     return {
         "what": "tfrecords_tools conversion and keras_r3d.data train pipeline throughput",
         "command": "python -m tfrecords_tools.benchmark " + " ".join(sys.argv[1:]),
@@ -167,6 +177,7 @@ def run(work, seconds, workers):
                     "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"clip": CLIP, "batch": BATCH, "short_side": 128, "jpeg_quality": 90,
                      "conversion_workers": workers, "seconds_per_measurement": seconds,
+                     "measurements_per_pipeline": repeats,
                      "synthetic_128px": dataclass_dict(synthetic), "demo_synthetic": dataclass_dict(DEFAULTS)},
         **results,
     }
@@ -195,10 +206,13 @@ def markdown(report):
     lines += ["", f"Natural fixtures: the 5 fixture videos and 3 gesture frame folders, shorter side 128, JPEG 90, "
               f"{report['settings']['conversion_workers']} workers. Synthetic rows include rendering the videos.",
               "", "## Training pipeline (16 x 112 x 112, batch 16, random multiscale crop)", "",
-              "| data | wall clips/s | CPU ms/clip | clips/s on idle cores (CPU-bound) |",
+              f"Each row: {report['settings'].get('measurements_per_pipeline', 1)} consecutive windows of "
+              f"{report['settings']['seconds_per_measurement']} s; the median and the range.", "",
+              "| data | wall clips/s median [min–max] | CPU ms/clip | clips/s on idle cores (CPU-bound) |",
               "| --- | ---: | ---: | ---: |"]
     for name, r in pipe.items():
-        lines.append(f"| {name} | {r['clips_per_s']} | {r['cpu_ms_per_clip']} | "
+        low, high = r.get("clips_per_s_range", [r["clips_per_s"]] * 2)
+        lines.append(f"| {name} | {r['clips_per_s']} [{low}–{high}] | {r['cpu_ms_per_clip']} | "
                      f"{r['cpu_bound_clips_per_s_on_idle_cores']} |")
     lines += ["", "Rows ending in `_glibc_malloc_tuned`: the same pipeline, measured after `keep_freed_memory()` "
               "(glibc `mallopt`, as `MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824` in the "
@@ -225,9 +239,10 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="benchmarks")
     parser.add_argument("--seconds", type=float, default=20.0, help="per pipeline measurement")
     parser.add_argument("--workers", type=int, default=2, help="conversion processes")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per pipeline")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        report = run(pathlib.Path(work), args.seconds, args.workers)
+        report = run(pathlib.Path(work), args.seconds, args.workers, args.repeats)
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     from keras_r3d.files import write_atomic

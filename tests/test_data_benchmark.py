@@ -1,0 +1,24 @@
+"""tfrecords_tools.benchmark: the pipeline measurement and its report, on a
+tiny synthetic set. No timing is asserted."""
+from tfrecords_tools import benchmark, synthetic
+
+
+def test_pipeline_reports_median_and_range_of_its_windows(tmp_path):
+    config = synthetic.SyntheticConfig(videos_per_class=1, size=32, frames=16, shards=1, val_fraction=0.5)
+    synthetic.make_synthetic(tmp_path, config, workers=1, progress=False)
+    result = benchmark.pipeline(str(tmp_path / "*-*.tfrecord"), seconds=0.2, repeats=3, profile=False)
+    rates = sorted(window["clips_per_s"] for window in result["windows"])
+    assert len(rates) == 3 and result["clips_per_s_range"] == [rates[0], rates[-1]]
+    assert result["clips_per_s"] == rates[1] and result["cpu_ms_per_clip"] > 0
+
+    profile = {"stage_cpu_ms_per_clip": {"read_parse": 1.0, "decode_16_crops": 2.0, "resize": 1.0,
+                                         "normalize_batch_shuffle_overhead": 4.0}}
+    report = {"command": "c", "date_utc": "d", "conversion": {},
+              "machine": {"cpu_model": "cpu", "cores": 2, "tensorflow": "2", "load_average_1_5_15_before": [0],
+                          "load_average_1_5_15_after": [0]},
+              "settings": {"conversion_workers": 2, "seconds_per_measurement": 0.2, "measurements_per_pipeline": 3},
+              "pipeline": {"tiny": {**result, "profile": profile}}}
+    text = benchmark.markdown(report)
+    assert f"| tiny | {rates[1]} [{rates[0]}–{rates[-1]}] |" in text
+    assert "3 consecutive windows of 0.2 s" in text
+    assert "the largest stage is `normalize_batch_shuffle_overhead` (50% of the CPU time)" in text
