@@ -241,6 +241,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="conversion processes")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per pipeline")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.seconds <= 0:
+        parser.error("--repeats must be >= 1 and --seconds > 0")
     with tempfile.TemporaryDirectory() as work:
         report = run(pathlib.Path(work), args.seconds, args.workers, args.repeats)
     output = pathlib.Path(args.output_dir)
