@@ -15,7 +15,7 @@ out)`) and chooses its computation when it is traced:
 * "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
-JAX's CPU, "taps_matmul" on JAX's GPU (1.2-2.5x the cuDNN lowering of the
+JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
 ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
 PyTorch. `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
