@@ -20,9 +20,10 @@ def test_a_reversed_video_is_the_forward_one_played_backwards(tmp_path):
     config = synthetic.SyntheticConfig(size=48, frames=12)
     for motion in ("swipe_right", "zoom_in", "rotate_counterclockwise"):
         videos = []
+        rendered = synthetic.render_frames(motion, np.random.default_rng(5), config)
         for reverse in (False, True):
             path = tmp_path / f"{motion}_{reverse}.mp4"
-            synthetic.render_video(path, motion, reverse, np.random.default_rng(5), config)
+            synthetic.write_video(path, rendered[::-1] if reverse else rendered, config)
             frames, fps = read_video(path)
             assert frames.shape == (12, 48, 48, 3) and fps == 12.0
             videos.append(frames.astype(np.float32))

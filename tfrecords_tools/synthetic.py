@@ -121,9 +121,8 @@ def _trajectory(rng, motion, config):
     return x, y, scale, angle
 
 
-def render_video(path, motion, reverse, rng, config):
-    """Writes one H.264 video of `motion` (played backwards when `reverse`)."""
-    import av
+def render_frames(motion, rng, config):
+    """The uint8 RGB frames of one forward `motion`."""
     from PIL import Image
 
     size = config.size
@@ -138,8 +137,14 @@ def render_video(path, motion, reverse, rng, config):
         layer.paste(shape, (int(x - shape.width / 2), int(y - shape.height / 2)), shape)
         frame = Image.alpha_composite(background, layer)
         frames.append(np.asarray(frame.convert("RGB")))
-    if reverse:
-        frames.reverse()
+    return frames
+
+
+def write_video(path, frames, config):
+    """Writes `frames` as an H.264 video, atomically."""
+    import av
+
+    size = config.size
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}.mp4")
     with av.open(str(temporary), "w") as container:
         stream = container.add_stream("libx264", rate=int(config.fps))
@@ -155,19 +160,20 @@ def render_videos(folder, config=DEFAULTS, progress=True):
     """Renders every video under `folder/<class>/`; existing ones are kept."""
     from tqdm import tqdm
 
-    jobs = [(name, i) for name in CLASSES for i in range(config.videos_per_class)]
-    forward = {a for a, _ in PAIRS}
-    for name, i in tqdm(jobs, desc="rendering", unit="video", disable=not progress, dynamic_ncols=True):
-        # Video i of a pair's two classes is one rendering, played both ways, and
-        # named after its forward motion: appearance cannot tell the classes
-        # apart, even by memorising a video, and both land in the same split.
-        pair = next(p for p in PAIRS if name in p)
-        path = pathlib.Path(folder) / name / f"{pair[0]}_{i:04d}.mp4"
-        if path.exists():
+    jobs = [(pair, i) for pair in PAIRS for i in range(config.videos_per_class)]
+    for pair, i in tqdm(jobs, desc="rendering", unit="pair", disable=not progress, dynamic_ncols=True):
+        # Video i of a pair's two classes is one rendering, played forward in the
+        # first and backwards in the second, and named after its forward motion:
+        # appearance cannot tell the classes apart, even by memorising a video,
+        # and both land in the same split. It is rendered once for both.
+        paths = [pathlib.Path(folder) / name / f"{pair[0]}_{i:04d}.mp4" for name in pair]
+        if all(path.exists() for path in paths):
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng([config.seed, PAIRS.index(pair), i])
-        render_video(path, pair[0], name not in forward, rng, config)
+        frames = render_frames(pair[0], np.random.default_rng([config.seed, PAIRS.index(pair), i]), config)
+        for path, ordered in zip(paths, (frames, frames[::-1])):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_video(path, ordered, config)
 
 
 def make_synthetic(output, config=DEFAULTS, workers=None, progress=True):
