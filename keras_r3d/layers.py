@@ -163,8 +163,9 @@ class Conv3D(keras.layers.Layer):
 
     def call(self, x):
         x = _pad(x, self.padding)
-        if _lowering() in ("taps", "taps_matmul"):
-            return self._taps(x, matmul=_lowering() == "taps_matmul")
+        lowering = _lowering()
+        if lowering in ("taps", "taps_matmul"):
+            return self._taps(x, matmul=lowering == "taps_matmul")
         if self.groups == 1:
             y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
         elif _uses_frames():
