@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from keras_r3d.files import savefig_atomic, write_atomic
-from keras_r3d.layers import IMPLEMENTATIONS, implementation
+from keras_r3d.layers import IMPLEMENTATIONS, implementation, xla_by_default
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
@@ -438,18 +438,9 @@ def measure_keras(name, settings, on_row):
 
 
 def tf_jit_choices(values):
-    """`--tf_jit_compile` values -> booleans. "auto" is XLA on a GPU and a
-    plain tf.function graph on CPU, where TF's XLA CPU code ran ShuffleNetV2
-    and MobileNetV1 1.0x 2.8-4.4x slower than the graph
-    (benchmarks/cpu2-tf-xla-vs-graph.md)."""
-    choices = []
-    for value in values:
-        if value == "auto":
-            import tensorflow as tf
-
-            value = "true" if tf.config.list_physical_devices("GPU") else "false"
-        choices.append(value == "true")
-    return list(dict.fromkeys(choices))
+    """`--tf_jit_compile` values -> booleans ("auto": `xla_by_default()`)."""
+    return list(dict.fromkeys(xla_by_default() if value == "auto" else value == "true"
+                              for value in values))
 
 
 # ---------------------------------------------------------------- the official code

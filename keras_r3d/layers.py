@@ -61,6 +61,19 @@ def _lowering():
     return "native"
 
 
+def xla_by_default():
+    """Whether "auto" XLA-compiles a TF step (jit_compile): yes where TF sees a
+    GPU, no on CPU only, where XLA ran the zoo 2.8-4.4x slower at inference
+    (benchmarks/cpu2-tf-xla-vs-graph.md) and the demo recipe 2.8x slower in
+    training, though not every model and input (README, "Train and evaluate").
+    JAX always compiles; torch runs eager."""
+    if keras.backend.backend() != "tensorflow":
+        return keras.backend.backend() == "jax"
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def _uses_frames(dense=False):
     """True if a layer should lower to 2D ops; `dense` for ungrouped convs,
     which "auto" keeps native (TF's dense Conv3D is fast)."""

@@ -269,3 +269,16 @@ def test_contract_flags_override_the_normalization():
                                                           std=(0.225,) * 3)
     with pytest.raises(ValueError, match="mean"):
         r3d_train.build_model({**config, "mean": ["0.5"]}, ["a", "b"])
+
+
+def test_jit_compile_auto_is_off_on_cpu_only_tensorflow(monkeypatch):
+    import keras
+
+    assert [r3d_train.jit_compile({"jit_compile": v}) for v in ("true", "false")] == [True, False]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        assert r3d_train.jit_compile({"jit_compile": "auto"}) is bool(gpus)
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"])
+        assert r3d_train.jit_compile({"jit_compile": "auto"}) is True
