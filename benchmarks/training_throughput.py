@@ -3,6 +3,7 @@ official SGD on in-memory random clips, so that the input pipeline is not
 measured. Writes benchmarks/training_<backend>_<device>.{json,md}.
 
     python benchmarks/training_throughput.py --models ShuffleNetV2-1.0x,MobileNetV2-1.0x
+    python benchmarks/training_throughput.py --jit_compile true,false ...   # XLA against the graph
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def measure(name, batch_size, frames, size, steps, warmup):
+def measure(name, batch_size, frames, size, steps, warmup, jit_compile):
     """Seconds per step after `warmup` steps (tracing included there)."""
     import keras
 
@@ -34,7 +35,7 @@ def measure(name, batch_size, frames, size, steps, warmup):
 
     model = keras_r3d.create_model(name, num_classes=27, input_shape=(frames, size, size, 3))
     model.compile(optimizer=OfficialSGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     clips = rng.normal(0, 50, (batch_size, frames, size, size, 3)).astype(np.float32)
     labels = rng.integers(0, 27, batch_size)
@@ -48,7 +49,7 @@ def measure(name, batch_size, frames, size, steps, warmup):
         model.train_on_batch(clips, labels)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
-    return {"model": name, "batch_size": batch_size, "input": [frames, size, size, 3],
+    return {"model": name, "jit_compile": jit_compile, "batch_size": batch_size, "input": [frames, size, size, 3],
             "warmup_s": round(first, 2), "step_s_median": round(median, 3),
             "clips_per_s": round(batch_size / median, 2), "steps": steps}
 
@@ -61,15 +62,24 @@ def main():
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--jit_compile", default="auto",
+                        help="auto (as keras_r3d.train), true or false; several, comma-separated, time each")
     parser.add_argument("--output", default=None, help="stem of the .json/.md (default by backend/device)")
     args = parser.parse_args()
     from tqdm import tqdm
 
+    from keras_r3d.benchmark import tf_jit_choices
+
+    choices = args.jit_compile.split(",")
+    if not set(choices) <= {"auto", "true", "false"}:
+        parser.error(f"--jit_compile takes auto, true or false, got {args.jit_compile!r}")
+    jits = tf_jit_choices(choices)
     rows = []
     for name in tqdm(args.models.split(","), desc="models", file=sys.stderr):
-        load = os.getloadavg()[0]
-        rows.append(measure(name, args.batch_size, args.frames, args.size, args.steps, args.warmup))
-        write(rows, args, load)
+        for jit in jits:
+            load = os.getloadavg()[0]
+            rows.append(measure(name, args.batch_size, args.frames, args.size, args.steps, args.warmup, jit))
+            write(rows, args, load)
 
 
 def write(rows, args, load):
@@ -88,8 +98,10 @@ def write(rows, args, load):
              f"{result['load_average_1min_after']} after: the machine was shared)", "",
              f"`{result['command']}`: `model.train_on_batch` with OfficialSGD on in-memory random clips, "
              f"median of {args.steps} steps after {args.warmup} warm-up steps.", "",
-             "| model | input | batch | clips/s | s/step | warm-up s |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {'x'.join(map(str, r['input'][:3]))} | {r['batch_size']} | {r['clips_per_s']} "
+             "| model | XLA | input | batch | clips/s | s/step | warm-up s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {'yes' if r.get('jit_compile') else 'no'} | {'x'.join(map(str, r['input'][:3]))} "
+              f"| {r['batch_size']} | {r['clips_per_s']} "
               f"| {r['step_s_median']} | {r['warmup_s']} |" for r in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)

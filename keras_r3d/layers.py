@@ -64,7 +64,7 @@ def _lowering():
 def xla_by_default():
     """Whether "auto" XLA-compiles a TF step (jit_compile): yes where TF sees a
     GPU, no on CPU only, where XLA ran the zoo 2.8-4.4x slower at inference
-    (benchmarks/cpu2-tf-xla-vs-graph.md) and the demo recipe 2.8x slower in
+    (benchmarks/cpu2-tf-xla-vs-graph.md) and the demo recipe 2.5x slower in
     training, though not every model and input (README, "Train and evaluate").
     JAX always compiles; torch runs eager."""
     if keras.backend.backend() != "tensorflow":

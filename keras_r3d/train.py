@@ -713,7 +713,7 @@ def define_flags(flag_values=None):
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
     d.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA-compile the train and "
                   "predict steps; auto: yes on JAX and on TF with a GPU, no on CPU-only TF, where XLA "
-                  "trains the demo recipe 2.8x slower (but ShuffleNetV2-1.0x at 8x32x32 2x faster).")
+                  "trains the demo recipe 2.5x slower (but ShuffleNetV2-1.0x at 8x32x32 2.1x faster).")
     d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "
                   "a resumed run then reproduces an uninterrupted one bit for bit.")
     d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
