@@ -1,6 +1,7 @@
 """Training throughput (clips/s) of zoo models: `model.fit` steps with the
 official SGD on in-memory random clips, so that the input pipeline is not
-measured. Writes benchmarks/training_<backend>_<device>.{json,md}.
+measured. Writes benchmarks/training_<backend>_<device>.{json,md}, where
+device is `cpu` or the GPU's name (`h100`).
 
     python benchmarks/training_throughput.py --models ShuffleNetV2-1.0x,MobileNetV2-1.0x
     python benchmarks/training_throughput.py --jit_compile true,false ...   # XLA against the graph
@@ -24,6 +25,32 @@ def cpu_model():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def compute_device():
+    """("cpu", None) or (a short GPU name such as "h100", its full name) for
+    this process's Keras backend."""
+    import keras
+
+    backend, name = keras.backend.backend(), None
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        name = device.device_kind if device.platform == "gpu" else None
+    elif backend == "torch":
+        import torch
+
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else None
+    if not name:
+        return "cpu", None
+    words = [w for w in name.replace("NVIDIA", "").split() if any(c.isdigit() for c in w)]
+    return (words[0] if words else name.split()[-1]).lower(), name
 
 
 def measure(name, batch_size, frames, size, steps, warmup, jit_compile):
@@ -86,16 +113,17 @@ def write(rows, args, load):
     """Writes the rows so far (a crash keeps the models already measured)."""
     import keras
 
-    device = "cpu"
-    result = {"backend": keras.backend.backend(), "device": device, "cpu": cpu_model(),
+    device, gpu = compute_device()
+    result = {"backend": keras.backend.backend(), "device": device, "gpu": gpu, "cpu": cpu_model(),
               "cpu_count": os.cpu_count(), "load_average_1min_before": round(load, 2),
               "load_average_1min_after": round(os.getloadavg()[0], 2),
               "command": " ".join([pathlib.Path(sys.executable).name] + sys.argv), "results": rows}
     stem = pathlib.Path(args.output) if args.output else HERE / f"training_{result['backend']}_{device}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")  # small: rewritten per model
-    lines = [f"# Training throughput, {result['backend']} backend, {result['cpu']} "
+    where = f"{gpu}, host {result['cpu']}" if gpu else result["cpu"]
+    lines = [f"# Training throughput, {result['backend']} backend, {where} "
              f"({result['cpu_count']} cores, 1-min load {result['load_average_1min_before']} before the last model, "
-             f"{result['load_average_1min_after']} after: the machine was shared)", "",
+             f"{result['load_average_1min_after']} after)", "",
              f"`{result['command']}`: `model.train_on_batch` with OfficialSGD on in-memory random clips, "
              f"median of {args.steps} steps after {args.warmup} warm-up steps.", "",
              "| model | XLA | input | batch | clips/s | s/step | warm-up s |",

@@ -16,6 +16,7 @@ from keras_r3d.models import (
     ShuffleNetV2_3D,
     SqueezeNet3D,
     VideoClassifier,
+    fold_batch_norm,
 )
 from keras_r3d.preprocessing import Preprocessing, preprocess
 from keras_r3d.profiling import profile
@@ -34,5 +35,6 @@ def classify(model, path_or_frames, top_k=5, clips=1):
 __all__ = [
     "C3D", "MobileNet3D", "MobileNetV2_3D", "ResNeXt3D", "ResNet3D", "ShuffleNet3D",
     "ShuffleNetV2_3D", "SqueezeNet3D", "VideoClassifier", "Preprocessing", "build", "classify",
-    "create_model", "implementation", "list_models", "load", "model_info", "preprocess", "profile",
+    "create_model", "fold_batch_norm", "implementation", "list_models", "load", "model_info",
+    "preprocess", "profile",
 ]

@@ -411,17 +411,20 @@ def measure_keras(name, settings, on_row):
     import keras
 
     from keras_r3d import create_model
+    from keras_r3d.models import fold_batch_norm
 
     backend = keras.backend.backend()
     # XLA on/off only exists on TF; JAX is always jitted, torch runs eager.
     jit_choices = tf_jit_choices(settings["tf_jit_compile"]) if backend == "tensorflow" else [None]
-    for precision, jit, layers in itertools.product(settings["precisions"], jit_choices,
-                                                    settings["layers"]):
+    for precision, jit, layers, batch_norm in itertools.product(
+            settings["precisions"], jit_choices, settings["layers"], settings["batch_norm"]):
         base = {"model": name, "runtime": "keras", "backend": backend, "precision": precision}
         if jit is not None:
             base["jit_compile"] = jit
         if layers != "auto":
             base["layers"] = layers
+        if batch_norm == "folded":
+            base["batch_norm"] = batch_norm
         if precision == "int8":
             not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
                            on_row)
@@ -430,6 +433,8 @@ def measure_keras(name, settings, on_row):
         with dtype_policy(precision):
             model = create_model(name, num_classes=settings["num_classes"],
                                  input_shape=settings["input_shape"])
+            if batch_norm == "folded":
+                model = fold_batch_norm(model)
         with implementation(layers):  # the first (compile) call traces the layers
             measure(base, settings["batch_sizes"],
                     lambda batch: keras_runner(model, random_clips(batch, settings["input_shape"]),
@@ -910,7 +915,8 @@ def series_label(row):
     label = RUNTIME_LABELS.get(row["runtime"], row["runtime"])
     if row["runtime"] == "keras":
         label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''}"
-        label += f"{', ' + row['layers'] + ' layers' if row.get('layers') else ''})"
+        label += f"{', ' + row['layers'] + ' layers' if row.get('layers') else ''}"
+        label += f"{', BN folded' if row.get('batch_norm') == 'folded' else ''})"
     elif row["runtime"] in DEPLOYABLE and row.get("backend") not in (None, row["runtime"]):
         label += f" ({row['backend']})"  # e.g. tflite+xnnpack
     return f"{label} {row['precision']}"
@@ -1227,6 +1233,9 @@ def _define_flags():
     flags.DEFINE_list("layers", ["auto"], "How the zoo's layers are traced for the keras runtime "
                       "(keras_r3d.implementation): auto, native (3D ops) or frames (2D ops); "
                       "several values time each.")
+    flags.DEFINE_list("batch_norm", ["separate"], "Keras runtime: separate (as built) or folded "
+                      "(keras_r3d.fold_batch_norm: BN folded into the convs, for inference); "
+                      "both values time each.")
     flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
                       f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
     flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png of this results JSON "
@@ -1269,6 +1278,7 @@ def settings_from_flags(f):
         "tf_jit_compile": choices(f.tf_jit_compile, ("auto", "true", "false"), "tf_jit_compile"),
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
         "layers": choices(f.layers, IMPLEMENTATIONS, "layers"),
+        "batch_norm": choices(f.batch_norm, ("separate", "folded"), "batch_norm"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
         "official_channels_last": f.official_channels_last,
         "profile_layers": f.profile_layers,

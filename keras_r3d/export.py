@@ -7,9 +7,11 @@
 
 Every artifact takes uint8 RGB frames `(N, T, S, S, 3)` (N dynamic) and applies
 the model's preprocessing contract inside its graph with
-`keras_r3d.preprocess`; `--raw_input` takes already-normalized float32
-instead. The contract, the class names and the architecture travel in the
-artifact's metadata (`keras_r3d.runtimes.read_metadata`). Artifacts:
+`keras_r3d.preprocess`, then the model with its BatchNorms folded into the
+convs (`keras_r3d.fold_batch_norm`; verified against the model as given).
+`--raw_input` takes already-normalized float32 instead. The contract, the class
+names and the architecture travel in the artifact's metadata
+(`keras_r3d.runtimes.read_metadata`). Artifacts:
 
     DIR/saved_model/         TensorFlow SavedModel, signature serving_default
     DIR/model_<quant>.tflite builtin ops only; traced as 2D ops so int8 is int8 throughout
@@ -36,6 +38,7 @@ import numpy as np
 from keras_r3d import runtimes
 from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
+from keras_r3d.models import fold_batch_norm
 from keras_r3d.preprocessing import preprocess
 
 FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
@@ -88,7 +91,8 @@ def export_metadata(model, *, raw_input, input_dtype, quantize="none"):
 
 def serving_function(model, *, raw_input=False, input_dtype="uint8"):
     """A `tf.function` with an input signature: frames `(None, T, S, S, 3)` ->
-    {"logits": ...}. Trace it inside `keras_r3d.implementation(...)`.
+    {"logits": ...} of `model` with its BatchNorms folded (`fold_batch_norm`).
+    Trace it inside `keras_r3d.implementation(...)`.
 
     Args:
         raw_input: take normalized float32 input instead of frames.
@@ -96,6 +100,7 @@ def serving_function(model, *, raw_input=False, input_dtype="uint8"):
     """
     tf = _tf()
     contract = model.preprocessing
+    model = fold_batch_norm(model)
     dtype = tf.float32 if raw_input else tf.as_dtype(input_dtype)
     spec = tf.TensorSpec([None, contract.frames, contract.size, contract.size, 3], dtype,
                          name=runtimes.INPUT_NAME)
@@ -119,6 +124,7 @@ def export_saved_model(model, path, *, raw_input=False):
     """A SavedModel (signature `serving_default`) with the metadata as an asset."""
     tf = _tf()
     path = pathlib.Path(path)
+    model = fold_batch_norm(model)  # what the signature runs, so the variables saved
     module = tf.Module()
     module.model = model
     with implementation("auto"):

@@ -12,7 +12,9 @@ out)`) and chooses its computation when it is traced:
   times per-channel weights (accumulated in float32), which XLA fuses into one
   memory-bound kernel; the rest native. cuDNN's depthwise 3D conv is the slow
   part of the zoo on GPUs.
-* "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
+* "taps_matmul": "taps", and as matrix products: 1x1x1 convs, grouped too, and
+  the RGB stems over their concatenated patches (cuDNN's 3-channel 3D conv
+  took 65 % of ShuffleNetV2's forward on an H200: benchmarks/gpu_profile_*).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
@@ -30,6 +32,7 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
+PATCHES_MAX_DEPTH = 96  # "taps_matmul": dense convs whose patch (k^3 * in) is this small
 IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
@@ -198,20 +201,31 @@ class Conv3D(keras.layers.Layer):
             y = self._pointwise_matmul(x)
         elif self.groups == x.shape[-1] == self.filters:
             y = self._depthwise_taps(x)
+        elif matmul and self.groups == 1 and math.prod(self.kernel.shape[:4]) <= PATCHES_MAX_DEPTH:
+            y = self._patches_matmul(x)
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y
 
-    def _depthwise_taps(self, x):
+    def _tap_views(self, x):
+        """(offset, the strided view of `x` that kernel tap `offset` reads)."""
         size = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], self.kernel_size, self.strides)]
+        for offset in np.ndindex(*self.kernel_size):
+            yield offset, x[(slice(None),) + tuple(
+                slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, self.strides, size))]
+
+    def _depthwise_taps(self, x):
         kernel = ops.cast(ops.reshape(self.kernel, self.kernel_size + (self.filters,)), "float32")
         out = None
-        for offset in np.ndindex(*self.kernel_size):
-            view = x[(slice(None),) + tuple(
-                slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, self.strides, size))]
+        for offset, view in self._tap_views(x):
             term = ops.cast(view, "float32") * kernel[offset]
             out = term if out is None else out + term
         return ops.cast(out, x.dtype)
+
+    def _patches_matmul(self, x):
+        # Patch channels in the kernel's (kt, kh, kw, in) order.
+        patches = ops.concatenate([view for _, view in self._tap_views(x)], axis=-1)
+        return ops.matmul(patches, ops.reshape(self.kernel, (-1, self.filters)))
 
     def _pointwise_matmul(self, x):
         if self.strides != (1, 1, 1):

@@ -18,7 +18,8 @@ from keras_r3d import benchmark
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0, "warmup_s": 0.0,
         "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
-        "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"]}
+        "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"],
+        "batch_norm": ["separate"]}
 
 
 def test_cli_smoke_tensorflow_and_jax(tmp_path):
@@ -61,6 +62,7 @@ def _flags(**overrides):
               "precision": ["float32"], "batch_sizes": ["8", "1"], "input_shape": "16,112,112",
               "num_classes": 600, "warmup": 1, "warmup_s": 0.5, "repeats": 2, "threads": None,
               "tf32": False, "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
+              "batch_norm": ["separate"],
               "official_repo": None, "official_channels_last": False, "profile_layers": False}
     return types.SimpleNamespace(**{**values, **overrides})
 
@@ -76,6 +78,7 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
                          (dict(batch_sizes=["0"]), "positive"),
                          (dict(runtimes=[]), "runtimes"),
                          (dict(layers=["2d"]), "layers"),
+                         (dict(batch_norm=["fused"]), "batch_norm"),
                          (dict(official_repo=str(tmp_path)), "models/")):
         with pytest.raises(ValueError, match=message):
             benchmark.settings_from_flags(_flags(**bad))
@@ -99,6 +102,16 @@ def test_exported_runtimes(tmp_path):
     benchmark.measure_exported("ShuffleNetV2-0.25x", ["tensorrt"], TINY, rows.append)
     assert rows[0]["status"] == "ok" or (rows[0]["status"].startswith("not measured: ")
                                          and "tensorrt" in rows[0]["status"])
+
+
+def test_keras_rows_with_batch_norm_folded():
+    """--batch_norm=separate,folded times the model as built and folded."""
+    rows = []
+    benchmark.measure_keras("ShuffleNetV2-0.25x", {**TINY, "batch_norm": ["separate", "folded"]},
+                            rows.append)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert [row.get("batch_norm") for row in rows] == [None, "folded"]
+    assert benchmark.series_label(rows[1]) == "Keras (tensorflow, BN folded) float32"
 
 
 def test_official_repo_is_imported_from_the_path(tmp_path):

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_r3d import create_model, export, preprocess, runtimes
+from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
 from tests.conftest import GESTURES
 
 FLOAT_COSINE = 0.98
@@ -117,6 +117,17 @@ def test_raw_input_takes_normalized_float(raw_input_tflite):
     metadata = runtimes.read_metadata(path)
     assert metadata["input"]["dtype"] == "float32" and not metadata["input"]["normalized_in_graph"]
     assert runtimes.load_runtime(path).input_dtype == np.float32
+
+
+def test_exports_run_the_model_with_batch_norm_folded(tiny_model):
+    """Every format traces `serving_function`, which runs the folded model:
+    its graph captures the folded weights (no BN statistics)."""
+    folded = fold_batch_norm(tiny_model)
+    assert len(folded.weights) < len(tiny_model.weights)
+    with implementation("frames"):
+        concrete = export.serving_function(tiny_model).get_concrete_function()
+    assert len(concrete.variables) == len(folded.weights)
+    assert not [v for v in concrete.variables if "moving_" in v.name]
 
 
 def test_argument_checks(tiny_model, tmp_path):

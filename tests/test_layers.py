@@ -11,19 +11,20 @@ def _run(layer, x, implementation):
         return np.asarray(layer(x))
 
 
-@pytest.mark.parametrize("filters,kernel,strides,padding,groups,bias", [
-    (8, 3, 1, 1, 1, False),            # dense 3x3x3
-    (8, 3, (1, 2, 2), 1, 1, True),     # the stems
-    (6, 3, 2, 1, 6, False),            # depthwise, strided on T, H, W
-    (12, 1, 1, 0, 3, False),           # ShuffleNet's grouped 1x1x1
-    (12, 3, 2, 1, 3, False),           # ResNeXt's grouped 3x3x3, strided
-    (4, (7, 7, 7), (1, 2, 2), 3, 1, False),  # ResNet's stem
-    (12, 1, 2, 0, 1, True),            # strided dense 1x1x1
-    (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True),  # uneven depthwise
+@pytest.mark.parametrize("filters,kernel,strides,padding,groups,bias,channels", [
+    (8, 3, 1, 1, 1, False, 6),            # dense 3x3x3
+    (8, 3, (1, 2, 2), 1, 1, True, 6),     # strided dense
+    (8, 3, (1, 2, 2), 1, 1, True, 3),     # the RGB stems ("taps_matmul": patches as a matmul)
+    (6, 3, 2, 1, 6, False, 6),            # depthwise, strided on T, H, W
+    (12, 1, 1, 0, 3, False, 6),           # ShuffleNet's grouped 1x1x1
+    (12, 3, 2, 1, 3, False, 6),           # ResNeXt's grouped 3x3x3, strided
+    (4, (7, 7, 7), (1, 2, 2), 3, 1, False, 3),  # ResNet's stem (too large for patches)
+    (12, 1, 2, 0, 1, True, 6),            # strided dense 1x1x1
+    (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True, 6),  # uneven depthwise
 ])
-def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, padding, groups, bias):
+def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, padding, groups, bias, channels):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 9, 10, 11, 6)).astype(np.float32)
+    x = rng.standard_normal((2, 9, 10, 11, channels)).astype(np.float32)
     layer = layers.Conv3D(filters, kernel, strides=strides, padding=padding, groups=groups, use_bias=bias)
     layer.build(x.shape)
     if bias:

@@ -152,3 +152,28 @@ def test_models_do_not_import_tensorflow():
                          env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_fold_batch_norm_computes_the_same(name, tmp_path):
+    """Every BN that follows a conv folds into it; the logits stay the same,
+    also after a save and load, with trained-looking BN statistics."""
+    keras.utils.set_random_seed(0)
+    model = keras_r3d.create_model(name, num_classes=5, input_shape=SMALL[name])
+    rng = np.random.default_rng(2)
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in batch_norms:  # gamma, beta, moving mean, moving variance
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i != 2 else
+                           rng.normal(0.0, 0.3, w.shape).astype(np.float32)
+                           for i, w in enumerate(layer.get_weights())])
+    folded = keras_r3d.fold_batch_norm(model)
+    assert batch_norms and not [layer for layer in folded.layers
+                                if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    assert folded.class_names == model.class_names and folded.preprocessing == model.preprocessing
+    x = rng.standard_normal((2, *SMALL[name])).astype(np.float32)
+    expected = np.asarray(model(x, training=False))
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(folded(x), expected, atol=1e-5 * scale)
+    folded.save(tmp_path / "folded.keras")
+    np.testing.assert_allclose(keras_r3d.load(tmp_path / "folded.keras")(x), expected, atol=1e-5 * scale)

@@ -63,3 +63,24 @@ def test_config_checks():
         synthetic.SyntheticConfig(size=63)
     with pytest.raises(ValueError, match="val_fraction"):
         synthetic.SyntheticConfig(val_fraction=0.0)
+    with pytest.raises(ValueError, match="shape_scale"):
+        synthetic.SyntheticConfig(shape_scale=0.9)
+    with pytest.raises(ValueError, match="rotation degrees"):
+        synthetic.SyntheticConfig(rotation_min_degrees=200, rotation_max_degrees=100)
+
+
+def test_shape_scale_and_rotation_range_change_the_rendering():
+    """The shape grows with shape_scale, and a rotating video turns through
+    the chosen range."""
+    def shape_pixels(frames):
+        return float(np.mean([np.abs(f.astype(float) - np.median(f, axis=(0, 1))).sum(-1) > 60
+                              for f in frames]))
+
+    small, large = (synthetic.render_frames("swipe_right", np.random.default_rng(3),
+                                            synthetic.SyntheticConfig(size=64, shape_scale=s))
+                    for s in (0.3, 0.6))
+    assert shape_pixels(large) > 2.5 * shape_pixels(small)
+    config = synthetic.SyntheticConfig(rotation_min_degrees=280, rotation_max_degrees=340)
+    for seed in range(5):
+        angle = synthetic._trajectory(np.random.default_rng(seed), "rotate_counterclockwise", config)[3]
+        assert 280 <= angle[-1] - angle[0] <= 340 and np.all(np.diff(angle) > 0)

@@ -1,6 +1,8 @@
 """The embedded default data set: synthetic motion videos, as TFRecords.
 
-    python -m tfrecords_tools.synthetic --output DIR [--videos_per_class N --size S --seed K]
+    python -m tfrecords_tools.synthetic --output DIR [--videos_per_class N --size S --seed K ...]
+
+(every `SyntheticConfig` field is a flag).
 
 Renders real H.264 `.mp4` files with PyAV into `DIR/videos/<class>/`, then
 converts them with `tfrecords_tools.convert` (format `folders`, a hashed
@@ -41,6 +43,9 @@ class SyntheticConfig:
         val_fraction: share of videos (by a hash of the path) in the val split.
         seed: seeds every random choice; the same seed gives the same videos.
         shards: shards per split.
+        shape_scale: side of the moving shape, as a fraction of the frame side.
+        rotation_min_degrees, rotation_max_degrees: the range of a rotating
+            video's total turn, drawn per video.
     """
 
     videos_per_class: int = 64
@@ -50,6 +55,9 @@ class SyntheticConfig:
     val_fraction: float = 0.25
     seed: int = 0
     shards: int = 4
+    shape_scale: float = 0.4
+    rotation_min_degrees: float = 150.0
+    rotation_max_degrees: float = 220.0
 
     def __post_init__(self):
         for name in ("videos_per_class", "size", "frames", "shards"):
@@ -61,6 +69,11 @@ class SyntheticConfig:
             raise ValueError(f"frames must be >= 8, got {self.frames}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.1 <= self.shape_scale <= 0.7:
+            raise ValueError(f"shape_scale must be in [0.1, 0.7], got {self.shape_scale}")
+        if not 0.0 < self.rotation_min_degrees <= self.rotation_max_degrees:
+            raise ValueError("rotation degrees must satisfy 0 < min <= max, got "
+                             f"{self.rotation_min_degrees}, {self.rotation_max_degrees}")
 
 
 DEFAULTS = SyntheticConfig()
@@ -117,7 +130,8 @@ def _trajectory(rng, motion, config):
     elif motion == "zoom_in":
         scale = rng.uniform(0.35, 0.55) + rng.uniform(0.8, 1.1) * t
     elif motion == "rotate_counterclockwise":
-        angle = angle + rng.uniform(150, 220) * t  # PIL rotates counterclockwise
+        turn = rng.uniform(config.rotation_min_degrees, config.rotation_max_degrees)
+        angle = angle + turn * t  # PIL rotates counterclockwise
     return x, y, scale, angle
 
 
@@ -127,7 +141,7 @@ def render_frames(motion, rng, config):
 
     size = config.size
     background = Image.fromarray(_background(rng, size)).convert("RGBA")
-    base = int(0.4 * size)
+    base = int(config.shape_scale * size)
     sprite = _sprite(rng, 2 * base)
     frames = []
     for x, y, scale, angle in zip(*_trajectory(rng, motion, config)):

@@ -115,3 +115,61 @@ def classifier(num_classes, dropout, classifier_activation, dense_name="classifi
         return keras.layers.Dense(num_classes, activation=classifier_activation, name=dense_name)(x)
 
     return head
+
+
+def fold_batch_norm(model):
+    """An inference copy of `model` with each BatchNormalization that is the
+    only consumer of a `Conv3D` folded into that conv's kernel and bias.
+
+    Computes what `model(x, training=False)` computes, with one op fewer per
+    conv (on a GPU, XLA fuses the bias and ReLU into the conv). The BN layers
+    become `Identity` layers of the same names; other layers keep their
+    weights. Returns `model` itself if no BN folds. Not for training: the BN
+    statistics are gone.
+    """
+    folds = {}  # conv name -> the BN layer that follows it
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        parents = layer._inbound_nodes[0].parent_nodes
+        conv = parents[0].operation if len(parents) == 1 else None
+        rank = len(layer.input.shape)
+        if (isinstance(conv, r3d_layers.Conv3D) and len(conv._outbound_nodes) == 1
+                and layer.axis % rank == rank - 1):
+            folds[conv.name] = layer
+    if not folds:
+        return model
+    bn_names = {bn.name for bn in folds.values()}
+    config = model.get_config()
+    for entry in config["layers"]:
+        name = entry["config"]["name"]
+        if name in folds:
+            entry["config"]["use_bias"] = True
+        elif name in bn_names:
+            entry.update(module="keras.layers", class_name="Identity", registered_name=None,
+                         config={"name": name, "dtype": entry["config"].get("dtype"),
+                                 "trainable": False})
+            for node in entry["inbound_nodes"]:
+                node["kwargs"] = {}  # BN's `training` and `mask`
+    folded = model.__class__.from_config(config)
+    for layer in folded.layers:
+        source = model.get_layer(layer.name)
+        if layer.name in folds:
+            kernel, bias = _folded_conv(source, folds[layer.name])
+            layer.set_weights([kernel, bias])
+        elif layer.name not in bn_names:
+            layer.set_weights(source.get_weights())
+    return folded
+
+
+def _folded_conv(conv, bn):
+    """The kernel and bias of `conv` followed by `bn` in inference mode."""
+    import numpy as np
+
+    weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w).astype(np.float64)
+               for w in bn.weights}
+    scale = weights.get("gamma", 1.0) / np.sqrt(weights["moving_variance"] + bn.epsilon)
+    shift = weights.get("beta", 0.0) - weights["moving_mean"] * scale
+    kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float64)
+    bias = keras.ops.convert_to_numpy(conv.bias).astype(np.float64) if conv.use_bias else 0.0
+    return (kernel * scale).astype(np.float32), (bias * scale + shift).astype(np.float32)

@@ -1,0 +1,49 @@
+"""The scripts in benchmarks/ that are not keras_r3d.benchmark, on tiny settings
+on the CPU: training throughput, and the per-layer kernel profile (XLA's CPU
+thunks stand in for GPU kernels). No timing is asserted."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def _run(script, args, backend):
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_training_throughput(tmp_path):
+    _run("training_throughput.py", ["--models=ShuffleNetV2-0.25x", "--frames=8", "--size=32", "--batch_size=2",
+                                    "--steps=2", "--warmup=1", f"--output={tmp_path / 'train'}"], "tensorflow")
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert result["backend"] == "tensorflow" and result["device"] == "cpu" and result["gpu"] is None
+    (row,) = result["results"]
+    assert row["model"] == "ShuffleNetV2-0.25x" and row["clips_per_s"] > 0 and row["jit_compile"] is False
+    assert "| ShuffleNetV2-0.25x | no | 8x32x32 | 2 |" in (tmp_path / "train.md").read_text()
+
+
+def test_gpu_profile_maps_kernels_to_layers(tmp_path):
+    _run("gpu_profile.py", ["--models=ShuffleNetV2-0.25x", "--batch_size=1", "--input_shape=8,32,32",
+                            "--calls=2", f"--output={tmp_path / 'profile'}"], "jax")
+    rows = json.loads((tmp_path / "profile.json").read_text())["models"]["ShuffleNetV2-0.25x"]
+    layers = {row["layer"] for row in rows}
+    assert {"conv1_0", "maxpool", "features_0_banch2_3"} <= layers  # stem, pool, a depthwise conv
+    assert all(row["us_per_call"] > 0 and row["kind"] != "?" for row in rows)
+    markdown = (tmp_path / "profile.md").read_text()
+    assert "## ShuffleNetV2-0.25x" in markdown and "| conv1_0 |" in markdown
+
+
+def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
+    _run("demo_probe.py", [f"--data={tmp_path / 'set'}", "--videos_per_class=8", "--size=32", "--video_frames=10",
+                           "--shape_scale=0.6", "--rotation_degrees=280,340", "--frames=4", "--windows=1",
+                           "--passes=2", "--clips_per_pass=4", "--models=plain",
+                           f"--output={tmp_path / 'probe'}"], "tensorflow")
+    result = json.loads((tmp_path / "probe.json").read_text())
+    assert result["train_clips"] + result["val_clips"] == 16  # the two rotation classes only
+    (probe,) = result["probes"]
+    assert probe["model"] == "plain" and [p["pass"] for p in probe["passes"]] == [1, 2]
+    assert all(0.0 <= p["val_top1"] <= 1.0 for p in probe["passes"])
