@@ -8,7 +8,7 @@ metadata back to the Keras layer that made it.
 
 Writes OUTPUT.json (every kernel: HLO op, kind, layer, microseconds per call)
 and OUTPUT.md (per model: device time and kernel count per call, the kinds of
-kernel, and the layers that take the most time). XLA runs runs of small
+kernel, and the layers that take the most time). XLA launches runs of small
 kernels as CUDA graphs, which the trace shows as one "command buffer" each;
 `XLA_FLAGS=--xla_gpu_enable_command_buffer=` shows every kernel instead. On a
 CPU it profiles XLA's CPU thunks, which is how it is tested.
