@@ -91,16 +91,12 @@ def profile(name, batch_size, precision, calls, input_shape, workdir):
     import keras
 
     import keras_r3d
+    from keras_r3d.benchmark import dtype_policy
 
     keras.utils.set_random_seed(0)
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with dtype_policy(precision):
         model = keras_r3d.fold_batch_norm(keras_r3d.create_model(name, num_classes=600,
                                                                       input_shape=input_shape))
-    finally:
-        keras.config.set_dtype_policy(previous)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 

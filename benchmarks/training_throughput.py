@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -18,13 +17,6 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_MODELS = "ShuffleNetV1-1.0x,ShuffleNetV2-1.0x,MobileNetV1-1.0x,MobileNetV2-1.0x"
-
-
-def cpu_model():
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def compute_device():
@@ -112,6 +104,8 @@ def main():
 def write(rows, args, load):
     """Writes the rows so far (a crash keeps the models already measured)."""
     import keras
+
+    from keras_r3d.benchmark import cpu_model
 
     device, gpu = compute_device()
     result = {"backend": keras.backend.backend(), "device": device, "gpu": gpu, "cpu": cpu_model(),

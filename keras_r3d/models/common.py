@@ -5,6 +5,7 @@ Layer names are the official PyTorch module paths with "." replaced by "_"
 lives in layer `features_3_banch2_0`.
 """
 import keras
+import numpy as np
 
 from keras_r3d import layers as r3d_layers
 from keras_r3d.preprocessing import Preprocessing
@@ -164,8 +165,6 @@ def fold_batch_norm(model):
 
 def _folded_conv(conv, bn):
     """The kernel and bias of `conv` followed by `bn` in inference mode."""
-    import numpy as np
-
     weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w).astype(np.float64)
                for w in bn.weights}
     scale = weights.get("gamma", 1.0) / np.sqrt(weights["moving_variance"] + bn.epsilon)
