@@ -5,7 +5,8 @@ out)`) and chooses its computation when it is traced:
 
 * "native": `ops.conv` / `ops.max_pool` on 5D tensors. Fastest on JAX and
   PyTorch, where grouped 3D convolution is a native kernel.
-* "frames": sums of 2D ops over strided time slices. TF's CPU grouped Conv3D is
+* "frames": sums of 2D ops over strided time slices (minus the slices that
+  read only time padding, as in the 1-2 frame late stages). TF's CPU grouped Conv3D is
   about 10x slower than dense, and TFLite/ONNX cannot convert it, nor 3D pools;
   2D convs, depthwise convs and pools are builtins everywhere (int8 included).
 * "taps": a depthwise conv as the sum of its kt*kh*kw shifted, strided views
@@ -101,12 +102,17 @@ def _pad(x, padding, value=0.0):
     return ops.pad(x, pads, constant_values=value)
 
 
-def _time_slices(x, window, stride):
-    """The `window` strided time slices whose k-th output frame reads k*stride + j."""
+def _time_slices(x, window, stride, padding):
+    """(j, the strided time slice whose k-th output frame reads k*stride + j)
+    for the taps j that read at least one real frame of the `padding`-padded
+    `x`. An all-padding tap adds zeros: skipping it saves ops and, in int8,
+    a constant-zero tensor (scale 0, which XNNPACK refuses)."""
+    t_in = x.shape[1] - 2 * padding
     t_out = (x.shape[1] - window) // stride + 1
     if t_out < 1:
         raise ValueError(f"{x.shape[1]} frames (after padding) are fewer than the window {window}")
-    return [x[:, j : j + stride * (t_out - 1) + 1 : stride] for j in range(window)]
+    return [(j, x[:, j : j + stride * (t_out - 1) + 1 : stride]) for j in range(window)
+            if any(padding <= j + stride * k < padding + t_in for k in range(t_out))]
 
 
 def _output_size(layer, input_shape, window):
@@ -243,7 +249,7 @@ class Conv3D(keras.layers.Layer):
         """Ungrouped conv as a sum of 2D convs over time."""
         _, sh, sw = self.strides
         out = None
-        for k, xs in enumerate(_time_slices(x, kernel.shape[0], self.strides[0])):
+        for k, xs in _time_slices(x, kernel.shape[0], self.strides[0], self.padding[0]):
             y = _per_frame(lambda f: ops.conv(f, kernel[k], strides=(sh, sw), padding="valid"), xs)
             out = y if out is None else out + y
         return out
@@ -252,7 +258,7 @@ class Conv3D(keras.layers.Layer):
         _, sh, sw = self.strides
         kt, kh, kw = self.kernel_size
         out = None
-        for k, xs in enumerate(_time_slices(x, kt, self.strides[0])):
+        for k, xs in _time_slices(x, kt, self.strides[0], self.padding[0]):
             kernel = ops.reshape(self.kernel[k], (kh, kw, self.filters, 1))
             y = _per_frame(
                 lambda f: ops.depthwise_conv(f, kernel, strides=(sh, sw), padding="valid"), xs)
@@ -299,7 +305,8 @@ class _Pool3D(keras.layers.Layer):
         _, sh, sw = self.strides
         _, ph, pw = self.pool_size
         x = _per_frame(lambda f: pool2d(f, (ph, pw), strides=(sh, sw), padding="valid"), x)
-        return reduce(_time_slices(x, self.pool_size[0], self.strides[0]))
+        slices = [xs for _, xs in _time_slices(x, self.pool_size[0], self.strides[0], self.padding[0])]
+        return reduce(slices, self.pool_size[0])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *_output_size(self, input_shape, self.pool_size), input_shape[-1])
@@ -336,18 +343,19 @@ class AvgPool3D(_Pool3D):
         return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid")
 
 
-def _reduce_max(slices):
+def _reduce_max(slices, window):
     out = slices[0]
     for s in slices[1:]:
         out = ops.maximum(out, s)
     return out
 
 
-def _reduce_mean(slices):
+def _reduce_mean(slices, window):
+    """The mean over `window` frames, of which the skipped padding ones are zeros."""
     out = slices[0]
     for s in slices[1:]:
         out = out + s
-    return out if len(slices) == 1 else out * (1.0 / len(slices))
+    return out if window == 1 else out * (1.0 / window)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

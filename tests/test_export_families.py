@@ -19,11 +19,11 @@ SMALL = {"num_classes": 5, "input_shape": (16, 32, 32, 3)}
 # One model per family, with --runslow (30-60 s each on 2 cores). By default,
 # tests/test_export.py exports the official ShuffleNet V1 (grouped convs, 3D
 # average pools) to every format.
-# Open (measured 2026-11-26, ResNeXt 2026-11-25; random weights, 3 calibration clips): the float
-# exports of every family pass, but the int8 TFLite of these reaches only this
-# cosine. With the BN folded before int8 conversion it was worse for the first
-# two (0.73, 0.81), better for ResNeXt (0.61); the int8 export keeps BN unfolded.
-INT8_OPEN = {"MobileNetV2-0.2x": 0.88, "ShuffleNetV2-0.25x": 0.85, "ResNeXt-50-B-c32": 0.48}
+# Open (measured 2026-11-26; random weights, 3 calibration clips, XNNPACK): the
+# float exports of every family pass; the int8 TFLite of these reaches only
+# this cosine. It swings with the seed (4 seeds: MobileNetV2 0.70-0.94,
+# ResNeXt 0.54-0.93, ShuffleNetV2 0.43-0.97; README, "Deploy").
+INT8_OPEN = {"MobileNetV2-0.2x": 0.70, "ResNeXt-50-B-c32": 0.89}
 FAMILIES = [
     pytest.param(name, overrides, id=name, marks=[pytest.mark.slow] + (
         [pytest.mark.xfail(reason=f"int8 cosine {INT8_OPEN[name]} < {INT8_COSINE} with random weights")]
@@ -60,6 +60,8 @@ def test_random_weight_family_exports_close_to_keras(name, overrides, gesture_cl
     for key in ("tflite_none", "onnx"):
         assert float_report["formats"][key]["min_cosine"] >= FLOAT_COSINE, key
         assert float_report["formats"][key]["passed"], float_report["formats"][key]
+    # XNNPACK runs it (it refused graphs with a constant-zero tensor: see test_layers).
+    assert int8_report["formats"]["tflite_int8"]["runtime"] == "tflite+xnnpack"
     assert int8_report["formats"]["tflite_int8"]["min_cosine"] >= INT8_COSINE
     ops, types = export.tflite_ops((tmp_path / "model_int8.tflite").read_bytes())
     assert not {op for op in ops if "FLEX" in op.upper() or op in ("CUSTOM", "CONV_3D")}, ops

@@ -42,6 +42,23 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
         np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("frames, stride, live_taps", [(1, 1, 1), (2, 2, 2), (2, 1, 3)])
+def test_frames_lowering_skips_time_taps_that_read_only_padding(frames, stride, live_taps, monkeypatch):
+    # The late stages run at 1 or 2 frames; a padded tap there adds exact zeros,
+    # and in full int8 a constant-zero tensor, which XNNPACK refuses.
+    x = np.random.default_rng(3).standard_normal((2, frames, 5, 5, 4)).astype(np.float32)
+    depthwise = layers.Conv3D(4, 3, strides=(stride, 1, 1), padding=1, groups=4)
+    pool = layers.AvgPool3D(3, strides=(stride, 1, 1), padding=1)
+    depthwise.build(x.shape)
+    expected = {layer: _run(layer, x, "native") for layer in (depthwise, pool)}
+    calls = []
+    real = layers.ops.depthwise_conv
+    monkeypatch.setattr(layers.ops, "depthwise_conv", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for layer in (depthwise, pool):
+        np.testing.assert_allclose(_run(layer, x, "frames"), expected[layer], atol=1e-5)
+    assert len(calls) == live_taps
+
+
 @pytest.mark.parametrize("pool,strides,padding", [(3, 2, 1), ((2, 2, 2), (1, 2, 2), 0),
                                                     ((1, 2, 2), 2, (0, 1, 1))])
 def test_max_pool_implementations_agree(pool, strides, padding):
