@@ -130,7 +130,7 @@ def export_saved_model(model, path, *, raw_input=False):
     module = tf.Module()
     module.model = model
     with implementation("auto"):
-        module.serve = serving_function(model, raw_input=raw_input).get_concrete_function()
+        module.serve = serving_function(model, raw_input=raw_input, fold=False).get_concrete_function()
     metadata = export_metadata(model, raw_input=raw_input, input_dtype="float32" if raw_input else "uint8")
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -305,8 +305,7 @@ class _Pool3D(keras.layers.Layer):
         _, sh, sw = self.strides
         _, ph, pw = self.pool_size
         x = _per_frame(lambda f: pool2d(f, (ph, pw), strides=(sh, sw), padding="valid"), x)
-        slices = [xs for _, xs in _time_slices(x, self.pool_size[0], self.strides[0], self.padding[0])]
-        return reduce(slices, self.pool_size[0])
+        return reduce([xs for _, xs in _time_slices(x, self.pool_size[0], self.strides[0], self.padding[0])])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *_output_size(self, input_shape, self.pool_size), input_shape[-1])
@@ -339,23 +338,24 @@ class AvgPool3D(_Pool3D):
     def call(self, x):
         x = _pad(x, self.padding)
         if _uses_frames():
-            return self._frames(x, ops.average_pool, _reduce_mean)
+            # The skipped padding frames are zeros: divide by the whole window.
+            total = self._frames(x, ops.average_pool, _reduce_sum)
+            return total if self.pool_size[0] == 1 else total * (1.0 / self.pool_size[0])
         return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid")
 
 
-def _reduce_max(slices, window):
+def _reduce_max(slices):
     out = slices[0]
     for s in slices[1:]:
         out = ops.maximum(out, s)
     return out
 
 
-def _reduce_mean(slices, window):
-    """The mean over `window` frames, of which the skipped padding ones are zeros."""
+def _reduce_sum(slices):
     out = slices[0]
     for s in slices[1:]:
         out = out + s
-    return out if window == 1 else out * (1.0 / window)
+    return out
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
