@@ -11,7 +11,9 @@ model with AdamW, printing train and val clip accuracy after every pass of
 
 `plain` is a four-layer 3D CNN (16-32-64-128 channels, 3x3x3 convs, the
 zoo's stem stride and padded max pools) built from `keras_r3d.layers`: not a
-zoo model, a yardstick for how learnable the classes are.
+zoo model, a yardstick for how learnable the classes are. `plain-separable`
+makes its last three convs depthwise 3x3x3 + pointwise (MobileNetV1 blocks), and
+`plain-separable-deep` stacks four such blocks per stage instead of one.
 """
 import argparse
 import json
@@ -50,16 +52,29 @@ def load_clips(data, classes, frames, size, temporal_downsample, windows):
     return np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]), x_val, y_val
 
 
-def plain_cnn(input_shape, num_classes):
+PLAIN_CNNS = {"plain": (False, 1), "plain-separable": (True, 1), "plain-separable-deep": (True, 4)}
+
+
+def plain_cnn(input_shape, num_classes, separable, blocks_per_stage):
     import keras
 
     from keras_r3d import layers
     from keras_r3d.models import common
 
+    def conv_bn_relu(x, width, kernel_size, name, **kwargs):
+        x = common.conv(x, width, kernel_size, name, **kwargs)
+        return common.relu(common.batch_norm(x, f"{name}_bn"), f"{name}_relu")
+
     x = inputs = keras.Input(input_shape)
-    for i, width in enumerate((16, 32, 64, 128)):
-        x = common.conv(x, width, 3, f"conv{i}", strides=(1, 2, 2) if i == 0 else 1)
-        x = common.relu(common.batch_norm(x, f"bn{i}"), f"relu{i}")
+    x = conv_bn_relu(x, 16, 3, "conv0", strides=(1, 2, 2))
+    x = layers.MaxPool3D(3, strides=2, padding=1, name="pool0")(x)
+    for i, width in enumerate((32, 64, 128), 1):
+        for j in range(blocks_per_stage if separable else 1):
+            if separable:
+                x = conv_bn_relu(x, x.shape[-1], 3, f"dw{i}_{j}", groups=x.shape[-1])
+                x = conv_bn_relu(x, width, 1, f"pw{i}_{j}")
+            else:
+                x = conv_bn_relu(x, width, 3, f"conv{i}")
         if i < 3:
             x = layers.MaxPool3D(3, strides=2, padding=1, name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling3D()(x)
@@ -75,7 +90,7 @@ def probe(name, clips, passes, clips_per_pass, lr, weight_decay, seed):
     num_classes = int(y_train.max()) + 1
     keras.utils.set_random_seed(seed)
     shape = x_train.shape[1:]
-    model = plain_cnn(shape, num_classes) if name == "plain" else \
+    model = plain_cnn(shape, num_classes, *PLAIN_CNNS[name]) if name in PLAIN_CNNS else \
         keras_r3d.create_model(name, num_classes=num_classes, input_shape=shape)
     model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])

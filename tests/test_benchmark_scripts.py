@@ -40,10 +40,26 @@ def test_gpu_profile_maps_kernels_to_layers(tmp_path):
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
     _run("demo_probe.py", [f"--data={tmp_path / 'set'}", "--videos_per_class=8", "--size=32", "--video_frames=10",
                            "--shape_scale=0.6", "--rotation_degrees=280,340", "--frames=4", "--windows=1",
-                           "--passes=2", "--clips_per_pass=4", "--models=plain",
+                           "--passes=2", "--clips_per_pass=4", "--models=plain,plain-separable-deep",
                            f"--output={tmp_path / 'probe'}"], "tensorflow")
     result = json.loads((tmp_path / "probe.json").read_text())
     assert result["train_clips"] + result["val_clips"] == 16  # the two rotation classes only
-    (probe,) = result["probes"]
-    assert probe["model"] == "plain" and [p["pass"] for p in probe["passes"]] == [1, 2]
-    assert all(0.0 <= p["val_top1"] <= 1.0 for p in probe["passes"])
+    assert [probe["model"] for probe in result["probes"]] == ["plain", "plain-separable-deep"]
+    for probe in result["probes"]:
+        assert [p["pass"] for p in probe["passes"]] == [1, 2]
+        assert all(0.0 <= p["val_top1"] <= 1.0 for p in probe["passes"])
+
+
+def test_demo_probe_yardsticks_differ_only_in_their_convs():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import demo_probe
+
+    def convs(name):
+        model = demo_probe.plain_cnn((4, 32, 32, 3), 2, *demo_probe.PLAIN_CNNS[name])
+        return [(layer.kernel_size, layer.groups) for layer in model.layers if hasattr(layer, "groups")]
+
+    dense, separable, deep = (convs(name) for name in demo_probe.PLAIN_CNNS)
+    assert dense == [((3, 3, 3), 1)] * 4
+    assert separable[0] == dense[0] and len(separable) == 1 + 2 * 3 and len(deep) == 1 + 2 * 3 * 4
+    assert [groups > 1 for _, groups in separable[1::2]] == [True] * 3  # depthwise, then pointwise
+    assert {kernel for kernel, _ in separable[2::2]} == {(1, 1, 1)}
