@@ -50,8 +50,8 @@ def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
         assert all(0.0 <= p["val_top1"] <= 1.0 for p in probe["passes"])
 
 
-def test_demo_probe_yardsticks_differ_only_in_their_convs():
-    sys.path.insert(0, str(REPO / "benchmarks"))
+def test_demo_probe_yardsticks_differ_only_in_their_convs(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import demo_probe
 
     def convs(name):
