@@ -135,6 +135,30 @@ def test_exports_run_the_model_with_batch_norm_folded(tiny_model):
     assert not [v for v in concrete.variables if "moving_" in v.name]
 
 
+def test_export_model_folds_batch_norm_once(tiny_model, tmp_path, monkeypatch):
+    folds = []
+
+    def counting_fold(model):
+        folded = fold_batch_norm(model)
+        if folded is not model:
+            folds.append(model.name)
+        return folded
+
+    monkeypatch.setattr(export, "fold_batch_norm", counting_fold)
+    report = export.export_model(tiny_model, tmp_path, ["saved_model", "tflite", "onnx"])
+    assert report["passed"] and folds == [tiny_model.name]
+    folds.clear()
+    export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int8",
+                        calibration=_noise_clips(tiny_model))
+    assert folds == []  # full int8 quantizes the unfolded model
+
+
+def _noise_clips(model):
+    contract = model.preprocessing
+    return np.random.default_rng(0).integers(0, 256, (2, contract.frames, contract.size, contract.size, 3),
+                                             dtype=np.uint8)
+
+
 def test_argument_checks(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="subset"):
         export.export_model(tiny_model, tmp_path, ["tflite", "coreml"])
