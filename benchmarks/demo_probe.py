@@ -69,7 +69,7 @@ def plain_cnn(input_shape, num_classes, separable, blocks_per_stage):
     x = conv_bn_relu(x, 16, 3, "conv0", strides=(1, 2, 2))
     x = layers.MaxPool3D(3, strides=2, padding=1, name="pool0")(x)
     for i, width in enumerate((32, 64, 128), 1):
-        for j in range(blocks_per_stage if separable else 1):
+        for j in range(blocks_per_stage):
             if separable:
                 x = conv_bn_relu(x, x.shape[-1], 3, f"dw{i}_{j}", groups=x.shape[-1])
                 x = conv_bn_relu(x, width, 1, f"pw{i}_{j}")

@@ -26,6 +26,7 @@ Calibration (`--quantize int8`) and verification read real clips: a TFRecord
 glob of `tfrecords_tools` shards, a video, a frame folder, or a folder of
 videos and frame folders, cut by the official evaluation protocol.
 """
+import functools
 import json
 import os
 import pathlib
@@ -466,23 +467,23 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     report = {"model": model.name, "architecture": model.architecture, "quantize": quantize,
               "raw_input": raw_input, "verification_inputs": inputs,
               "verification_clips": int(len(clips)), "formats": {}}
-    # Folded once here: the format functions find nothing left to fold. Full
-    # int8 TFLite quantizes the unfolded model (export_tflite says why).
-    folded = model if formats == ["tflite"] and quantize == "int8" else fold_batch_norm(model)
+    # Folded once, on first use: the format functions then find nothing left to
+    # fold. Full int8 TFLite quantizes the unfolded model (export_tflite says why).
+    folded = functools.cache(lambda: fold_batch_norm(model))
     exports = []  # (report key, precision, a function that writes the artifact)
     if "saved_model" in formats:
         exports.append(("saved_model", "none",
-                        lambda: export_saved_model(folded, out / "saved_model", raw_input=raw_input)))
+                        lambda: export_saved_model(folded(), out / "saved_model", raw_input=raw_input)))
     if "tflite" in formats:
         exports.append((f"tflite_{quantize}", quantize, lambda: export_tflite(
-            model if quantize == "int8" else folded, out / f"model_{quantize}.tflite", quantize=quantize,
+            model if quantize == "int8" else folded(), out / f"model_{quantize}.tflite", quantize=quantize,
             calibration_clips=calibration_clips, raw_input=raw_input)))
     if "onnx" in formats:
         exports.append(("onnx", "none",
-                        lambda: export_onnx(folded, out / "model.onnx", opset=opset, raw_input=raw_input)))
+                        lambda: export_onnx(folded(), out / "model.onnx", opset=opset, raw_input=raw_input)))
     if "tftrt" in formats:
         exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
-            folded, out / "model_trt.onnx", opset=opset, input_dtype="float32")))
+            folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32")))
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
+from keras_r3d.benchmark import random_frames
 from tests.conftest import GESTURES
 
 FLOAT_COSINE = 0.98
@@ -149,14 +150,8 @@ def test_export_model_folds_batch_norm_once(tiny_model, tmp_path, monkeypatch):
     assert report["passed"] and folds == [tiny_model.name]
     folds.clear()
     export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int8",
-                        calibration=_noise_clips(tiny_model))
+                        calibration=random_frames(2, tiny_model.input_shape[1:]))
     assert folds == []  # full int8 quantizes the unfolded model
-
-
-def _noise_clips(model):
-    contract = model.preprocessing
-    return np.random.default_rng(0).integers(0, 256, (2, contract.frames, contract.size, contract.size, 3),
-                                             dtype=np.uint8)
 
 
 def test_argument_checks(tiny_model, tmp_path):
