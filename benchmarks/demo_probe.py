@@ -11,9 +11,13 @@ model with AdamW, printing train and val clip accuracy after every pass of
 
 `plain` is a four-layer 3D CNN (16-32-64-128 channels, 3x3x3 convs, the
 zoo's stem stride and padded max pools) built from `keras_r3d.layers`: not a
-zoo model, a yardstick for how learnable the classes are. `plain-separable`
-makes its last three convs depthwise 3x3x3 + pointwise (MobileNetV1 blocks), and
-`plain-separable-deep` stacks four such blocks per stage instead of one.
+zoo model, a yardstick for how learnable the classes are. The other `plain-*`
+yardsticks (`PLAIN_CNNS`) each change one thing on the way to the zoo's blocks:
+`separable` makes the last three convs depthwise 3x3x3 + pointwise (MobileNetV1
+blocks), `deep` stacks four such blocks per stage, `strided` downsamples with
+the first depthwise conv of a stage (stride 2) instead of a max pool, `linear`
+drops the ReLU after the depthwise convs, and `narrow` halves the widths
+(16-32-64, those of ShuffleNetV2 0.25x's branches).
 """
 import argparse
 import json
@@ -52,31 +56,46 @@ def load_clips(data, classes, frames, size, temporal_downsample, windows):
     return np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]), x_val, y_val
 
 
-PLAIN_CNNS = {"plain": (False, 1), "plain-separable": (True, 1), "plain-separable-deep": (True, 4)}
+PLAIN_CNNS = {
+    "plain": {},
+    "plain-separable": {"separable": True},
+    "plain-separable-deep": {"separable": True, "blocks_per_stage": 4},
+    "plain-separable-strided": {"separable": True, "downsample": "stride"},
+    "plain-separable-linear": {"separable": True, "relu_after_depthwise": False},
+    "plain-separable-narrow": {"separable": True, "widths": (16, 32, 64)},
+    "plain-separable-strided-linear": {"separable": True, "downsample": "stride", "relu_after_depthwise": False},
+    "plain-separable-strided-linear-narrow": {"separable": True, "downsample": "stride",
+                                              "relu_after_depthwise": False, "widths": (16, 32, 64)},
+}
 
 
-def plain_cnn(input_shape, num_classes, separable, blocks_per_stage):
+def plain_cnn(input_shape, num_classes, separable=False, blocks_per_stage=1, downsample="pool",
+              relu_after_depthwise=True, widths=(32, 64, 128)):
     import keras
 
     from keras_r3d import layers
     from keras_r3d.models import common
 
-    def conv_bn_relu(x, width, kernel_size, name, **kwargs):
-        x = common.conv(x, width, kernel_size, name, **kwargs)
-        return common.relu(common.batch_norm(x, f"{name}_bn"), f"{name}_relu")
+    def conv_bn(x, width, kernel_size, name, relu=True, **kwargs):
+        x = common.batch_norm(common.conv(x, width, kernel_size, name, **kwargs), f"{name}_bn")
+        return common.relu(x, f"{name}_relu") if relu else x
 
     x = inputs = keras.Input(input_shape)
-    x = conv_bn_relu(x, 16, 3, "conv0", strides=(1, 2, 2))
+    x = conv_bn(x, 16, 3, "conv0", strides=(1, 2, 2))
     x = layers.MaxPool3D(3, strides=2, padding=1, name="pool0")(x)
-    for i, width in enumerate((32, 64, 128), 1):
+    for i, width in enumerate(widths, 1):
         for j in range(blocks_per_stage):
+            # Stages 2 and 3 start at half the resolution: a max pool before, or a strided first conv.
+            halves = i > 1 and j == 0
+            strides = 2 if halves and downsample == "stride" else 1
+            if halves and downsample == "pool":
+                x = layers.MaxPool3D(3, strides=2, padding=1, name=f"pool{i - 1}")(x)
             if separable:
-                x = conv_bn_relu(x, x.shape[-1], 3, f"dw{i}_{j}", groups=x.shape[-1])
-                x = conv_bn_relu(x, width, 1, f"pw{i}_{j}")
+                x = conv_bn(x, x.shape[-1], 3, f"dw{i}_{j}", relu=relu_after_depthwise, strides=strides,
+                            groups=x.shape[-1])
+                x = conv_bn(x, width, 1, f"pw{i}_{j}")
             else:
-                x = conv_bn_relu(x, width, 3, f"conv{i}")
-        if i < 3:
-            x = layers.MaxPool3D(3, strides=2, padding=1, name=f"pool{i}")(x)
+                x = conv_bn(x, width, 3, f"conv{i}_{j}", strides=strides)
     x = keras.layers.GlobalAveragePooling3D()(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
@@ -90,7 +109,7 @@ def probe(name, clips, passes, clips_per_pass, lr, weight_decay, seed):
     num_classes = int(y_train.max()) + 1
     keras.utils.set_random_seed(seed)
     shape = x_train.shape[1:]
-    model = plain_cnn(shape, num_classes, *PLAIN_CNNS[name]) if name in PLAIN_CNNS else \
+    model = plain_cnn(shape, num_classes, **PLAIN_CNNS[name]) if name in PLAIN_CNNS else \
         keras_r3d.create_model(name, num_classes=num_classes, input_shape=shape)
     model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -112,7 +131,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a synthetic set; rendered with the options below if absent")
     parser.add_argument("--classes", default="rotate_clockwise,rotate_counterclockwise")
-    parser.add_argument("--models", default="ShuffleNetV2-0.25x,plain")
+    parser.add_argument("--models", default="ShuffleNetV2-0.25x,plain",
+                        help=f"registry names, or the yardsticks {', '.join(PLAIN_CNNS)}")
     parser.add_argument("--videos_per_class", type=int, default=192)
     parser.add_argument("--video_frames", type=int, default=20)
     parser.add_argument("--size", type=int, default=64, help="rendered and trained frame side")

@@ -36,6 +36,7 @@ import numpy as np
 
 from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.layers import IMPLEMENTATIONS, implementation, xla_by_default
+from keras_r3d.runtimes import random_frames
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
@@ -609,12 +610,6 @@ def artifact_runner(loaded, batch_size, input_shape):
 
 class NotMeasured(Exception):
     """This machine cannot run a measurement (e.g. TensorRT without a GPU)."""
-
-
-def random_frames(batch_size, input_shape, seed=0):
-    """Seeded uint8 frames, the input of an exported artifact."""
-    return np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(input_shape),
-                                                dtype=np.uint8)
 
 
 def export_artifact(model, runtime, precision, workdir, settings):

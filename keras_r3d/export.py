@@ -459,8 +459,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     elif calibration_clips is not None:
         clips, inputs = calibration_clips[:verification_samples], _describe(calibration)
     else:
-        shape = (verification_samples, contract.frames, contract.size, contract.size, 3)
-        clips = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        clips = runtimes.random_frames(verification_samples,
+                                       (contract.frames, contract.size, contract.size, 3))
         inputs = "seeded uint8 noise (pass --verification PATH for real clips)"
     reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
 

@@ -89,6 +89,12 @@ def load_runtime(path, num_threads=None):
     raise ValueError("{}: expected a .tflite, .onnx or .engine file or a SavedModel folder".format(path))
 
 
+def random_frames(batch_size, input_shape, seed=0):
+    """Seeded uint8 frames (batch_size, *input_shape): an artifact's input."""
+    return np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(input_shape),
+                                                dtype=np.uint8)
+
+
 def read_metadata(path):
     """The export metadata of an artifact, without loading a runtime for
     TFLite files and SavedModels; None if it has none."""

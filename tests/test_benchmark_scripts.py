@@ -50,16 +50,30 @@ def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
         assert all(0.0 <= p["val_top1"] <= 1.0 for p in probe["passes"])
 
 
-def test_demo_probe_yardsticks_differ_only_in_their_convs(monkeypatch):
+def test_demo_probe_yardsticks_differ_only_in_their_named_steps(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import demo_probe
 
-    def convs(name):
-        model = demo_probe.plain_cnn((4, 32, 32, 3), 2, *demo_probe.PLAIN_CNNS[name])
-        return [(layer.kernel_size, layer.groups) for layer in model.layers if hasattr(layer, "groups")]
+    def layers(name):
+        model = demo_probe.plain_cnn((4, 32, 32, 3), 2, **demo_probe.PLAIN_CNNS[name])
+        convs = [(layer.kernel_size, layer.groups, layer.strides, layer.filters)
+                 for layer in model.layers if hasattr(layer, "groups")]
+        return convs, [layer.name for layer in model.layers]
 
-    dense, separable, deep = (convs(name) for name in demo_probe.PLAIN_CNNS)
-    assert dense == [((3, 3, 3), 1)] * 4
-    assert separable[0] == dense[0] and len(separable) == 1 + 2 * 3 and len(deep) == 1 + 2 * 3 * 4
-    assert [groups > 1 for _, groups in separable[1::2]] == [True] * 3  # depthwise, then pointwise
-    assert {kernel for kernel, _ in separable[2::2]} == {(1, 1, 1)}
+    (dense, _), (separable, names) = layers("plain"), layers("plain-separable")
+    assert [conv[:3] for conv in dense] == [((3, 3, 3), 1, (1, 2, 2))] + [((3, 3, 3), 1, (1, 1, 1))] * 3
+    assert separable[0] == dense[0] and len(separable) == 1 + 2 * 3
+    assert [groups > 1 for _, groups, _, _ in separable[1::2]] == [True] * 3  # depthwise, then pointwise
+    assert {kernel for kernel, _, _, _ in separable[2::2]} == {(1, 1, 1)}
+    assert [n for n in names if n.startswith("pool")] == ["pool0", "pool1", "pool2"]
+    assert len(layers("plain-separable-deep")[0]) == 1 + 2 * 3 * 4
+
+    strided, strided_names = layers("plain-separable-strided")
+    assert [conv[2] for conv in strided[1::2]] == [(1, 1, 1), (2, 2, 2), (2, 2, 2)]
+    assert [n for n in strided_names if n.startswith("pool")] == ["pool0"]
+    assert [conv[3] for conv in strided] == [conv[3] for conv in separable]
+
+    depthwise_relus = lambda names: [n for n in names if n.startswith("dw") and n.endswith("_relu")]
+    assert depthwise_relus(names) == ["dw1_0_relu", "dw2_0_relu", "dw3_0_relu"]
+    assert depthwise_relus(layers("plain-separable-linear")[1]) == []
+    assert [conv[3] for conv in layers("plain-separable-narrow")[0][2::2]] == [16, 32, 64]

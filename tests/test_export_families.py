@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
-from keras_r3d.benchmark import random_frames
+from keras_r3d.runtimes import random_frames
 from tests.conftest import GESTURES
 
 FLOAT_COSINE = 0.98
