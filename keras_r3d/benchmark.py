@@ -596,6 +596,9 @@ def measure_exported(name, runtimes, settings, on_row):
                             backend=loaded.name, notes=loaded.notes)
                 if runtime == "tflite":
                     base["tflite_op_counts"] = tflite_op_counts(artifact)
+                if loaded.name == "onnxruntime":
+                    base["onnxruntime_op_time"] = onnxruntime_op_time(
+                        artifact, settings["threads"], random_frames(1, settings["input_shape"]))
                 measure(base, settings["batch_sizes"],
                         lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
                         settings, on_row)
@@ -645,6 +648,37 @@ def tflite_op_counts(path):
     counts = collections.Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
                                  for subgraph in model.subgraphs for op in subgraph.operators)
     return dict(counts.most_common())
+
+
+def onnxruntime_op_time(path, threads, clips, calls=10):
+    """{ONNX op type: [share of the kernel time, nodes run per call]} over
+    `calls` CPU runs on `clips` after one warm-up, from onnxruntime's own
+    profiler, largest share first: where the layout transposes, slices and
+    pads of the 2D lowering cost show."""
+    import collections
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="keras_r3d_ort_") as folder:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(pathlib.Path(folder) / "profile")
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: clips}
+        for _ in range(1 + calls):
+            session.run(None, feed)
+        events = json.loads(pathlib.Path(session.end_profiling()).read_text())
+    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    timed_from = runs[1] if len(runs) > 1 else 0  # the warm-up run is not counted
+    time_us, nodes = collections.Counter(), collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= timed_from:
+            time_us[event["args"]["op_name"]] += event["dur"]
+            nodes[event["args"]["op_name"]] += 1
+    total = sum(time_us.values()) or 1
+    return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
 
 
 def load_artifact(path, threads):
@@ -996,6 +1030,7 @@ def render_markdown(results):
     lines += _gpu_target_section(models, rows, run.get("gpu_copy_gb_per_s"))
 
     lines += _profile_section(results.get("layer_profiles"))
+    lines += _onnxruntime_op_section(rows)
 
     lines += ["## Every measurement", "",
               _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
@@ -1147,6 +1182,19 @@ def _profile_section(profiles, top=6):
         slowest = ", ".join(f"`{row['layer']}` {row['kind']} {row['output_shape']} {row['ms']:.1f} ms"
                             for row in rows[:3])
         lines += [f"- **{name}** ({total:.0f} ms summed): {kinds}. Slowest: {slowest}."]
+    return lines + [""]
+
+
+def _onnxruntime_op_section(rows, top=6):
+    """Where the time goes in onnxruntime, per model: its largest op types."""
+    shares = {row["model"]: row["onnxruntime_op_time"] for row in rows if row.get("onnxruntime_op_time")}
+    if not shares:
+        return []
+    lines = ["## Where the time goes in onnxruntime (CPU, batch 1, its own profiler)", "",
+             "Share of the summed kernel time by ONNX op type (nodes per call).", ""]
+    for name, ops in shares.items():
+        lines.append(f"- **{name}**: " + ", ".join(f"{op} {share:.0%} ({nodes})"
+                                                   for op, (share, nodes) in list(ops.items())[:top]) + ".")
     return lines + [""]
 
 

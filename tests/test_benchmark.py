@@ -104,6 +104,19 @@ def test_exported_runtimes(tmp_path):
                                          and "tensorrt" in rows[0]["status"])
 
 
+def test_onnxruntime_rows_say_where_the_time_goes():
+    rows = []
+    benchmark.measure_exported("ShuffleNetV2-0.25x", ["onnxruntime"], TINY, rows.append)
+    assert rows[0]["status"] == "ok", rows[0]
+    ops = rows[0]["onnxruntime_op_time"]
+    shares = [share for share, _ in ops.values()]
+    assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)
+    assert {"Conv", "FusedConv"} & set(ops) and all(nodes >= 1 for _, nodes in ops.values())
+    section = "\n".join(benchmark._onnxruntime_op_section(rows))
+    top_op, (top_share, top_nodes) = next(iter(ops.items()))
+    assert f"- **ShuffleNetV2-0.25x**: {top_op} {top_share:.0%} ({top_nodes})" in section
+
+
 def test_keras_rows_with_batch_norm_folded():
     """--batch_norm=separate,folded times the model as built and folded."""
     rows = []
