@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
-from keras_r3d.runtimes import random_frames
 from tests.conftest import GESTURES
 
 FLOAT_COSINE = 0.98
@@ -150,7 +149,7 @@ def test_export_model_folds_batch_norm_once(tiny_model, tmp_path, monkeypatch):
     assert report["passed"] and folds == [tiny_model.name]
     folds.clear()
     export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int8",
-                        calibration=random_frames(2, tiny_model.input_shape[1:]))
+                        calibration=runtimes.random_frames(2, tiny_model.input_shape[1:]))
     assert folds == []  # full int8 quantizes the unfolded model
 
 

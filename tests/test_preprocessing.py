@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import Preprocessing, preprocess
+from keras_r3d.runtimes import random_frames
 
 
 def test_official_normalization_subtracts_the_mean_in_0_255():
@@ -21,7 +22,7 @@ def test_bgr_range_and_std():
 
 def test_tensorflow_tensors_give_the_same_result():
     tf = pytest.importorskip("tensorflow")
-    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), dtype=np.uint8)
+    frames = random_frames(2, (3, 4, 4, 3))
     contract = Preprocessing(channel_order="BGR", std=(58.0, 57.0, 57.5))
     np.testing.assert_allclose(preprocess(tf.constant(frames), contract).numpy(),
                                preprocess(frames, contract), rtol=1e-6)
