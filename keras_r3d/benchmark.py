@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from keras_r3d.export import ONNX_CONVERTERS
 from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.layers import IMPLEMENTATIONS, implementation, xla_by_default
 from keras_r3d.runtimes import random_frames
@@ -552,6 +553,7 @@ def measure_official(name, settings, on_row):
 
 # ---------------------------------------------------------------- exported runtimes
 
+ONNX_RUNTIMES = ("onnxruntime", "tensorrt")  # run ONNX exports: --onnx_converters applies
 EXPORT_PRECISIONS = {"tflite": ("float32", "float16", "int8"), "onnxruntime": ("float32",),
                      "tensorrt": ("float32", "float16")}
 CALIBRATION_CLIPS = 2  # int8 calibration clips: they set the scales, not the speed
@@ -572,15 +574,18 @@ def measure_exported(name, runtimes, settings, on_row):
                          input_shape=settings["input_shape"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_export_") as workdir:
         for runtime in runtimes:
-            for precision in settings["precisions"]:
+            converters = settings["onnx_converters"] if runtime in ONNX_RUNTIMES else ["auto"]
+            for precision, converter in itertools.product(settings["precisions"], converters):
                 base = {"model": name, "runtime": runtime, "backend": runtime, "precision": precision}
+                if converter != "auto":
+                    base["onnx_converter"] = converter
                 if precision not in EXPORT_PRECISIONS[runtime]:
                     not_applicable(base, settings["batch_sizes"],
                                    f"{runtime} exports {', '.join(EXPORT_PRECISIONS[runtime])}", on_row)
                     continue
                 try:
                     start = time.perf_counter()
-                    artifact = export_artifact(model, runtime, precision, workdir, settings)
+                    artifact = export_artifact(model, runtime, precision, workdir, settings, converter)
                     export_s = time.perf_counter() - start
                     loaded = load_artifact(artifact, settings["threads"])
                 except NotMeasured as why:
@@ -615,8 +620,9 @@ class NotMeasured(Exception):
     """This machine cannot run a measurement (e.g. TensorRT without a GPU)."""
 
 
-def export_artifact(model, runtime, precision, workdir, settings):
-    """The artifact file of `runtime` at `precision`, written in `workdir`."""
+def export_artifact(model, runtime, precision, workdir, settings, onnx_converter="auto"):
+    """The artifact file of `runtime` at `precision`, written in `workdir`
+    (ONNX by `export.export_onnx`'s `onnx_converter`)."""
     from keras_r3d import export
 
     workdir = pathlib.Path(workdir)
@@ -627,11 +633,12 @@ def export_artifact(model, runtime, precision, workdir, settings):
         return export.export_tflite(model, workdir / f"model_{quantize}.tflite", quantize=quantize,
                                     calibration_clips=clips)
     if runtime == "onnxruntime":
-        return export.export_onnx(model, workdir / "model.onnx")
+        return export.export_onnx(model, workdir / f"model_{onnx_converter}.onnx", converter=onnx_converter)
     missing = export.tensorrt_missing()
     if missing:
         raise NotMeasured("; ".join(missing))
-    onnx_path = export.export_onnx(model, workdir / "model_trt.onnx", input_dtype="float32")
+    onnx_path = export.export_onnx(model, workdir / f"model_trt_{onnx_converter}.onnx", input_dtype="float32",
+                                   converter=onnx_converter)
     return export.build_tensorrt_engine(onnx_path, workdir / f"model_{precision}.engine",
                                         {"float32": "fp32", "float16": "fp16"}[precision],
                                         settings["input_shape"])
@@ -946,8 +953,10 @@ def series_label(row):
         label += f" ({row['backend']}{', XLA' if row.get('jit_compile') else ''}"
         label += f"{', ' + row['layers'] + ' layers' if row.get('layers') else ''}"
         label += f"{', BN folded' if row.get('batch_norm') == 'folded' else ''})"
-    elif row["runtime"] in DEPLOYABLE and row.get("backend") not in (None, row["runtime"]):
-        label += f" ({row['backend']})"  # e.g. tflite+xnnpack
+    elif row["runtime"] in DEPLOYABLE:
+        details = [row["backend"]] if row.get("backend") not in (None, row["runtime"]) else []  # tflite+xnnpack
+        details += [f"{row['onnx_converter']} ONNX"] if row.get("onnx_converter") else []
+        label += f" ({', '.join(details)})" if details else ""
     return f"{label} {row['precision']}"
 
 
@@ -1279,6 +1288,9 @@ def _define_flags():
     flags.DEFINE_list("batch_norm", ["separate"], "Keras runtime: separate (as built) or folded "
                       "(keras_r3d.fold_batch_norm: BN folded into the convs, for inference); "
                       "both values time each.")
+    flags.DEFINE_list("onnx_converters", ["auto"], "How onnxruntime and TensorRT artifacts are "
+                      "exported (keras_r3d.export --onnx_converter): auto, keras_r3d or tf2onnx; "
+                      "several values time each.")
     flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
                       f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
     flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png of this results JSON "
@@ -1322,6 +1334,7 @@ def settings_from_flags(f):
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
         "layers": choices(f.layers, IMPLEMENTATIONS, "layers"),
         "batch_norm": choices(f.batch_norm, ("separate", "folded"), "batch_norm"),
+        "onnx_converters": choices(f.onnx_converters, ONNX_CONVERTERS, "onnx_converters"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
         "official_channels_last": f.official_channels_last,
         "profile_layers": f.profile_layers,

@@ -3,7 +3,7 @@
     python -m keras_r3d.export --model model.keras --output export/ \\
         --saved_model --tflite --onnx [--tftrt] [--quantize none|float16|dynamic|int8] \\
         [--calibration PATH] [--calibration_samples 100] [--verification PATH] \\
-        [--raw_input] [--opset 13]
+        [--raw_input] [--opset 13] [--onnx_converter auto|keras_r3d|tf2onnx]
 
 Every artifact takes uint8 RGB frames `(N, T, S, S, 3)` (N dynamic) and applies
 the model's preprocessing contract inside its graph with
@@ -16,7 +16,8 @@ names and the architecture travel in the artifact's metadata
 
     DIR/saved_model/         TensorFlow SavedModel, signature serving_default
     DIR/model_<quant>.tflite builtin ops only; traced as 2D ops so int8 is int8 throughout
-    DIR/model.onnx           tf2onnx at an opset TensorRT 8.2 parses (13)
+    DIR/model.onnx           keras_r3d.onnx_writer (channels first, no layout transposes;
+                             tf2onnx for other layers) at an opset TensorRT 8.2 parses (13)
     DIR/model_trt.onnx       float32-pixel input for TensorRT (TensorRT 8.2 has no UINT8 input)
     DIR/model.engine         TensorRT engine, only where tensorrt and a GPU exist
     DIR/model.json           the engine's metadata (written by --tftrt in any case)
@@ -47,6 +48,7 @@ FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # TensorRT 8.2 (JetPack 4.6, Jetson TX2) parses ONNX up to opset 13.
 DEFAULT_OPSET = 13
+ONNX_CONVERTERS = ("auto", "keras_r3d", "tf2onnx")
 REPORT_NAME = "export_report.json"
 # Float32 artifacts must match Keras within FLOAT32_TOLERANCE * max(1, max|logits|).
 FLOAT32_TOLERANCE = 1e-4
@@ -239,18 +241,42 @@ def tflite_ops(flatbuffer):
     return ops, types
 
 
-def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtype="uint8"):
-    """An ONNX file through tf2onnx, metadata in `metadata_props`."""
-    _tf()
-    import onnx
-    import tf2onnx
+def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtype="uint8",
+                converter="auto", log=print):
+    """An ONNX file, metadata (with the converter used) in `metadata_props`.
 
-    function = serving_function(model, raw_input=raw_input, input_dtype=input_dtype)
-    with implementation("auto"):
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=function.input_signature, opset=int(opset))
+    Args:
+        converter: "keras_r3d" (`keras_r3d.onnx_writer`: channels first, no layout
+            transposes; faster in onnxruntime: benchmarks/cpu2-onnx-writer.md),
+            "tf2onnx" (the TF graph), or "auto": the writer, and tf2onnx for a
+            model with layers the writer lacks.
+    """
+    import onnx
+
+    from keras_r3d import onnx_writer
+
+    if converter not in ONNX_CONVERTERS:
+        raise ValueError(f"converter must be one of {ONNX_CONVERTERS}, got {converter!r}")
+    proto = None
+    if converter != "tf2onnx":
+        try:
+            proto = onnx_writer.model_proto(fold_batch_norm(model), model.preprocessing, opset=int(opset), raw_input=raw_input,
+                                            input_dtype=input_dtype)
+        except onnx_writer.UnsupportedLayer as error:
+            if converter == "keras_r3d":
+                raise
+            log(f"onnx: {error}; converting with tf2onnx instead")
+    if proto is None:
+        _tf()
+        import tf2onnx
+
+        function = serving_function(model, raw_input=raw_input, input_dtype=input_dtype)
+        with implementation("auto"):
+            proto, _ = tf2onnx.convert.from_function(
+                function, input_signature=function.input_signature, opset=int(opset))
     metadata = export_metadata(model, raw_input=raw_input,
                                input_dtype="float32" if raw_input else input_dtype)
+    metadata["converter"] = proto.producer_name
     onnx.helper.set_model_props(proto, {runtimes.METADATA_KEY: json.dumps(metadata)})
     write_atomic(path, proto.SerializeToString())
     return pathlib.Path(path)
@@ -411,6 +437,8 @@ def verify(artifact, clips, reference, quantize, raw_input, contract):
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
         else path.stat().st_size
     result.update(path=str(path), size_bytes=size, runtime=runtime.name, quantize=quantize)
+    if "converter" in (runtime.metadata or {}):
+        result["converter"] = runtime.metadata["converter"]
     if runtime.notes:
         result["runtime_notes"] = runtime.notes
     return result
@@ -420,7 +448,7 @@ def verify(artifact, clips, reference, quantize, raw_input, contract):
 
 def export_model(model, output_dir, formats, *, quantize="none", calibration=None,
                  calibration_samples=100, verification=None, verification_samples=8,
-                 raw_input=False, opset=DEFAULT_OPSET, log=print):
+                 raw_input=False, opset=DEFAULT_OPSET, onnx_converter="auto", log=print):
     """Exports `model` to `formats` in `output_dir`, verifies every artifact
     against Keras and writes `export_report.json`.
 
@@ -431,6 +459,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         calibration: int8 calibration clips: a path for `load_clips` or a uint8 array.
         verification: clips to verify on (same forms); default the calibration
             clips, else seeded uint8 noise (recorded as such in the report).
+        onnx_converter: `export_onnx`'s converter.
     Returns:
         The report dict; `report["passed"]` is False if any artifact failed.
     """
@@ -479,11 +508,13 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             model if quantize == "int8" else folded(), out / f"model_{quantize}.tflite", quantize=quantize,
             calibration_clips=calibration_clips, raw_input=raw_input)))
     if "onnx" in formats:
-        exports.append(("onnx", "none",
-                        lambda: export_onnx(folded(), out / "model.onnx", opset=opset, raw_input=raw_input)))
+        exports.append(("onnx", "none", lambda: export_onnx(
+            folded(), out / "model.onnx", opset=opset, raw_input=raw_input, converter=onnx_converter,
+            log=log)))
     if "tftrt" in formats:
         exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
-            folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32")))
+            folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
+            converter=onnx_converter, log=log)))
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()
@@ -492,7 +523,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         report["formats"][key] = result
         log(f"{key:14s} {'ok    ' if result['passed'] else 'FAILED'} {path}  "
             f"max_abs_diff={result['max_abs_diff']:.3g}  top1={result['top1_agreement']:.0%}  "
-            f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}]  "
+            f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}"
+            f"{', ' + result['converter'] if 'converter' in result else ''}]  "
             f"{result['seconds']}s")
         if key == "tensorrt_onnx":
             report["tensorrt"], engine = _tensorrt_engine(model, out, path, quantize, log)
@@ -548,7 +580,8 @@ def main(argv):
         model = load(f.model)
         report = export_model(model, f.output, formats, quantize=f.quantize,
                               calibration=f.calibration, calibration_samples=f.calibration_samples,
-                              verification=f.verification, raw_input=f.raw_input, opset=f.opset)
+                              verification=f.verification, raw_input=f.raw_input, opset=f.opset,
+                              onnx_converter=f.onnx_converter)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -578,6 +611,9 @@ def _define_flags():
     flags.DEFINE_bool("raw_input", False, "Take normalized float32 input (no preprocessing in the graph).")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13: TensorRT 8.2 / JetPack 4.6).",
                          lower_bound=9)
+    flags.DEFINE_enum("onnx_converter", "auto", ONNX_CONVERTERS,
+                      "ONNX (and TensorRT) export: keras_r3d's channels-first writer, tf2onnx, or "
+                      "auto: the writer, tf2onnx for layers it lacks.")
 
 
 if __name__ == "__main__":

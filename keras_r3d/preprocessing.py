@@ -69,6 +69,15 @@ class Preprocessing:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def affine(self):
+        """(scale, shift), float32 per channel in `channel_order`: the
+        normalized input is `pixels * scale + shift` (pixels 0..255)."""
+        low, high = self.value_range
+        inv_std = np.asarray([1.0 / s for s in self.std], np.float64)
+        scale = (high - low) / 255.0 * inv_std
+        shift = (low - np.asarray(self.mean, np.float64)) * inv_std
+        return scale.astype(np.float32), shift.astype(np.float32)
+
 
 # The official recipes (Efficient-3DCNNs opts.py and run scripts): pixels in
 # 0..255 minus the ActivityNet mean, std 1. Kinetics frames were decoded by
@@ -88,10 +97,7 @@ def preprocess(frames, contract):
     """
     if isinstance(contract, dict):
         contract = Preprocessing.from_dict(contract)
-    low, high = contract.value_range
-    scale = (high - low) / 255.0
-    mean = np.asarray(contract.mean, np.float32)
-    inv_std = np.asarray([1.0 / s for s in contract.std], np.float32)
+    scale, shift = contract.affine()
     if type(frames).__module__.startswith("tensorflow"):
         import tensorflow as tf
 
@@ -102,9 +108,7 @@ def preprocess(frames, contract):
         raise ValueError(f"Expected frames with 3 channels last, got shape {tuple(x.shape)}")
     if contract.channel_order == "BGR":
         x = x[..., ::-1]
-    if scale != 1.0 or low != 0.0:
-        x = x * np.float32(scale) + np.float32(low)
-    # Each op is a pass over the whole batch: skip the identities (std 1 is the default).
-    if mean.any():
-        x = x - mean
-    return x * inv_std if (inv_std != 1.0).any() else x
+    # Each op is a pass over the whole batch: skip the identities (the official contracts only shift).
+    if (scale != 1.0).any():
+        x = x * scale
+    return x + shift if shift.any() else x

@@ -1,7 +1,9 @@
-"""Shared test setup: fixture discovery, and the slow and GPU markers."""
+"""Shared test setup: fixture discovery, the slow and GPU markers, and
+random-weight models whose logits mean something."""
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,3 +44,24 @@ def fixtures_dir():
             pytest.fail(message)
         pytest.skip(message)
     return FIXTURES
+
+
+def use_data_statistics(model, clips):
+    """Sets every BatchNorm's moving statistics to those of `clips`, as training
+    would: with the official fan-out init and identity statistics, the logits
+    of deep random-weight nets vanish (MobileNet V1: about 1e-20), and no
+    comparison means anything. Variances are floored at the layer's median:
+    late layers see a handful of values per channel, and a near-zero variance
+    would amplify float rounding by orders of magnitude."""
+    import keras
+
+    from keras_r3d import preprocess
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(preprocess(clips, model.preprocessing), training=True)
+    for layer in norms:
+        layer.momentum = 0.9
+        variance = layer.moving_variance.numpy()
+        layer.moving_variance.assign(np.maximum(variance, np.median(variance)))

@@ -19,7 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0, "warmup_s": 0.0,
         "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
         "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"],
-        "batch_norm": ["separate"]}
+        "batch_norm": ["separate"], "onnx_converters": ["auto"]}
 
 
 def test_cli_smoke_tensorflow_and_jax(tmp_path):
@@ -115,6 +115,18 @@ def test_onnxruntime_rows_say_where_the_time_goes():
     section = "\n".join(benchmark._onnxruntime_op_section(rows))
     top_op, (top_share, top_nodes) = next(iter(ops.items()))
     assert f"- **ShuffleNetV2-0.25x**: {top_op} {top_share:.0%} ({top_nodes})" in section
+
+
+def test_onnx_rows_for_each_converter():
+    """--onnx_converters=keras_r3d,tf2onnx times the writer's and tf2onnx's ONNX."""
+    rows = []
+    benchmark.measure_exported("SqueezeNet-1.1", ["onnxruntime"],
+                               {**TINY, "onnx_converters": ["keras_r3d", "tf2onnx"]}, rows.append)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert [benchmark.series_label(row) for row in rows] == [
+        "ONNX Runtime (keras_r3d ONNX) float32", "ONNX Runtime (tf2onnx ONNX) float32"]
+    transposes = [row["onnxruntime_op_time"].get("Transpose", [0, 0])[1] for row in rows]
+    assert transposes[0] <= 1 < transposes[1], transposes  # the writer transposes the input only
 
 
 def test_keras_rows_with_batch_norm_folded():

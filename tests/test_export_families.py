@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
-from tests.conftest import GESTURES
+from tests.conftest import GESTURES, use_data_statistics
 
 FLOAT_COSINE = 0.98
 INT8_COSINE = 0.95
@@ -53,7 +53,7 @@ def gesture_clips(fixtures_dir):
 def test_random_weight_family_exports_close_to_keras(name, overrides, gesture_clips, tmp_path):
     keras.utils.set_random_seed(0)
     model = create_model(name, **SMALL, **overrides)
-    _use_data_statistics(model, gesture_clips)
+    use_data_statistics(model, gesture_clips)
     float_report = export.export_model(model, tmp_path, ["tflite", "onnx"], verification=gesture_clips)
     int8_report = export.export_model(model, tmp_path, ["tflite"], quantize="int8",
                                       calibration=gesture_clips, verification=gesture_clips)
@@ -68,23 +68,6 @@ def test_random_weight_family_exports_close_to_keras(name, overrides, gesture_cl
     assert types <= {"UINT8", "INT8", "INT32"}, types
     float_ops, _ = export.tflite_ops((tmp_path / "model_none.tflite").read_bytes())
     assert not {op for op in float_ops if "FLEX" in op.upper() or op == "CUSTOM"}, float_ops
-
-
-def _use_data_statistics(model, clips):
-    """Sets every BatchNorm's moving statistics to those of `clips`, as training
-    would: with the official fan-out init and identity statistics, the logits
-    of deep random-weight nets vanish (MobileNet V1: about 1e-20), and no
-    comparison means anything. Variances are floored at the layer's median:
-    late layers see a handful of values per channel, and a near-zero variance
-    would amplify float rounding by orders of magnitude."""
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(preprocess(clips, model.preprocessing), training=True)
-    for layer in norms:
-        layer.momentum = 0.9
-        variance = layer.moving_variance.numpy()
-        layer.moving_variance.assign(np.maximum(variance, np.median(variance)))
 
 
 @pytest.fixture(scope="module")

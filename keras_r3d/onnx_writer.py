@@ -1,0 +1,383 @@
+"""Writes a zoo model straight to ONNX, frames-major and channels-first.
+
+tf2onnx translates the TF graph of the NDHWC model: it wraps every per-frame
+conv in NHWC<->NCHW transposes that the per-frame reshapes keep from
+cancelling, and pads explicitly. On 2 CPU cores onnxruntime then spent only
+20-32 % of its time in the convs (benchmarks/cpu2-onnxruntime-op-profile.md).
+
+This writer walks the Keras graph instead and keeps every activation as
+`(N*T, C, H, W)`: each frame a batch entry, channels first, onnxruntime's
+native layout. A conv is then a 2D `Conv` (spatial padding as its `pads`), or
+a sum of 2D convs over time slices for temporal kernels (the "frames" lowering
+of `keras_r3d.layers`), with the same weights. Moving between `(N*T, ...)` and
+`(N, T, ...)` is a free reshape, so the graph transposes only the input, in
+the channel shuffles, and for a `Permute` or a `Flatten` (C3D's head).
+
+It supports the layers of the zoo (`SUPPORTED`); `UnsupportedLayer` names any
+other. Fold the BatchNorms first (`fold_batch_norm`); unfolded ones become
+`BatchNormalization` nodes.
+"""
+import keras
+import numpy as np
+
+from keras_r3d import layers as r3d_layers
+from keras_r3d import runtimes
+from keras_r3d.preprocessing import Preprocessing
+
+SUPPORTED = ("InputLayer", "Conv3D", "BatchNormalization", "ReLU", "Activation", "Add",
+             "Concatenate", "ChannelShuffle", "ChannelSlice", "MaxPool3D", "AvgPool3D",
+             "GlobalAveragePooling3D", "Dropout", "Identity", "Dense", "Flatten", "Permute",
+             "ZeroChannelShortcut")
+MIN_OPSET = 11  # Slice, Pad and Clip take their parameters as inputs
+
+
+class UnsupportedLayer(ValueError):
+    """A layer the writer cannot translate."""
+
+
+class _Value:
+    """An ONNX tensor name with the Keras tensor it holds, in one of two layouts:
+    "frames" `(N*T, C, H, W)` for the NDHWC `(N, T, H, W, C)`, or "keras" (as in
+    Keras, for flat tensors and after a `Permute`)."""
+
+    def __init__(self, name, shape, layout):
+        self.name, self.shape, self.layout = name, tuple(shape), layout
+
+    @property
+    def frames(self):
+        return self.shape[1]
+
+    @property
+    def channels(self):
+        return self.shape[-1]
+
+
+class _Graph:
+    """Collects nodes and initializers with unique names."""
+
+    def __init__(self, opset):
+        import onnx
+
+        self.onnx, self.opset = onnx, opset
+        self.nodes, self.initializers, self._count = [], [], 0
+
+    def name(self, hint):
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def constant(self, hint, value, dtype=np.float32):
+        name = self.name(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def op(self, op_type, inputs, hint, **attributes):
+        output = self.name(hint)
+        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), [output], name=output,
+                                                     **attributes))
+        return output
+
+    # -- layout moves (free reshapes but for the transposes)
+
+    def split_time(self, value):
+        """`(N, T, C, H, W)` of a "frames" value."""
+        _, t, h, w, c = value.shape
+        return self.op("Reshape", [value.name, self.constant("shape", [-1, t, c, h, w], np.int64)],
+                       "split_time")
+
+    def merge_time(self, name, shape):
+        """A "frames" value from `(N, T, C, H, W)` named `name`; `shape` is NDHWC."""
+        _, _, h, w, c = shape
+        merged = self.op("Reshape", [name, self.constant("shape", [-1, c, h, w], np.int64)],
+                         "merge_time")
+        return _Value(merged, shape, "frames")
+
+    def to_keras(self, value):
+        """The NDHWC tensor of a "frames" value."""
+        if value.layout == "keras":
+            return value
+        ndhwc = self.op("Transpose", [self.split_time(value)], "to_ndhwc", perm=[0, 1, 3, 4, 2])
+        return _Value(ndhwc, value.shape, "keras")
+
+    def time_taps(self, value, window, stride, padding, apply):
+        """The terms `apply(tap, frames)` of a temporal window over a "frames"
+        value, each an `(N*T', ...)` output: `frames` holds, per output frame,
+        the input frame that tap reads. Padding is never materialized: a tap
+        runs on the real frames it reads and its output is zero-padded in time;
+        taps that read only padding are skipped."""
+        _, t, h, w, c = value.shape
+        t_out = (t + 2 * padding - window) // stride + 1
+        split = None
+        terms = []
+        for j in range(window):
+            real = [k for k in range(t_out) if 0 <= k * stride + j - padding < t]
+            if not real:
+                continue
+            first, last = real[0], real[-1]
+            start = first * stride + j - padding
+            if start == 0 and stride == 1 and len(real) == t:
+                frames = value.name  # the tap reads every frame as it is
+            else:
+                split = split or self.split_time(value)
+                sliced = self.op("Slice", [split, self.constant("starts", [start], np.int64),
+                                           self.constant("ends", [start + stride * (len(real) - 1) + 1], np.int64),
+                                           self.constant("axes", [1], np.int64),
+                                           self.constant("steps", [stride], np.int64)], "time_slice")
+                frames = self.merge_time(sliced, (None, len(real), h, w, c)).name
+            y, y_shape = apply(j, frames, len(real))
+            if first or last < t_out - 1:
+                _, _, yh, yw, yc = y_shape
+                y5 = self.split_time(_Value(y, (None, len(real), yh, yw, yc), "frames"))
+                pads = [0, first, 0, 0, 0, 0, t_out - 1 - last, 0, 0, 0]
+                y5 = self.op("Pad", [y5, self.constant("pads", pads, np.int64)], "pad_time")
+                y = self.merge_time(y5, (None, t_out, yh, yw, yc)).name
+            terms.append(y)
+        return terms
+
+    def total(self, names, hint, op_type="Add"):
+        """`names` combined pairwise by `op_type` ("Add" or "Max")."""
+        out = names[0]
+        for name in names[1:]:
+            out = self.op(op_type, [out, name], hint)
+        return out
+
+
+def _input(graph, contract, raw_input, input_dtype):
+    """The graph input and the normalized "frames" value it becomes, as
+    `keras_r3d.preprocess` normalizes: uint8 or float32 pixels `(N, T, S, S, 3)`,
+    or already normalized float32 with `raw_input`."""
+    frames, size = contract.frames, contract.size
+    dtype = "float32" if raw_input else input_dtype
+    types = {"uint8": graph.onnx.TensorProto.UINT8, "float32": graph.onnx.TensorProto.FLOAT}
+    if dtype not in types:
+        raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
+    spec = graph.onnx.helper.make_tensor_value_info(runtimes.INPUT_NAME, types[dtype],
+                                                    ["N", frames, size, size, 3])
+    # Transposed first: uint8 moves a quarter of the bytes.
+    x = graph.op("Transpose", [runtimes.INPUT_NAME], "channels_first", perm=[0, 1, 4, 2, 3])
+    x = graph.op("Reshape", [x, graph.constant("shape", [-1, 3, size, size], np.int64)], "merge_time")
+    if dtype == "uint8":
+        x = graph.op("Cast", [x], "to_float", to=graph.onnx.TensorProto.FLOAT)
+    if not raw_input:
+        if contract.channel_order == "BGR":
+            x = graph.op("Gather", [x, graph.constant("bgr", [2, 1, 0], np.int64)], "bgr", axis=1)
+        scale, shift = contract.affine()
+        if (scale != 1.0).any():
+            x = graph.op("Mul", [x, graph.constant("scale", scale.reshape(3, 1, 1))], "scale")
+        if shift.any():
+            x = graph.op("Add", [x, graph.constant("shift", shift.reshape(3, 1, 1))], "shift")
+    return spec, _Value(x, (None, frames, size, size, 3), "frames")
+
+
+def _conv(graph, layer, x, output_shape):
+    kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kt, kh, kw, in/groups, out)
+    _, sh, sw = layer.strides
+    _, ph, pw = layer.padding
+    bias = keras.ops.convert_to_numpy(layer.bias) if layer.use_bias else None
+    biased = []  # the tap that adds the bias: one that no time padding follows
+
+    def conv2d(j, frames, t):
+        inputs = [frames, graph.constant(f"{layer.name}_w{j}", kernel[j].transpose(3, 2, 0, 1))]
+        if bias is not None and not biased and t == output_shape[1]:
+            inputs.append(graph.constant(f"{layer.name}_b", bias))
+            biased.append(j)
+        y = graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
+                     pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3]))
+        return y, (None, t) + tuple(output_shape[2:])
+
+    terms = graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0], conv2d)
+    out = graph.total(terms, layer.name)
+    if bias is not None and not biased:
+        out = graph.op("Add", [out, graph.constant(f"{layer.name}_b", bias.reshape(-1, 1, 1))], layer.name)
+    return _Value(out, output_shape, "frames")
+
+
+def _pool(graph, layer, x, output_shape, relu_outputs):
+    kt, kh, kw = layer.pool_size
+    _, sh, sw = layer.strides
+    pt, ph, pw = layer.padding
+    is_max = isinstance(layer, r3d_layers.MaxPool3D)
+    if is_max and (ph or pw) and x.name not in relu_outputs:
+        raise UnsupportedLayer(f"{layer.name}: a padded max pool must follow a ReLU "
+                               "(ONNX pads max pools with -inf, the layer with zeros)")
+    attributes = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw])
+    if not is_max:
+        attributes["count_include_pad"] = 1
+    pooled = graph.op("MaxPool" if is_max else "AveragePool", [x.name], layer.name, **attributes)
+    _, _, h, w, c = output_shape
+    spatial = _Value(pooled, (None, x.frames, h, w, c), "frames")
+    # Zero padding in time: a padding frame adds 0 to the sum, and max(0, ReLU output) is the max.
+    taps = graph.time_taps(spatial, kt, layer.strides[0], pt,
+                           lambda j, frames, t: (frames, (None, t, h, w, c)))
+    out = graph.total(taps, layer.name, "Max" if is_max else "Add")
+    if not is_max and kt > 1:  # skipped padding taps are zeros: divide by the whole window
+        out = graph.op("Mul", [out, graph.constant("inv_window", np.float32(1.0 / kt))], layer.name)
+    return _Value(out, output_shape, "frames")
+
+
+def _activation(graph, layer, x):
+    """Relu, or Clip for ReLU6 (a `ReLU` or an `Activation` layer); None for
+    a linear activation."""
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.Activation):
+        name = config["activation"]
+        if name == "linear":
+            return None
+        if name not in ("relu", "relu6"):
+            raise UnsupportedLayer(f"{layer.name}: activation {name!r}")
+        max_value, plain = (6.0 if name == "relu6" else None), True
+    else:
+        max_value = config.get("max_value")
+        plain = not config.get("negative_slope") and not config.get("threshold")
+    if not plain:
+        raise UnsupportedLayer(f"{layer.name}: only ReLU and ReLU6-style clipping are supported")
+    if max_value is None:
+        return graph.op("Relu", [x.name], layer.name)
+    return graph.op("Clip", [x.name, graph.constant("min", np.float32(0.0)),
+                             graph.constant("max", np.float32(max_value))], layer.name)
+
+
+def _layer(graph, layer, inputs, output_shape, relu_outputs):
+    """The `_Value` of `layer` applied to `inputs`."""
+    kind = type(layer).__name__
+    x = inputs[0]
+    frames = x.layout == "frames"
+    if kind in ("Dropout", "Identity"):
+        return x
+    if kind == "Conv3D" and frames:
+        return _conv(graph, layer, x, output_shape)
+    if kind in ("MaxPool3D", "AvgPool3D") and frames:
+        return _pool(graph, layer, x, output_shape, relu_outputs)
+    if kind in ("ReLU", "Activation"):
+        out = _activation(graph, layer, x)
+        if out is None:
+            return x
+        relu_outputs.add(out)
+        return _Value(out, output_shape, x.layout)
+    if kind == "BatchNormalization" and layer.axis in (-1, len(x.shape) - 1) and (frames or len(x.shape) == 2):
+        weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
+        c = x.channels
+        names = [graph.constant(f"{layer.name}_{key}", weights.get(key, default))
+                 for key, default in (("gamma", np.ones(c)), ("beta", np.zeros(c)),
+                                      ("moving_mean", None), ("moving_variance", None))]
+        out = graph.op("BatchNormalization", [x.name] + names, layer.name, epsilon=float(layer.epsilon))
+        return _Value(out, output_shape, x.layout)
+    if kind in ("Add", "Concatenate"):
+        layouts = {v.layout for v in inputs}
+        if len(layouts) > 1:
+            inputs = [graph.to_keras(v) for v in inputs]
+        names = [v.name for v in inputs]
+        if kind == "Add":
+            return _Value(graph.total(names, layer.name), output_shape, inputs[0].layout)
+        axis = layer.axis % len(output_shape)
+        if inputs[0].layout == "frames":
+            if axis != len(output_shape) - 1:
+                raise UnsupportedLayer(f"{layer.name}: concatenation along axis {layer.axis}")
+            axis = 1
+        return _Value(graph.op("Concat", names, layer.name, axis=axis), output_shape, inputs[0].layout)
+    if kind == "ChannelShuffle" and frames:
+        _, _, h, w, c = x.shape
+        g = layer.groups
+        y = graph.op("Reshape", [x.name, graph.constant("shape", [-1, g, c // g, h * w], np.int64)],
+                     layer.name)
+        y = graph.op("Transpose", [y], layer.name, perm=[0, 2, 1, 3])
+        y = graph.op("Reshape", [y, graph.constant("shape", [-1, c, h, w], np.int64)], layer.name)
+        return _Value(y, output_shape, "frames")
+    if kind == "ChannelSlice" and frames:
+        y = graph.op("Slice", [x.name, graph.constant("starts", [layer.start], np.int64),
+                               graph.constant("ends", [layer.stop], np.int64),
+                               graph.constant("axes", [1], np.int64)], layer.name)
+        return _Value(y, output_shape, "frames")
+    if kind == "ZeroChannelShortcut" and frames:
+        s = layer.stride
+        y = graph.op("Slice", [graph.split_time(x), graph.constant("starts", [0, 0, 0], np.int64),
+                               graph.constant("ends", [2**62] * 3, np.int64),
+                               graph.constant("axes", [1, 3, 4], np.int64),
+                               graph.constant("steps", [s, s, s], np.int64)], layer.name)
+        extra = layer.filters - x.channels
+        if extra:
+            pads = [0, 0, 0, 0, 0, 0, 0, extra, 0, 0]
+            y = graph.op("Pad", [y, graph.constant("pads", pads, np.int64)], layer.name)
+        return graph.merge_time(y, output_shape)
+    if kind == "GlobalAveragePooling3D" and frames and not layer.keepdims:
+        axes = [1, 3, 4]
+        if graph.opset >= 18:  # axes became an input
+            y = graph.op("ReduceMean", [graph.split_time(x), graph.constant("axes", axes, np.int64)],
+                         layer.name, keepdims=0)
+        else:
+            y = graph.op("ReduceMean", [graph.split_time(x)], layer.name, axes=axes, keepdims=0)
+        return _Value(y, output_shape, "keras")
+    if kind == "Permute":
+        if frames:  # one transpose of (N, T, C, H, W): NDHWC axis 1, 2, 3, 4 is axis 1, 3, 4, 2 there
+            y = graph.op("Transpose", [graph.split_time(x)], layer.name,
+                         perm=[0] + [(0, 1, 3, 4, 2)[d] for d in layer.dims])
+        else:
+            y = graph.op("Transpose", [x.name], layer.name, perm=[0] + list(layer.dims))
+        return _Value(y, output_shape, "keras")
+    if kind == "Flatten":
+        x = graph.to_keras(x)
+        y = graph.op("Flatten", [x.name], layer.name, axis=1)
+        return _Value(y, output_shape, "keras")
+    if kind == "Dense" and len(x.shape) == 2:
+        inputs = [x.name, graph.constant(f"{layer.name}_w", keras.ops.convert_to_numpy(layer.kernel))]
+        y = graph.op("MatMul", inputs, layer.name)
+        if layer.use_bias:
+            y = graph.op("Add", [y, graph.constant(f"{layer.name}_b",
+                                                   keras.ops.convert_to_numpy(layer.bias))], layer.name)
+        activation = layer.get_config()["activation"]
+        if activation == "relu":
+            y = graph.op("Relu", [y], layer.name)
+        elif activation != "linear":
+            raise UnsupportedLayer(f"{layer.name}: Dense activation {activation!r}")
+        return _Value(y, output_shape, "keras")
+    raise UnsupportedLayer(f"Layer {layer.name!r} ({kind}) on a {x.layout} tensor of shape "
+                           f"{x.shape} is not supported by the ONNX writer")
+
+
+def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype="uint8"):
+    """The ONNX `ModelProto` of `model`: frames `(N, T, S, S, 3)` in, normalized
+    in the graph by `contract` (default: the model's), logits out.
+
+    Args:
+        raw_input: take normalized float32 input instead.
+        input_dtype: "uint8" frames, or "float32" pixel values 0..255.
+    Raises:
+        UnsupportedLayer: for a layer, layout or opset outside the writer's.
+    """
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise UnsupportedLayer(f"the ONNX writer needs opset >= {MIN_OPSET}, got {opset}")
+    contract = contract or model.preprocessing
+    if isinstance(contract, dict):
+        contract = Preprocessing.from_dict(contract)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedLayer("the ONNX writer takes models with one input and one output")
+    graph = _Graph(opset)
+    spec, value = _input(graph, contract, raw_input, input_dtype)
+    values = {id(model.inputs[0]): value}
+    relu_outputs = set()
+    for layer in model.layers:
+        if type(layer).__name__ not in SUPPORTED:
+            raise UnsupportedLayer(f"Layer {layer.name!r} ({type(layer).__name__}) is not supported "
+                                   f"by the ONNX writer; it supports {', '.join(SUPPORTED)}")
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if len(layer._inbound_nodes) != 1:
+            raise UnsupportedLayer(f"Layer {layer.name!r} is called {len(layer._inbound_nodes)} times")
+        node = layer._inbound_nodes[0]
+        inputs = [values[id(t)] for t in node.input_tensors]
+        output = node.output_tensors[0]
+        values[id(output)] = _layer(graph, layer, inputs, tuple(output.shape), relu_outputs)
+    logits = values[id(model.outputs[0])]
+    if logits.layout != "keras" or len(logits.shape) != 2:
+        raise UnsupportedLayer(f"the model's output must be (N, classes), got {logits.shape}")
+    graph.nodes.append(onnx.helper.make_node("Identity", [logits.name], [runtimes.OUTPUT_NAME]))
+    onnx_graph = onnx.helper.make_graph(
+        graph.nodes, model.name, [spec],
+        [onnx.helper.make_tensor_value_info(runtimes.OUTPUT_NAME, onnx.TensorProto.FLOAT,
+                                            ["N", logits.shape[-1]])],
+        graph.initializers)
+    proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
+                                   producer_name="keras_r3d")
+    onnx.checker.check_model(proto)
+    return proto

@@ -1,0 +1,113 @@
+"""keras_r3d.onnx_writer: every family's ONNX graph computes the Keras model's
+logits in onnxruntime, channels first with no layout transposes, for every
+input form; other layers fall back to tf2onnx in `export_onnx`."""
+import json
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from keras_r3d import create_model, export, fold_batch_norm, onnx_writer, preprocess, runtimes
+from keras_r3d.preprocessing import Preprocessing
+from tests.conftest import use_data_statistics
+
+SMALL = {"num_classes": 5, "input_shape": (16, 32, 32, 3)}
+FAMILIES = {  # name: builder overrides
+    "ShuffleNetV1-0.5x": {}, "ShuffleNetV2-0.25x": {}, "MobileNetV1-0.5x": {}, "MobileNetV2-0.2x": {},
+    "SqueezeNet-1.1": {}, "ResNet-18-A": {}, "ResNeXt-50-B-c32": {"cardinality": 4}, "C3D": {},
+}
+
+
+def _model(name, contract=None, **overrides):
+    keras.utils.set_random_seed(0)
+    model = create_model(name, **SMALL, **overrides, **({"preprocessing": contract} if contract else {}))
+    use_data_statistics(model, runtimes.random_frames(4, SMALL["input_shape"], seed=1))
+    return model
+
+
+def _run(proto, batch):
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {runtimes.INPUT_NAME: batch})[0]
+
+
+def _assert_matches(logits, model, clips):
+    result = export.compare(logits, model.predict_on_batch(preprocess(clips, model.preprocessing)), "none")
+    assert result["passed"] and result["max_abs_logit"] > 0.1, result
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_matches_keras_without_layout_transposes(name):
+    model = _model(name, **FAMILIES[name])
+    proto = onnx_writer.model_proto(fold_batch_norm(model))
+    clips = runtimes.random_frames(3, SMALL["input_shape"], seed=2)
+    _assert_matches(_run(proto, clips), model, clips)
+    ops = [node.op_type for node in proto.graph.node]
+    # One transpose of the input, one per channel shuffle, and C3D's before its flatten.
+    expected = 1 + sum(isinstance(layer, keras.layers.Permute) or type(layer).__name__ == "ChannelShuffle"
+                       for layer in model.layers)
+    assert ops.count("Transpose") == expected, ops
+    assert "BatchNormalization" not in ops  # folded into the convs
+
+
+def test_unfolded_batch_norm_and_dynamic_batch():
+    model = _model("ShuffleNetV2-0.25x")
+    proto = onnx_writer.model_proto(model)
+    assert "BatchNormalization" in [node.op_type for node in proto.graph.node]
+    for batch in (1, 4):
+        clips = runtimes.random_frames(batch, SMALL["input_shape"], seed=batch)
+        _assert_matches(_run(proto, clips), model, clips)
+
+
+def test_contract_is_applied_in_the_graph_for_every_input_form():
+    contract = Preprocessing(channel_order="BGR", value_range=(0.0, 1.0), mean=(0.45, 0.4, 0.5),
+                             std=(0.2, 0.3, 0.25), frames=16, size=32)
+    model = _model("MobileNetV2-0.2x", contract)
+    folded = fold_batch_norm(model)
+    clips = runtimes.random_frames(2, SMALL["input_shape"], seed=3)
+    _assert_matches(_run(onnx_writer.model_proto(folded), clips), model, clips)
+    pixels = onnx_writer.model_proto(folded, input_dtype="float32")
+    _assert_matches(_run(pixels, clips.astype(np.float32)), model, clips)
+    raw = onnx_writer.model_proto(folded, raw_input=True)
+    _assert_matches(_run(raw, preprocess(clips, contract)), model, clips)
+    assert [node.op_type for node in raw.graph.node][:2] == ["Transpose", "Reshape"]  # no normalization
+
+
+def test_newer_opset():
+    model = _model("SqueezeNet-1.1")
+    proto = onnx_writer.model_proto(fold_batch_norm(model), opset=18)
+    assert proto.opset_import[0].version == 18
+    clips = runtimes.random_frames(2, SMALL["input_shape"], seed=4)
+    _assert_matches(_run(proto, clips), model, clips)
+    with pytest.raises(onnx_writer.UnsupportedLayer, match="opset >= 11"):
+        onnx_writer.model_proto(model, opset=10)
+
+
+def test_other_layers_fall_back_to_tf2onnx(tmp_path):
+    model = _model("SqueezeNet-1.1")
+    # The same graph with one layer the writer lacks: a leaky ReLU on the logits.
+    leaky = keras.layers.LeakyReLU(negative_slope=0.1, name="leaky")(model.output)
+    custom = type(model)(model.input, leaky, preprocessing=model.preprocessing,
+                         class_names=model.class_names, architecture=model.architecture)
+    with pytest.raises(onnx_writer.UnsupportedLayer, match="'leaky' \\(LeakyReLU\\)"):
+        onnx_writer.model_proto(custom)
+    with pytest.raises(onnx_writer.UnsupportedLayer):
+        export.export_onnx(custom, tmp_path / "writer.onnx", converter="keras_r3d")
+    lines = []
+    path = export.export_onnx(custom, tmp_path / "auto.onnx", log=lines.append)
+    assert "converting with tf2onnx" in lines[0] and "leaky" in lines[0]
+    assert runtimes.read_metadata(str(path))["converter"] == "tf2onnx"
+    clips = runtimes.random_frames(2, SMALL["input_shape"], seed=5)
+    reference = custom.predict_on_batch(preprocess(clips, custom.preprocessing))
+    assert export.compare(runtimes.load_runtime(str(path))(clips), reference, "none")["passed"]
+
+
+def test_export_reports_the_converter(tmp_path):
+    model = _model("ShuffleNetV2-0.25x")
+    report = export.export_model(model, tmp_path, ["onnx"])
+    assert report["formats"]["onnx"]["converter"] == "keras_r3d" and report["passed"]
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert json.loads(props[runtimes.METADATA_KEY])["converter"] == "keras_r3d"
+    report = export.export_model(model, tmp_path / "tf2onnx", ["onnx"], onnx_converter="tf2onnx")
+    assert report["formats"]["onnx"]["converter"] == "tf2onnx" and report["passed"]
