@@ -1195,14 +1195,17 @@ def _profile_section(profiles, top=6):
 
 
 def _onnxruntime_op_section(rows, top=6):
-    """Where the time goes in onnxruntime, per model: its largest op types."""
-    shares = {row["model"]: row["onnxruntime_op_time"] for row in rows if row.get("onnxruntime_op_time")}
+    """Where the time goes in onnxruntime, per model (and ONNX converter): its
+    largest op types."""
+    shares = {(row["model"], row.get("onnx_converter")): row["onnxruntime_op_time"]
+              for row in rows if row.get("onnxruntime_op_time")}
     if not shares:
         return []
     lines = ["## Where the time goes in onnxruntime (CPU, batch 1, its own profiler)", "",
              "Share of the summed kernel time by ONNX op type (nodes per call).", ""]
-    for name, ops in shares.items():
-        lines.append(f"- **{name}**: " + ", ".join(f"{op} {share:.0%} ({nodes})"
+    for (name, converter), ops in shares.items():
+        label = f"**{name}**" + (f", {converter} ONNX" if converter else "")
+        lines.append(f"- {label}: " + ", ".join(f"{op} {share:.0%} ({nodes})"
                                                    for op, (share, nodes) in list(ops.items())[:top]) + ".")
     return lines + [""]
 

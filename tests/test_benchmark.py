@@ -127,6 +127,8 @@ def test_onnx_rows_for_each_converter():
         "ONNX Runtime (keras_r3d ONNX) float32", "ONNX Runtime (tf2onnx ONNX) float32"]
     transposes = [row["onnxruntime_op_time"].get("Transpose", [0, 0])[1] for row in rows]
     assert transposes[0] <= 1 < transposes[1], transposes  # the writer transposes the input only
+    section = "\n".join(benchmark._onnxruntime_op_section(rows))
+    assert "- **SqueezeNet-1.1**, keras_r3d ONNX: " in section and "- **SqueezeNet-1.1**, tf2onnx ONNX: " in section
 
 
 def test_keras_rows_with_batch_norm_folded():
