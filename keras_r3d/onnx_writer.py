@@ -60,6 +60,7 @@ class _Graph:
 
         self.onnx, self.opset = onnx, opset
         self.nodes, self.initializers, self._count = [], [], 0
+        self.shapes = {}  # tensor name -> its ONNX shape, declared as value_info
 
     def name(self, hint):
         self._count += 1
@@ -89,7 +90,16 @@ class _Graph:
         _, _, h, w, c = shape
         merged = self.op("Reshape", [name, self.constant("shape", [-1, c, h, w], np.int64)],
                          "merge_time")
-        return _Value(merged, shape, "frames")
+        return self.declare(_Value(merged, shape, "frames"))
+
+    def declare(self, value):
+        """Records the shape of a "frames" value, `(N*T, C, H, W)` with N*T a
+        named dimension: onnxruntime cannot infer it through the reshapes, and
+        without it does not fuse the sums of the time taps into the convs."""
+        if value.layout == "frames":
+            _, t, h, w, c = value.shape
+            self.shapes[value.name] = [f"N*{t}", c, h, w]
+        return value
 
     def to_keras(self, value):
         """The NDHWC tensor of a "frames" value."""
@@ -98,40 +108,37 @@ class _Graph:
         ndhwc = self.op("Transpose", [self.split_time(value)], "to_ndhwc", perm=[0, 1, 3, 4, 2])
         return _Value(ndhwc, value.shape, "keras")
 
-    def time_taps(self, value, window, stride, padding, apply):
-        """The terms `apply(tap, frames)` of a temporal window over a "frames"
-        value, each an `(N*T', ...)` output: `frames` holds, per output frame,
-        the input frame that tap reads. Padding is never materialized: a tap
-        runs on the real frames it reads and its output is zero-padded in time;
-        taps that read only padding are skipped."""
+    def time_taps(self, value, window, stride, padding):
+        """[(tap, `(N*T', C, H, W)`: per output frame, the frame that tap reads)]
+        of a temporal window over a "frames" value, zero-padded in time. Taps
+        that read only padding are left out; a tap that reads every frame in
+        order is the value itself. Every tap covers every output frame, so
+        onnxruntime fuses the sum of the per-tap convs into them."""
         _, t, h, w, c = value.shape
         t_out = (t + 2 * padding - window) // stride + 1
-        split = None
-        terms = []
+        split = padded = None
+        taps = []
         for j in range(window):
-            real = [k for k in range(t_out) if 0 <= k * stride + j - padding < t]
-            if not real:
+            reads = [j - padding + stride * k for k in range(t_out)]  # < 0 or >= t: padding
+            if not any(0 <= r < t for r in reads):
                 continue
-            first, last = real[0], real[-1]
-            start = first * stride + j - padding
-            if start == 0 and stride == 1 and len(real) == t:
-                frames = value.name  # the tap reads every frame as it is
+            if reads == list(range(t)):
+                taps.append((j, value.name))
+                continue
+            split = split or self.split_time(value)
+            if all(0 <= r < t for r in reads):
+                source, start = split, reads[0]
             else:
-                split = split or self.split_time(value)
-                sliced = self.op("Slice", [split, self.constant("starts", [start], np.int64),
-                                           self.constant("ends", [start + stride * (len(real) - 1) + 1], np.int64),
-                                           self.constant("axes", [1], np.int64),
-                                           self.constant("steps", [stride], np.int64)], "time_slice")
-                frames = self.merge_time(sliced, (None, len(real), h, w, c)).name
-            y, y_shape = apply(j, frames, len(real))
-            if first or last < t_out - 1:
-                _, _, yh, yw, yc = y_shape
-                y5 = self.split_time(_Value(y, (None, len(real), yh, yw, yc), "frames"))
-                pads = [0, first, 0, 0, 0, 0, t_out - 1 - last, 0, 0, 0]
-                y5 = self.op("Pad", [y5, self.constant("pads", pads, np.int64)], "pad_time")
-                y = self.merge_time(y5, (None, t_out, yh, yw, yc)).name
-            terms.append(y)
-        return terms
+                if padded is None:
+                    pads = [0, padding, 0, 0, 0, 0, padding, 0, 0, 0]
+                    padded = self.op("Pad", [split, self.constant("pads", pads, np.int64)], "pad_time")
+                source, start = padded, reads[0] + padding
+            sliced = self.op("Slice", [source, self.constant("starts", [start], np.int64),
+                                       self.constant("ends", [start + stride * (t_out - 1) + 1], np.int64),
+                                       self.constant("axes", [1], np.int64),
+                                       self.constant("steps", [stride], np.int64)], "time_slice")
+            taps.append((j, self.merge_time(sliced, (None, t_out, h, w, c)).name))
+        return taps
 
     def total(self, names, hint, op_type="Add"):
         """`names` combined pairwise by `op_type` ("Add" or "Max")."""
@@ -165,30 +172,21 @@ def _input(graph, contract, raw_input, input_dtype):
             x = graph.op("Mul", [x, graph.constant("scale", scale.reshape(3, 1, 1))], "scale")
         if shift.any():
             x = graph.op("Add", [x, graph.constant("shift", shift.reshape(3, 1, 1))], "shift")
-    return spec, _Value(x, (None, frames, size, size, 3), "frames")
+    return spec, graph.declare(_Value(x, (None, frames, size, size, 3), "frames"))
 
 
 def _conv(graph, layer, x, output_shape):
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kt, kh, kw, in/groups, out)
     _, sh, sw = layer.strides
     _, ph, pw = layer.padding
-    bias = keras.ops.convert_to_numpy(layer.bias) if layer.use_bias else None
-    biased = []  # the tap that adds the bias: one that no time padding follows
-
-    def conv2d(j, frames, t):
+    terms = []
+    for j, frames in graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0]):
         inputs = [frames, graph.constant(f"{layer.name}_w{j}", kernel[j].transpose(3, 2, 0, 1))]
-        if bias is not None and not biased and t == output_shape[1]:
-            inputs.append(graph.constant(f"{layer.name}_b", bias))
-            biased.append(j)
-        y = graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
-                     pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3]))
-        return y, (None, t) + tuple(output_shape[2:])
-
-    terms = graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0], conv2d)
-    out = graph.total(terms, layer.name)
-    if bias is not None and not biased:
-        out = graph.op("Add", [out, graph.constant(f"{layer.name}_b", bias.reshape(-1, 1, 1))], layer.name)
-    return _Value(out, output_shape, "frames")
+        if layer.use_bias and not terms:
+            inputs.append(graph.constant(f"{layer.name}_b", keras.ops.convert_to_numpy(layer.bias)))
+        terms.append(graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
+                              pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3])))
+    return _Value(graph.total(terms, layer.name), output_shape, "frames")
 
 
 def _pool(graph, layer, x, output_shape, relu_outputs):
@@ -205,9 +203,8 @@ def _pool(graph, layer, x, output_shape, relu_outputs):
     pooled = graph.op("MaxPool" if is_max else "AveragePool", [x.name], layer.name, **attributes)
     _, _, h, w, c = output_shape
     spatial = _Value(pooled, (None, x.frames, h, w, c), "frames")
-    # Zero padding in time: a padding frame adds 0 to the sum, and max(0, ReLU output) is the max.
-    taps = graph.time_taps(spatial, kt, layer.strides[0], pt,
-                           lambda j, frames, t: (frames, (None, t, h, w, c)))
+    # Zero padding in time, as the layer pads (and ONNX MaxPool does not).
+    taps = [frames for _, frames in graph.time_taps(spatial, kt, layer.strides[0], pt)]
     out = graph.total(taps, layer.name, "Max" if is_max else "Add")
     if not is_max and kt > 1:  # skipped padding taps are zeros: divide by the whole window
         out = graph.op("Mul", [out, graph.constant("inv_window", np.float32(1.0 / kt))], layer.name)
@@ -281,7 +278,7 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
                      layer.name)
         y = graph.op("Transpose", [y], layer.name, perm=[0, 2, 1, 3])
         y = graph.op("Reshape", [y, graph.constant("shape", [-1, c, h, w], np.int64)], layer.name)
-        return _Value(y, output_shape, "frames")
+        return graph.declare(_Value(y, output_shape, "frames"))
     if kind == "ChannelSlice" and frames:
         y = graph.op("Slice", [x.name, graph.constant("starts", [layer.start], np.int64),
                                graph.constant("ends", [layer.stop], np.int64),
@@ -372,11 +369,13 @@ def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype=
     if logits.layout != "keras" or len(logits.shape) != 2:
         raise UnsupportedLayer(f"the model's output must be (N, classes), got {logits.shape}")
     graph.nodes.append(onnx.helper.make_node("Identity", [logits.name], [runtimes.OUTPUT_NAME]))
+    float32 = onnx.TensorProto.FLOAT
     onnx_graph = onnx.helper.make_graph(
         graph.nodes, model.name, [spec],
-        [onnx.helper.make_tensor_value_info(runtimes.OUTPUT_NAME, onnx.TensorProto.FLOAT,
-                                            ["N", logits.shape[-1]])],
-        graph.initializers)
+        [onnx.helper.make_tensor_value_info(runtimes.OUTPUT_NAME, float32, ["N", logits.shape[-1]])],
+        graph.initializers,
+        value_info=[onnx.helper.make_tensor_value_info(name, float32, shape)
+                    for name, shape in graph.shapes.items()])
     proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="keras_r3d")
     onnx.checker.check_model(proto)
