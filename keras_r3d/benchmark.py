@@ -780,7 +780,9 @@ def plan_processes(backends, runtimes):
 
 
 def run_share(runtimes, settings, on_row, official=False):
-    """Measures `runtimes` (and the official code) for every model here."""
+    """Measures `runtimes` for every model here, and the official code right
+    after each model's own rows, so that both sides see the machine in the
+    same state (a shared machine's speed drifts over minutes)."""
     import keras
     from tqdm import tqdm
 
@@ -885,14 +887,16 @@ def run_benchmark(settings, output_dir, tag, command):
         results["results"].append(row)
         save()
 
+    official = bool(settings["official_repo"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_benchmark_") as workdir:
         for backend, runtimes in plan_processes(settings["backends"], settings["runtimes"]).items():
             if backend == current:
-                run_share(runtimes, settings, on_row)
+                run_share(runtimes, settings, on_row, official=official)
+                official = False
             else:
                 for row in run_worker(backend, runtimes, settings, workdir):
                     on_row(row)
-    if settings["official_repo"]:
+    if official:  # nothing ran in this process
         run_share([], settings, on_row, official=True)
     if settings["profile_layers"]:
         results["layer_profiles"] = run_layer_profiles(settings, current)

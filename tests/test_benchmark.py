@@ -62,7 +62,7 @@ def _flags(**overrides):
               "precision": ["float32"], "batch_sizes": ["8", "1"], "input_shape": "16,112,112",
               "num_classes": 600, "warmup": 1, "warmup_s": 0.5, "repeats": 2, "threads": None,
               "tf32": False, "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
-              "batch_norm": ["separate"],
+              "batch_norm": ["separate"], "onnx_converters": ["auto"],
               "official_repo": None, "official_channels_last": False, "profile_layers": False}
     return types.SimpleNamespace(**{**values, **overrides})
 
@@ -79,6 +79,7 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
                          (dict(runtimes=[]), "runtimes"),
                          (dict(layers=["2d"]), "layers"),
                          (dict(batch_norm=["fused"]), "batch_norm"),
+                         (dict(onnx_converters=["onnx-tf"]), "onnx_converters"),
                          (dict(official_repo=str(tmp_path)), "models/")):
         with pytest.raises(ValueError, match=message):
             benchmark.settings_from_flags(_flags(**bad))
@@ -141,10 +142,10 @@ def test_keras_rows_with_batch_norm_folded():
     assert benchmark.series_label(rows[1]) == "Keras (tensorflow, BN folded) float32"
 
 
-def test_official_repo_is_imported_from_the_path(tmp_path):
-    """A stand-in checkout with the official constructor signature."""
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "shufflenetv2.py").write_text(textwrap.dedent("""
+def _official_stand_in(folder):
+    """A stand-in checkout with the official ShuffleNetV2 constructor signature."""
+    (folder / "models").mkdir()
+    (folder / "models" / "shufflenetv2.py").write_text(textwrap.dedent("""
         import torch.nn as nn
 
         class ShuffleNetV2(nn.Module):
@@ -156,6 +157,10 @@ def test_official_repo_is_imported_from_the_path(tmp_path):
             def forward(self, x):
                 return self.fc(self.conv(x).mean(dim=(2, 3, 4)))
         """))
+
+
+def test_official_repo_is_imported_from_the_path(tmp_path):
+    _official_stand_in(tmp_path)
     rows = []
     settings = {**TINY, "official_repo": str(tmp_path), "official_modes": ["eager"],
                 "precisions": ["float32", "int8"]}
@@ -166,6 +171,22 @@ def test_official_repo_is_imported_from_the_path(tmp_path):
     assert model.fc.out_features == 7
     with pytest.raises(FileNotFoundError, match="models/mobilenet.py"):
         benchmark.build_official(str(tmp_path), "MobileNetV1-1.0x", 7, (8, 32, 32, 3))
+
+
+def test_official_rows_follow_each_models_own_rows(tmp_path):
+    """Both sides of a comparison run back to back, model by model."""
+    _official_stand_in(tmp_path)
+    command = [sys.executable, "-m", "keras_r3d.benchmark", "--models=ShuffleNetV2-0.25x,ShuffleNetV2-1.0x",
+               "--runtimes=onnxruntime", "--input_shape=8,32,32", "--batch_sizes=1", "--warmup=0",
+               "--warmup_s=0", "--repeats=1", "--num_classes=5", f"--official_repo={tmp_path}",
+               "--official_modes=eager", f"--output_dir={tmp_path}", "--tag=order"]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "order.json").read_text())
+    assert [(row["model"], row["runtime"], row["status"]) for row in results["results"]] == [
+        ("ShuffleNetV2-0.25x", "onnxruntime", "ok"), ("ShuffleNetV2-0.25x", "official-eager", "ok"),
+        ("ShuffleNetV2-1.0x", "onnxruntime", "ok"), ("ShuffleNetV2-1.0x", "official-eager", "ok")]
 
 
 def test_model_groups():
