@@ -958,7 +958,8 @@ def series_label(row):
         label += f"{', ' + row['layers'] + ' layers' if row.get('layers') else ''}"
         label += f"{', BN folded' if row.get('batch_norm') == 'folded' else ''})"
     elif row["runtime"] in DEPLOYABLE:
-        details = [row["backend"]] if row.get("backend") not in (None, row["runtime"]) else []  # tflite+xnnpack
+        # e.g. "TFLite (tflite+xnnpack)", "ONNX Runtime (tf2onnx ONNX)"
+        details = [row["backend"]] if row.get("backend") not in (None, row["runtime"]) else []
         details += [f"{row['onnx_converter']} ONNX"] if row.get("onnx_converter") else []
         label += f" ({', '.join(details)})" if details else ""
     return f"{label} {row['precision']}"

@@ -247,7 +247,7 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
 
     Args:
         converter: "keras_r3d" (`keras_r3d.onnx_writer`: channels first, no layout
-            transposes; faster in onnxruntime: benchmarks/cpu2-onnx-writer.md),
+            transposes; faster in onnxruntime: benchmarks/cpu2-onnx-writer-*.md),
             "tf2onnx" (the TF graph), or "auto": the writer, and tf2onnx for a
             model with layers the writer lacks.
     """
@@ -260,8 +260,8 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
     proto = None
     if converter != "tf2onnx":
         try:
-            proto = onnx_writer.model_proto(fold_batch_norm(model), model.preprocessing, opset=int(opset), raw_input=raw_input,
-                                            input_dtype=input_dtype)
+            proto = onnx_writer.model_proto(fold_batch_norm(model), opset=int(opset),
+                                            raw_input=raw_input, input_dtype=input_dtype)
         except onnx_writer.UnsupportedLayer as error:
             if converter == "keras_r3d":
                 raise

@@ -250,7 +250,8 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
             return x
         relu_outputs.add(out)
         return _Value(out, output_shape, x.layout)
-    if kind == "BatchNormalization" and layer.axis in (-1, len(x.shape) - 1) and (frames or len(x.shape) == 2):
+    channels_last = layer.axis in (-1, len(x.shape) - 1) if kind == "BatchNormalization" else False
+    if channels_last and (frames or len(x.shape) == 2):  # an unfolded BatchNormalization
         weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
         c = x.channels
         names = [graph.constant(f"{layer.name}_{key}", weights.get(key, default))

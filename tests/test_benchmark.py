@@ -129,7 +129,8 @@ def test_onnx_rows_for_each_converter():
     transposes = [row["onnxruntime_op_time"].get("Transpose", [0, 0])[1] for row in rows]
     assert transposes[0] <= 1 < transposes[1], transposes  # the writer transposes the input only
     section = "\n".join(benchmark._onnxruntime_op_section(rows))
-    assert "- **SqueezeNet-1.1**, keras_r3d ONNX: " in section and "- **SqueezeNet-1.1**, tf2onnx ONNX: " in section
+    for converter in ("keras_r3d", "tf2onnx"):
+        assert f"- **SqueezeNet-1.1**, {converter} ONNX: " in section
 
 
 def test_keras_rows_with_batch_norm_folded():
