@@ -109,5 +109,3 @@ def test_export_reports_the_converter(tmp_path):
     assert report["formats"]["onnx"]["converter"] == "keras_r3d" and report["passed"]
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert json.loads(props[runtimes.METADATA_KEY])["converter"] == "keras_r3d"
-    report = export.export_model(model, tmp_path / "tf2onnx", ["onnx"], onnx_converter="tf2onnx")
-    assert report["formats"]["onnx"]["converter"] == "tf2onnx" and report["passed"]
