@@ -49,7 +49,7 @@ MODEL_GROUPS = ("all", "efficient", "1.0x")
 # Libraries whose versions a run records (distribution names).
 VERSIONED = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
              "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorrt", "tf2onnx")
-# 1-minute load average per core above which the Markdown warns.
+# 1-minute load average per core, beyond the benchmark's own threads, above which the Markdown warns.
 BUSY_LOAD_PER_CORE = 0.25
 MIB = 1024 * 1024
 
@@ -1007,10 +1007,12 @@ def render_markdown(results):
     ]
     busiest = max(run["load_1min_before"], run.get("load_1min_after") or 0.0,
                   *[row.get("load_1min", 0.0) for row in rows])
-    if busiest > BUSY_LOAD_PER_CORE * cores:
+    own = min(settings["threads"], cores)  # the load the benchmark itself adds
+    busy = busiest > own + BUSY_LOAD_PER_CORE * cores
+    if busy:
         lines.append(f"- **The machine was shared and busy** (1-minute load up to {busiest:.2f} on "
-                     f"{cores} cores, some of it this benchmark's own): other processes took CPU "
-                     "time, so these clips/s are lower bounds for an idle machine.")
+                     f"{cores} cores, {own} of it this benchmark's own threads at most): other "
+                     "processes took CPU time, so these clips/s are lower bounds for an idle machine.")
     if "finished_utc" not in run:
         measured = {row["model"] for row in rows}
         missing = [name for name in models if name not in measured]
@@ -1040,7 +1042,7 @@ def render_markdown(results):
         lines.append(_md_row(cells))
     lines.append("")
 
-    lines += _target_section(models, rows, busy=busiest > BUSY_LOAD_PER_CORE * cores)
+    lines += _target_section(models, rows, busy=busy)
     lines += _gpu_target_section(models, rows, run.get("gpu_copy_gb_per_s"))
 
     lines += _profile_section(results.get("layer_profiles"))
