@@ -102,17 +102,24 @@ def _pad(x, padding, value=0.0):
     return ops.pad(x, pads, constant_values=value)
 
 
-def _time_slices(x, window, stride, padding):
-    """(j, the strided time slice whose k-th output frame reads k*stride + j)
-    for the taps j that read at least one real frame of the `padding`-padded
-    `x`. An all-padding tap adds zeros: skipping it saves ops and, in int8,
-    a constant-zero tensor (scale 0, which XNNPACK refuses)."""
-    t_in = x.shape[1] - 2 * padding
-    t_out = (x.shape[1] - window) // stride + 1
+def temporal_taps(frames, window, stride, padding):
+    """[(tap j, the input frame each output frame reads through it)] of a
+    temporal window over `frames` frames zero-padded by `padding` on each side
+    (a read < 0 or >= `frames` is padding), for the taps that read at least one
+    real frame. An all-padding tap adds zeros: skipping it saves ops and, in
+    int8, a constant-zero tensor (scale 0, which XNNPACK refuses)."""
+    t_out = (frames + 2 * padding - window) // stride + 1
     if t_out < 1:
-        raise ValueError(f"{x.shape[1]} frames (after padding) are fewer than the window {window}")
-    return [(j, x[:, j : j + stride * (t_out - 1) + 1 : stride]) for j in range(window)
-            if any(padding <= j + stride * k < padding + t_in for k in range(t_out))]
+        raise ValueError(f"{frames + 2 * padding} frames (after padding) are fewer than the window {window}")
+    reads = [[j - padding + stride * k for k in range(t_out)] for j in range(window)]
+    return [(j, r) for j, r in enumerate(reads) if any(0 <= i < frames for i in r)]
+
+
+def _time_slices(x, window, stride, padding):
+    """(j, the strided time slice of the `padding`-padded `x` that tap j reads)
+    for the taps of `temporal_taps`."""
+    taps = temporal_taps(x.shape[1] - 2 * padding, window, stride, padding)
+    return [(j, x[:, j : j + stride * (len(reads) - 1) + 1 : stride]) for j, reads in taps]
 
 
 def _output_size(layer, input_shape, window):

@@ -110,18 +110,15 @@ class _Graph:
 
     def time_taps(self, value, window, stride, padding):
         """[(tap, `(N*T', C, H, W)`: per output frame, the frame that tap reads)]
-        of a temporal window over a "frames" value, zero-padded in time. Taps
-        that read only padding are left out; a tap that reads every frame in
+        of a temporal window over a "frames" value, zero-padded in time
+        (`keras_r3d.layers.temporal_taps`: taps that read only padding are left
+        out, as the "frames" lowering does). A tap that reads every frame in
         order is the value itself. Every tap covers every output frame, so
         onnxruntime fuses the sum of the per-tap convs into them."""
         _, t, h, w, c = value.shape
-        t_out = (t + 2 * padding - window) // stride + 1
         split = padded = None
         taps = []
-        for j in range(window):
-            reads = [j - padding + stride * k for k in range(t_out)]  # < 0 or >= t: padding
-            if not any(0 <= r < t for r in reads):
-                continue
+        for j, reads in r3d_layers.temporal_taps(t, window, stride, padding):
             if reads == list(range(t)):
                 taps.append((j, value.name))
                 continue
@@ -133,11 +130,12 @@ class _Graph:
                     pads = [0, padding, 0, 0, 0, 0, padding, 0, 0, 0]
                     padded = self.op("Pad", [split, self.constant("pads", pads, np.int64)], "pad_time")
                 source, start = padded, reads[0] + padding
+            end = start + stride * (len(reads) - 1) + 1
             sliced = self.op("Slice", [source, self.constant("starts", [start], np.int64),
-                                       self.constant("ends", [start + stride * (t_out - 1) + 1], np.int64),
+                                       self.constant("ends", [end], np.int64),
                                        self.constant("axes", [1], np.int64),
                                        self.constant("steps", [stride], np.int64)], "time_slice")
-            taps.append((j, self.merge_time(sliced, (None, t_out, h, w, c)).name))
+            taps.append((j, self.merge_time(sliced, (None, len(reads), h, w, c)).name))
         return taps
 
     def total(self, names, hint, op_type="Add"):
