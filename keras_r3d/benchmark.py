@@ -93,13 +93,31 @@ def parse_input_shape(text):
 
 # ---------------------------------------------------------------- the machine
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (or the platform's)."""
-    with contextlib.suppress(OSError):
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+# The vector extensions that decide CPU kernels' speed, as /proc/cpuinfo names them.
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_model(cpuinfo=None):
+    """The CPU's model name, family, model and vector extensions from
+    /proc/cpuinfo (or the platform's name). Virtual machines often report a
+    bare "AMD EPYC": the family tells the generation apart (26 is Zen 5,
+    25 Zen 3/4, 23 Zen 1/2), and CPU kernels' speed depends on it."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    details = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
+               if key in fields]
+    flags = set(fields.get("flags", "").split())
+    details.append(" ".join(flag for flag in SIMD_FLAGS if flag in flags) or "no AVX2")
+    return f"{fields['model name']} ({', '.join(details)})"
 
 
 def cpu_count():

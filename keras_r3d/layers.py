@@ -18,7 +18,9 @@ out)`) and chooses its computation when it is traced:
   took 65 % of ShuffleNetV2's forward on an H200: benchmarks/gpu_profile_*).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
-JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
+JAX's CPU (on TF, a padded dense conv is one native Conv3D with "same" padding
+where that equals its symmetric padding, and 2D convs otherwise: see
+`Conv3D._pad_before_native_conv_breaks`), "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
 ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
 PyTorch. `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
@@ -191,23 +193,43 @@ class Conv3D(keras.layers.Layer):
             if self.use_bias else None
 
     def call(self, x):
-        x = _pad(x, self.padding)
         lowering = _lowering()
+        depthwise = self.groups == x.shape[-1] == self.filters and self.groups > 1
+        same = not depthwise and self._native_same()
+        if not same:
+            x = _pad(x, self.padding)
         if lowering in ("taps", "taps_matmul"):
             return self._taps(x, matmul=lowering == "taps_matmul")
         if self.groups == 1:
-            y = self._dense(x, self.kernel) if _uses_frames(dense=True) else self._native(x)
+            y = self._dense(x, self.kernel) if self._dense_frames() else self._native(x, same)
         elif _uses_frames():
-            if self.groups == x.shape[-1] == self.filters:
-                y = self._depthwise_frames(x)
-            else:
-                y = self._split_groups(x)
+            y = self._depthwise_frames(x) if depthwise else self._split_groups(x, same)
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y
 
-    def _native(self, x):
-        return ops.conv(x, self.kernel, strides=self.strides, padding="valid")
+    def _pad_before_native_conv_breaks(self):
+        """TF's Grappler remapper (oneDNN) fuses a Pad into the native Conv3D
+        after it, and on an AVX-512 CPU (Zen 5) that broke MobileNetV2's
+        inference graph: a Reshape of a later depthwise conv received the
+        padded size (`predict` failed; eager calls and training did not). So
+        on TF a native Conv3D never follows a Pad: "same" padding where it
+        equals the symmetric padding, 2D convs elsewhere."""
+        return keras.backend.backend() == "tensorflow" and _lowering() == "frames" and any(self.padding)
+
+    def _same_equivalent(self):
+        return all(s == 1 and k % 2 and p == k // 2
+                   for k, s, p in zip(self.kernel_size, self.strides, self.padding))
+
+    def _dense_frames(self):
+        """Whether an ungrouped conv (or each group of a grouped one) lowers to 2D convs."""
+        return _uses_frames(dense=True) or (self._pad_before_native_conv_breaks() and not self._same_equivalent())
+
+    def _native_same(self):
+        return not _uses_frames(dense=True) and self._pad_before_native_conv_breaks() and self._same_equivalent()
+
+    def _native(self, x, same=False):
+        return ops.conv(x, self.kernel, strides=self.strides, padding="same" if same else "valid")
 
     def _taps(self, x, matmul):
         if matmul and self.kernel_size == (1, 1, 1):
@@ -272,15 +294,15 @@ class Conv3D(keras.layers.Layer):
             out = y if out is None else out + y
         return out
 
-    def _split_groups(self, x):
+    def _split_groups(self, x, same):
         cin = x.shape[-1] // self.groups
         cout = self.filters // self.groups
         outs = []
         for g in range(self.groups):
             kernel = self.kernel[..., g * cout : (g + 1) * cout]
             xg = x[..., g * cin : (g + 1) * cin]
-            outs.append(self._dense(xg, kernel) if _uses_frames(dense=True)
-                        else ops.conv(xg, kernel, strides=self.strides, padding="valid"))
+            outs.append(self._dense(xg, kernel) if self._dense_frames()
+                        else ops.conv(xg, kernel, strides=self.strides, padding="same" if same else "valid"))
         return ops.concatenate(outs, axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -201,6 +201,17 @@ def test_model_groups():
         benchmark.resolve_models("ShuffleNetV3")
 
 
+def test_cpu_model_names_the_generation_behind_a_masked_name():
+    # A VM's bare "AMD EPYC" was two CPU generations whose clips/s differed 3x.
+    zen5 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+            "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n"
+            "processor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n")
+    assert benchmark.cpu_model(zen5) == "AMD EPYC (family 26, model 2, avx2 avx512f avx512_vnni avx512_bf16)"
+    old = "model name\t: Some CPU\nflags\t\t: fpu sse2\n"
+    assert benchmark.cpu_model(old) == "Some CPU (no AVX2)"
+    assert benchmark.cpu_model("processor\t: 0\n")  # no model name: the platform's
+
+
 def test_time_runner_warms_up_for_calls_and_seconds():
     calls = []
     stats = benchmark.time_runner(lambda: calls.append(time.perf_counter()), lambda y: y, warmup=2,

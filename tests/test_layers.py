@@ -18,6 +18,7 @@ def _run(layer, x, implementation):
     (6, 3, 2, 1, 6, False, 6),            # depthwise, strided on T, H, W
     (12, 1, 1, 0, 3, False, 6),           # ShuffleNet's grouped 1x1x1
     (12, 3, 2, 1, 3, False, 6),           # ResNeXt's grouped 3x3x3, strided
+    (12, 3, 1, 1, 3, False, 6),           # ResNeXt's grouped 3x3x3 ("auto" on TF: "same" per group)
     (4, (7, 7, 7), (1, 2, 2), 3, 1, False, 3),  # ResNet's stem (too large for patches)
     (12, 1, 2, 0, 1, True, 6),            # strided dense 1x1x1
     (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True, 6),  # uneven depthwise
@@ -29,7 +30,7 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     layer.build(x.shape)
     if bias:
         layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
-    outputs = {name: _run(layer, x, name) for name in layers.IMPLEMENTATIONS[1:]}
+    outputs = {name: _run(layer, x, name) for name in layers.IMPLEMENTATIONS}
     reference = keras.layers.Conv3D(filters, kernel, strides=strides, padding="valid", groups=groups,
                                     use_bias=bias)
     reference.build(x.shape)
@@ -40,6 +41,29 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     for name, y in outputs.items():
         assert y.shape == expected.shape == (2, *layer.compute_output_shape(x.shape)[1:]), name
         np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow graph rewrite")
+def test_no_native_conv3d_follows_a_pad_on_tensorflow():
+    # Grappler's remapper fused such Pads into the Conv3D and broke MobileNetV2's
+    # predict graph on an AVX-512 CPU (layers.Conv3D._pad_before_native_conv_breaks).
+    import tensorflow as tf
+
+    from keras_r3d import create_model, preprocess, runtimes
+
+    shape = (16, 32, 32, 3)
+    for name in ("MobileNetV2-0.2x", "ResNeXt-50-B-c32", "C3D"):
+        keras.utils.set_random_seed(0)
+        model = create_model(name, num_classes=5, input_shape=shape)
+        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec((None,) + shape)).graph
+        convs = [op for op in graph.get_operations() if op.type == "Conv3D"]
+        assert convs or name == "MobileNetV2-0.2x", name  # stride-1 3x3x3 convs stay native ("same")
+        assert not [op.name for op in convs if op.inputs[0].op.type in ("Pad", "PadV2")], name
+    clips = preprocess(runtimes.random_frames(3, shape, seed=2), model.preprocessing)
+    keras.utils.set_random_seed(0)
+    model = create_model("MobileNetV2-0.2x", num_classes=5, input_shape=shape)
+    np.testing.assert_allclose(model.predict_on_batch(clips), model(clips), atol=1e-5)
 
 
 @pytest.mark.parametrize("frames, stride, live_taps", [(1, 1, 1), (2, 2, 2), (2, 1, 3)])
