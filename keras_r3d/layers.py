@@ -18,11 +18,11 @@ out)`) and chooses its computation when it is traced:
   took 65 % of ShuffleNetV2's forward on an H200: benchmarks/gpu_profile_*).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
-JAX's CPU (on TF, a padded dense conv is one native Conv3D with "same" padding
-where that equals its symmetric padding, and 2D convs otherwise: see
-`Conv3D._pad_before_native_conv_breaks`), "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
+JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
 ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
-PyTorch. `with implementation("frames"):` forces 2D ops everywhere,
+PyTorch. On TF a padded dense conv is one native Conv3D with "same" padding
+where that equals its symmetric padding, and 2D convs otherwise
+(`Conv3D._pad_before_native_conv_breaks`). `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
 Padding is explicit and symmetric, as in PyTorch, never Keras "same".
 """
@@ -223,10 +223,12 @@ class Conv3D(keras.layers.Layer):
 
     def _dense_frames(self):
         """Whether an ungrouped conv (or each group of a grouped one) lowers to 2D convs."""
-        return _uses_frames(dense=True) or (self._pad_before_native_conv_breaks() and not self._same_equivalent())
+        return _uses_frames(dense=True) or (
+            self._pad_before_native_conv_breaks() and not self._same_equivalent())
 
     def _native_same(self):
-        return not _uses_frames(dense=True) and self._pad_before_native_conv_breaks() and self._same_equivalent()
+        return (not _uses_frames(dense=True) and self._pad_before_native_conv_breaks()
+                and self._same_equivalent())
 
     def _native(self, x, same=False):
         return ops.conv(x, self.kernel, strides=self.strides, padding="same" if same else "valid")
