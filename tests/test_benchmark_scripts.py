@@ -1,6 +1,7 @@
 """The scripts in benchmarks/ that are not keras_r3d.benchmark, on tiny settings
-on the CPU: training throughput, and the per-layer kernel profile (XLA's CPU
-thunks stand in for GPU kernels). No timing is asserted."""
+on the CPU: training throughput, the per-layer kernel profile (XLA's CPU thunks
+stand in for GPU kernels), the demo probe and onnxruntime's thread settings over
+time. No timing is asserted."""
 import json
 import os
 import subprocess
@@ -77,3 +78,14 @@ def test_demo_probe_yardsticks_differ_only_in_their_named_steps(monkeypatch):
     assert depthwise_relus(names) == ["dw1_0_relu", "dw2_0_relu", "dw3_0_relu"]
     assert depthwise_relus(layers("plain-separable-linear")[1]) == []
     assert [conv[3] for conv in layers("plain-separable-narrow")[0][2::2]] == [16, 32, 64]
+
+
+def test_onnxruntime_threads_alternates_the_settings(tmp_path):
+    _run("onnxruntime_threads.py", ["--model=ShuffleNetV2-0.25x", "--seconds=0.1", "--calls=2",
+                                    f"--output={tmp_path / 'threads'}"], "tensorflow")
+    result = json.loads((tmp_path / "threads.json").read_text())
+    (row,) = result["rounds"]  # one round: the time budget runs out after it
+    assert all(row[setting] > 0 for setting in ("2 threads, spinning", "2 threads, no spinning", "1 thread"))
+    markdown = (tmp_path / "threads.md").read_text()
+    assert "| 1 thread | 1 |" in markdown and "beat 2 spinning threads in" in markdown
+    assert (tmp_path / "threads.png").read_bytes().startswith(b"\x89PNG")
