@@ -88,16 +88,17 @@ def main():
             print(row, flush=True)
     output = pathlib.Path(args.output)
     command = " ".join(["python"] + sys.argv)
-    result = {"command": command, "cpu_model": cpu_model(), "model": args.model, "rounds": rounds}
+    machine = cpu_model()
+    result = {"command": command, "cpu_model": machine, "model": args.model, "rounds": rounds}
     output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     output.with_suffix(".md").write_text("\n".join(
         [f"# onnxruntime threads over time: {args.model}", "", f"- Command: `{command}`",
-         f"- Machine: {cpu_model()}", f"- Batch 1, 16×112×112, {args.calls} timed calls per process", ""]
+         f"- Machine: {machine}", f"- Batch 1, 16×112×112, {args.calls} timed calls per process", ""]
         + summary(rounds)) + "\n")
     figure, axes = plt.subplots(figsize=(9, 4))
     for label, _, _ in SETTINGS:
         axes.plot([r["t_s"] for r in rounds], [r[label] for r in rounds], marker=".", label=label)
-    axes.set(xlabel="seconds", ylabel="clips/s (median per process)", title=f"{args.model}: {cpu_model()}")
+    axes.set(xlabel="seconds", ylabel="clips/s (median per process)", title=f"{args.model}: {machine}")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -22,7 +22,7 @@ JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
 ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
 PyTorch. On TF a padded dense conv is one native Conv3D with "same" padding
 where that equals its symmetric padding, and 2D convs otherwise
-(`Conv3D._pad_before_native_conv_breaks`). `with implementation("frames"):` forces 2D ops everywhere,
+(`Conv3D._dense_lowering`). `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
 Padding is explicit and symmetric, as in PyTorch, never Keras "same".
 """
@@ -195,43 +195,40 @@ class Conv3D(keras.layers.Layer):
     def call(self, x):
         lowering = _lowering()
         depthwise = self.groups == x.shape[-1] == self.filters and self.groups > 1
-        same = not depthwise and self._native_same()
-        if not same:
+        dense = self._dense_lowering()
+        if depthwise or dense != "same":
             x = _pad(x, self.padding)
         if lowering in ("taps", "taps_matmul"):
             return self._taps(x, matmul=lowering == "taps_matmul")
         if self.groups == 1:
-            y = self._dense(x, self.kernel) if self._dense_frames() else self._native(x, same)
+            y = self._dense(x, self.kernel) if dense == "frames" else self._native(x, dense)
         elif _uses_frames():
-            y = self._depthwise_frames(x) if depthwise else self._split_groups(x, same)
+            y = self._depthwise_frames(x) if depthwise else self._split_groups(x, dense)
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y
 
-    def _pad_before_native_conv_breaks(self):
-        """TF's Grappler remapper (oneDNN) fuses a Pad into the native Conv3D
+    def _dense_lowering(self):
+        """How an ungrouped conv (or each group of a grouped one) is traced:
+        "frames" (2D convs), or a native conv on the input padded here
+        ("valid") or padded by the conv itself ("same").
+
+        TF's Grappler remapper (oneDNN) fuses a Pad into the native Conv3D
         after it, and on an AVX-512 CPU (Zen 5) that broke MobileNetV2's
         inference graph: a Reshape of a later depthwise conv received the
         padded size (`predict` failed; eager calls and training did not). So
         on TF a native Conv3D never follows a Pad: "same" padding where it
         equals the symmetric padding, 2D convs elsewhere."""
-        return keras.backend.backend() == "tensorflow" and _lowering() == "frames" and any(self.padding)
+        if _uses_frames(dense=True):
+            return "frames"
+        if keras.backend.backend() == "tensorflow" and _lowering() == "frames" and any(self.padding):
+            same = all(s == 1 and k % 2 and p == k // 2
+                       for k, s, p in zip(self.kernel_size, self.strides, self.padding))
+            return "same" if same else "frames"
+        return "valid"
 
-    def _same_equivalent(self):
-        return all(s == 1 and k % 2 and p == k // 2
-                   for k, s, p in zip(self.kernel_size, self.strides, self.padding))
-
-    def _dense_frames(self):
-        """Whether an ungrouped conv (or each group of a grouped one) lowers to 2D convs."""
-        return _uses_frames(dense=True) or (
-            self._pad_before_native_conv_breaks() and not self._same_equivalent())
-
-    def _native_same(self):
-        return (not _uses_frames(dense=True) and self._pad_before_native_conv_breaks()
-                and self._same_equivalent())
-
-    def _native(self, x, same=False):
-        return ops.conv(x, self.kernel, strides=self.strides, padding="same" if same else "valid")
+    def _native(self, x, padding="valid"):
+        return ops.conv(x, self.kernel, strides=self.strides, padding=padding)
 
     def _taps(self, x, matmul):
         if matmul and self.kernel_size == (1, 1, 1):
@@ -296,15 +293,15 @@ class Conv3D(keras.layers.Layer):
             out = y if out is None else out + y
         return out
 
-    def _split_groups(self, x, same):
+    def _split_groups(self, x, dense):
         cin = x.shape[-1] // self.groups
         cout = self.filters // self.groups
         outs = []
         for g in range(self.groups):
             kernel = self.kernel[..., g * cout : (g + 1) * cout]
             xg = x[..., g * cin : (g + 1) * cin]
-            outs.append(self._dense(xg, kernel) if self._dense_frames()
-                        else ops.conv(xg, kernel, strides=self.strides, padding="same" if same else "valid"))
+            outs.append(self._dense(xg, kernel) if dense == "frames"
+                        else ops.conv(xg, kernel, strides=self.strides, padding=dense))
         return ops.concatenate(outs, axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -46,7 +46,7 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow graph rewrite")
 def test_no_native_conv3d_follows_a_pad_on_tensorflow():
     # Grappler's remapper fused such Pads into the Conv3D and broke MobileNetV2's
-    # predict graph on an AVX-512 CPU (layers.Conv3D._pad_before_native_conv_breaks).
+    # predict graph on an AVX-512 CPU (layers.Conv3D._dense_lowering).
     import tensorflow as tf
 
     from keras_r3d import create_model, preprocess, runtimes
