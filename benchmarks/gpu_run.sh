@@ -16,6 +16,8 @@
 # tests:    tests/test_gpu.py on the JAX backend (official checkpoint on the GPU).
 # TF32 is on for both sides (PyTorch's default for convolutions). Each step
 # has a time limit; the benchmark JSON keeps every row measured before one.
+# LAYERS, PAPER_BATCH_NORM and LARGE_BATCH_NORM narrow the Keras rows to fit
+# a short lease.
 set -u
 : "${OFFICIAL:?set OFFICIAL to a checkout of okankop/Efficient-3DCNNs}"
 out=${OUT:-benchmarks}
@@ -28,11 +30,11 @@ export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 mkdir -p "$out"
 
 common=(--models "$models" --backends jax --runtimes keras --tf32 --warmup 10 --warmup_s 1
-        --official_repo "$OFFICIAL" --output_dir "$out" --layers taps,taps_matmul)
+        --official_repo "$OFFICIAL" --output_dir "$out" --layers "${LAYERS:-taps,taps_matmul}")
 for step in $steps; do
     case $step in
     paper) timeout "${PAPER_LIMIT_S:-240}" "$python" -m keras_r3d.benchmark "${common[@]}" \
-        --tag "$tag-b8-fp32" --batch_norm separate,folded --batch_sizes 8 --precision float32 \
+        --tag "$tag-b8-fp32" --batch_norm "${PAPER_BATCH_NORM:-separate,folded}" --batch_sizes 8 --precision float32 \
         --repeats 100 --official_modes "${OFFICIAL_MODES:-compile}" ;;
     large) timeout "${LARGE_LIMIT_S:-200}" "$python" -m keras_r3d.benchmark "${common[@]}" \
         --tag "$tag-b256-bf16" --batch_norm "${LARGE_BATCH_NORM:-separate,folded}" --batch_sizes 256 \
