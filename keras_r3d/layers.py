@@ -13,9 +13,9 @@ out)`) and chooses its computation when it is traced:
   times per-channel weights (accumulated in float32), which XLA fuses into one
   memory-bound kernel; the rest native. cuDNN's depthwise 3D conv is the slow
   part of the zoo on GPUs.
-* "taps_matmul": "taps", and as matrix products: 1x1x1 convs, grouped too, and
-  the RGB stems over their concatenated patches (cuDNN's 3-channel 3D conv
-  took 65 % of ShuffleNetV2's forward on an H200: benchmarks/gpu_profile_*).
+* "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
+  Dense convs stay native: the RGB stem as one matmul over its concatenated
+  patches ran 3x slower than cuDNN's conv on an H100 (benchmarks/gpu_profile_*).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
@@ -35,7 +35,6 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
-PATCHES_MAX_DEPTH = 96  # "taps_matmul": dense convs whose patch (k^3 * in) is this small
 IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
@@ -235,8 +234,6 @@ class Conv3D(keras.layers.Layer):
             y = self._pointwise_matmul(x)
         elif self.groups == x.shape[-1] == self.filters:
             y = self._depthwise_taps(x)
-        elif matmul and self.groups == 1 and math.prod(self.kernel.shape[:4]) <= PATCHES_MAX_DEPTH:
-            y = self._patches_matmul(x)
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y
@@ -255,11 +252,6 @@ class Conv3D(keras.layers.Layer):
             term = ops.cast(view, "float32") * kernel[offset]
             out = term if out is None else out + term
         return ops.cast(out, x.dtype)
-
-    def _patches_matmul(self, x):
-        # Patch channels in the kernel's (kt, kh, kw, in) order.
-        patches = ops.concatenate([view for _, view in self._tap_views(x)], axis=-1)
-        return ops.matmul(patches, ops.reshape(self.kernel, (-1, self.filters)))
 
     def _pointwise_matmul(self, x):
         if self.strides != (1, 1, 1):

@@ -14,12 +14,12 @@ def _run(layer, x, implementation):
 @pytest.mark.parametrize("filters,kernel,strides,padding,groups,bias,channels", [
     (8, 3, 1, 1, 1, False, 6),            # dense 3x3x3
     (8, 3, (1, 2, 2), 1, 1, True, 6),     # strided dense
-    (8, 3, (1, 2, 2), 1, 1, True, 3),     # the RGB stems ("taps_matmul": patches as a matmul)
+    (8, 3, (1, 2, 2), 1, 1, True, 3),     # the RGB stems
     (6, 3, 2, 1, 6, False, 6),            # depthwise, strided on T, H, W
     (12, 1, 1, 0, 3, False, 6),           # ShuffleNet's grouped 1x1x1
     (12, 3, 2, 1, 3, False, 6),           # ResNeXt's grouped 3x3x3, strided
     (12, 3, 1, 1, 3, False, 6),           # ResNeXt's grouped 3x3x3 ("auto" on TF: "same" per group)
-    (4, (7, 7, 7), (1, 2, 2), 3, 1, False, 3),  # ResNet's stem (too large for patches)
+    (4, (7, 7, 7), (1, 2, 2), 3, 1, False, 3),  # ResNet's stem
     (12, 1, 2, 0, 1, True, 6),            # strided dense 1x1x1
     (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True, 6),  # uneven depthwise
 ])
