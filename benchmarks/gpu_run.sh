@@ -5,13 +5,15 @@
 #
 #   OFFICIAL=path/to/Efficient-3DCNNs OUT=benchmarks benchmarks/gpu_run.sh
 #
-# Steps (STEPS="paper large training tests" runs all, in this order):
+# Steps (STEPS="paper large table8 training tests" runs all, in this order):
 # paper:    the paper's protocol: batch 8, float32, Keras on JAX with the
 #           "taps" and "taps_matmul" layers, BatchNorm as built and folded
 #           into the convs, against the official code compiled (and eager,
 #           with OFFICIAL_MODES=eager,compile);
 # large:    batch 256, bfloat16, against the official code compiled with bf16
 #           autocast and channels_last_3d;
+# table8:   every Table 8 model (TABLE8_MODELS, default all), Keras only, batch 8,
+#           float32, BN folded: the full table on this GPU;
 # training: fit steps of the 1.0x models on JAX (benchmarks/training_throughput.py);
 # tests:    tests/test_gpu.py on the JAX backend (official checkpoint on the GPU).
 # TF32 is on for both sides (PyTorch's default for convolutions). Each step
@@ -22,7 +24,7 @@ set -u
 : "${OFFICIAL:?set OFFICIAL to a checkout of okankop/Efficient-3DCNNs}"
 out=${OUT:-benchmarks}
 python=${PYTHON:-python3}
-steps=${STEPS:-paper large training tests}
+steps=${STEPS:-paper large table8 training tests}
 models=${MODELS:-ShuffleNetV2-1.0x,MobileNetV2-1.0x,ShuffleNetV1-1.0x,MobileNetV1-1.0x,SqueezeNet-1.1}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | sed 's/^NVIDIA //; s/[^A-Za-z0-9]\+/-/g')
 tag=${TAG:-${gpu,,}}
@@ -39,6 +41,10 @@ for step in $steps; do
     large) timeout "${LARGE_LIMIT_S:-200}" "$python" -m keras_r3d.benchmark "${common[@]}" \
         --tag "$tag-b256-bf16" --batch_norm "${LARGE_BATCH_NORM:-separate,folded}" --batch_sizes 256 \
         --precision bfloat16 --repeats 30 --official_modes compile --official_channels_last ;;
+    table8) timeout "${TABLE8_LIMIT_S:-300}" "$python" -m keras_r3d.benchmark --models "${TABLE8_MODELS:-all}" \
+        --backends jax --runtimes keras --tf32 --warmup 10 --warmup_s 1 --output_dir "$out" \
+        --layers "${LAYERS:-taps_matmul}" --batch_norm folded --batch_sizes 8 --precision float32 \
+        --repeats 50 --tag "$tag-table8" ;;
     training) timeout "${TRAINING_LIMIT_S:-150}" "$python" benchmarks/training_throughput.py \
         --batch_size 32 --steps 10 --warmup 3 --output "$out/training_jax_${gpu,,}" ;;
     tests) timeout "${TEST_LIMIT_S:-150}" "$python" -m pytest -q tests/test_gpu.py ${TEST_ARGS:-} ;;

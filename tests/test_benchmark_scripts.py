@@ -1,7 +1,7 @@
 """The scripts in benchmarks/ that are not keras_r3d.benchmark, on tiny settings
 on the CPU: training throughput, the per-layer kernel profile (XLA's CPU thunks
-stand in for GPU kernels), the demo probe and onnxruntime's thread settings over
-time. No timing is asserted."""
+stand in for GPU kernels), the stem formulations, the demo probe and
+onnxruntime's thread settings over time. No timing is asserted."""
 import json
 import os
 import subprocess
@@ -36,6 +36,14 @@ def test_gpu_profile_maps_kernels_to_layers(tmp_path):
     assert all(row["us_per_call"] > 0 and row["kind"] != "?" for row in rows)
     markdown = (tmp_path / "profile.md").read_text()
     assert "## ShuffleNetV2-0.25x" in markdown and "| conv1_0 |" in markdown
+
+
+def test_gpu_stem_formulations_agree(tmp_path):
+    _run("gpu_stem.py", ["--batch_size=2", "--input_shape=4,16,16", "--calls=2",
+                         f"--output={tmp_path / 'stem.json'}"], "jax")
+    rows = json.loads((tmp_path / "stem.json").read_text())["rows"]
+    assert [row["formulation"] for row in rows] == ["native", "patches", "frames9"]
+    assert all(row["max_rel_diff_vs_native"] < 1e-5 and row["ms_median"] > 0 for row in rows)
 
 
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
