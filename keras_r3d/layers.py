@@ -15,7 +15,8 @@ out)`) and chooses its computation when it is traced:
   part of the zoo on GPUs.
 * "taps_matmul": "taps", and 1x1x1 convs, grouped too, as matrix products.
   Dense convs stay native: the RGB stem as one matmul over its concatenated
-  patches ran 3x slower than cuDNN's conv on an H100 (benchmarks/gpu_profile_*).
+  patches ran 1.2-1.6x slower than cuDNN's conv on an H100
+  (benchmarks/gpu_stem_h100_*.json).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
