@@ -1,7 +1,7 @@
 """The scripts in benchmarks/ that are not keras_r3d.benchmark, on tiny settings
 on the CPU: training throughput, the per-layer kernel profile (XLA's CPU thunks
-stand in for GPU kernels), the stem formulations, the demo probe and
-onnxruntime's thread settings over time. No timing is asserted."""
+stand in for GPU kernels), the stem and depthwise formulations, the demo probe
+and onnxruntime's thread settings over time. No timing is asserted."""
 import json
 import os
 import subprocess
@@ -44,6 +44,28 @@ def test_gpu_stem_formulations_agree(tmp_path):
     rows = json.loads((tmp_path / "stem.json").read_text())["rows"]
     assert [row["formulation"] for row in rows] == ["native", "patches", "frames9"]
     assert all(row["max_rel_diff_vs_native"] < 1e-5 and row["ms_median"] > 0 for row in rows)
+
+
+def test_gpu_depthwise_formulations_agree_and_pallas_lowers_for_cuda(tmp_path, monkeypatch):
+    _run("gpu_depthwise.py", ["--model=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=2",
+                              "--calls=1", f"--output={tmp_path / 'dw.json'}"], "jax")
+    result = json.loads((tmp_path / "dw.json").read_text())
+    assert set(result["total_ms"]) == {"native", "taps", "taps_pad", "flat", "pallas"}
+    assert {tuple(row["strides"]) for row in result["rows"]} == {(1, 1, 1), (2, 2, 2)}
+    assert all(row["max_rel_diff_vs_native"] < 1e-5 for row in result["rows"])
+    # The Triton kernel itself, at a MobileNetV2 1.0x shape, lowered for a GPU from this CPU.
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_depthwise
+
+    for strides in ((1, 1, 1), (2, 2, 2)):
+        x = jax.ShapeDtypeStruct((2, 16, 56, 56, 144), jnp.bfloat16)
+        kernel = jax.ShapeDtypeStruct((3, 3, 3, 144), jnp.bfloat16)
+        lowered = jax.jit(gpu_depthwise.pallas, static_argnums=2).trace(x, kernel, strides).lower(
+            lowering_platforms=("cuda",))
+        assert "xla.gpu.triton" in lowered.as_text()
 
 
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):

@@ -1,0 +1,187 @@
+"""Formulations of the zoo's depthwise 3x3x3 convs on JAX, checked against
+cuDNN's grouped conv and timed on every depthwise layer of a model:
+
+* native:   one grouped 3D conv (`feature_group_count`: cuDNN on a GPU);
+* taps:     `keras_r3d.layers`' "taps": the 27 strided views of the padded
+            input times per-channel weights, summed in float32 (XLA fuses the
+            pad, the views and the sum into one loop kernel);
+* taps_pad: the same, with the padded input materialized first, so that the
+            sum reads plain offsets instead of bounds-checking every view;
+* flat:     the padded clip flattened, so that each tap is one contiguous
+            slice at a constant offset; the border outputs are computed and
+            cropped (stride-1 layers; strided ones run taps_pad);
+* pallas:   a Pallas (Triton) kernel: one program per output row and block of
+            32 channels, 27 strided row loads accumulated in float32 (the
+            Pallas interpreter on a CPU, so slow there).
+
+    python3 benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x --batch_size 8 --precision float32 \\
+        --output OUT.json
+
+The H100 profile (benchmarks/README.md) found XLA's fused taps at about a
+sixth of the copy bandwidth, bounded by index arithmetic rather than memory.
+Prints and writes, per layer shape and formulation, ms per synchronized call
+(median of --calls) and the largest difference from native.
+"""
+import argparse
+import collections
+import functools
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KERNEL = (3, 3, 3)
+PADDING = ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0))
+
+
+def native(x, kernel, strides):
+    channels = x.shape[-1]
+    return jax.lax.conv_general_dilated(
+        jnp.pad(x, PADDING), kernel.reshape(KERNEL + (1, channels)), strides, "VALID",
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=channels)
+
+
+def _views(padded, strides):
+    """(tap, the strided view of the padded input that tap reads)."""
+    size = [(n - 3) // s + 1 for n, s in zip(padded.shape[1:4], strides)]
+    for offset in np.ndindex(*KERNEL):
+        yield offset, padded[(slice(None),) + tuple(
+            slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, size))]
+
+
+def _sum_of_taps(padded, kernel, strides, dtype):
+    out = None
+    for offset, view in _views(padded, strides):
+        term = view.astype(jnp.float32) * kernel[offset].astype(jnp.float32)
+        out = term if out is None else out + term
+    return out.astype(dtype)
+
+
+def taps(x, kernel, strides):
+    return _sum_of_taps(jnp.pad(x, PADDING), kernel, strides, x.dtype)
+
+
+def taps_pad(x, kernel, strides):
+    return _sum_of_taps(jax.lax.optimization_barrier(jnp.pad(x, PADDING)), kernel, strides, x.dtype)
+
+
+def flat(x, kernel, strides):
+    if strides != (1, 1, 1):
+        return taps_pad(x, kernel, strides)
+    n, t, h, w, c = x.shape
+    padded = jax.lax.optimization_barrier(jnp.pad(x, PADDING))
+    hp, wp = h + 2, w + 2
+    positions = padded.reshape(n, -1, c)
+    # Output (t, h, w) starts at flat position t*hp*wp + h*wp + w of the padded clip.
+    length = t * hp * wp
+    positions = jnp.pad(positions, ((0, 0), (0, 2 * hp * wp + 2 * wp + 2 + length - positions.shape[1]), (0, 0)))
+    out = None
+    for dt, dh, dw in np.ndindex(*KERNEL):
+        start = dt * hp * wp + dh * wp + dw
+        term = positions[:, start:start + length].astype(jnp.float32) * kernel[dt, dh, dw].astype(jnp.float32)
+        out = term if out is None else out + term
+    return out.reshape(n, t, hp, wp, c)[:, :, :h, :w].astype(x.dtype)
+
+
+def pallas(x, kernel, strides, interpret=False, block_channels=32):
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    padded = jnp.pad(x, PADDING)
+    n, tp, hp, wp, c = padded.shape
+    st, sh, sw = strides
+    to, ho, wo = (tp - 3) // st + 1, (hp - 3) // sh + 1, (wp - 3) // sw + 1
+    bw, bc = pl.next_power_of_2(wo), block_channels
+    cp = pl.cdiv(c, bc) * bc
+    # Blocks must lie inside the arrays: pad W to the row block and C to the channel block.
+    padded = jnp.pad(padded, ((0, 0), (0, 0), (0, 0), (0, max(0, (bw - 1) * sw + 3 - wp)), (0, cp - c)))
+    weights = jnp.pad(kernel.reshape(27, c).astype(jnp.float32), ((0, 0), (0, cp - c)))
+
+    def row(x_ref, w_ref, o_ref):
+        nt, h, block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+        b, t = nt // to, nt % to
+        channels = pl.ds(pl.multiple_of(block * bc, bc), bc)
+        acc = jnp.zeros((bw, bc), jnp.float32)
+        for i, (dt, dh, dw) in enumerate(np.ndindex(*KERNEL)):
+            view = x_ref[b, t * st + dt, h * sh + dh, pl.ds(dw, bw, sw), channels]
+            acc += view.astype(jnp.float32) * w_ref[i, channels][None, :]
+        o_ref[b, t, h, :, channels] = acc.astype(o_ref.dtype)
+
+    out = pl.pallas_call(
+        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, cp), x.dtype), grid=(n * to, ho, cp // bc),
+        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
+        compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(padded, weights)
+    return out[:, :, :, :wo, :c]
+
+
+FORMULATIONS = {"native": native, "taps": taps, "taps_pad": taps_pad, "flat": flat, "pallas": pallas}
+
+
+def depthwise_layers(model_name, input_shape):
+    """{(input shape without batch, strides): count} of the model's depthwise 3x3x3 convs."""
+    import keras_r3d
+    from keras_r3d import layers
+
+    model = keras_r3d.create_model(model_name, input_shape=input_shape, num_classes=10)
+    found = collections.Counter()
+    for layer in model.layers:
+        if (isinstance(layer, layers.Conv3D) and layer.groups > 1 and layer.groups == layer.filters
+                and layer.kernel_size == KERNEL and layer.padding == (1, 1, 1)):
+            found[(tuple(layer.input.shape[1:]), tuple(layer.strides))] += 1
+    return found
+
+
+def _time(call, args, calls):
+    for _ in range(3):
+        jax.block_until_ready(call(*args))
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        jax.block_until_ready(call(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="MobileNetV2-1.0x", help="a registry name")
+    parser.add_argument("--input_shape", default="16,112,112", help="FRAMES,HEIGHT,WIDTH")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--formulations", default=",".join(FORMULATIONS))
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--output", help="JSON file to write")
+    args = parser.parse_args(argv)
+    input_shape = tuple(int(v) for v in args.input_shape.split(",")) + (3,)
+    interpret = jax.default_backend() == "cpu"
+    rng = np.random.default_rng(0)
+    rows, totals = [], collections.Counter()
+    for (shape, strides), count in depthwise_layers(args.model, input_shape).items():
+        x = jnp.asarray(rng.normal(size=(args.batch_size,) + shape), args.precision)
+        kernel = jnp.asarray(rng.normal(size=KERNEL + (shape[-1],)) / 5, args.precision)
+        reference = np.asarray(jax.jit(native, static_argnums=2)(x, kernel, strides), np.float32)
+        for name in args.formulations.split(","):
+            function = functools.partial(pallas, interpret=interpret) if name == "pallas" else FORMULATIONS[name]
+            call = jax.jit(function, static_argnums=2)
+            y = np.asarray(call(x, kernel, strides), np.float32)
+            difference = float(np.max(np.abs(y - reference)) / max(1.0, float(np.max(np.abs(reference)))))
+            ms = _time(call, (x, kernel, strides), args.calls)
+            totals[name] += count * ms
+            rows.append({"shape": list(shape), "strides": list(strides), "count": count, "formulation": name,
+                         "ms_median": ms, "max_rel_diff_vs_native": difference})
+            print(f"{str(shape):24s} stride {strides} x{count} {name:9s} {ms:8.3f} ms  diff {difference:.1e}",
+                  flush=True)
+    for name, total in totals.items():
+        print(f"all depthwise layers, {name}: {total:.3f} ms per call")
+    result = {"device": str(jax.devices()[0].device_kind), "settings": vars(args), "rows": rows,
+              "total_ms": dict(totals)}
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
