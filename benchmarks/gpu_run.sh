@@ -5,7 +5,7 @@
 #
 #   OFFICIAL=path/to/Efficient-3DCNNs OUT=benchmarks benchmarks/gpu_run.sh
 #
-# Steps (STEPS="paper large table8 depthwise training tests" runs all, in this order):
+# Steps (STEPS="paper large table8 stem depthwise training tests" runs all, in this order):
 # paper:    the paper's protocol: batch 8, float32, Keras on JAX with the
 #           "taps" and "taps_matmul" layers, BatchNorm as built and folded
 #           into the convs, against the official code compiled (and eager,
@@ -14,8 +14,9 @@
 #           autocast and channels_last_3d;
 # table8:   every Table 8 model (TABLE8_MODELS, default all), Keras only, batch 8,
 #           float32, BN folded: the full table on this GPU;
-# depthwise: benchmarks/gpu_depthwise.py on MobileNetV2 1.0x's depthwise convs,
-#           batch 8 float32 and batch 256 bfloat16;
+# stem:     benchmarks/gpu_stem.py (the RGB stem conv's formulations) and
+# depthwise: benchmarks/gpu_depthwise.py (MobileNetV2 1.0x's depthwise convs),
+#           each at batch 8 float32 and batch 256 bfloat16;
 # training: fit steps of the 1.0x models on JAX (benchmarks/training_throughput.py);
 # tests:    tests/test_gpu.py on the JAX backend (official checkpoint on the GPU).
 # TF32 is on for both sides (PyTorch's default for convolutions). Each step
@@ -26,7 +27,7 @@ set -u
 : "${OFFICIAL:?set OFFICIAL to a checkout of okankop/Efficient-3DCNNs}"
 out=${OUT:-benchmarks}
 python=${PYTHON:-python3}
-steps=${STEPS:-paper large table8 depthwise training tests}
+steps=${STEPS:-paper large table8 stem depthwise training tests}
 models=${MODELS:-ShuffleNetV2-1.0x,MobileNetV2-1.0x,ShuffleNetV1-1.0x,MobileNetV1-1.0x,SqueezeNet-1.1}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | sed 's/^NVIDIA //; s/[^A-Za-z0-9]\+/-/g')
 tag=${TAG:-${gpu,,}}
@@ -47,10 +48,12 @@ for step in $steps; do
         --backends jax --runtimes keras --tf32 --warmup 10 --warmup_s 1 --output_dir "$out" \
         --layers "${LAYERS:-taps_matmul}" --batch_norm folded --batch_sizes 8 --precision float32 \
         --repeats 50 --tag "$tag-table8" ;;
-    depthwise) for setting in "8 float32" "256 bfloat16"; do
+    stem|depthwise) for setting in "8 float32" "256 bfloat16"; do
         read -r batch precision <<<"$setting"
-        timeout "${DEPTHWISE_LIMIT_S:-120}" "$python" benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x \
-            --batch_size "$batch" --precision "$precision" --output "$out/gpu_depthwise_${gpu,,}_b${batch}_$precision.json"
+        if [ "$step" = stem ]; then script=(benchmarks/gpu_stem.py)
+        else script=(benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x); fi
+        timeout "${FORMULATIONS_LIMIT_S:-120}" "$python" "${script[@]}" --batch_size "$batch" --precision "$precision" \
+            --output "$out/gpu_${step}_${gpu,,}_b${batch}_$precision.json"
     done ;;
     training) timeout "${TRAINING_LIMIT_S:-150}" "$python" benchmarks/training_throughput.py \
         --batch_size 32 --steps 10 --warmup 3 --output "$out/training_jax_${gpu,,}" ;;

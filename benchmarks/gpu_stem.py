@@ -4,13 +4,17 @@ stride 1x2x2, padding 1) on JAX, checked against each other and timed:
 * native:  one 3D conv (cuDNN on a GPU);
 * patches: the 27 shifted views concatenated along channels, one matmul;
 * frames9: each output frame a 2D conv over its 3 input frames stacked along
-  channels (9 channels), batch x time as the 2D batch.
+  channels (9 channels), batch x time as the 2D batch;
+* pallas:  a Pallas (Triton) kernel: one program per output row, all output
+  channels, 81 strided row loads (27 taps x 3 channels) each broadcast against
+  its weights and accumulated in float32 (the Pallas interpreter on a CPU).
 
     python3 benchmarks/gpu_stem.py --batch_size 8 --precision float32 --output OUT.json
 
 Prints and writes ms per call (median of --calls synchronized calls).
 """
 import argparse
+import functools
 import json
 import time
 
@@ -48,7 +52,36 @@ def frames9(x, kernel):
     return y.reshape((n, t) + y.shape[1:])
 
 
-FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9}
+def pallas(x, kernel, interpret=False):
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    x = _pad(x)
+    n, tp, hp, wp, c = x.shape
+    filters = kernel.shape[-1]
+    to, ho, wo = tp - 2, (hp - 3) // 2 + 1, (wp - 3) // 2 + 1
+    bw, bf = pl.next_power_of_2(wo), pl.next_power_of_2(filters)
+    # Blocks must lie inside the arrays: pad W to the row block and the filters to a power of 2.
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, max(0, 2 * bw + 1 - wp)), (0, 0)))
+    weights = jnp.pad(kernel.reshape(27 * c, filters).astype(jnp.float32), ((0, 0), (0, bf - filters)))
+
+    def row(x_ref, w_ref, o_ref):
+        nt, h = pl.program_id(0), pl.program_id(1)
+        b, t = nt // to, nt % to
+        acc = jnp.zeros((bw, bf), jnp.float32)
+        for i, (dt, dh, dw, channel) in enumerate(np.ndindex(3, 3, 3, c)):
+            view = x_ref[b, t + dt, 2 * h + dh, pl.ds(dw, bw, 2), pl.ds(channel, 1)]  # (bw, 1)
+            acc += view.astype(jnp.float32) * w_ref[pl.ds(i, 1), :]
+        o_ref[b, t, h, :, :] = acc.astype(o_ref.dtype)
+
+    out = pl.pallas_call(
+        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, bf), x.dtype), grid=(n * to, ho),
+        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
+        compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(x, weights)
+    return out[:, :, :, :wo, :filters]
+
+
+FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9, "pallas": pallas}
 
 
 def main(argv=None):
@@ -67,6 +100,8 @@ def main(argv=None):
     reference = np.asarray(jax.jit(native)(x, kernel), np.float32)
     rows = []
     for name, function in FORMULATIONS.items():
+        if name == "pallas":
+            function = functools.partial(pallas, interpret=jax.default_backend() == "cpu")
         call = jax.jit(function)
         y = np.asarray(call(x, kernel), np.float32)
         error = float(np.max(np.abs(y - reference)) / max(1.0, np.max(np.abs(reference))))

@@ -2,6 +2,7 @@
 on the CPU: training throughput, the per-layer kernel profile (XLA's CPU thunks
 stand in for GPU kernels), the stem and depthwise formulations, the demo probe
 and onnxruntime's thread settings over time. No timing is asserted."""
+import functools
 import json
 import os
 import subprocess
@@ -38,12 +39,27 @@ def test_gpu_profile_maps_kernels_to_layers(tmp_path):
     assert "## ShuffleNetV2-0.25x" in markdown and "| conv1_0 |" in markdown
 
 
-def test_gpu_stem_formulations_agree(tmp_path):
+def _lowers_to_triton_for_cuda(function, *shapes):
+    import jax
+
+    lowered = jax.jit(function).trace(*shapes).lower(lowering_platforms=("cuda",))
+    return "xla.gpu.triton" in lowered.as_text()
+
+
+def test_gpu_stem_formulations_agree_and_pallas_lowers_for_cuda(tmp_path, monkeypatch):
     _run("gpu_stem.py", ["--batch_size=2", "--input_shape=4,16,16", "--calls=2",
                          f"--output={tmp_path / 'stem.json'}"], "jax")
     rows = json.loads((tmp_path / "stem.json").read_text())["rows"]
-    assert [row["formulation"] for row in rows] == ["native", "patches", "frames9"]
+    assert [row["formulation"] for row in rows] == ["native", "patches", "frames9", "pallas"]
     assert all(row["max_rel_diff_vs_native"] < 1e-5 and row["ms_median"] > 0 for row in rows)
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_stem
+
+    assert _lowers_to_triton_for_cuda(gpu_stem.pallas, jax.ShapeDtypeStruct((2, 16, 112, 112, 3), jnp.bfloat16),
+                                      jax.ShapeDtypeStruct((3, 3, 3, 3, 24), jnp.bfloat16))
 
 
 def test_gpu_depthwise_formulations_agree_and_pallas_lowers_for_cuda(tmp_path, monkeypatch):
@@ -61,11 +77,9 @@ def test_gpu_depthwise_formulations_agree_and_pallas_lowers_for_cuda(tmp_path, m
     import gpu_depthwise
 
     for strides in ((1, 1, 1), (2, 2, 2)):
-        x = jax.ShapeDtypeStruct((2, 16, 56, 56, 144), jnp.bfloat16)
-        kernel = jax.ShapeDtypeStruct((3, 3, 3, 144), jnp.bfloat16)
-        lowered = jax.jit(gpu_depthwise.pallas, static_argnums=2).trace(x, kernel, strides).lower(
-            lowering_platforms=("cuda",))
-        assert "xla.gpu.triton" in lowered.as_text()
+        assert _lowers_to_triton_for_cuda(functools.partial(gpu_depthwise.pallas, strides=strides),
+                                          jax.ShapeDtypeStruct((2, 16, 56, 56, 144), jnp.bfloat16),
+                                          jax.ShapeDtypeStruct((3, 3, 3, 144), jnp.bfloat16))
 
 
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
