@@ -82,6 +82,25 @@ def test_gpu_depthwise_formulations_agree_and_pallas_lowers_for_cuda(tmp_path, m
                                           jax.ShapeDtypeStruct((3, 3, 3, 144), jnp.bfloat16))
 
 
+def test_gpu_formulation_scripts_record_a_failing_formulation_and_go_on(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_depthwise
+    import gpu_stem
+
+    def fails(*args, **kwargs):
+        raise NotImplementedError("no such kernel here")
+
+    monkeypatch.setitem(gpu_stem.FORMULATIONS, "patches", fails)
+    rows = gpu_stem.main(["--batch_size=1", "--input_shape=2,8,8", "--calls=1"])["rows"]
+    assert [("error" in row) for row in rows] == [False, True, False, False]
+    assert "NotImplementedError: no such kernel here" in rows[1]["error"]
+    monkeypatch.setitem(gpu_depthwise.FORMULATIONS, "flat", fails)
+    result = gpu_depthwise.main(["--model=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=1",
+                                 "--calls=1", "--formulations=native,flat"])
+    assert all(("error" in row) == (row["formulation"] == "flat") for row in result["rows"])
+    assert set(result["total_ms"]) == {"native"}
+
+
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):
     _run("demo_probe.py", [f"--data={tmp_path / 'set'}", "--videos_per_class=8", "--size=32", "--video_frames=10",
                            "--shape_scale=0.6", "--rotation_degrees=280,340", "--frames=4", "--windows=1",
