@@ -128,6 +128,8 @@ def probe(name, clips, passes, clips_per_pass, lr, weight_decay, seed):
 
 
 def main():
+    from tfrecords_tools.synthetic import DEFAULTS, SyntheticConfig, make_synthetic
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a synthetic set; rendered with the options below if absent")
     parser.add_argument("--classes", default="rotate_clockwise,rotate_counterclockwise")
@@ -136,8 +138,10 @@ def main():
     parser.add_argument("--videos_per_class", type=int, default=192)
     parser.add_argument("--video_frames", type=int, default=20)
     parser.add_argument("--size", type=int, default=64, help="rendered and trained frame side")
-    parser.add_argument("--shape_scale", type=float, default=0.4)
+    parser.add_argument("--shape_scale", type=float, default=DEFAULTS.shape_scale)
     parser.add_argument("--rotation_degrees", default="150,220", help="MIN,MAX total turn per video")
+    parser.add_argument("--spiral_arms", type=int, default=DEFAULTS.spiral_arms)
+    parser.add_argument("--spiral_twist", type=float, default=DEFAULTS.spiral_twist)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--temporal_downsample", type=int, default=2)
     parser.add_argument("--windows", type=int, default=3, help="random train windows per video")
@@ -148,11 +152,10 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", required=True, help="stem of the .json")
     args = parser.parse_args()
-    from tfrecords_tools.synthetic import SyntheticConfig, make_synthetic
-
     low, high = (float(v) for v in args.rotation_degrees.split(","))
     config = SyntheticConfig(videos_per_class=args.videos_per_class, size=args.size, frames=args.video_frames,
-                             shape_scale=args.shape_scale, rotation_min_degrees=low, rotation_max_degrees=high)
+                             shape_scale=args.shape_scale, rotation_min_degrees=low, rotation_max_degrees=high,
+                             spiral_arms=args.spiral_arms, spiral_twist=args.spiral_twist)
     if not (pathlib.Path(args.data) / "manifest.json").exists():
         make_synthetic(args.data, config)
     clips = load_clips(args.data, args.classes.split(","), args.frames, args.size, args.temporal_downsample,

@@ -196,15 +196,21 @@ def current_learning_rate(optimizer):
 # ------------------------------------------------------------------ data
 
 def ensure_synthetic(config):
-    """Generates the synthetic set into `--synthetic_dir` unless it is there."""
-    directory = pathlib.Path(config["synthetic_dir"])
-    if (directory / "manifest.json").exists():
-        return
-    from tfrecords_tools.synthetic import SyntheticConfig, make_synthetic
+    """Generates the synthetic set into `--synthetic_dir` unless it is there,
+    made with the same settings; a set made with others is an error, so that
+    a run never trains on stale data."""
+    from tfrecords_tools.synthetic import SyntheticConfig, made_with, make_synthetic
 
-    settings = {"videos_per_class": config["synthetic_videos_per_class"], "size": config["synthetic_size"]}
-    print(f"Generating the synthetic set in {directory} ({settings})", file=sys.stderr)
-    make_synthetic(directory, SyntheticConfig(**settings))
+    directory = pathlib.Path(config["synthetic_dir"])
+    wanted = SyntheticConfig(videos_per_class=config["synthetic_videos_per_class"], size=config["synthetic_size"])
+    if (directory / "manifest.json").exists():
+        if made_with(directory) != wanted:
+            raise ValueError(f"{directory} holds a synthetic set made with other settings than {wanted} "
+                             f"(an older version's, or other flags): delete it to regenerate it, or pass "
+                             f"another --synthetic_dir")
+        return
+    print(f"Generating the synthetic set in {directory} ({wanted})", file=sys.stderr)
+    make_synthetic(directory, wanted)
 
 
 def train_dataset(config, contract, num_classes, epoch, batch_size):

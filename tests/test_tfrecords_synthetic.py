@@ -67,6 +67,27 @@ def test_config_checks():
         synthetic.SyntheticConfig(shape_scale=0.9)
     with pytest.raises(ValueError, match="rotation degrees"):
         synthetic.SyntheticConfig(rotation_min_degrees=200, rotation_max_degrees=100)
+    with pytest.raises(ValueError, match="spiral_arms"):
+        synthetic.SyntheticConfig(spiral_arms=-1)
+
+
+@pytest.mark.parametrize("arms", [0, 2])
+def test_shapes_carry_spiral_stripes_about_their_centre(arms):
+    """The fill is one colour without arms; with them, about half of it is
+    the darker stripe, split evenly between the halves of the shape that face
+    each other across its centre (two arms: the pattern is symmetric under a
+    half turn)."""
+    config = synthetic.SyntheticConfig(spiral_arms=arms)
+    sprite = np.array(synthetic._sprite(np.random.default_rng(0), 96, config)).astype(int)
+    fill = (sprite[..., 3] > 0) & (sprite[..., :3].sum(-1) > 0)  # inside, not the black outline
+    brightness = sprite[..., :3].sum(-1)
+    dark = fill & (brightness < 0.6 * brightness[fill].max())
+    if arms == 0:
+        assert not dark.any()
+        return
+    assert 0.3 < dark.sum() / fill.sum() < 0.7
+    both = fill & np.rot90(fill, 2)
+    assert np.mean(np.rot90(dark, 2)[both] == dark[both]) > 0.9
 
 
 def test_shape_scale_and_rotation_range_change_the_rendering():
@@ -84,3 +105,19 @@ def test_shape_scale_and_rotation_range_change_the_rendering():
     for seed in range(5):
         angle = synthetic._trajectory(np.random.default_rng(seed), "rotate_counterclockwise", config)[3]
         assert 280 <= angle[-1] - angle[0] <= 340 and np.all(np.diff(angle) > 0)
+
+
+def test_the_demo_never_trains_on_a_set_made_with_other_settings(tmp_path):
+    from keras_r3d.train import ensure_synthetic
+
+    config = {"synthetic_dir": str(tmp_path / "set"), "synthetic_videos_per_class": 2, "synthetic_size": 32}
+    ensure_synthetic(config)
+    manifest = (tmp_path / "set" / "manifest.json").stat().st_mtime_ns
+    assert synthetic.made_with(tmp_path / "set") == synthetic.SyntheticConfig(videos_per_class=2, size=32)
+    ensure_synthetic(config)  # the same settings: kept as it is
+    assert (tmp_path / "set" / "manifest.json").stat().st_mtime_ns == manifest
+    with pytest.raises(ValueError, match="other settings"):
+        ensure_synthetic({**config, "synthetic_size": 48})
+    (tmp_path / "set" / synthetic.SETTINGS_FILE).unlink()  # as an older version left it
+    with pytest.raises(ValueError, match="delete it to regenerate"):
+        ensure_synthetic(config)
