@@ -25,12 +25,12 @@ Prints and writes, per layer shape and formulation, ms per synchronized call
 import argparse
 import collections
 import functools
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from gpu_stem import finish  # benchmarks/ is this script's folder
 
 KERNEL = (3, 3, 3)
 PADDING = ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0))
@@ -181,12 +181,7 @@ def main(argv=None):
                   flush=True)
     for name, total in totals.items():
         print(f"all depthwise layers, {name}: {total:.3f} ms per call")
-    result = {"device": str(jax.devices()[0].device_kind), "settings": vars(args), "rows": rows,
-              "total_ms": dict(totals)}
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return finish(args, rows, total_ms=dict(totals))
 
 
 if __name__ == "__main__":

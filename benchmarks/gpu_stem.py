@@ -121,10 +121,16 @@ def main(argv=None):
                      "ms_min": 1e3 * float(np.min(times)), "max_rel_diff_vs_native": error})
         print(f"{name:8s} {rows[-1]['ms_median']:8.3f} ms (min {rows[-1]['ms_min']:.3f}), "
               f"max diff vs native {error:.1e}", flush=True)
-    result = {"device": str(jax.devices()[0].device_kind), "settings": vars(args), "rows": rows}
+    return finish(args, rows)
+
+
+def finish(args, rows, **extra):
+    """The run's result (device, settings, rows, `extra`), written to --output if given."""
+    result = {"device": str(jax.devices()[0].device_kind), "settings": vars(args), "rows": rows, **extra}
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
+        from keras_r3d.files import write_atomic
+
+        write_atomic(args.output, json.dumps(result, indent=1) + "\n")
     return result
 
 

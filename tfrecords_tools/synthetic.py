@@ -216,6 +216,7 @@ def make_synthetic(output, config=DEFAULTS, workers=None, progress=True):
 
     Re-running with the same config resumes (existing videos and shards are kept).
     """
+    from keras_r3d.files import write_atomic
     from tfrecords_tools.convert import convert
 
     output = pathlib.Path(output)
@@ -223,7 +224,7 @@ def make_synthetic(output, config=DEFAULTS, workers=None, progress=True):
     render_videos(videos, config, progress)
     manifest = convert("folders", videos, output, num_shards=config.shards, workers=workers or os.cpu_count(),
                        short_side=0, val_fraction=config.val_fraction, progress=progress)
-    (output / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    write_atomic(output / SETTINGS_FILE, json.dumps(dataclasses.asdict(config), indent=1) + "\n")
     return manifest
 
 
