@@ -2,7 +2,7 @@
 cuDNN's grouped conv and timed on every depthwise layer of a model:
 
 * native:   one grouped 3D conv (`feature_group_count`: cuDNN on a GPU);
-* taps:     `keras_r3d.layers`' "taps": the 27 strided views of the padded
+* taps:     `keras_r3d.layers.depthwise_taps` ("taps"): the 27 strided views of the padded
             input times per-channel weights, summed in float32 (XLA fuses the
             pad, the views and the sum into one loop kernel);
 * taps_pad: the same, with the padded input materialized first, so that the
@@ -25,12 +25,17 @@ Prints and writes, per layer shape and formulation, ms per synchronized call
 import argparse
 import collections
 import functools
+import os
 import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # the layers' "taps" on JAX arrays
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from gpu_stem import finish  # benchmarks/ is this script's folder
+
+from keras_r3d import layers
 
 KERNEL = (3, 3, 3)
 PADDING = ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0))
@@ -43,28 +48,12 @@ def native(x, kernel, strides):
         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=channels)
 
 
-def _views(padded, strides):
-    """(tap, the strided view of the padded input that tap reads)."""
-    size = [(n - 3) // s + 1 for n, s in zip(padded.shape[1:4], strides)]
-    for offset in np.ndindex(*KERNEL):
-        yield offset, padded[(slice(None),) + tuple(
-            slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, size))]
-
-
-def _sum_of_taps(padded, kernel, strides, dtype):
-    out = None
-    for offset, view in _views(padded, strides):
-        term = view.astype(jnp.float32) * kernel[offset].astype(jnp.float32)
-        out = term if out is None else out + term
-    return out.astype(dtype)
-
-
 def taps(x, kernel, strides):
-    return _sum_of_taps(jnp.pad(x, PADDING), kernel, strides, x.dtype)
+    return layers.depthwise_taps(jnp.pad(x, PADDING), kernel, strides)
 
 
 def taps_pad(x, kernel, strides):
-    return _sum_of_taps(jax.lax.optimization_barrier(jnp.pad(x, PADDING)), kernel, strides, x.dtype)
+    return layers.depthwise_taps(jax.lax.optimization_barrier(jnp.pad(x, PADDING)), kernel, strides)
 
 
 def flat(x, kernel, strides):
@@ -122,7 +111,6 @@ FORMULATIONS = {"native": native, "taps": taps, "taps_pad": taps_pad, "flat": fl
 def depthwise_layers(model_name, input_shape):
     """{(input shape without batch, strides): count} of the model's depthwise 3x3x3 convs."""
     import keras_r3d
-    from keras_r3d import layers
 
     model = keras_r3d.create_model(model_name, input_shape=input_shape, num_classes=10)
     found = collections.Counter()

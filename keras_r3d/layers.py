@@ -136,6 +136,20 @@ def _output_size(layer, input_shape, window):
     return size
 
 
+def depthwise_taps(x, kernel, strides):
+    """The "taps" depthwise conv of a padded NDHWC `x` with a `(kt, kh, kw, C)`
+    kernel: the sum of each tap's strided view times its per-channel weights,
+    accumulated in float32."""
+    kernel = ops.cast(kernel, "float32")
+    size = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], kernel.shape[:3], strides)]
+    out = None
+    for offset in np.ndindex(*kernel.shape[:3]):
+        view = x[(slice(None),) + tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, size))]
+        term = ops.cast(view, "float32") * kernel[offset]
+        out = term if out is None else out + term
+    return ops.cast(out, x.dtype)
+
+
 def _per_frame(fn, x):
     """Applies a 2D op to every frame of (N, T, H, W, C)."""
     t = x.shape[1]
@@ -239,20 +253,8 @@ class Conv3D(keras.layers.Layer):
             y = self._native(x)
         return y + self.bias if self.use_bias else y
 
-    def _tap_views(self, x):
-        """(offset, the strided view of `x` that kernel tap `offset` reads)."""
-        size = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], self.kernel_size, self.strides)]
-        for offset in np.ndindex(*self.kernel_size):
-            yield offset, x[(slice(None),) + tuple(
-                slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, self.strides, size))]
-
     def _depthwise_taps(self, x):
-        kernel = ops.cast(ops.reshape(self.kernel, self.kernel_size + (self.filters,)), "float32")
-        out = None
-        for offset, view in self._tap_views(x):
-            term = ops.cast(view, "float32") * kernel[offset]
-            out = term if out is None else out + term
-        return ops.cast(out, x.dtype)
+        return depthwise_taps(x, ops.reshape(self.kernel, self.kernel_size + (self.filters,)), self.strides)
 
     def _pointwise_matmul(self, x):
         if self.strides != (1, 1, 1):
