@@ -28,10 +28,12 @@ import functools
 import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")  # the layers' "taps" on JAX arrays
+if __name__ == "__main__":  # before keras loads (not on import: a test's environment stays as it was)
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # the layers' "taps" on JAX arrays
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 from gpu_stem import finish  # benchmarks/ is this script's folder
 
@@ -142,6 +144,8 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--output", help="JSON file to write")
     args = parser.parse_args(argv)
+    if {"taps", "taps_pad"} & set(args.formulations.split(",")) and keras.backend.backend() != "jax":
+        parser.error("the taps formulations need KERAS_BACKEND=jax")
     input_shape = tuple(int(v) for v in args.input_shape.split(",")) + (3,)
     interpret = jax.default_backend() == "cpu"
     rng = np.random.default_rng(0)

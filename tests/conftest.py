@@ -35,6 +35,15 @@ def _gpu_visible():
     return any(pathlib.Path("/dev").glob("nvidia[0-9]*"))
 
 
+@pytest.fixture(autouse=True)
+def keras_backend_left_alone():
+    """Fails a test that leaves KERAS_BACKEND changed in os.environ: every later
+    subprocess in its worker would run on that backend (a CI failure once)."""
+    before = os.environ.get("KERAS_BACKEND")
+    yield
+    assert os.environ.get("KERAS_BACKEND") == before, "this test changed KERAS_BACKEND in os.environ"
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir():
     """The shared real fixtures: required under CI=true, else skipped if absent."""
