@@ -154,8 +154,11 @@ def softmax(logits):
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def top_k(logits, labels, k):
-    probs = softmax(np.asarray(logits, np.float64))
+def top_k(outputs, labels, k, probabilities=False):
+    """The k best classes of one clip's outputs: logits, or already
+    probabilities for a model with a softmax head (metadata output kind)."""
+    outputs = np.asarray(outputs, np.float64)
+    probs = outputs if probabilities else softmax(outputs)
     best = np.argsort(-probs)[:k]
     return [{"label": labels[i] if i < len(labels) else str(i), "prob": float(probs[i])} for i in best]
 
@@ -192,17 +195,18 @@ def _contract(runtime):
     if not metadata["input"]["normalized_in_graph"]:
         sys.exit("error: {} was exported with --raw_input (it expects normalized input); "
                  "re-export it without --raw_input to classify frames".format(runtime.path))
-    return metadata["preprocessing"], metadata["class_names"]
+    probabilities = metadata["output"].get("kind") == "probabilities"
+    return metadata["preprocessing"], metadata["class_names"], probabilities
 
 
 def classify(runtime, paths, k):
-    contract, labels = _contract(runtime)
+    contract, labels, probabilities = _contract(runtime)
     results = []
     for path in paths:
         try:
             frames, fps = read_frames(path)
             clip = center_clip(frames, fps, contract)
-            results.append({"path": path, "top": top_k(runtime(clip[None])[0], labels, k)})
+            results.append({"path": path, "top": top_k(runtime(clip[None])[0], labels, k, probabilities)})
         except (ValueError, OSError) as error:
             results.append({"path": path, "error": str(error)})
     return results
@@ -212,7 +216,7 @@ def stream(runtime, source, every, k):
     """Sliding window over a video file or camera: classifies the latest
     `frames * temporal_downsample` frames (at the model's fps, by keeping every
     n-th source frame) every `every` source frames."""
-    contract, labels = _contract(runtime)
+    contract, labels, probabilities = _contract(runtime)
     span = contract["frames"] * contract["temporal_downsample"]
     try:
         fps, frames = open_video(source)
@@ -230,7 +234,7 @@ def stream(runtime, source, every, k):
             start = time.perf_counter()
             logits = runtime(clip[None])[0]
             latency = 1e3 * (time.perf_counter() - start)
-            best = top_k(logits, labels, k)
+            best = top_k(logits, labels, k, probabilities)
             print(json.dumps({"frame": index, "latency_ms": round(latency, 2), "top": best}),
                   flush=True)
 

@@ -55,7 +55,10 @@ def read_state_dict(path):
     `arch` entry if any."""
     import torch
 
-    checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        raise ValueError(f"{path} is not a PyTorch checkpoint: {type(error).__name__}: {error}"[:500]) from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path}: no state dict found")
@@ -143,7 +146,8 @@ def resolve_settings(file_name, state, overrides):
     if arch not in registry.BUILDERS:
         raise ValueError(f"cannot tell the architecture of {file_name or 'the state dict'} (got "
                          f"{arch!r}); pass arch= one of {', '.join(registry.BUILDERS)}")
-    settings = {**_infer_from_tensors(arch, state), **settings, **overrides}
+    named = {k: v for k, v in settings.items() if k in ("arch", "dataset") or k in registry.builder_kwargs(arch)}
+    settings = {**_infer_from_tensors(arch, state), **named, **overrides}
     classifier_key = CLASSIFIER_KEYS[arch]
     if "num_classes" not in settings and classifier_key in state:
         settings["num_classes"] = int(state[classifier_key].shape[0])

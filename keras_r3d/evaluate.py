@@ -50,16 +50,22 @@ def predict_clips(model, dataset, *, reverse_time=False, total=None, description
         clips, batch_labels = batch[0], batch[1]
         if reverse_time:
             clips = clips[:, ::-1]
-        logits = np.asarray(predict(clips), np.float64)
-        scores.append(softmax(logits))
+        scores.append(class_scores(model, predict(clips)))
         labels.append(np.asarray(batch_labels).reshape(-1))
         if len(batch) == 3:
             video_ids += [v.decode() if isinstance(v, bytes) else str(v) for v in batch[2]]
         else:
-            video_ids += [f"clip_{len(video_ids) + i:06d}" for i in range(len(logits))]
+            video_ids += [f"clip_{len(video_ids) + i:06d}" for i in range(len(clips))]
     if not scores:
         raise ValueError("the evaluation dataset is empty")
     return np.concatenate(scores), np.concatenate(labels).astype(np.int64), video_ids
+
+
+def class_scores(model, outputs):
+    """Softmax probabilities of a batch of `model`'s outputs: its logits, or
+    its outputs themselves where its head applies the softmax."""
+    outputs = np.asarray(outputs, np.float64)
+    return outputs if getattr(model, "outputs_probabilities", False) else softmax(outputs)
 
 
 def softmax(logits):
@@ -135,6 +141,22 @@ def top_k_accuracy(scores, labels, k):
     return float(np.mean(np.any(best == labels[:, None], axis=1)))
 
 
+def align_labels(model_names, data_names, num_outputs):
+    """The model output index of each data label index. The same class list
+    maps to itself; data classes that are all among the model's map by name.
+    Any other pair is an error, not a silently wrong accuracy."""
+    if model_names is None or list(model_names) == list(data_names):
+        if len(data_names) > num_outputs:
+            raise ValueError(f"the data has {len(data_names)} classes but the model only {num_outputs} outputs")
+        return np.arange(len(data_names))
+    missing = [name for name in data_names if name not in model_names]
+    if missing:
+        raise ValueError(f"the data's classes {missing[:10]} are not among the model's "
+                         f"({', '.join(list(model_names)[:10])}{', ...' if len(model_names) > 10 else ''}): "
+                         f"label the records with the model's class names")
+    return np.asarray([list(model_names).index(name) for name in data_names])
+
+
 def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False, class_names=None,
              predict=None):
     """Evaluates `model` on the video TFRecords `data` (a glob).
@@ -171,6 +193,7 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
         keep = (windows[:, None] * crops + np.arange(crops)).reshape(-1)
         scores, labels, video_ids = scores[keep], labels[keep], [video_ids[i] for i in keep]
     names = class_names or model.class_names
+    labels = align_labels(names, r3d_data.label_names(data), scores.shape[1])[labels]
     results = summarize(scores, labels, video_ids, names)
     results.update(clips=int(clips), crops=int(crops), reverse_time=bool(reverse_time))
     return results
@@ -221,9 +244,13 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments {argv[1:]}")
-    model = load(f.model)
-    results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
-                       reverse_time=f.reverse_time)
+    try:
+        model = load(f.model)
+        results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
+                           reverse_time=f.reverse_time)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     results.update(model=str(f.model), data=str(f.data))
     output = pathlib.Path(f.output or pathlib.Path(f.model).with_suffix("").as_posix() + "_eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)

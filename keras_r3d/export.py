@@ -88,7 +88,8 @@ def export_metadata(model, *, raw_input, input_dtype, quantize="none"):
             "shape": [None, contract.frames, contract.size, contract.size, 3],
             "normalized_in_graph": not raw_input,
         },
-        "output": {"name": runtimes.OUTPUT_NAME, "kind": "logits"},
+        "output": {"name": runtimes.OUTPUT_NAME,
+                   "kind": "probabilities" if model.outputs_probabilities else "logits"},
         "quantize": quantize,
     }
 
@@ -362,7 +363,8 @@ def load_clips(source, contract, limit):
 
     Args:
         source: a TFRecord glob (`*.tfrecord*`), a video file, a frame folder,
-            a folder of videos and frame folders, or a uint8 array of clips.
+            a folder holding videos and frame folders (at any depth), or a
+            uint8 array of clips.
     """
     if isinstance(source, np.ndarray):
         clips = source[:limit]
@@ -375,11 +377,17 @@ def load_clips(source, contract, limit):
     from keras_r3d.predict import clips_from_frames
     from keras_r3d.video import VIDEO_SUFFIXES, VideoError, frame_files, read_video
 
+    def videos_under(folder):  # videos and frame folders at any depth, in sorted order
+        items = []
+        for child in sorted(folder.iterdir()):
+            if child.is_dir():
+                items += [child] if frame_files(child) else videos_under(child)
+            elif child.suffix.lower() in VIDEO_SUFFIXES:
+                items.append(child)
+        return items
+
     path = pathlib.Path(source)
-    if path.is_dir() and not frame_files(path):
-        items = sorted(p for p in path.iterdir() if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES)
-    else:
-        items = [path]
+    items = videos_under(path) if path.is_dir() and not frame_files(path) else [path]
     clips = []
     for item in items[:limit]:
         frames, fps = read_video(item)

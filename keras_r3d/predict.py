@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from keras_r3d.evaluate import class_scores
 from keras_r3d.preprocessing import preprocess
 from keras_r3d.video import VideoError, read_video
 
@@ -77,12 +78,6 @@ def clips_from_frames(frames, contract, fps=None, clips=1):
     return np.stack([[cropped[i] for i in window] for window in indices])
 
 
-def _softmax(logits):
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def classify(model, path_or_frames, top_k=5, clips=1):
     """Classifies one video, frame folder, or uint8 `(T, H, W, 3)` RGB array.
 
@@ -99,8 +94,8 @@ def classify(model, path_or_frames, top_k=5, clips=1):
     else:
         frames, fps = path_or_frames, None
     windows = clips_from_frames(frames, model.preprocessing, fps, clips)
-    logits = np.asarray(model.predict_on_batch(preprocess(windows, model.preprocessing)))
-    probs = _softmax(logits.astype(np.float64)).mean(axis=0)
+    outputs = model.predict_on_batch(preprocess(windows, model.preprocessing))
+    probs = class_scores(model, outputs).mean(axis=0)
     best = np.argsort(-probs)[:top_k]
     return {"top5": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
             "windows": len(windows)}
@@ -116,7 +111,11 @@ def main(argv):
     if not paths:
         print("error: give one or more video files or frame folders", file=sys.stderr)
         return 2
-    model = load(f.model)
+    try:
+        model = load(f.model)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     failed = False
     for path in paths:
         try:

@@ -23,7 +23,10 @@ def load(path, **convert_kwargs):
         raise ValueError(f"{path}: expected a .keras model or an official .pth checkpoint")
     if convert_kwargs:
         raise TypeError(f"{sorted(convert_kwargs)} only apply to .pth checkpoints")
-    return keras.saving.load_model(path, compile=False)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # not a Keras model
+        raise ValueError(f"{path} is not a loadable .keras model: {error}"[:500]) from None
 
 
 def model_info(model_or_path):

@@ -1,11 +1,14 @@
 """Training: `python -m keras_r3d.train --flagfile=configs/demo.flags [--flag=value ...]`.
 
 Flags given after `--flagfile` override it; `--recipe=demo` reads a recipe
-shipped with the package. Everything a run writes lives in `--output_dir`
+shipped with the package. A command line's `--pretrained` or `--model`
+replaces a recipe's architecture, and its `--arch` drops the recipe's builder
+flags that the new arch does not take. Everything a run writes lives in `--output_dir`
 (default `runs/<flagfile stem>`):
 
     checkpoints/epoch_NNNN.keras   model + optimizer state after epoch NNNN
-    state.json                     the resume point: epoch, history, best, wall time
+    state.json                     the resume point: epoch, history, best, wall time, and the
+                                   optimizer and schedule flags that --resume keeps
     best.keras, last.keras         by validation video top-1; the latest epoch
     metrics.csv, metrics.json      per-epoch metrics; the summary of the run
     accuracy.png, tensorboard/     curves
@@ -43,6 +46,12 @@ METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip
                   "train_clips_per_s")
 
 
+# The flags that the optimizer, its schedule and the loss are built from: a
+# resumed run takes them from its checkpoint, so `--resume` refuses changes.
+RESUME_FIXED = ("optimizer", "lr", "lr_schedule", "lr_steps", "warmup_epochs", "momentum", "dampening",
+                "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped."""
 
@@ -74,14 +83,28 @@ def build_model(config, class_names):
         return finetune_model(source, class_names, config)
     kwargs = registry.architecture_flags(config)
     arch = kwargs.pop("arch")
+    unknown = sorted(set(kwargs) - set(registry.builder_kwargs(arch)))
+    if unknown:
+        raise ValueError(f"--{unknown[0]} does not apply to --arch={arch}")
     preprocessing = (DATASET_PREPROCESSING[config["preprocessing"]] if config.get("preprocessing")
                      else Preprocessing())
     preprocessing = _override_contract(preprocessing, config)
-    if config.get("dropout") is not None:
-        kwargs["dropout"] = config["dropout"]
+    kwargs = _with_dropout(arch, kwargs, config.get("dropout"))
     return registry.build(arch, num_classes=num_classes, class_names=list(class_names),
                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
                           preprocessing=preprocessing, **kwargs)
+
+
+def _with_dropout(arch, kwargs, dropout):
+    """The builder `kwargs` plus `dropout`, unless None; an error for the
+    families without dropout (ResNet, ResNeXt)."""
+    from keras_r3d import registry
+
+    if dropout is None:
+        return kwargs
+    if "dropout" not in registry.builder_kwargs(arch):
+        raise ValueError(f"--dropout: {arch} has no dropout layer (as in the official code)")
+    return {**kwargs, "dropout": dropout}
 
 
 def _override_contract(preprocessing, config):
@@ -109,10 +132,7 @@ def finetune_model(source, class_names, config):
     head = HEAD_LAYERS[arch]
     preprocessing = _override_contract(source.preprocessing, config)
     dropout = config.get("dropout")
-    if dropout is None:
-        dropout = FINETUNE_DROPOUT.get(arch)
-    if dropout is not None and arch != "resnet" and arch != "resnext":
-        architecture["dropout"] = dropout
+    architecture = _with_dropout(arch, architecture, FINETUNE_DROPOUT.get(arch) if dropout is None else dropout)
     model = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
                            preprocessing=preprocessing,
                            input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
@@ -182,10 +202,28 @@ def compile_model(model, config, steps_per_epoch):
 
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=not model.outputs_probabilities,
                                                   label_smoothing=config["label_smoothing"]),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile(config))
+
+
+def fixed_settings(config):
+    """The settings that a resumed run must keep (`RESUME_FIXED`, and the
+    epochs under cosine decay, which spans the run)."""
+    settings = {name: config[name] for name in RESUME_FIXED}
+    if config["lr_schedule"] == "cosine":
+        settings["epochs"] = config["epochs"]
+    return json.loads(json.dumps(settings))  # as state.json holds them
+
+
+def check_resumable(state, config):
+    changed = [f"--{name}={state['settings'].get(name)} (now {value})"
+               for name, value in fixed_settings(config).items() if state["settings"].get(name) != value]
+    if changed:
+        raise ValueError(f"--resume continues the run with its own optimizer and schedule, and these flags "
+                         f"differ from the run's: {', '.join(changed)}. Give the run's values, or start a "
+                         f"new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 
 def current_learning_rate(optimizer):
@@ -321,7 +359,8 @@ class CustomStepEpoch:
         self.model, self.strategy = model, strategy
         self.global_batch = config["batch_size"]
         loss_fn = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config["label_smoothing"], reduction=None)
+            from_logits=not model.outputs_probabilities, label_smoothing=config["label_smoothing"],
+            reduction=None)
         optimizer = model.optimizer
         with strategy.scope():
             optimizer.build(model.trainable_variables)
@@ -520,8 +559,19 @@ def train(config):
 
     With `--strategy=multi_worker` every worker runs this; worker 0 (the
     chief) validates and writes the run, the others only write
-    `workers/worker_<i>.json`, their weights' fingerprint.
+    `workers/worker_<i>.json`, their weights' fingerprint. `--precision`
+    holds for this call only; `--deterministic` stays on in the process.
     """
+    import keras
+
+    policy = keras.config.dtype_policy()
+    try:
+        return _train(config)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(config):
     import contextlib
 
     import keras
@@ -553,12 +603,15 @@ def train(config):
     resumed = bool(state)
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resumed:
+            if "settings" in state:  # runs of earlier versions did not record them
+                check_resumable(state, config)
             model = keras.saving.load_model(run.path / state["checkpoint"], compile=True)
             model.jit_compile = jit_compile(config)
             print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
         else:
             model = build_model(config, class_names)
-            state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0}
+            state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
+                     "settings": fixed_settings(config)}
         contract = model.preprocessing
         videos = r3d_data.count_clips(config["train_data"], "train", contract)
         steps_per_epoch = videos // config["batch_size"]
@@ -670,6 +723,7 @@ def define_flags(flag_values=None):
 
     from keras_r3d import registry
     from keras_r3d.preprocessing import DATASET_PREPROCESSING
+    from tfrecords_tools import synthetic
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
 
@@ -683,8 +737,9 @@ def define_flags(flag_values=None):
     d.DEFINE_string("train_data", None, "Glob of training TFRecords.")
     d.DEFINE_string("val_data", None, "Glob of validation TFRecords.")
     d.DEFINE_string("synthetic_dir", None, "Generate the synthetic set here if absent (demo).")
-    d.DEFINE_integer("synthetic_videos_per_class", 40, "Synthetic videos per class.", lower_bound=2)
-    d.DEFINE_integer("synthetic_size", 64, "Synthetic video side in pixels.", lower_bound=32)
+    d.DEFINE_integer("synthetic_videos_per_class", synthetic.DEFAULTS.videos_per_class,
+                     "Synthetic videos per class.", lower_bound=2)
+    d.DEFINE_integer("synthetic_size", synthetic.DEFAULTS.size, "Synthetic video side in pixels.", lower_bound=32)
     registry.define_architecture_flags(flag_values, "Architecture to train from scratch.")
     d.DEFINE_float("dropout", None, "Head dropout (default: the builder's; 0.9 when fine-tuning "
                    "the efficient nets).")
@@ -737,18 +792,49 @@ def list_recipes():
 
 
 def expand_recipe(argv):
-    """Replaces `--recipe=x` by `--flagfile=<package>/configs/x.flags` (in
-    place, so later flags still override it)."""
-    expanded = []
-    for arg in argv:
-        name = arg.split("=", 1)[1] if arg.startswith("--recipe=") else None
-        if name is not None:
-            path = CONFIGS_DIR / f"{name}.flags"
-            if not path.exists():
-                raise SystemExit(f"unknown recipe {name!r}; shipped: {', '.join(list_recipes())}")
-            arg = f"--flagfile={path}"
+    """`argv` with `--recipe=x` (or `--recipe x`) replaced by
+    `--flagfile=<package>/configs/x.flags` and `--flagfile x` joined into
+    `--flagfile=x`, in place, so later flags still override them."""
+    expanded, args = [], iter(argv)
+    for arg in args:
+        name, equals, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in ("recipe", "flagfile"):
+            if not equals:
+                value = next(args, None)
+                if value is None:
+                    raise SystemExit(f"--{name} needs a value")
+            if name == "recipe":
+                value = CONFIGS_DIR / f"{value}.flags"
+                if not value.exists():
+                    raise SystemExit(f"unknown recipe {value.stem!r}; shipped: {', '.join(list_recipes())}")
+            arg = f"--flagfile={value}"
         expanded.append(arg)
     return expanded
+
+
+def command_line_flags(argv):
+    """The names of the flags given in `argv` itself, not in its flagfiles."""
+    return {arg.lstrip("-").partition("=")[0] for arg in argv
+            if arg.startswith("-") and not arg.lstrip("-").startswith("flagfile")}
+
+
+def yield_recipe_architecture(config, argv):
+    """A flagfile's architecture yields to the command line: `--pretrained` or
+    `--model` there drops the recipe's `--arch` and builder flags (fine-tuning
+    with a recipe's data and schedule), and an `--arch` there drops the
+    recipe's builder flags that the new arch does not take."""
+    from keras_r3d import registry
+
+    given = command_line_flags(argv)
+    recipe_only = [name for name in ("arch",) + registry.ARCHITECTURE_FLAGS if name not in given]
+    if given & {"model", "pretrained"} and "arch" not in given:
+        dropped = recipe_only
+    elif "arch" in given and config["arch"]:
+        accepted = registry.builder_kwargs(config["arch"])
+        dropped = [name for name in recipe_only if name != "arch" and name not in accepted]
+    else:
+        return config
+    return {**config, **{name: None for name in dropped}}
 
 
 def default_output_dir(argv):
@@ -775,7 +861,7 @@ def default_config(**overrides):
 def config_from_flags(flag_values, argv):
     """The parsed flags as a config dict."""
     config = {name: flag_values[name].value for name in _flag_names()}
-    return finish_config(config, argv)
+    return finish_config(yield_recipe_architecture(config, argv), argv)
 
 
 def _flag_names():

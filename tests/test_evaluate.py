@@ -124,9 +124,34 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
 
     records = str(tmp_path / "records" / "train-*.tfrecord")
     for clips, crops, expected_clips in ((0, 1, 10), (0, 3, 30), (1, 3, 6), (2, 3, 12)):
-        results = evaluate.evaluate(Model(), records, clips=clips, crops=crops, predict=red_minus_blue)
+        seen = []  # each clip's top class, in the order evaluated
+
+        def recording(clips):
+            logits = red_minus_blue(clips)
+            seen.extend(np.argmax(logits, axis=1))
+            return logits
+
+        results = evaluate.evaluate(Model(), records, clips=clips, crops=crops, predict=recording)
         assert (results["num_clips"], results["num_videos"], results["crops"]) == (expected_clips, 2, crops)
+        if crops == 3:  # each window's crops come left (red: class 0), center, right (blue: class 1)
+            assert set(seen[0::3]) == {0} and set(seen[2::3]) == {1}
         # Sure left and right crops and a tied center average to a tie; so does the center alone.
         assert all(v["score"] == pytest.approx(0.5, abs=0.05) for v in results["videos"])
     with pytest.raises(ValueError, match="crops must be 1 or 3"):
         evaluate.evaluate(Model(), records, crops=2, predict=red_minus_blue)
+
+    class Gestures(Model):  # a model of other classes: an error, not an accuracy
+        class_names = ["Thumb_Up", "Thumb_Down"]
+
+    with pytest.raises(ValueError, match="not among the model's"):
+        evaluate.evaluate(Gestures(), records, predict=red_minus_blue)
+
+
+def test_data_labels_map_to_the_model_outputs_by_name():
+    assert evaluate.align_labels(["a", "b", "c"], ["a", "b", "c"], 3).tolist() == [0, 1, 2]
+    assert evaluate.align_labels(["a", "b", "c"], ["c", "a"], 3).tolist() == [2, 0]
+    assert evaluate.align_labels(None, ["x", "y"], 3).tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"\['thumb_up'\] are not among the model's"):
+        evaluate.align_labels(["Thumb_Up", "Stop_Sign"], ["Stop_Sign", "thumb_up"], 2)
+    with pytest.raises(ValueError, match="3 classes but the model only 2 outputs"):
+        evaluate.align_labels(None, ["x", "y", "z"], 2)

@@ -83,7 +83,8 @@ def raw_input_tflite(tiny_model, tmp_path_factory):
     return export.export_model(tiny_model, out, ["tflite"], raw_input=True), out / "model_none.tflite"
 
 
-def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model, tmp_path):
+def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, as where it is missing
     lines = []
     report = export.export_model(tiny_model, tmp_path, ["tftrt"], quantize="float16", log=lines.append)
     assert report["tensorrt"]["path"] == "trtexec" and report["tensorrt"]["precision"] == "fp16"
@@ -213,3 +214,13 @@ def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):
     dataset = make_dataset(pattern, "val", contract, 1, shuffle_seed=0)
     normalized = np.concatenate([c.numpy() for c, _ in dataset.take(3)])
     np.testing.assert_allclose(preprocess(clips, contract), normalized, atol=1e-4)
+
+
+def test_calibration_folders_are_searched_at_any_depth(fixtures_dir):
+    """`--calibration`/`--verification` DIR: videos and frame folders in DIR's
+    subfolders too (the fixtures: clips/gestures/<gesture>/, clips/kinetics/*.mp4, ...)."""
+    contract = create_model("SqueezeNet-1.1", num_classes=2, input_shape=(8, 32, 32, 3)).preprocessing
+    clips = export.load_clips(fixtures_dir / "clips", contract, 100)
+    gestures = export.load_clips(fixtures_dir / "clips" / "gestures", contract, 100)
+    assert len(gestures) == 3 and len(clips) > len(gestures)
+    np.testing.assert_array_equal(clips[:3], gestures)  # clips/gestures/ sorts first

@@ -54,6 +54,8 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenet", {"input_shape": (16, 112, 96, 3)}, "square"),
     ("mobilenet", {"input_shape": (16, 112, 112)}, "input_shape"),
     ("c3d", {"input_shape": (8, 112, 112, 3)}, "group4_6.*too small"),
+    ("shufflenet", {"input_shape": (9, 32, 32, 3)}, r"\(layer layer1_0_concat\): .*Concatenate"),
+    ("mobilenet", {"classifier_activation": "sigmoid"}, "classifier_activation must be one of"),
     ("mobilenet", {"pooling": "max"}, "pooling"),
     ("mobilenet", {"num_classes": 0}, "num_classes"),
     ("mobilenet", {"class_names": ["a", "b"], "num_classes": 3}, "2 class names"),
@@ -99,7 +101,8 @@ def test_saved_model_carries_contract_and_classes(tmp_path):
     info = keras_r3d.model_info(path)
     assert info["class_names"] == ["left", "right", "up"]
     assert info["preprocessing"] == contract.replace(frames=8, size=32).to_dict()
-    assert info["architecture"] == {"arch": "shufflenetv2", "width_mult": 0.25, "num_classes": 3}
+    assert info["architecture"] == {"arch": "shufflenetv2", "width_mult": 0.25, "num_classes": 3,
+                                    "classifier_activation": "softmax"}
     loaded = keras_r3d.load(path)
     x = np.random.default_rng(0).standard_normal((2, 8, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)

@@ -1,5 +1,6 @@
 """predict: the official evaluation protocol, the CLI and its errors."""
 import json
+import runpy
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 
 import keras_r3d
 from keras_r3d import predict
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE
+from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO
 
 
 def test_window_indices_follow_the_official_center_crop():
@@ -66,3 +67,29 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
                                 top_k=3, clips=4)
     assert result["windows"] == 4 and len(result["top5"]) == 3
     assert result["top5"][0]["prob"] >= result["top5"][1]["prob"] >= result["top5"][2]["prob"]
+
+
+def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
+    """`classifier_activation="softmax"` models output probabilities: predict,
+    evaluate, training's loss and the export metadata take them as such."""
+    from keras_r3d import evaluate, export
+
+    model = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, num_classes=3, input_shape=(4, 32, 32, 3),
+                                      classifier_activation="softmax")
+    model.save(tmp_path / "softmax.keras")
+    model = keras_r3d.load(tmp_path / "softmax.keras")
+    assert model.outputs_probabilities
+    frames = np.random.default_rng(0).integers(0, 256, (12, 40, 40, 3), np.uint8)
+    clip = predict.clips_from_frames(frames, model.preprocessing)
+    probabilities = model.predict_on_batch(keras_r3d.preprocess(clip, model.preprocessing))
+    result = keras_r3d.classify(model, frames, top_k=3)
+    assert sorted(p["prob"] for p in result["top5"]) == pytest.approx(sorted(probabilities[0]), abs=1e-6)
+    assert evaluate.class_scores(model, probabilities) == pytest.approx(probabilities)
+    metadata = export.export_metadata(model, raw_input=False, input_dtype="uint8")
+    assert metadata["output"]["kind"] == "probabilities"
+    runner = runpy.run_path(str(REPO / "exports" / "run_on_device.py"))  # reads that kind
+    (best,) = runner["top_k"]([0.2, 0.7, 0.1], ["a", "b", "c"], 1, probabilities=True)
+    assert best == {"label": "b", "prob": pytest.approx(0.7)}
+    logits = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, num_classes=3, input_shape=(4, 32, 32, 3))
+    assert not logits.outputs_probabilities
+    assert export.export_metadata(logits, raw_input=False, input_dtype="uint8")["output"]["kind"] == "logits"

@@ -282,3 +282,41 @@ def test_jit_compile_auto_is_off_on_cpu_only_tensorflow(monkeypatch):
         assert r3d_train.jit_compile({"jit_compile": "auto"}) is bool(gpus)
         monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"])
         assert r3d_train.jit_compile({"jit_compile": "auto"}) is True
+
+
+def _parse(*argv):
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    r3d_train.define_flags(flag_values)
+    full_argv = r3d_train.expand_recipe(["train", *argv])
+    flag_values(full_argv)
+    return r3d_train.config_from_flags(flag_values, full_argv)
+
+
+def test_the_command_line_replaces_a_recipes_architecture():
+    finetune = _parse("--recipe=jester", "--pretrained=x.keras")
+    assert (finetune["pretrained"], finetune["arch"], finetune["groups"]) == ("x.keras", None, None)
+    assert finetune["lr_steps"] == [40, 55, 65] and finetune["output_dir"] == "runs/jester"  # the recipe's
+    other = _parse("--recipe", "jester", "--arch=mobilenetv2", "--frames=8", "--size=32")  # space form too
+    assert (other["arch"], other["groups"], other["width_mult"]) == ("mobilenetv2", None, 0.5)
+    assert r3d_train.build_model(other, ["a", "b"]).architecture == {"arch": "mobilenetv2", "width_mult": 0.5,
+                                                                     "num_classes": 2}
+    assert _parse("--flagfile", "configs/demo.flags")["output_dir"] == "runs/demo"
+    with pytest.raises(ValueError, match="--groups does not apply to --arch=mobilenetv2"):
+        r3d_train.build_model(_parse("--recipe=jester", "--arch=mobilenetv2", "--groups=3"), ["a", "b"])
+    with pytest.raises(ValueError, match="resnet has no dropout"):
+        r3d_train.build_model(_parse("--recipe=jester", "--arch=resnet", "--depth=10", "--dropout=0.5"),
+                              ["a", "b"])
+
+
+def test_resume_refuses_changed_optimizer_and_schedule_flags(synthetic, tmp_path):
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
+                                      output_dir=str(tmp_path / "run"))
+    r3d_train.train(config)
+    for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16")):
+        with pytest.raises(ValueError, match=f"--{flag}={config[flag]} \\(now {value}\\)"):
+            r3d_train.train({**config, flag: value, "resume": True})
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # --precision held for its call only

@@ -50,5 +50,6 @@ def C3D(num_classes=600, input_shape=(16, 112, 112, 3), include_top=True, poolin
     inputs, features = common.build_graph("c3d", shape, body)
     return common.finish_model(
         "c3d", {}, inputs, features, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation,
         num_classes=num_classes, head=head, preprocessing=preprocessing, class_names=class_names,
         name=name)

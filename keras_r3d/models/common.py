@@ -13,6 +13,9 @@ from keras_r3d.preprocessing import Preprocessing
 PACKAGE = r3d_layers.PACKAGE
 BN_EPSILON = 1e-5  # PyTorch BatchNorm3d(eps=1e-5, momentum=0.1)
 BN_MOMENTUM = 0.9
+# The heads: logits (None, "linear") or probabilities ("softmax"), which every tool reads
+# from `VideoClassifier.outputs_probabilities`.
+CLASSIFIER_ACTIVATIONS = (None, "linear", "softmax")
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -27,6 +30,11 @@ class VideoClassifier(keras.Model):
         self.preprocessing = preprocessing
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.architecture = dict(architecture or {})
+
+    @property
+    def outputs_probabilities(self):
+        """True for a softmax head (`classifier_activation="softmax"`), else logits."""
+        return self.architecture.get("classifier_activation") == "softmax"
 
     def get_config(self):
         return {
@@ -53,9 +61,12 @@ def check_common_args(arch, num_classes, input_shape, include_top, pooling, drop
     return shape
 
 
-def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, head, num_classes,
-                 preprocessing, class_names, name):
+def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, classifier_activation, head,
+                 num_classes, preprocessing, class_names, name):
     """Adds the head (or pooling) and wraps the graph in a VideoClassifier."""
+    if classifier_activation not in CLASSIFIER_ACTIVATIONS:
+        raise ValueError(f"{arch}: classifier_activation must be one of {CLASSIFIER_ACTIVATIONS}, "
+                         f"got {classifier_activation!r}")
     if include_top:
         outputs = head(features)
         if class_names is None:
@@ -75,6 +86,8 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, h
     architecture = {"arch": arch, **arch_kwargs}
     if include_top:
         architecture["num_classes"] = num_classes
+        if classifier_activation == "softmax":
+            architecture["classifier_activation"] = "softmax"
     return VideoClassifier(inputs, outputs, name=name or arch, preprocessing=preprocessing,
                            class_names=class_names, architecture=architecture)
 
@@ -86,7 +99,20 @@ def build_graph(arch, input_shape, body):
     try:
         return inputs, body(inputs)
     except ValueError as error:
-        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}: {error}") from None
+        layer = _innermost_layer(error)
+        where = f" (layer {layer})" if layer and layer not in str(error) else ""
+        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}{where}: {error}") from None
+
+
+def _innermost_layer(error):
+    """The name of the innermost Keras layer whose call raised `error`, or None."""
+    name, frame = None, error.__traceback__
+    while frame is not None:
+        candidate = frame.tb_frame.f_locals.get("self")
+        if isinstance(candidate, keras.layers.Layer):
+            name = candidate.name
+        frame = frame.tb_next
+    return name
 
 
 def batch_norm(x, name):

@@ -67,6 +67,7 @@ def _resnet(arch, arch_kwargs, kind, stage_blocks, planes, shortcut, cardinality
     inputs, features = common.build_graph(arch, shape, body)
     return common.finish_model(
         arch, arch_kwargs, inputs, features, include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation,
         num_classes=num_classes, head=head, preprocessing=preprocessing, class_names=class_names,
         name=name)
 

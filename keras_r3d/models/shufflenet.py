@@ -70,6 +70,7 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
     inputs, features = common.build_graph("shufflenet", shape, body)
     return common.finish_model(
         "shufflenet", {"width_mult": width_mult, "groups": groups}, inputs, features,
-        include_top=include_top, pooling=pooling, num_classes=num_classes,
+        include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation, num_classes=num_classes,
         head=common.classifier(num_classes, dropout, classifier_activation),
         preprocessing=preprocessing, class_names=class_names, name=name)

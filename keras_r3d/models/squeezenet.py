@@ -70,5 +70,6 @@ def SqueezeNet3D(version=1.1, num_classes=600, input_shape=(16, 112, 112, 3), in
     inputs, features = common.build_graph("squeezenet", shape, body)
     return common.finish_model(
         "squeezenet", {"version": version}, inputs, features,
-        include_top=include_top, pooling=pooling, num_classes=num_classes, head=head,
+        include_top=include_top, pooling=pooling,
+        classifier_activation=classifier_activation, num_classes=num_classes, head=head,
         preprocessing=preprocessing, class_names=class_names, name=name)
