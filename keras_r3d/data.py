@@ -55,7 +55,7 @@ def _files(file_pattern):
 
 def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None, crop=None,
                  hflip=False, cache=None, shuffle_buffer=256, drop_remainder=None, repeat=False,
-                 num_parallel_calls=tf.data.AUTOTUNE):
+                 video_ids=None, num_parallel_calls=tf.data.AUTOTUNE):
     """A `tf.data.Dataset` of normalized clips from video TFRecords.
 
     Args:
@@ -77,10 +77,12 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         drop_remainder: drop the last partial batch; default True for train.
         repeat: repeat the videos forever (each pass reshuffled and resampled);
             then pass `steps_per_epoch` to `fit`.
+        video_ids: also yield each clip's video id; default for test only
+            (`fit` would take a third element for sample weights).
         num_parallel_calls: parallel parse/decode calls.
 
     Returns:
-        A dataset of `(clip, label)`, or `(clip, label, video_id)` for test;
+        A dataset of `(clip, label)`, or `(clip, label, video_id)` (test);
         clip is float32 `(batch, frames, size, size, 3)`, label int32.
     """
     contract = _contract(contract)
@@ -97,6 +99,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         raise ValueError("hflip is a training augmentation; it must be off for val and test")
     if cache is not None and not isinstance(cache, (str, pathlib.Path)):
         raise ValueError(f"cache must be None, 'memory' or a path prefix, got {cache!r}")
+    video_ids = split == "test" if video_ids is None else video_ids
     deterministic = shuffle_seed is not None or split != "train"  # eval order = file order
     train = split == "train"
     files = _files(file_pattern)
@@ -143,7 +146,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
     def clip(video, start, seed, position):
         frames = _decode_clip(video, start, seed, contract, crop, hflip, position)
         label = video["label_index"]
-        return (frames, label, video["video_id"]) if split == "test" else (frames, label)
+        return (frames, label, video["video_id"]) if video_ids else (frames, label)
 
     clips = samples.map(clip, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if drop_remainder is None:

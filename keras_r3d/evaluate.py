@@ -31,8 +31,8 @@ def predict_clips(model, dataset, *, reverse_time=False, total=None, description
 
     Args:
         model: a keras model mapping normalized clips to logits.
-        dataset: batches of `(clip, label, video_id)` (the test split) or
-            `(clip, label)` (one clip per video: each clip its own video).
+        dataset: batches of `(clip, label, video_id)` or `(clip, label)`
+            (each clip its own video).
         reverse_time: play every clip backwards (the motion check).
         total: batches, for the progress bar.
         predict: a function of a batch of clips to logits; default
@@ -182,12 +182,11 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
     split = "val" if clips == 1 else "test"
     crop = "three" if crops == 3 else "center"
     # A seed makes the test windows come in order, which `central_windows` needs.
-    dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0, crop=crop)
+    dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0, crop=crop,
+                                    video_ids=True)
     total = math.ceil(r3d_data.count_clips(data, split, contract, crop) / batch_size)
     scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total,
                                               predict=predict)
-    if split == "val" and crops > 1:  # val clips carry no video id; a video's crops come together
-        video_ids = [video_ids[i - i % crops] for i in range(len(video_ids))]
     if clips > 1:  # elements come window by window, each window's crops together
         windows = central_windows(video_ids[::crops], clips)
         keep = (windows[:, None] * crops + np.arange(crops)).reshape(-1)

@@ -135,6 +135,7 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
         assert (results["num_clips"], results["num_videos"], results["crops"]) == (expected_clips, 2, crops)
         if crops == 3:  # each window's crops come left (red: class 0), center, right (blue: class 1)
             assert set(seen[0::3]) == {0} and set(seen[2::3]) == {1}
+        assert sorted(v["id"] for v in results["videos"]) == ["left/video", "right/video"]  # --clips 1 too
         # Sure left and right crops and a tied center average to a tie; so does the center alone.
         assert all(v["score"] == pytest.approx(0.5, abs=0.05) for v in results["videos"])
     with pytest.raises(ValueError, match="crops must be 1 or 3"):
