@@ -74,9 +74,9 @@ def build_model(config, class_names):
     num_classes = len(class_names)
     if config.get("model"):
         model = load(config["model"])
-        if model.output_shape[-1] != num_classes:
-            raise ValueError(f"--model {config['model']} has {model.output_shape[-1]} outputs but the "
-                             f"data has {num_classes} classes; use --pretrained to replace the head")
+        if model.output_shape[-1] != num_classes or model.class_names not in (None, list(class_names)):
+            raise ValueError(f"--model {config['model']} has {model.output_shape[-1]} outputs for other classes "
+                             f"than the data's {num_classes}; use --pretrained to replace the head")
         return model
     if config.get("pretrained"):
         source = load(config["pretrained"])
@@ -132,7 +132,8 @@ def finetune_model(source, class_names, config):
     head = HEAD_LAYERS[arch]
     preprocessing = _override_contract(source.preprocessing, config)
     dropout = config.get("dropout")
-    architecture = _with_dropout(arch, architecture, FINETUNE_DROPOUT.get(arch) if dropout is None else dropout)
+    dropout = FINETUNE_DROPOUT.get(arch) if dropout is None else dropout
+    architecture = _with_dropout(arch, architecture, dropout)
     model = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
                            preprocessing=preprocessing,
                            input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
@@ -739,7 +740,8 @@ def define_flags(flag_values=None):
     d.DEFINE_string("synthetic_dir", None, "Generate the synthetic set here if absent (demo).")
     d.DEFINE_integer("synthetic_videos_per_class", synthetic.DEFAULTS.videos_per_class,
                      "Synthetic videos per class.", lower_bound=2)
-    d.DEFINE_integer("synthetic_size", synthetic.DEFAULTS.size, "Synthetic video side in pixels.", lower_bound=32)
+    d.DEFINE_integer("synthetic_size", synthetic.DEFAULTS.size, "Synthetic video side in pixels.",
+                     lower_bound=32)
     registry.define_architecture_flags(flag_values, "Architecture to train from scratch.")
     d.DEFINE_float("dropout", None, "Head dropout (default: the builder's; 0.9 when fine-tuning "
                    "the efficient nets).")

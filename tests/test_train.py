@@ -320,3 +320,14 @@ def test_resume_refuses_changed_optimizer_and_schedule_flags(synthetic, tmp_path
     import keras
 
     assert keras.config.dtype_policy().name == "float32"  # --precision held for its call only
+
+
+def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
+    import keras_r3d
+
+    path = tmp_path / "ab.keras"
+    keras_r3d.SqueezeNet3D(num_classes=2, class_names=["a", "b"], input_shape=(8, 32, 32, 3)).save(path)
+    assert r3d_train.build_model({"model": str(path)}, ["a", "b"]).class_names == ["a", "b"]
+    for other in (["b", "a"], ["a", "b", "c"]):
+        with pytest.raises(ValueError, match="use --pretrained to replace the head"):
+            r3d_train.build_model({"model": str(path)}, other)
