@@ -214,8 +214,8 @@ def classify(runtime, paths, k):
 
 def stream(runtime, source, every, k):
     """Sliding window over a video file or camera: classifies the latest
-    `frames * temporal_downsample` frames (at the model's fps, by keeping every
-    n-th source frame) every `every` source frames."""
+    `frames * temporal_downsample` frames, resampled to the model's fps as
+    `center_clip` resamples, every `every` source frames."""
     contract, labels, probabilities = _contract(runtime)
     span = contract["frames"] * contract["temporal_downsample"]
     try:
@@ -223,13 +223,18 @@ def stream(runtime, source, every, k):
     except ValueError as error:
         sys.exit("error: {}".format(error))
     target = contract.get("fps")
-    step = max(1, int(round(fps / target))) if fps and target else 1  # keep the model's frame rate
+    ratio = fps / target if fps and target else 1.0  # source frames per model frame
     window = collections.deque(maxlen=span)
+    kept, last = 0, -every  # model frames so far; the source frame last classified
     for index, frame in enumerate(frames):
-        if index % step:
+        copies = 0  # model frame j is source frame round(j * ratio)
+        while round(kept * ratio) <= index:
+            kept, copies = kept + 1, copies + 1
+        if not copies:
             continue
-        window.append(scale_center_crop(frame, contract["size"]))
-        if len(window) == span and index % every < step:
+        window.extend([scale_center_crop(frame, contract["size"])] * copies)
+        if len(window) == span and index - last >= every:
+            last = index
             clip = np.stack(list(window)[::contract["temporal_downsample"]])
             start = time.perf_counter()
             logits = runtime(clip[None])[0]
@@ -254,11 +259,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (args.benchmark or args.inputs or args.stream):
         parser.error("give videos/frame folders to classify, --benchmark, or --stream")
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error("--batch_sizes takes integers separated by commas, got {!r}".format(args.batch_sizes))
     if min(batch_sizes) < 1 or args.iterations < 1 or args.every < 1 or args.top_k < 1:
         parser.error("batch sizes, --iterations, --every and --top_k must be >= 1")
 
-    runtime = runtimes.load_runtime(args.model, num_threads=args.threads)
+    try:
+        runtime = runtimes.load_runtime(args.model, num_threads=args.threads)
+    except (ValueError, OSError) as error:  # OSError: a missing file too
+        parser.exit(2, "error: {}\n".format(error))
     header = {"model": args.model, "runtime": runtime.name, "input": runtime.input_dtype.name,
               "input_shape": list(runtime.input_shape)}
     if runtime.notes:

@@ -1311,8 +1311,8 @@ def _define_flags():
     flags.DEFINE_list("tf_jit_compile", ["auto"], "TensorFlow tf.function XLA: true, false or "
                       "auto (XLA on GPU, graph on CPU); several values time each.")
     flags.DEFINE_list("layers", ["auto"], "How the zoo's layers are traced for the keras runtime "
-                      "(keras_r3d.implementation): auto, native (3D ops) or frames (2D ops); "
-                      "several values time each.")
+                      f"(keras_r3d.implementation): one of {', '.join(IMPLEMENTATIONS)} (see "
+                      "keras_r3d.layers); several values time each.")
     flags.DEFINE_list("batch_norm", ["separate"], "Keras runtime: separate (as built) or folded "
                       "(keras_r3d.fold_batch_norm: BN folded into the convs, for inference); "
                       "both values time each.")

@@ -174,7 +174,10 @@ class _TFLiteRuntime(Runtime):
     and a float batch given to an int8/uint8 input is quantized."""
 
     def __init__(self, path, num_threads):
-        from ai_edge_litert import interpreter as litert
+        try:
+            from ai_edge_litert import interpreter as litert
+        except ImportError:  # tflite-runtime: the wheels for Python 3.6-3.9 (JetPack 4.6 and 5)
+            from tflite_runtime import interpreter as litert
 
         notes = ""
         try:
@@ -244,7 +247,8 @@ class _OnnxRuntime(Runtime):
         shape = [None] + [int(d) for d in spec.shape[1:]]
         name = "onnxruntime" + ("+" + self._session.get_providers()[0]
                                 if self._session.get_providers()[0] != "CPUExecutionProvider" else "")
-        Runtime.__init__(self, path, name, shape, dtypes[spec.type], read_metadata(path))
+        raw = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)  # no `onnx` needed
+        Runtime.__init__(self, path, name, shape, dtypes[spec.type], None if raw is None else json.loads(raw))
 
     def _run(self, batch):
         return self._session.run(None, {self._input_name: batch})[0]

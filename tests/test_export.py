@@ -96,8 +96,9 @@ def test_runtimes_take_any_batch_size(jester):
 
 
 def _blocked_env(tmp_path):
-    """PYTHONPATH that makes `import tensorflow/keras/keras_r3d` fail."""
-    for name in ("tensorflow", "keras", "keras_r3d"):
+    """PYTHONPATH that makes `import tensorflow/keras/keras_r3d/onnx` fail
+    (onnxruntime alone reads an ONNX file's metadata)."""
+    for name in ("tensorflow", "keras", "keras_r3d", "onnx"):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "__init__.py").write_text(f"raise ImportError('blocked: {name}')\n")
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -132,10 +133,23 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
                           env=_blocked_env(tmp_path / "block"))
     assert done.returncode == 0, done.stderr
     windows = [json.loads(line) for line in done.stdout.splitlines()[1:]]
-    # 250 frames at 25 fps, kept at the model's 12 fps (every 2nd), a window of 32 kept frames.
+    # 250 frames at 25 fps resampled to the model's 12 fps as center_clip does: the first
+    # window of 32 frames is full at model frame 31, source frame round(31 * 25 / 12) = 65.
     assert len(windows) >= 3
     assert all(w["top"][0]["label"] in jester["model"].class_names for w in windows)
-    assert windows[0]["frame"] >= 62
+    assert windows[0]["frame"] == 65 and all(b["frame"] - a["frame"] >= 50 for a, b in zip(windows, windows[1:]))
+
+
+def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
+    """JetPack 4.6 and 5 (Python 3.6, 3.8) have tflite-runtime wheels, not ai-edge-litert."""
+    import types
+
+    from ai_edge_litert import interpreter
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert` fails
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.SimpleNamespace(interpreter=interpreter))
+    runtime = runtimes.load_runtime(jester["dir"] / "model_int8.tflite")
+    assert runtime(runtimes.random_frames(1, runtime.input_shape[1:])).shape == (1, 27)
 
 
 def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):

@@ -293,6 +293,29 @@ def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, 
     assert len(records(out)) == 4
     with pytest.raises(AnnotationError, match="other arguments \\(short_side\\)"):
         tool.convert("folders", source, out, num_shards=3, short_side=64, progress=False)
+    # A class or a video added since: the plan's labels and videos no longer hold.
+    link(GESTURES["stop_sign"], source / "stop" / "clip_e")
+    with pytest.raises(AnnotationError, match="other videos or classes"):
+        tool.convert("folders", source, out, num_shards=3, short_side=32, progress=False)
+    shutil.rmtree(source / "stop")
+    link(GESTURES["stop_sign"], source / "up" / "clip_e")
+    with pytest.raises(AnnotationError, match="4 videos planned, 5 listed"):
+        tool.convert("folders", source, out, num_shards=3, short_side=32, progress=False)
+
+
+def test_folders_skip_hidden_and_empty_folders_odd_names_and_an_output_inside(fixtures_dir, tmp_path):
+    source = folders_tree(tmp_path)
+    link(GESTURES["stop_sign"], source / ".ipynb_checkpoints" / "clip_x")
+    (source / "up" / ".DS_Store").write_bytes(b"\0")
+    (source / "empty_class").mkdir()
+    odd = os.fsdecode(b"bad\xff name.avi")
+    (source / "down" / odd).write_bytes(AVI.read_bytes())
+    manifest = tool.convert("folders", source, tmp_path / "out", short_side=32, progress=False)
+    assert manifest["labels"] == ["down", "up"] and manifest["splits"]["train"]["videos"] == 4
+    reasons = sorted(s["reason"] for s in manifest["skipped"])
+    assert reasons == ["an empty class folder: not a class", "the file name is not valid UTF-8"]
+    with pytest.raises(AnnotationError, match="inside --input"):
+        tool.convert("folders", source, source / "records", progress=False)
 
 
 def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):

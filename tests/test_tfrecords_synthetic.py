@@ -1,4 +1,6 @@
 """tfrecords_tools.synthetic and inspect: the embedded default data set."""
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,6 +52,13 @@ def test_make_synthetic_builds_and_resumes(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")}
     assert synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False) == manifest
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.tfrecord")} == stamps
+    # Other settings never mix into this set's videos and records.
+    for other in (dataclasses.replace(TINY, videos_per_class=4), dataclasses.replace(TINY, size=48)):
+        with pytest.raises(ValueError, match="made with other settings"):
+            synthetic.make_synthetic(tmp_path, other, workers=1, progress=False)
+        assert synthetic.main(["--output", str(tmp_path), "--size", str(other.size), "--videos_per_class",
+                               str(other.videos_per_class), "--frames", "10", "--shards", "2"]) == 2
+    assert synthetic.made_with(tmp_path) == TINY
 
     summary = inspect.summarize(str(tmp_path / "*.tfrecord"))
     assert summary["videos"] == 24 and summary["frames"] == 240 and summary["sizes"] == {(32, 32): 24}

@@ -108,8 +108,9 @@ def make_plan(items, arguments):
     return shards
 
 
-def load_or_make_plan(output, items, arguments):
-    """The plan of a previous run with the same arguments, or a new one."""
+def load_or_make_plan(output, items, arguments, labels):
+    """The plan of a previous run with the same arguments, labels and videos,
+    or a new one."""
     path = output / PLAN
     if path.exists():
         plan = json.loads(path.read_text())
@@ -118,8 +119,16 @@ def load_or_make_plan(output, items, arguments):
             raise AnnotationError(
                 f"{output} holds a conversion made with other arguments ({', '.join(changed)}); "
                 f"use another --output, or delete {output} to start over")
+        planned = sorted(json.dumps(entry, sort_keys=True) for entries in plan["shards"].values()
+                         for entry in entries)
+        listed = sorted(json.dumps(dataclasses.asdict(item), sort_keys=True) for item in items)
+        if plan.get("labels", labels) != labels or planned != listed:
+            raise AnnotationError(
+                f"{output} holds a conversion of other videos or classes than --input lists now "
+                f"({len(planned)} videos planned, {len(listed)} listed; labels {plan.get('labels')} then, "
+                f"{labels} now); use another --output, or delete {output} to start over")
         return plan
-    plan = {"arguments": arguments, "shards": make_plan(items, arguments)}
+    plan = {"arguments": arguments, "labels": labels, "shards": make_plan(items, arguments)}
     write_atomic(path, json.dumps(plan))
     return plan
 
@@ -154,9 +163,11 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         raise AnnotationError(f"--jpeg_quality must be at most 100, got {jpeg_quality}")
     if num_shards is not None and num_shards < 1 or shard_size_mb <= 0:
         raise AnnotationError("--num_shards must be >= 1 and --shard_size_mb > 0")
+    output = pathlib.Path(output)
+    if format == "folders" and pathlib.Path(input).resolve() in output.resolve().parents:
+        raise AnnotationError(f"--output {output} is inside --input {input}, where it would become a class")
     labels, items, missing = FORMATS[format](
         input, annotations, split=split, val_fraction=val_fraction)
-    output = pathlib.Path(output)
     (output / PROGRESS).mkdir(parents=True, exist_ok=True)
     arguments = {
         "format": format, "input": str(pathlib.Path(input).resolve()),
@@ -165,7 +176,7 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         "short_side": short_side, "jpeg_quality": jpeg_quality, "val_fraction": val_fraction,
         "min_frames": min_frames,
     }
-    plan = load_or_make_plan(output, items, arguments)
+    plan = load_or_make_plan(output, items, arguments, labels)
     pending = {name: [Item(**entry) for entry in entries]
                for name, entries in plan["shards"].items() if not _done(output, name)}
     for stale in output.glob(".*.tfrecord.tmp-*"):

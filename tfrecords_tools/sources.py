@@ -196,9 +196,17 @@ def list_kinetics(input_dir, annotations, **_):
     return _finish(items, missing, labels)
 
 
+def _utf8(name):
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogates
+        return False
+
+
 def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     """`INPUT/<class>/<video file or frame folder>`. Labels are the sorted class
-    folder names. A hash of the file name (without the class folder) puts
+    folder names (hidden and empty folders are none). A hash of the file name (without the class folder) puts
     `val_fraction` of the videos in `val`, the same way on every run; videos of
     the same name in several classes (one recording cut into several actions)
     never straddle train and val."""
@@ -207,12 +215,20 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     if not 0.0 <= val_fraction < 1.0:
         raise AnnotationError(f"--val_fraction must be in [0, 1), got {val_fraction}")
     root = pathlib.Path(input_dir)
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if root.is_dir() else []
+    labels = [p.name for p in folders if any(not c.name.startswith(".") for c in p.iterdir())]
     if not labels:
         raise AnnotationError(f"{root}: expected class folders INPUT/<class>/<video>")
-    items, missing = [], []
+    missing = [(str(p), "an empty class folder: not a class") for p in folders if p.name not in labels]
+    items = []
     for label_index, label in enumerate(labels):
         for path in sorted((root / label).iterdir()):
+            if path.name.startswith("."):  # .DS_Store, .ipynb_checkpoints
+                continue
+            if not _utf8(path.name):
+                missing.append((repr(path), "the file name is not valid UTF-8"))
+                continue
             if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
                 missing.append((str(path), "not a video file or frame folder"))
                 continue

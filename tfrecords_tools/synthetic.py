@@ -19,6 +19,7 @@ backwards is its partner class. Every default lives in `DEFAULTS`.
 """
 import argparse
 import dataclasses
+import fractions
 import json
 import os
 import pathlib
@@ -88,7 +89,7 @@ class SyntheticConfig:
 
 
 DEFAULTS = SyntheticConfig()
-SETTINGS_FILE = "synthetic.json"  # the SyntheticConfig of a finished set, written last
+SETTINGS_FILE = "synthetic.json"  # the SyntheticConfig of a set, written before its first video
 
 # Asymmetric outlines (unit square, y down): their orientation shows rotation.
 SHAPES = (
@@ -182,7 +183,7 @@ def write_video(path, frames, config):
     size = config.size
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}.mp4")
     with av.open(str(temporary), "w") as container:
-        stream = container.add_stream("libx264", rate=int(config.fps))
+        stream = container.add_stream("libx264", rate=fractions.Fraction(config.fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
         stream.options = {"crf": "12", "preset": "veryfast"}
         for frame in frames:
@@ -214,23 +215,29 @@ def render_videos(folder, config=DEFAULTS, progress=True):
 def make_synthetic(output, config=DEFAULTS, workers=None, progress=True):
     """Renders the synthetic videos and converts them; returns the manifest.
 
-    Re-running with the same config resumes (existing videos and shards are kept).
+    Re-running with the same config resumes (existing videos and shards are
+    kept); a folder that holds (part of) a set made with another config, or
+    with an unknown one, is a ValueError.
     """
     from keras_r3d.files import write_atomic
     from tfrecords_tools.convert import convert
 
     output = pathlib.Path(output)
     videos = output / "videos"
-    render_videos(videos, config, progress)
-    manifest = convert("folders", videos, output, num_shards=config.shards, workers=workers or os.cpu_count(),
-                       short_side=0, val_fraction=config.val_fraction, progress=progress)
+    recorded = made_with(output)
+    if recorded != config and (recorded is not None or videos.exists()):
+        raise ValueError(f"{output} holds (part of) a synthetic set made with other settings "
+                         f"({recorded or 'not recorded'}); delete it, or choose another --output")
+    output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / SETTINGS_FILE, json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    return manifest
+    render_videos(videos, config, progress)
+    return convert("folders", videos, output, num_shards=config.shards, workers=workers or os.cpu_count(),
+                   short_side=0, val_fraction=config.val_fraction, progress=progress)
 
 
 def made_with(output):
-    """The `SyntheticConfig` a finished set in `output` was made with, or None
-    (no set there, or one made before the settings were recorded)."""
+    """The `SyntheticConfig` the set in `output` was made with, or None (no
+    set there, or one made before the settings were recorded)."""
     path = pathlib.Path(output) / SETTINGS_FILE
     if not path.exists():
         return None
@@ -246,7 +253,11 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = vars(parser.parse_args(argv))
     output, workers = args.pop("output"), args.pop("workers")
-    manifest = make_synthetic(output, SyntheticConfig(**args), workers)
+    try:
+        manifest = make_synthetic(output, SyntheticConfig(**args), workers)
+    except ValueError as error:  # a bad setting, or a folder made with other settings
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos, per class {entry['per_class']}")
     return 0
