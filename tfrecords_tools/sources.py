@@ -206,10 +206,10 @@ def _utf8(name):
 
 def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     """`INPUT/<class>/<video file or frame folder>`. Labels are the sorted class
-    folder names (hidden and empty folders are none). A hash of the file name (without the class folder) puts
-    `val_fraction` of the videos in `val`, the same way on every run; videos of
-    the same name in several classes (one recording cut into several actions)
-    never straddle train and val."""
+    folder names (hidden and empty folders are none). A hash of the file name
+    (without the class folder) puts `val_fraction` of the videos in `val`, the
+    same way on every run; videos of the same name in several classes (one
+    recording cut into several actions) never straddle train and val."""
     if annotations is not None:
         raise AnnotationError("--format folders takes no --annotations: labels are the folder names")
     if not 0.0 <= val_fraction < 1.0:
