@@ -9,7 +9,7 @@ which every `temporal_downsample`-th is kept (loop-padded when the video is shor
   train: a random window starting in [0, max(0, n - window - 1)];
   val:   the center window, starting at max(0, n // 2 - window // 2);
   test:  consecutive non-overlapping windows starting at 0, window, 2 * window, ...
-         each one element `(clip, label, video_id)`, so that scores can be
+         before the last frame (`window_count`), each one element `(clip, label, video_id)`, so that scores can be
          averaged per video (`count_clips` gives their number).
 Spatial: a square crop of side `int(min(H, W) * scale)` is cut and resized to
 the contract's size. `crop="random"` (the official MultiScaleRandomCrop) and
@@ -24,6 +24,7 @@ and whole batches are normalized by `keras_r3d.preprocess`.
 import json
 import pathlib
 
+import numpy as np
 import tensorflow as tf
 
 from keras_r3d.preprocessing import Preprocessing, preprocess
@@ -123,7 +124,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
     window = contract.frames * contract.temporal_downsample
     if split == "test":
         def windows(video, seed):
-            count = (video["num_frames"] + window - 1) // window
+            count = window_count(video["num_frames"], window)
             starts = tf.data.Dataset.range(tf.cast(count, tf.int64))
             return starts.map(lambda i: (video, tf.cast(i, tf.int32) * window, seed, 1))
 
@@ -156,6 +157,13 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
     batches = batches.map(lambda clip, *rest: (preprocess(clip, contract), *rest),
                           num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def window_count(num_frames, window):
+    """Test windows of videos of `num_frames` (ints or a tensor): they start at
+    0, window, 2 * window, ... before the last frame, as the official
+    `range(1, n_frames, step)` (1-based) starts them; at least one."""
+    return (tf.maximum(num_frames, 2) - 2) // window + 1
 
 
 def _seed(seed, stream):
@@ -243,7 +251,7 @@ def count_clips(file_pattern, split, contract, crop=None):
     crops = 3 if crop == "three" else 1
     if split == "test":
         window = contract.frames * contract.temporal_downsample
-        return crops * int(sum(-(-n // window) for n in num_frames))
+        return crops * int(tf.reduce_sum(window_count(np.asarray(num_frames, np.int64), window)))
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return crops * len(num_frames)

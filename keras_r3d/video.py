@@ -17,8 +17,10 @@ def _natural_key(path):
 
 
 def frame_files(folder):
-    """The naturally sorted frames of a folder (`00001.jpg`, `image_00001.jpg`)."""
-    files = [p for p in pathlib.Path(folder).iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
+    """The naturally sorted frames of a folder (`00001.jpg`, `image_00001.jpg`;
+    hidden files such as macOS's `._00001.jpg` are none)."""
+    files = [p for p in pathlib.Path(folder).iterdir()
+             if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")]
     return sorted(files, key=_natural_key)
 
 
@@ -53,6 +55,8 @@ def _read_folder(path, max_frames):
     for file in files:
         try:
             with Image.open(file) as image:
+                if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, not a clip at 255
+                    image = Image.fromarray((np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
                 frames.append(np.asarray(image.convert("RGB")))
         except OSError as error:
             raise VideoError(f"{file}: unreadable frame ({error})") from None
@@ -73,7 +77,13 @@ def _read_file(path, max_frames):
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                image = frame.to_ndarray(format="rgb24")
+                turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
+                image = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+                if frames and image.shape != frames[0].shape:
+                    raise VideoError(f"{path}: the frame size changes from {frames[0].shape[1::-1]} to "
+                                     f"{image.shape[1::-1]} at frame {len(frames)}")
+                frames.append(image)
                 if max_frames and len(frames) >= max_frames:
                     break
     except av.error.FFmpegError as error:

@@ -237,3 +237,10 @@ def test_feeds_model_fit_on_jax(shards):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FIT-OK jax" in result.stdout
+
+
+def test_test_windows_start_before_the_last_frame_as_the_official_loop():
+    """The official test split: `range(1, n_frames, step)` (1-based) window starts."""
+    for window in (8, 16, 32):
+        for n in range(1, 100):
+            assert int(data.window_count(n, window)) == max(1, len(range(1, n, window))), (n, window)

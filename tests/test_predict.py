@@ -93,3 +93,57 @@ def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
     logits = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, num_classes=3, input_shape=(4, 32, 32, 3))
     assert not logits.outputs_probabilities
     assert export.export_metadata(logits, raw_input=False, input_dtype="uint8")["output"]["kind"] == "logits"
+
+
+def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
+    """Phone videos' display rotation, a frame size that changes, macOS `._`
+    files among the frames, and 16-bit grayscale PNG frames."""
+    import shutil
+
+    import av
+    from PIL import Image
+
+    from keras_r3d.video import VideoError, read_video
+
+    rotated = tmp_path / "rotated.mp4"
+    with av.open(str(rotated), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # played turned a quarter counterclockwise
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:, :32] = 255  # the left half white
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames, _ = read_video(rotated)
+    assert frames.shape == (5, 64, 32, 3)  # upright: 32 wide, 64 high
+    assert frames[0, 40:].mean() > 200 and frames[0, :24].mean() < 50  # the white half now at the bottom
+
+    parts = []
+    for width in (64, 96):  # one stream whose size changes midway: MPEG-TS segments joined
+        part = tmp_path / f"part{width}.ts"
+        with av.open(str(part), "w") as container:
+            stream = container.add_stream("mpeg2video", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, 48, "yuv420p"
+            for _ in range(5):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, width, 3), np.uint8),
+                                                                       format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        parts.append(part.read_bytes())
+    (tmp_path / "mixed.ts").write_bytes(b"".join(parts))
+    with pytest.raises(VideoError, match="frame size changes from"):
+        read_video(tmp_path / "mixed.ts")
+
+    folder = tmp_path / "thumb_up"
+    shutil.copytree(GESTURES["thumb_up"], folder)
+    (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    np.testing.assert_array_equal(read_video(folder)[0], read_video(GESTURES["thumb_up"])[0])
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    Image.fromarray(np.full((8, 8), 200 * 257, np.uint16)).save(deep / "00001.png")
+    assert read_video(deep)[0][0, 0, 0].tolist() == [200, 200, 200]
