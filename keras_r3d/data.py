@@ -9,8 +9,9 @@ which every `temporal_downsample`-th is kept (loop-padded when the video is shor
   train: a random window starting in [0, max(0, n - window - 1)];
   val:   the center window, starting at max(0, n // 2 - window // 2);
   test:  consecutive non-overlapping windows starting at 0, window, 2 * window, ...
-         before the last frame (`window_count`), each one element `(clip, label, video_id)`, so that scores can be
-         averaged per video (`count_clips` gives their number).
+         before the last frame (`window_count`), each one element
+         `(clip, label, video_id)`, so that scores can be averaged per video
+         (`count_clips` gives their number).
 Spatial: a square crop of side `int(min(H, W) * scale)` is cut and resized to
 the contract's size. `crop="random"` (the official MultiScaleRandomCrop) and
 `"corner"` draw the scale from 2^(-k/4), k = 0..4, once per clip; `"center"`
