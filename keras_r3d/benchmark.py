@@ -218,14 +218,17 @@ def time_runner(call, sync, warmup, repeats, batch_size, gpu=None, warmup_s=0.0)
         "peak_rss_mib": peak_rss_mib(),
         "peak_rss_scope": "measurement" if rss_reset else "process",
         "gpu_peak_mib": gpu.peak_mib() if gpu else None,
+        "gpu_peak_scope": gpu.scope if gpu else None,
     }
 
 
 class _GpuMemory:
-    """Peak device memory through the framework's own counters."""
+    """Peak device memory through the framework's own counters; `reset` None
+    where the framework cannot reset its peak (JAX): the process's peak so far."""
 
     def __init__(self, reset, peak_bytes):
-        self.reset = reset
+        self.reset = reset or (lambda: None)
+        self.scope = "measurement" if reset else "process"
         self._peak_bytes = peak_bytes
 
     def peak_mib(self):
@@ -336,7 +339,7 @@ def keras_runner(model, x, jit_compile=True):
         gpu = None
         if device.platform == "gpu" and device.memory_stats():
             stats = device.memory_stats
-            gpu = _GpuMemory(lambda: None, lambda: stats()["peak_bytes_in_use"])
+            gpu = _GpuMemory(None, lambda: stats()["peak_bytes_in_use"])
         compiled = []
 
         def call():

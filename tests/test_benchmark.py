@@ -322,3 +322,16 @@ def test_layer_profile_names_the_bounding_layers():
     assert benchmark.profile_by_kind(fake) == {"conv": (4.0, 2), "BN": (1.0, 1)}
     section = "\n".join(benchmark._profile_section({"Net": fake}))
     assert "**Net** (5 ms summed): conv 80% (2), BN 20% (1). Slowest: `a` conv [1] 3.0 ms" in section
+
+
+def test_gpu_peak_memory_says_when_it_is_the_process_peak():
+    """JAX cannot reset its device peak: its rows say the peak is the process's."""
+    from keras_r3d import benchmark
+
+    resets = []
+    torch_like = benchmark._GpuMemory(lambda: resets.append(1), lambda: 3 * 2**20)
+    torch_like.reset()
+    assert (torch_like.scope, resets, torch_like.peak_mib()) == ("measurement", [1], 3.0)
+    jax_like = benchmark._GpuMemory(None, lambda: 5 * 2**20)
+    jax_like.reset()
+    assert (jax_like.scope, jax_like.peak_mib()) == ("process", 5.0)
