@@ -258,6 +258,13 @@ def count_clips(file_pattern, split, contract, crop=None):
     return crops * len(num_frames)
 
 
+def frame_rates(file_pattern, videos=16):
+    """The distinct frame rates (rounded to 0.01; 0 where unknown) of the
+    first `videos` videos of the first matching shard."""
+    records = tf.data.TFRecordDataset(_files(file_pattern)[:1]).take(videos).map(schema.parse_video)
+    return sorted({round(float(video["fps"]), 2) for video in records.as_numpy_iterator()})
+
+
 def label_names(file_pattern):
     """The class names of the matching shards, by label index (from the manifest)."""
     return read_manifest(file_pattern)[0]

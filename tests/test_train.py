@@ -331,3 +331,14 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
     for other in (["b", "a"], ["a", "b", "c"]):
         with pytest.raises(ValueError, match="use --pretrained to replace the head"):
             r3d_train.build_model({"model": str(path)}, other)
+
+
+def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):
+    import keras_r3d
+
+    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=12.0))
+    assert capsys.readouterr().err == ""  # the synthetic videos are 12 fps
+    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0))
+    assert "run at [12.0] fps, but the model's contract says 25 fps" in capsys.readouterr().err
+    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing())
+    assert capsys.readouterr().err == ""  # no fps in the contract: frames as decoded
