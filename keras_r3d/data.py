@@ -84,7 +84,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         num_parallel_calls: parallel parse/decode calls.
 
     Returns:
-        A dataset of `(clip, label)`, or `(clip, label, video_id)` (test);
+        A dataset of `(clip, label)`, or `(clip, label, video_id)` (test, or `video_ids`);
         clip is float32 `(batch, frames, size, size, 3)`, label int32.
     """
     contract = _contract(contract)

@@ -149,12 +149,13 @@ def align_labels(model_names, data_names, num_outputs):
         if len(data_names) > num_outputs:
             raise ValueError(f"the data has {len(data_names)} classes but the model only {num_outputs} outputs")
         return np.arange(len(data_names))
-    missing = [name for name in data_names if name not in model_names]
+    index = {name: i for i, name in enumerate(model_names)}
+    missing = [name for name in data_names if name not in index]
     if missing:
         raise ValueError(f"the data's classes {missing[:10]} are not among the model's "
                          f"({', '.join(list(model_names)[:10])}{', ...' if len(model_names) > 10 else ''}): "
                          f"label the records with the model's class names")
-    return np.asarray([list(model_names).index(name) for name in data_names])
+    return np.asarray([index[name] for name in data_names])
 
 
 def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False, class_names=None,

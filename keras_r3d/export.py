@@ -380,6 +380,8 @@ def load_clips(source, contract, limit):
     def videos_under(folder):  # videos and frame folders at any depth, in sorted order
         items = []
         for child in sorted(folder.iterdir()):
+            if child.name.startswith("."):  # .DS_Store, macOS ._ files, .ipynb_checkpoints
+                continue
             if child.is_dir():
                 items += [child] if frame_files(child) else videos_under(child)
             elif child.suffix.lower() in VIDEO_SUFFIXES:

@@ -256,14 +256,10 @@ def ensure_synthetic(config):
 
     directory = pathlib.Path(config["synthetic_dir"])
     wanted = SyntheticConfig(videos_per_class=config["synthetic_videos_per_class"], size=config["synthetic_size"])
-    if (directory / "manifest.json").exists():
-        if made_with(directory) != wanted:
-            raise ValueError(f"{directory} holds a synthetic set made with other settings than {wanted} "
-                             f"(an older version's, or other flags): delete it to regenerate it, or pass "
-                             f"another --synthetic_dir")
+    if (directory / "manifest.json").exists() and made_with(directory) == wanted:
         return
     print(f"Generating the synthetic set in {directory} ({wanted})", file=sys.stderr)
-    make_synthetic(directory, wanted)
+    make_synthetic(directory, wanted)  # refuses a folder made with other settings
 
 
 def train_dataset(config, contract, num_classes, epoch, batch_size):

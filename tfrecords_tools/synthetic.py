@@ -226,8 +226,9 @@ def make_synthetic(output, config=DEFAULTS, workers=None, progress=True):
     videos = output / "videos"
     recorded = made_with(output)
     if recorded != config and (recorded is not None or videos.exists()):
-        raise ValueError(f"{output} holds (part of) a synthetic set made with other settings "
-                         f"({recorded or 'not recorded'}); delete it, or choose another --output")
+        raise ValueError(f"{output} holds (part of) a synthetic set made with other settings than {config} "
+                         f"({recorded or 'not recorded: an older version'}): delete it to regenerate it, "
+                         f"or use another folder")
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / SETTINGS_FILE, json.dumps(dataclasses.asdict(config), indent=1) + "\n")
     render_videos(videos, config, progress)
