@@ -10,9 +10,10 @@ cuDNN's grouped conv and timed on every depthwise layer of a model:
 * flat:     the padded clip flattened, so that each tap is one contiguous
             slice at a constant offset; the border outputs are computed and
             cropped (stride-1 layers; strided ones run taps_pad);
-* pallas:   a Pallas (Triton) kernel: one program per output row and block of
-            32 channels, 27 strided row loads accumulated in float32 (the
-            Pallas interpreter on a CPU, so slow there).
+* pallas:   `keras_r3d.gpu_kernels` (the "pallas" layers): one Triton program per
+            output row and block of 32 channels (16, 64: pallas_c16, pallas_c64),
+            27 strided row loads accumulated in float32 (the Pallas interpreter
+            on a CPU, so slow there).
 
     python3 benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x --batch_size 8 --precision float32 \\
         --output OUT.json
@@ -37,7 +38,7 @@ import keras
 import numpy as np
 from gpu_stem import finish  # benchmarks/ is this script's folder
 
-from keras_r3d import layers
+from keras_r3d import gpu_kernels, layers
 
 KERNEL = (3, 3, 3)
 PADDING = ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0))
@@ -76,38 +77,13 @@ def flat(x, kernel, strides):
     return out.reshape(n, t, hp, wp, c)[:, :, :h, :w].astype(x.dtype)
 
 
-def pallas(x, kernel, strides, interpret=False, block_channels=32):
-    from jax.experimental import pallas as pl
-    from jax.experimental.pallas import triton as plt
-
-    padded = jnp.pad(x, PADDING)
-    n, tp, hp, wp, c = padded.shape
-    st, sh, sw = strides
-    to, ho, wo = (tp - 3) // st + 1, (hp - 3) // sh + 1, (wp - 3) // sw + 1
-    bw, bc = pl.next_power_of_2(wo), block_channels
-    cp = pl.cdiv(c, bc) * bc
-    # Blocks must lie inside the arrays: pad W to the row block and C to the channel block.
-    padded = jnp.pad(padded, ((0, 0), (0, 0), (0, 0), (0, max(0, (bw - 1) * sw + 3 - wp)), (0, cp - c)))
-    weights = jnp.pad(kernel.reshape(27, c).astype(jnp.float32), ((0, 0), (0, cp - c)))
-
-    def row(x_ref, w_ref, o_ref):
-        nt, h, block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-        b, t = nt // to, nt % to
-        channels = pl.ds(pl.multiple_of(block * bc, bc), bc)
-        acc = jnp.zeros((bw, bc), jnp.float32)
-        for i, (dt, dh, dw) in enumerate(np.ndindex(*KERNEL)):
-            view = x_ref[b, t * st + dt, h * sh + dh, pl.ds(dw, bw, sw), channels]
-            acc += view.astype(jnp.float32) * w_ref[i, channels][None, :]
-        o_ref[b, t, h, :, channels] = acc.astype(o_ref.dtype)
-
-    out = pl.pallas_call(
-        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, cp), x.dtype), grid=(n * to, ho, cp // bc),
-        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
-        compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(padded, weights)
-    return out[:, :, :, :wo, :c]
+def pallas(x, kernel, strides, block_channels=gpu_kernels.BLOCK_CHANNELS):
+    return gpu_kernels._depthwise_pallas(jnp.pad(x, PADDING), kernel, strides, block_channels)
 
 
-FORMULATIONS = {"native": native, "taps": taps, "taps_pad": taps_pad, "flat": flat, "pallas": pallas}
+FORMULATIONS = {"native": native, "taps": taps, "taps_pad": taps_pad, "flat": flat, "pallas": pallas,
+                "pallas_c16": functools.partial(pallas, block_channels=16),
+                "pallas_c64": functools.partial(pallas, block_channels=64)}
 
 
 def depthwise_layers(model_name, input_shape):
@@ -147,7 +123,6 @@ def main(argv=None):
     if {"taps", "taps_pad"} & set(args.formulations.split(",")) and keras.backend.backend() != "jax":
         parser.error("the taps formulations need KERAS_BACKEND=jax")
     input_shape = tuple(int(v) for v in args.input_shape.split(",")) + (3,)
-    interpret = jax.default_backend() == "cpu"
     rng = np.random.default_rng(0)
     rows, totals = [], collections.Counter()
     for (shape, strides), count in depthwise_layers(args.model, input_shape).items():
@@ -155,8 +130,7 @@ def main(argv=None):
         kernel = jnp.asarray(rng.normal(size=KERNEL + (shape[-1],)) / 5, args.precision)
         reference = np.asarray(jax.jit(native, static_argnums=2)(x, kernel, strides), np.float32)
         for name in args.formulations.split(","):
-            function = functools.partial(pallas, interpret=interpret) if name == "pallas" else FORMULATIONS[name]
-            call = jax.jit(function, static_argnums=2)
+            call = jax.jit(FORMULATIONS[name], static_argnums=2)
             try:
                 y = np.asarray(call(x, kernel, strides), np.float32)
             except Exception as failure:  # one that this JAX or GPU cannot lower or run: record it, go on

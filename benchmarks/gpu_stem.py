@@ -7,16 +7,27 @@ stride 1x2x2, padding 1) on JAX, checked against each other and timed:
   channels (9 channels), batch x time as the 2D batch;
 * pallas:  a Pallas (Triton) kernel: one program per output row, all output
   channels, 81 strided row loads (27 taps x 3 channels) each broadcast against
-  its weights and accumulated in float32 (the Pallas interpreter on a CPU).
+  its weights and accumulated in float32 (the Pallas interpreter on a CPU);
+* s2d:     `keras_r3d.layers.space_to_depth_conv` (the "s2d" layers): a 3D conv
+  over 2x2 pixel blocks (12 channels, a 3x2x2 kernel, stride 1);
+* s2d_frames: the same blocks, each output frame a 2D conv (2x2) over its 3
+  input frames stacked (36 channels);
+* pallas_s2d: the same blocks in a Pallas kernel: one program per output row,
+  12 matrix products (row of blocks x the taps' weights) on the tensor cores.
 
     python3 benchmarks/gpu_stem.py --batch_size 8 --precision float32 --output OUT.json
 
-Prints and writes ms per call (median of --calls synchronized calls).
+Prints and writes ms per call (median of --calls synchronized calls). Needs
+KERAS_BACKEND=jax (set when run as a script) for the s2d formulations.
 """
 import argparse
 import functools
 import json
+import os
 import time
+
+if __name__ == "__main__":  # before keras loads (not on import: a test's environment stays as it was)
+    os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +92,64 @@ def pallas(x, kernel, interpret=False):
     return out[:, :, :, :wo, :filters]
 
 
-FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9, "pallas": pallas}
+def s2d(x, kernel):
+    from keras_r3d.layers import space_to_depth_conv
+
+    return space_to_depth_conv(_pad(x), kernel, (1, 2, 2))
+
+
+def _blocks(x, kernel):
+    """The padded clip and the kernel over 2x2 pixel blocks, and the output's H, W."""
+    from keras_r3d.layers import space_to_depth, space_to_depth_kernel
+
+    x = _pad(x)
+    size = ((x.shape[2] - 3) // 2 + 1, (x.shape[3] - 3) // 2 + 1)
+    return space_to_depth(x), space_to_depth_kernel(kernel), size
+
+
+def s2d_frames(x, kernel):
+    x, kernel, (h, w) = _blocks(x, kernel)
+    n, t = x.shape[0], x.shape[1] - 2
+    stacked = jnp.concatenate([x[:, a:a + t] for a in range(3)], axis=-1)  # channels (dt, block)
+    stacked = stacked.reshape((n * t,) + stacked.shape[2:])
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(2, 2, -1, kernel.shape[-1])
+    y = jax.lax.conv_general_dilated(stacked, kernel2d, (1, 1), "VALID", dimension_numbers=DIMENSIONS_2D)
+    return y.reshape((n, t) + y.shape[1:])[:, :, :h, :w]
+
+
+def pallas_s2d(x, kernel, interpret=False):
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    x, kernel, (ho, wo) = _blocks(x, kernel)
+    n, tp, _, w2, c = x.shape
+    filters = kernel.shape[-1]
+    to = tp - 2
+    # Triton's matrix products need power-of-2 blocks of at least 16.
+    bw, bc, bf = (max(16, pl.next_power_of_2(v)) for v in (wo, c, filters))
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, max(0, bw + 1 - w2)), (0, bc - c)))
+    weights = jnp.pad(kernel, ((0, 0), (0, 0), (0, 0), (0, bc - c), (0, bf - filters)))
+    weights = weights.reshape(12, bc, bf).astype(x.dtype)
+
+    def row(x_ref, w_ref, o_ref):
+        nt, h = pl.program_id(0), pl.program_id(1)
+        b, t = nt // to, nt % to
+        acc = jnp.zeros((bw, bf), jnp.float32)
+        for i, (dt, dh, dw) in enumerate(np.ndindex(3, 2, 2)):
+            view = x_ref[b, t + dt, h + dh, pl.ds(dw, bw), :]  # (bw, bc)
+            acc += jnp.dot(view, w_ref[i], preferred_element_type=jnp.float32)
+        o_ref[b, t, h, :, :] = acc.astype(o_ref.dtype)
+
+    out = pl.pallas_call(
+        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, bf), x.dtype), grid=(n * to, ho),
+        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
+        compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(x, weights)
+    return out[:, :, :, :wo, :filters]
+
+
+FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9, "pallas": pallas, "s2d": s2d,
+                "s2d_frames": s2d_frames, "pallas_s2d": pallas_s2d}
+PALLAS = ("pallas", "pallas_s2d")
 
 
 def main(argv=None):
@@ -91,6 +159,7 @@ def main(argv=None):
     parser.add_argument("--input_shape", default="16,112,112", help="FRAMES,HEIGHT,WIDTH")
     parser.add_argument("--filters", type=int, default=24)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--formulations", default=",".join(FORMULATIONS))
     parser.add_argument("--output", help="JSON file to write")
     args = parser.parse_args(argv)
     frames, height, width = (int(v) for v in args.input_shape.split(","))
@@ -99,9 +168,10 @@ def main(argv=None):
     kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 3, args.filters)) / 9, args.precision)
     reference = np.asarray(jax.jit(native)(x, kernel), np.float32)
     rows = []
-    for name, function in FORMULATIONS.items():
-        if name == "pallas":
-            function = functools.partial(pallas, interpret=jax.default_backend() == "cpu")
+    for name in args.formulations.split(","):
+        function = FORMULATIONS[name]
+        if name in PALLAS:
+            function = functools.partial(function, interpret=jax.default_backend() == "cpu")
         call = jax.jit(function)
         try:
             y = np.asarray(call(x, kernel), np.float32)

@@ -17,6 +17,12 @@ out)`) and chooses its computation when it is traced:
   Dense convs stay native: the RGB stem as one matmul over its concatenated
   patches ran 1.2-1.6x slower than cuDNN's conv on an H100
   (benchmarks/gpu_stem_h100_*.json).
+* "s2d": "taps_matmul", with the RGB stems (dense, strided 2 over H and W,
+  at most 4 input channels) as stride-1 convs over 2x2 pixel blocks
+  (`space_to_depth_conv`): cuDNN's 3-channel 3D conv ran at under 1 % of an
+  H100's bf16 peak.
+* "pallas": "s2d", with the depthwise 3D convs as a Pallas kernel
+  (`keras_r3d.gpu_kernels`; JAX only: Triton on a GPU, the interpreter on a CPU).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
@@ -36,7 +42,7 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
-IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul")
+IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul", "s2d", "pallas")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
 
@@ -150,6 +156,46 @@ def depthwise_taps(x, kernel, strides):
     return ops.cast(out, x.dtype)
 
 
+def space_to_depth(x):
+    """(N, T, H, W, C) -> (N, T, H/2, W/2, 4C): each 2x2 pixel block as channels
+    (p, q, c), after zero-padding an odd H or W by one."""
+    t, h, w, channels = x.shape[1:]
+    x = ops.pad(x, [(0, 0), (0, 0), (0, h % 2), (0, w % 2), (0, 0)])
+    x = ops.reshape(x, (-1, t, (h + 1) // 2, 2, (w + 1) // 2, 2, channels))
+    return ops.reshape(ops.transpose(x, (0, 1, 2, 4, 3, 5, 6)), (-1, t, (h + 1) // 2, (w + 1) // 2, 4 * channels))
+
+
+def space_to_depth_kernel(kernel):
+    """A (kt, kh, kw, C, F) kernel strided 2 over H and W as the stride-1 kernel
+    over `space_to_depth` blocks: tap (a, b) holds taps (2a + p, 2b + q), zero
+    past the edge."""
+    kt, kh, kw, channels, filters = kernel.shape
+    kh2, kw2 = (kh + 1) // 2, (kw + 1) // 2
+    kernel = ops.pad(kernel, [(0, 0), (0, 2 * kh2 - kh), (0, 2 * kw2 - kw), (0, 0), (0, 0)])
+    kernel = ops.reshape(kernel, (kt, kh2, 2, kw2, 2, channels, filters))
+    return ops.reshape(ops.transpose(kernel, (0, 1, 3, 2, 4, 5, 6)), (kt, kh2, kw2, 4 * channels, filters))
+
+
+def space_to_depth_conv(x, kernel, strides):
+    """A dense conv of a padded NDHWC `x`, strided 2 over H and W, as a conv
+    over 2x2 pixel blocks: 4x the channels, a quarter of the positions, the
+    same output."""
+    if tuple(strides[1:]) != (2, 2):
+        raise ValueError(f"space_to_depth_conv needs strides (t, 2, 2), got {tuple(strides)}")
+    _, kh, kw = kernel.shape[:3]
+    h, w = x.shape[2:4]
+    y = ops.conv(space_to_depth(x), space_to_depth_kernel(kernel), strides=(strides[0], 1, 1), padding="valid")
+    return y[:, :, : (h - kh) // 2 + 1, : (w - kw) // 2 + 1]
+
+
+def _gpu_kernels():
+    if keras.backend.backend() != "jax":
+        raise ValueError(f'implementation "pallas" needs the JAX backend, not {keras.backend.backend()}')
+    from keras_r3d import gpu_kernels
+
+    return gpu_kernels
+
+
 def _per_frame(fn, x):
     """Applies a 2D op to every frame of (N, T, H, W, C)."""
     t = x.shape[1]
@@ -212,8 +258,8 @@ class Conv3D(keras.layers.Layer):
         dense = self._dense_lowering()
         if depthwise or dense != "same":
             x = _pad(x, self.padding)
-        if lowering in ("taps", "taps_matmul"):
-            return self._taps(x, matmul=lowering == "taps_matmul")
+        if lowering in ("taps", "taps_matmul", "s2d", "pallas"):
+            return self._taps(x, lowering)
         if self.groups == 1:
             y = self._dense(x, self.kernel) if dense == "frames" else self._native(x, dense)
         elif _uses_frames():
@@ -244,17 +290,19 @@ class Conv3D(keras.layers.Layer):
     def _native(self, x, padding="valid"):
         return ops.conv(x, self.kernel, strides=self.strides, padding=padding)
 
-    def _taps(self, x, matmul):
-        if matmul and self.kernel_size == (1, 1, 1):
+    def _taps(self, x, lowering):
+        depthwise = self.groups == x.shape[-1] == self.filters
+        if lowering != "taps" and self.kernel_size == (1, 1, 1):
             y = self._pointwise_matmul(x)
-        elif self.groups == x.shape[-1] == self.filters:
-            y = self._depthwise_taps(x)
+        elif depthwise:
+            kernel = ops.reshape(self.kernel, self.kernel_size + (self.filters,))
+            conv = _gpu_kernels().depthwise_conv if lowering == "pallas" else depthwise_taps
+            y = conv(x, kernel, self.strides)
+        elif lowering in ("s2d", "pallas") and self.groups == 1 and x.shape[-1] <= 4 and self.strides[1:] == (2, 2):
+            y = space_to_depth_conv(x, self.kernel, self.strides)
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y
-
-    def _depthwise_taps(self, x):
-        return depthwise_taps(x, ops.reshape(self.kernel, self.kernel_size + (self.filters,)), self.strides)
 
     def _pointwise_matmul(self, x):
         if self.strides != (1, 1, 1):

@@ -13,7 +13,7 @@ from tests.conftest import OFFICIAL_CHECKPOINT, REFERENCE
 
 pytestmark = pytest.mark.gpu
 
-GPU_IMPLEMENTATIONS = ("native", "taps", "taps_matmul")
+GPU_IMPLEMENTATIONS = ("native", "taps", "taps_matmul", "s2d", "pallas")
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,18 @@ def clips(fixtures_dir):
     return out
 
 
+def _skip_if_unavailable(implementation):
+    if implementation == "pallas" and keras.backend.backend() != "jax":
+        pytest.skip("the Pallas kernels are JAX's")
+
+
 def _logits(model, x):
     return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), np.float64)
 
 
 @pytest.mark.parametrize("implementation", GPU_IMPLEMENTATIONS)
 def test_official_checkpoint_on_gpu_float32(on_gpu, clips, implementation):
+    _skip_if_unavailable(implementation)
     model = convert.convert_checkpoint(OFFICIAL_CHECKPOINT)
     with keras_r3d.implementation(implementation):
         for name, x, reference in clips:
@@ -67,6 +73,7 @@ def test_official_checkpoint_on_gpu_float32(on_gpu, clips, implementation):
 
 @pytest.mark.parametrize("implementation", GPU_IMPLEMENTATIONS)
 def test_official_checkpoint_on_gpu_bfloat16_keeps_top1(on_gpu, clips, implementation):
+    _skip_if_unavailable(implementation)
     float32 = convert.convert_checkpoint(OFFICIAL_CHECKPOINT)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")

@@ -30,7 +30,8 @@ def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, paddi
     layer.build(x.shape)
     if bias:
         layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
-    outputs = {name: _run(layer, x, name) for name in layers.IMPLEMENTATIONS}
+    outputs = {name: _run(layer, x, name) for name in layers.IMPLEMENTATIONS
+               if name != "pallas" or keras.backend.backend() == "jax"}
     reference = keras.layers.Conv3D(filters, kernel, strides=strides, padding="valid", groups=groups,
                                     use_bias=bias)
     reference.build(x.shape)

@@ -132,7 +132,8 @@ def saved_families(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_backend_computes_the_same_and_trains(saved_families, backend):
-    """JAX and torch load the files TF saved, give the same logits, and train."""
+    """JAX and torch load the files TF saved, give the same logits, and train
+    (JAX with its "s2d" layers too, and "pallas" for MobileNetV2)."""
     directory, expected = saved_families
     env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(directory)], cwd=REPO,
@@ -142,6 +143,8 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
     assert set(results) == set(SMALL)
     for name, result in results.items():
         assert result["backend"] == backend
+        jax_layers = ("s2d", "pallas") if name == "MobileNetV2-0.2x" else ("s2d",)
+        assert result["implementations"] == ["auto", *(jax_layers if backend == "jax" else ())]
         scale = max(1.0, float(np.abs(expected[name]).max()))
         assert result["max_abs_error"] <= 1e-4 * scale, (name, result)
         assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
