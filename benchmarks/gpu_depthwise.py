@@ -137,6 +137,7 @@ def main(argv=None):
                 rows.append({"shape": list(shape), "strides": list(strides), "count": count, "formulation": name,
                              "error": f"{type(failure).__name__}: {failure}"[:1000]})
                 print(f"{str(shape):24s} stride {strides} {name} failed: {rows[-1]['error'][:200]}", flush=True)
+                finish(args, rows, total_ms=dict(totals), complete=False)
                 continue
             difference = float(np.max(np.abs(y - reference)) / max(1.0, float(np.max(np.abs(reference)))))
             ms = _time(call, (x, kernel, strides), args.calls)
@@ -145,9 +146,10 @@ def main(argv=None):
                          "ms_median": ms, "max_rel_diff_vs_native": difference})
             print(f"{str(shape):24s} stride {strides} x{count} {name:9s} {ms:8.3f} ms  diff {difference:.1e}",
                   flush=True)
+            finish(args, rows, total_ms=dict(totals), complete=False)
     for name, total in totals.items():
         print(f"all depthwise layers, {name}: {total:.3f} ms per call")
-    return finish(args, rows, total_ms=dict(totals))
+    return finish(args, rows, total_ms=dict(totals), complete=True)
 
 
 if __name__ == "__main__":

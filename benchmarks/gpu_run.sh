@@ -7,9 +7,9 @@
 #
 # Steps (STEPS="paper large table8 stem depthwise training tests" runs all, in this order):
 # paper:    the paper's protocol: batch 8, float32, Keras on JAX with the
-#           "taps" and "taps_matmul" layers, BatchNorm as built and folded
-#           into the convs, against the official code compiled (and eager,
-#           with OFFICIAL_MODES=eager,compile);
+#           "taps_matmul", "s2d" and "pallas" layers, BatchNorm as built and
+#           folded into the convs, against the official code compiled (and
+#           eager, with OFFICIAL_MODES=eager,compile);
 # large:    batch 256, bfloat16, against the official code compiled with bf16
 #           autocast and channels_last_3d;
 # table8:   every Table 8 model (TABLE8_MODELS, default all), Keras only, batch 8,
@@ -35,7 +35,7 @@ export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 mkdir -p "$out"
 
 common=(--models "$models" --backends jax --runtimes keras --tf32 --warmup 10 --warmup_s 1
-        --official_repo "$OFFICIAL" --output_dir "$out" --layers "${LAYERS:-taps,taps_matmul}")
+        --official_repo "$OFFICIAL" --output_dir "$out" --layers "${LAYERS:-taps_matmul,s2d,pallas}")
 for step in $steps; do
     case $step in
     paper) timeout "${PAPER_LIMIT_S:-240}" "$python" -m keras_r3d.benchmark "${common[@]}" \

@@ -178,6 +178,7 @@ def main(argv=None):
         except Exception as failure:  # one that this JAX or GPU cannot lower or run: record it, go on
             rows.append({"formulation": name, "error": f"{type(failure).__name__}: {failure}"[:1000]})
             print(f"{name:8s} failed: {rows[-1]['error'][:200]}", flush=True)
+            finish(args, rows, complete=False)
             continue
         error = float(np.max(np.abs(y - reference)) / max(1.0, np.max(np.abs(reference))))
         for _ in range(5):
@@ -191,11 +192,13 @@ def main(argv=None):
                      "ms_min": 1e3 * float(np.min(times)), "max_rel_diff_vs_native": error})
         print(f"{name:8s} {rows[-1]['ms_median']:8.3f} ms (min {rows[-1]['ms_min']:.3f}), "
               f"max diff vs native {error:.1e}", flush=True)
-    return finish(args, rows)
+        finish(args, rows, complete=False)
+    return finish(args, rows, complete=True)
 
 
 def finish(args, rows, **extra):
-    """The run's result (device, settings, rows, `extra`), written to --output if given."""
+    """The run's result (device, settings, rows, `extra`), written to --output if given:
+    after every row, so that a run stopped by a time limit keeps what it measured."""
     result = {"device": str(jax.devices()[0].device_kind), "settings": vars(args), "rows": rows, **extra}
     if args.output:
         from keras_r3d.files import write_atomic

@@ -1057,7 +1057,7 @@ def render_markdown(results):
     for name, facts in models.items():
         paper = facts["paper"]
         cells = [name, f"{_fmt(paper['params_M'], 2)} / {facts['params_M']:.2f}",
-                 f"{_fmt(paper['mflops'], 0)} / {facts['mflops']:.0f}",
+                 f"{_fmt(paper['mflops'], 0)} / {_fmt(facts['mflops'], 0)}",
                  _fmt(paper["titan_xp_cps"], 0), _fmt(paper["jetson_tx2_cps"], 0)]
         cells += [_cps(by_cell[(name, s, b)]) if (name, s, b) in by_cell else "—" for s, b in columns]
         lines.append(_md_row(cells))

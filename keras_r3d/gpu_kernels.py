@@ -1,6 +1,6 @@
 """Pallas kernels behind the zoo's layers on JAX (`implementation("pallas")`).
 
-The depthwise 3D conv: one Triton program per output row and block of
+The depthwise 3D conv (the layers use it at stride 1): one Triton program per output row and block of
 channels, its kt*kh*kw strided row loads multiplied by per-channel weights and
 accumulated in float32. XLA's fusion of the same sum ran at about a sixth of
 an H100's copy bandwidth (benchmarks/README.md). On a CPU the kernel runs in

@@ -21,7 +21,7 @@ out)`) and chooses its computation when it is traced:
   at most 4 input channels) as stride-1 convs over 2x2 pixel blocks
   (`space_to_depth_conv`): cuDNN's 3-channel 3D conv ran at under 1 % of an
   H100's bf16 peak.
-* "pallas": "s2d", with the depthwise 3D convs as a Pallas kernel
+* "pallas": "s2d", with the stride-1 depthwise 3D convs as a Pallas kernel
   (`keras_r3d.gpu_kernels`; JAX only: Triton on a GPU, the interpreter on a CPU).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
@@ -51,6 +51,8 @@ def implementation(name):
     """Chooses how the zoo's layers are traced inside the `with` block."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
+    if name == "pallas" and keras.backend.backend() != "jax":
+        raise ValueError(f'implementation "pallas" needs the JAX backend, not {keras.backend.backend()}')
     token = _implementation.set(name)
     try:
         yield
@@ -188,14 +190,6 @@ def space_to_depth_conv(x, kernel, strides):
     return y[:, :, : (h - kh) // 2 + 1, : (w - kw) // 2 + 1]
 
 
-def _gpu_kernels():
-    if keras.backend.backend() != "jax":
-        raise ValueError(f'implementation "pallas" needs the JAX backend, not {keras.backend.backend()}')
-    from keras_r3d import gpu_kernels
-
-    return gpu_kernels
-
-
 def _per_frame(fn, x):
     """Applies a 2D op to every frame of (N, T, H, W, C)."""
     t = x.shape[1]
@@ -296,8 +290,13 @@ class Conv3D(keras.layers.Layer):
             y = self._pointwise_matmul(x)
         elif depthwise:
             kernel = ops.reshape(self.kernel, self.kernel_size + (self.filters,))
-            conv = _gpu_kernels().depthwise_conv if lowering == "pallas" else depthwise_taps
-            y = conv(x, kernel, self.strides)
+            # Strided, the taps beat the kernel in every layer timed (benchmarks/README.md, run 4).
+            if lowering == "pallas" and self.strides == (1, 1, 1):
+                from keras_r3d import gpu_kernels
+
+                y = gpu_kernels.depthwise_conv(x, kernel, self.strides)
+            else:
+                y = depthwise_taps(x, kernel, self.strides)
         elif lowering in ("s2d", "pallas") and self.groups == 1 and x.shape[-1] <= 4 and self.strides[1:] == (2, 2):
             y = space_to_depth_conv(x, self.kernel, self.strides)
         else:

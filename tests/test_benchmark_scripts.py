@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -83,7 +85,23 @@ def test_gpu_formulation_scripts_record_a_failing_formulation_and_go_on(monkeypa
     result = gpu_depthwise.main(["--model=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=1",
                                  "--calls=1", "--formulations=native,flat"])
     assert all(("error" in row) == (row["formulation"] == "flat") for row in result["rows"])
-    assert set(result["total_ms"]) == {"native"}
+    assert set(result["total_ms"]) == {"native"} and result["complete"]
+
+
+def test_gpu_formulation_scripts_keep_the_rows_of_a_stopped_run(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_stem
+
+    def stopped(*args, **kwargs):  # stopped mid-run; rows written before it stay
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(gpu_stem.FORMULATIONS, "frames9", stopped)
+    output = tmp_path / "stem.json"
+    with pytest.raises(KeyboardInterrupt):
+        gpu_stem.main(["--batch_size=1", "--input_shape=2,8,8", "--calls=1", f"--output={output}",
+                       "--formulations=native,patches,frames9"])
+    result = json.loads(output.read_text())
+    assert [row["formulation"] for row in result["rows"]] == ["native", "patches"] and not result["complete"]
 
 
 def test_demo_probe_renders_and_trains_on_chosen_classes(tmp_path):

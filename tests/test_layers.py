@@ -139,3 +139,10 @@ def test_implementation_rejects_unknown_names():
     with pytest.raises(ValueError, match="auto"):
         with layers.implementation("fast"):
             pass
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="the Pallas kernels are JAX's")
+def test_pallas_layers_need_jax():
+    with pytest.raises(ValueError, match='"pallas" needs the JAX backend'):
+        with layers.implementation("pallas"):
+            pass
