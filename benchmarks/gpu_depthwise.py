@@ -144,7 +144,7 @@ def main(argv=None):
             totals[name] += count * ms
             rows.append({"shape": list(shape), "strides": list(strides), "count": count, "formulation": name,
                          "ms_median": ms, "max_rel_diff_vs_native": difference})
-            print(f"{str(shape):24s} stride {strides} x{count} {name:9s} {ms:8.3f} ms  diff {difference:.1e}",
+            print(f"{str(shape):24s} stride {strides} x{count} {name:10s} {ms:8.3f} ms  diff {difference:.1e}",
                   flush=True)
             finish(args, rows, total_ms=dict(totals), complete=False)
     for name, total in totals.items():

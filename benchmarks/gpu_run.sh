@@ -57,7 +57,7 @@ for step in $steps; do
     done ;;
     training) timeout "${TRAINING_LIMIT_S:-150}" "$python" benchmarks/training_throughput.py \
         --batch_size 32 --steps 10 --warmup 3 --output "$out/training_jax_${gpu,,}" ;;
-    tests) timeout "${TEST_LIMIT_S:-150}" "$python" -m pytest -q tests/test_gpu.py ${TEST_ARGS:-} ;;
+    tests) timeout "${TEST_LIMIT_S:-300}" "$python" -m pytest -q tests/test_gpu.py ${TEST_ARGS:-} ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac
 done

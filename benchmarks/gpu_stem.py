@@ -1,4 +1,4 @@
-"""Three formulations of the zoo's RGB stem conv (3 -> C channels, 3x3x3,
+"""Formulations of the zoo's RGB stem conv (3 -> C channels, 3x3x3,
 stride 1x2x2, padding 1) on JAX, checked against each other and timed:
 
 * native:  one 3D conv (cuDNN on a GPU);
@@ -31,6 +31,7 @@ if __name__ == "__main__":  # before keras loads (not on import: a test's enviro
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 
 DIMENSIONS_3D = ("NDHWC", "DHWIO", "NDHWC")
@@ -162,6 +163,8 @@ def main(argv=None):
     parser.add_argument("--formulations", default=",".join(FORMULATIONS))
     parser.add_argument("--output", help="JSON file to write")
     args = parser.parse_args(argv)
+    if {"s2d", "s2d_frames", "pallas_s2d"} & set(args.formulations.split(",")) and keras.backend.backend() != "jax":
+        parser.error("the s2d formulations need KERAS_BACKEND=jax")
     frames, height, width = (int(v) for v in args.input_shape.split(","))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(args.batch_size, frames, height, width, 3)), args.precision)
@@ -177,7 +180,7 @@ def main(argv=None):
             y = np.asarray(call(x, kernel), np.float32)
         except Exception as failure:  # one that this JAX or GPU cannot lower or run: record it, go on
             rows.append({"formulation": name, "error": f"{type(failure).__name__}: {failure}"[:1000]})
-            print(f"{name:8s} failed: {rows[-1]['error'][:200]}", flush=True)
+            print(f"{name:10s} failed: {rows[-1]['error'][:200]}", flush=True)
             finish(args, rows, complete=False)
             continue
         error = float(np.max(np.abs(y - reference)) / max(1.0, np.max(np.abs(reference))))
@@ -190,7 +193,7 @@ def main(argv=None):
             times.append(time.perf_counter() - start)
         rows.append({"formulation": name, "ms_median": 1e3 * float(np.median(times)),
                      "ms_min": 1e3 * float(np.min(times)), "max_rel_diff_vs_native": error})
-        print(f"{name:8s} {rows[-1]['ms_median']:8.3f} ms (min {rows[-1]['ms_min']:.3f}), "
+        print(f"{name:10s} {rows[-1]['ms_median']:8.3f} ms (min {rows[-1]['ms_min']:.3f}), "
               f"max diff vs native {error:.1e}", flush=True)
         finish(args, rows, complete=False)
     return finish(args, rows, complete=True)

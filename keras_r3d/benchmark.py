@@ -452,6 +452,9 @@ def measure_keras(name, settings, on_row):
             not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
                            on_row)
             continue
+        if layers == "pallas" and backend != "jax":
+            not_applicable(base, settings["batch_sizes"], "the Pallas kernels are JAX's", on_row)
+            continue
         keras.utils.set_random_seed(0)
         with dtype_policy(precision):
             model = create_model(name, num_classes=settings["num_classes"],

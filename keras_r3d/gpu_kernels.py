@@ -1,17 +1,19 @@
 """Pallas kernels behind the zoo's layers on JAX (`implementation("pallas")`).
 
-The depthwise 3D conv (the layers use it at stride 1): one Triton program per output row and block of
-channels, its kt*kh*kw strided row loads multiplied by per-channel weights and
-accumulated in float32. XLA's fusion of the same sum ran at about a sixth of
-an H100's copy bandwidth (benchmarks/README.md). On a CPU the kernel runs in
-Pallas' interpreter (slow; for tests). Gradients come from the "taps"
-formulation, which computes the same function.
+The depthwise 3D conv (the layers use it at stride 1): one Triton program per
+output row and block of channels, its kt*kh*kw strided row loads multiplied by
+per-channel weights and accumulated in float32. XLA's fusion of the same sum
+ran at about a sixth of an H100's copy bandwidth (benchmarks/README.md). Off
+CUDA the kernel runs in Pallas' interpreter (slow; for tests). Gradients come
+from the "taps" formulation, which computes the same function.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from keras_r3d.layers import depthwise_taps
 
 BLOCK_CHANNELS = 32
 
@@ -23,12 +25,10 @@ def depthwise_conv(x, kernel, strides):
 
 
 def _depthwise_forward(x, kernel, strides):
-    return depthwise_conv(x, kernel, strides), (x, kernel)
+    return _depthwise_pallas(x, kernel, tuple(strides)), (x, kernel)
 
 
 def _depthwise_backward(strides, residuals, gradient):
-    from keras_r3d.layers import depthwise_taps
-
     _, pullback = jax.vjp(lambda x, kernel: depthwise_taps(x, kernel, strides), *residuals)
     return pullback(gradient)
 
@@ -47,7 +47,9 @@ def _depthwise_pallas(x, kernel, strides, block_channels=BLOCK_CHANNELS):
     bw, bc = pl.next_power_of_2(wo), block_channels
     cp = pl.cdiv(c, bc) * bc
     # Blocks must lie inside the arrays: pad W to the row block and C to the channel block.
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, max(0, (bw - 1) * sw + window[2] - wp)), (0, cp - c)))
+    padded = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, max(0, (bw - 1) * sw + window[2] - wp)), (0, cp - c)))
+    if padded.size >= 2**31:  # beyond Triton's int32 indexing
+        return depthwise_taps(x, kernel, strides)
     weights = jnp.pad(kernel.reshape(-1, c).astype(jnp.float32), ((0, 0), (0, cp - c)))
 
     def row(x_ref, w_ref, o_ref):
@@ -64,6 +66,6 @@ def _depthwise_pallas(x, kernel, strides, block_channels=BLOCK_CHANNELS):
         pl.pallas_call, row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, cp), x.dtype),
         grid=(n * to, ho, cp // bc), in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2,
         out_specs=pl.BlockSpec(memory_space=pl.ANY), compiler_params=plt.CompilerParams(num_warps=4, num_stages=1))
-    # Chosen where it is lowered: Triton for a GPU, the interpreter for a CPU.
-    out = jax.lax.platform_dependent(x, weights, cpu=call(interpret=True), default=call())
+    # Chosen where it is lowered: Triton for an NVIDIA GPU, the interpreter elsewhere.
+    out = jax.lax.platform_dependent(padded, weights, cuda=call(), default=call(interpret=True))
     return out[:, :, :, :wo, :c]

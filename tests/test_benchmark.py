@@ -335,3 +335,11 @@ def test_gpu_peak_memory_says_when_it_is_the_process_peak():
     jax_like = benchmark._GpuMemory(None, lambda: 5 * 2**20)
     jax_like.reset()
     assert (jax_like.scope, jax_like.peak_mib()) == ("process", 5.0)
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") == "jax", reason="pallas runs there")
+def test_pallas_layers_are_not_applicable_off_jax():
+    rows = []
+    benchmark.measure_keras("ShuffleNetV2-0.25x", {**TINY, "layers": ["pallas", "s2d"]}, rows.append)
+    assert [(r["layers"], r["status"].split(":")[0]) for r in rows] == [("pallas", "not applicable"),
+                                                                        ("s2d", "ok")]

@@ -40,14 +40,14 @@ def test_gpu_profile_maps_kernels_to_layers(tmp_path):
     assert "## ShuffleNetV2-0.25x" in markdown and "| conv1_0 |" in markdown
 
 
-def test_pallas_kernels_lower_to_triton_for_cuda():
-    # The Triton kernels at the 1.0x models' shapes, lowered for a GPU from this CPU.
+def test_pallas_kernels_lower_for_cuda_and_equal_the_taps():
+    # tests/pallas_check.py: Triton lowerings for a GPU from this CPU, the interpreter against the taps.
     env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.triton_lowering"], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "tests.pallas_check"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 11 and all(results.values()), results
+    assert len(results) == 13 and all(results.values()), results
 
 
 def test_gpu_stem_formulations_agree(tmp_path):

@@ -22,6 +22,8 @@ def _run(layer, x, implementation):
     (4, (7, 7, 7), (1, 2, 2), 3, 1, False, 3),  # ResNet's stem
     (12, 1, 2, 0, 1, True, 6),            # strided dense 1x1x1
     (6, (3, 2, 3), (2, 1, 1), (1, 0, 1), 6, True, 6),  # uneven depthwise
+    (6, (3, 2, 3), 1, (1, 0, 1), 6, True, 6),  # uneven depthwise, stride 1 (the "pallas" kernel)
+    (5, (3, 4, 2), 2, (1, 2, 0), 1, True, 3),  # "s2d": an even, uneven kernel strided on T too
 ])
 def test_conv3d_implementations_agree_with_keras(filters, kernel, strides, padding, groups, bias, channels):
     rng = np.random.default_rng(0)

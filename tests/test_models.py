@@ -143,10 +143,10 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
     assert set(results) == set(SMALL)
     for name, result in results.items():
         assert result["backend"] == backend
-        jax_layers = ("s2d", "pallas") if name == "MobileNetV2-0.2x" else ("s2d",)
-        assert result["implementations"] == ["auto", *(jax_layers if backend == "jax" else ())]
+        jax_layers = ["s2d", "pallas"] if name == "MobileNetV2-0.2x" else ["s2d"]
+        assert list(result["max_abs_error"]) == ["auto", *(jax_layers if backend == "jax" else [])]
         scale = max(1.0, float(np.abs(expected[name]).max()))
-        assert result["max_abs_error"] <= 1e-4 * scale, (name, result)
+        assert all(error <= 1e-4 * scale for error in result["max_abs_error"].values()), (name, result)
         assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
 
 
