@@ -66,7 +66,6 @@ def frames9(x, kernel):
 
 def pallas(x, kernel, interpret=False):
     from jax.experimental import pallas as pl
-    from jax.experimental.pallas import triton as plt
 
     x = _pad(x)
     n, tp, hp, wp, c = x.shape
@@ -86,11 +85,19 @@ def pallas(x, kernel, interpret=False):
             acc += view.astype(jnp.float32) * w_ref[pl.ds(i, 1), :]
         o_ref[b, t, h, :, :] = acc.astype(o_ref.dtype)
 
-    out = pl.pallas_call(
-        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, bf), x.dtype), grid=(n * to, ho),
+    return _per_row(row, x, weights, (n, to, ho, bw, bf), interpret)[:, :, :, :wo, :filters]
+
+
+def _per_row(row, x, weights, out_shape, interpret):
+    """A Pallas call of `row` once per output row (grid: batch x time, H) on whole-array refs."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    n, to, ho = out_shape[:3]
+    return pl.pallas_call(
+        row, out_shape=jax.ShapeDtypeStruct(out_shape, x.dtype), grid=(n * to, ho),
         in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
         compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(x, weights)
-    return out[:, :, :, :wo, :filters]
 
 
 def s2d(x, kernel):
@@ -120,7 +127,6 @@ def s2d_frames(x, kernel):
 
 def pallas_s2d(x, kernel, interpret=False):
     from jax.experimental import pallas as pl
-    from jax.experimental.pallas import triton as plt
 
     x, kernel, (ho, wo) = _blocks(x, kernel)
     n, tp, _, w2, c = x.shape
@@ -141,11 +147,7 @@ def pallas_s2d(x, kernel, interpret=False):
             acc += jnp.dot(view, w_ref[i], preferred_element_type=jnp.float32)
         o_ref[b, t, h, :, :] = acc.astype(o_ref.dtype)
 
-    out = pl.pallas_call(
-        row, out_shape=jax.ShapeDtypeStruct((n, to, ho, bw, bf), x.dtype), grid=(n * to, ho),
-        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * 2, out_specs=pl.BlockSpec(memory_space=pl.ANY),
-        compiler_params=plt.CompilerParams(num_warps=4, num_stages=1), interpret=interpret)(x, weights)
-    return out[:, :, :, :wo, :filters]
+    return _per_row(row, x, weights, (n, to, ho, bw, bf), interpret)[:, :, :, :wo, :filters]
 
 
 FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9, "pallas": pallas, "s2d": s2d,
