@@ -22,7 +22,8 @@ out)`) and chooses its computation when it is traced:
   (`space_to_depth_conv`): cuDNN's 3-channel 3D conv ran at under 1 % of an
   H100's bf16 peak.
 * "pallas": "s2d", with the stride-1 depthwise 3D convs as a Pallas kernel
-  (`keras_r3d.gpu_kernels`; JAX only: Triton on a GPU, the interpreter on a CPU).
+  (`keras_r3d.gpu_kernels`; JAX only: Triton on an NVIDIA GPU, the interpreter
+  elsewhere).
 
 "auto" picks "frames" for grouped convs and pools on the TF backend and on
 JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
