@@ -75,16 +75,23 @@ def read_frames(path):
 def open_video(source):
     """(fps or None, an iterator of RGB frames) of a video file, or of a camera
     index (OpenCV only). Decodes with OpenCV, else PyAV."""
+    camera = str(source).isdigit()
+    if not camera and not os.path.isfile(source):
+        raise ValueError("{}: {}".format(source, "a folder: --stream takes a video file or a camera index"
+                                         if os.path.isdir(source) else "no such file"))
     cv2 = _cv2()
     if cv2 is not None:
-        capture = cv2.VideoCapture(int(source) if str(source).isdigit() else source)
+        capture = cv2.VideoCapture(int(source) if camera else source)
         if not capture.isOpened():
             raise ValueError("{}: cannot open".format(source))
         return capture.get(cv2.CAP_PROP_FPS) or None, _capture_frames(capture, cv2)
-    if str(source).isdigit():
+    if camera:
         raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
     import av
-    container = av.open(source)
+    try:
+        container = av.open(source)
+    except (OSError, av.error.FFmpegError) as error:
+        raise ValueError("{}: cannot open ({})".format(source, error))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
     return fps, (f.to_ndarray(format="rgb24") for f in container.decode(stream))

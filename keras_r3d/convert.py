@@ -58,7 +58,7 @@ def read_state_dict(path):
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise ValueError(f"{path} is not a PyTorch checkpoint: {type(error).__name__}: {error}"[:500]) from None
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path}: no state dict found")
@@ -145,7 +145,7 @@ def resolve_settings(file_name, state, overrides):
     arch = overrides.get("arch", settings.get("arch"))
     if arch not in registry.BUILDERS:
         raise ValueError(f"cannot tell the architecture of {file_name or 'the state dict'} (got "
-                         f"{arch!r}); pass arch= one of {', '.join(registry.BUILDERS)}")
+                         f"{arch!r}); pass --arch (arch=) one of {', '.join(registry.BUILDERS)}")
     named = {k: v for k, v in settings.items() if k in ("arch", "dataset") or k in registry.builder_kwargs(arch)}
     settings = {**_infer_from_tensors(arch, state), **named, **overrides}
     classifier_key = CLASSIFIER_KEYS[arch]
@@ -278,6 +278,12 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, **ov
         raise ValueError(f"{labels}: {len(class_names)} labels for num_classes={num_classes}")
     if dataset is not None:
         settings.setdefault("preprocessing", DATASET_PREPROCESSING[dataset])
+    elif "preprocessing" not in settings:
+        likely = [name for name in DATASETS if len(read_labels(LABELS_DIR / f"{name}.txt")) == num_classes]
+        warnings.warn(f"{file_name or 'the state dict'}: the data set is not in the file name, so the model "
+                      f"gets the default preprocessing contract and {'generic ' if not labels else ''}class "
+                      f"names; pass --dataset (dataset=) {' or '.join(likely or DATASETS)} for the official "
+                      f"ones", stacklevel=2)
     try:
         model = registry.build(arch, class_names=class_names, **settings)
     except (TypeError, ValueError) as error:
@@ -292,6 +298,10 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 2:
         raise SystemExit("usage: python -m keras_r3d.convert CKPT.pth --output X.keras [flags]")
+    output = pathlib.Path(f.output)
+    if output.suffix != ".keras":
+        print(f"error: --output {output}: the model is written as a .keras file", file=sys.stderr)
+        return 1
     overrides = registry.architecture_flags(f.flag_values_dict())
     if f.num_classes is not None:
         overrides["num_classes"] = f.num_classes
@@ -301,7 +311,6 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    output = pathlib.Path(f.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_model_atomic(model, output)
     print(f"Wrote {output}: {model.architecture} with {len(model.class_names)} classes, "

@@ -24,6 +24,7 @@ and whole batches are normalized by `keras_r3d.preprocess`.
 """
 import json
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -49,9 +50,16 @@ def _contract(contract):
 
 def _files(file_pattern):
     patterns = [file_pattern] if isinstance(file_pattern, (str, pathlib.Path)) else list(file_pattern)
+    for pattern in patterns:
+        if pathlib.Path(pattern).is_dir():
+            raise ValueError(f"{pattern} is a folder: pass a glob of its shards, e.g. '{pattern}/val-*.tfrecord'")
     files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(str(pattern))})
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
+    others = [f for f in files if not f.endswith(".tfrecord")]
+    if others:
+        raise ValueError(f"{others[0]} is not a .tfrecord shard: the data is the shards that "
+                         f"tfrecords_tools writes (make them from videos with tfrecords_tools.convert)")
     return files
 
 
@@ -263,6 +271,18 @@ def frame_rates(file_pattern, videos=16):
     first `videos` videos of the first matching shard."""
     records = tf.data.TFRecordDataset(_files(file_pattern)[:1]).take(videos).map(schema.parse_video)
     return sorted({round(float(video["fps"]), 2) for video in records.as_numpy_iterator()})
+
+
+def warn_about_frame_rates(file_pattern, contract, use):
+    """Training and evaluation take the records' frames as converted, but
+    predict and the exports resample videos to the contract's fps: a
+    difference means the model sees motion at another speed than deployed."""
+    rates = [rate for rate in frame_rates(file_pattern) if rate]
+    if contract.fps and any(abs(rate - contract.fps) > 0.5 for rate in rates):
+        print(f"warning: the {use} videos run at {rates} fps, but the model's contract says "
+              f"{contract.fps:g} fps, to which predict and the exports resample videos: the deployed "
+              f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps.",
+              file=sys.stderr)
 
 
 def label_names(file_pattern):

@@ -179,6 +179,10 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
         raise ValueError(f"clips must be an integer >= 0, got {clips!r}")
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops!r}")
+    names = class_names or model.class_names
+    # Before the pass over the data: a class mismatch is known from the manifest.
+    num_outputs = len(names) if names is not None else model.outputs[0].shape[-1]
+    label_map = align_labels(names, r3d_data.label_names(data), num_outputs)
     contract = model.preprocessing
     split = "val" if clips == 1 else "test"
     crop = "three" if crops == 3 else "center"
@@ -192,8 +196,7 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
         windows = central_windows(video_ids[::crops], clips)
         keep = (windows[:, None] * crops + np.arange(crops)).reshape(-1)
         scores, labels, video_ids = scores[keep], labels[keep], [video_ids[i] for i in keep]
-    names = class_names or model.class_names
-    labels = align_labels(names, r3d_data.label_names(data), scores.shape[1])[labels]
+    labels = label_map[labels]
     results = summarize(scores, labels, video_ids, names)
     results.update(clips=int(clips), crops=int(crops), reverse_time=bool(reverse_time))
     return results
@@ -239,25 +242,36 @@ def format_results(results):
 def main(argv):
     from absl import flags
 
+    from keras_r3d import data as r3d_data
     from keras_r3d.saving import load
 
     f = flags.FLAGS
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments {argv[1:]}")
+    # In the working folder by default, not beside the model (a download folder, perhaps read-only).
+    output = pathlib.Path(f.output or pathlib.Path(f.model).stem + "_eval.json")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: --output {output}: {error}", file=sys.stderr)
+        return 1
     try:
         model = load(f.model)
+        r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
         results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                            reverse_time=f.reverse_time)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     results.update(model=str(f.model), data=str(f.data))
-    output = pathlib.Path(f.output or pathlib.Path(f.model).with_suffix("").as_posix() + "_eval.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, json.dumps(results, indent=1) + "\n")
-    confusion_png = output.with_suffix(".png")
-    plot_confusion(results["confusion"], results["class_names"], confusion_png)
     print(format_results(results))
+    confusion_png = output.with_suffix(".png")
+    try:
+        write_atomic(output, json.dumps(results, indent=1) + "\n")
+        plot_confusion(results["confusion"], results["class_names"], confusion_png)
+    except OSError as error:
+        print(f"error: cannot write the results: {error}", file=sys.stderr)
+        return 1
     print(f"Wrote {output} and {confusion_png}", file=sys.stderr)
     return 0
 
@@ -273,8 +287,8 @@ def _define_flags():
     flags.register_validator("crops", lambda crops: crops in (1, 3), "--crops must be 1 or 3")
     flags.DEFINE_integer("batch_size", 16, "Clips per batch.", lower_bound=1)
     flags.DEFINE_bool("reverse_time", False, "Play every clip backwards.")
-    flags.DEFINE_string("output", None, "Results JSON (default <model>_eval.json); the confusion "
-                        "matrix PNG goes beside it.")
+    flags.DEFINE_string("output", None, "Results JSON (default <model file stem>_eval.json in the "
+                        "working folder); the confusion matrix PNG goes beside it.")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ glob of `tfrecords_tools` shards, a video, a frame folder, or a folder of
 videos and frame folders, cut by the official evaluation protocol.
 """
 import functools
+import hashlib
 import json
 import os
 import pathlib
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 
+import keras
 import numpy as np
 
 from keras_r3d import runtimes
@@ -58,8 +60,6 @@ TRT_PROFILE_BATCHES = (1, 8, 16)  # min, opt, max batch of the TensorRT engine
 
 def _tf():
     """TensorFlow, after checking that Keras runs on it (exports trace TF graphs)."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(
             f"Export needs the TensorFlow backend, but KERAS_BACKEND is {keras.backend.backend()!r}. "
@@ -501,9 +501,13 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         clips = runtimes.random_frames(verification_samples,
                                        (contract.frames, contract.size, contract.size, 3))
         inputs = "seeded uint8 noise (pass --verification PATH for real clips)"
+    log(f"verification: {len(clips)} clips from {inputs}")
+    if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
+        log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
     reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
 
-    report = {"model": model.name, "architecture": model.architecture, "quantize": quantize,
+    report = {"model": model.name, "architecture": model.architecture, "weights_sha256": weights_digest(model),
+              "quantize": quantize,
               "raw_input": raw_input, "verification_inputs": inputs,
               "verification_clips": int(len(clips)), "formats": {}}
     # Folded once, on first use: the format functions then find nothing left to
@@ -525,11 +529,17 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
+    redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
+    report["formats"] = {key: result for key, result in _earlier_formats(out, model, raw_input).items()
+                         if key not in redone}
+    if report["formats"]:
+        log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same weights)")
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()
         result = verify(path, clips, reference, precision, raw_input, contract)
         result["seconds"] = round(time.perf_counter() - start, 1)  # export + verification
+        result["verification_inputs"] = inputs
         report["formats"][key] = result
         log(f"{key:14s} {'ok    ' if result['passed'] else 'FAILED'} {path}  "
             f"max_abs_diff={result['max_abs_diff']:.3g}  top1={result['top1_agreement']:.0%}  "
@@ -545,6 +555,28 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     report["passed"] = all(r["passed"] for r in report["formats"].values())
     write_atomic(out / REPORT_NAME, json.dumps(report, indent=1).encode())
     return report
+
+
+def _earlier_formats(out, model, raw_input):
+    """The verified formats of an earlier export of the same weights into `out`
+    whose files are still there, so that exports run one after another into
+    one folder keep one report."""
+    try:
+        earlier = json.loads((out / REPORT_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("weights_sha256") != weights_digest(model) or earlier.get("raw_input") != raw_input:
+        return {}
+    return {key: result for key, result in earlier.get("formats", {}).items()
+            if pathlib.Path(result.get("path", "")).exists()}
+
+
+def weights_digest(model):
+    """sha256 of the model's weights, in order."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
+    return digest.hexdigest()
 
 
 def _describe(source):
@@ -574,10 +606,15 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
 # ---------------------------------------------------------------- CLI
 
 def main(argv):
+    import logging
+
     from absl import flags
+    from absl import logging as absl_logging
 
     from keras_r3d.saving import load
 
+    absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's SavedModel INFO lines would bury ours
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     f = flags.FLAGS
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)

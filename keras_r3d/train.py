@@ -227,20 +227,6 @@ def check_resumable(state, config):
                          f"new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 
-def warn_about_frame_rates(train_data, contract):
-    """Training takes the records' frames as converted, but predict and the
-    exports resample videos to the contract's fps: a difference would show the
-    deployed model motion at another speed than it learned."""
-    from keras_r3d import data as r3d_data
-
-    rates = [rate for rate in r3d_data.frame_rates(train_data) if rate]
-    if contract.fps and any(abs(rate - contract.fps) > 0.5 for rate in rates):
-        print(f"warning: the training videos run at {rates} fps, but the model's contract says "
-              f"{contract.fps:g} fps, to which predict and the exports resample videos: the deployed "
-              f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps.",
-              file=sys.stderr)
-
-
 def current_learning_rate(optimizer):
     lr = optimizer.learning_rate
     return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
@@ -624,7 +610,7 @@ def _train(config):
             state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
                      "settings": fixed_settings(config)}
         contract = model.preprocessing
-        warn_about_frame_rates(config["train_data"], contract)
+        r3d_data.warn_about_frame_rates(config["train_data"], contract, "training")
         videos = r3d_data.count_clips(config["train_data"], "train", contract)
         steps_per_epoch = videos // config["batch_size"]
         if steps_per_epoch < 1:

@@ -130,3 +130,23 @@ def test_cli_converts_with_labels_and_rejects_bad_hash(fixtures_dir, tmp_path):
 def test_load_converts_pth_in_memory(fixtures_dir):
     model = keras_r3d.load(OFFICIAL_CHECKPOINT)
     assert model.architecture["groups"] == 3
+
+
+def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
+    renamed = tmp_path / "mycopy.pth"
+    renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
+    with pytest.warns(UserWarning, match=r"mycopy.pth: the data set is not in the file name.*--dataset \(dataset=\) "
+                                         r"jester for the official ones"):
+        model = convert.convert_checkpoint(renamed)
+    assert model.class_names[0] == "class_000"
+    model = convert.convert_checkpoint(renamed, dataset="jester")
+    assert model.class_names[0] == "Doing_other_things" and model.preprocessing.temporal_downsample == 2
+
+    not_a_checkpoint = tmp_path / "clip.pth"
+    not_a_checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"clip.pth is not a PyTorch checkpoint \(\w+\)$"):
+        convert.read_state_dict(not_a_checkpoint)
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
+                          "--output", str(tmp_path / "model.h5")], capture_output=True, text=True)
+    assert run.returncode == 1 and "is written as a .keras file" in run.stderr
+    assert not (tmp_path / "model.h5").exists()

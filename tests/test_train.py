@@ -335,10 +335,11 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
 
 def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):
     import keras_r3d
+    from keras_r3d import data as r3d_data
 
-    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=12.0))
+    r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=12.0), "training")
     assert capsys.readouterr().err == ""  # the synthetic videos are 12 fps
-    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0))
-    assert "run at [12.0] fps, but the model's contract says 25 fps" in capsys.readouterr().err
-    r3d_train.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing())
+    r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0), "training")
+    assert "the training videos run at [12.0] fps, but the model's contract says 25 fps" in capsys.readouterr().err
+    r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(), "training")
     assert capsys.readouterr().err == ""  # no fps in the contract: frames as decoded

@@ -212,8 +212,8 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     recording cut into several actions) never straddle train and val."""
     if annotations is not None:
         raise AnnotationError("--format folders takes no --annotations: labels are the folder names")
-    if not 0.0 <= val_fraction < 1.0:
-        raise AnnotationError(f"--val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise AnnotationError(f"--val_fraction must be in [0, 1], got {val_fraction}")
     root = pathlib.Path(input_dir)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if root.is_dir() else []
