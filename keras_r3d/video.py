@@ -36,6 +36,8 @@ def read_video(path, max_frames=None):
     path = pathlib.Path(path)
     if path.is_dir():
         frames, fps = _read_folder(path, max_frames), None
+    elif path.suffix.lower() in FRAME_SUFFIXES and path.is_file():
+        raise VideoError(f"{path}: one image, not a video: pass the folder of its frames")
     elif path.is_file():
         frames, fps = _read_file(path, max_frames)
     else:
@@ -50,7 +52,10 @@ def _read_folder(path, max_frames):
 
     files = frame_files(path)[:max_frames]
     if not files:
-        raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames")
+        held = sorted(child.name for child in path.iterdir() if child.is_dir() and frame_files(child))
+        hint = f": it holds frame folders ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); pass those" \
+            if held else ""
+        raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")
     frames = []
     for file in files:
         try:

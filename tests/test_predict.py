@@ -147,3 +147,9 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
     deep.mkdir()
     Image.fromarray(np.full((8, 8), 200 * 257, np.uint16)).save(deep / "00001.png")
     assert read_video(deep)[0][0, 0, 0].tolist() == [200, 200, 200]
+
+    # Natural mistakes: one frame instead of its folder, a folder of frame folders.
+    with pytest.raises(VideoError, match="one image, not a video: pass the folder of its frames"):
+        read_video(folder / "00001.jpg")
+    with pytest.raises(VideoError, match=r"it holds frame folders \(deep, thumb_up\); pass those"):
+        read_video(tmp_path)
