@@ -82,7 +82,7 @@ def classify(model, path_or_frames, top_k=5, clips=1):
     """Classifies one video, frame folder, or uint8 `(T, H, W, 3)` RGB array.
 
     Returns:
-        `{"top5": [{"label": str, "prob": float}, ...], "windows": int}` with
+        `{"top": [{"label": str, "prob": float}, ...], "windows": int}` with
         the `top_k` most likely classes by the averaged window softmax.
     """
     if isinstance(model, (str, pathlib.Path)):
@@ -97,7 +97,7 @@ def classify(model, path_or_frames, top_k=5, clips=1):
     outputs = model.predict_on_batch(preprocess(windows, model.preprocessing))
     probs = class_scores(model, outputs).mean(axis=0)
     best = np.argsort(-probs)[:top_k]
-    return {"top5": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
+    return {"top": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
             "windows": len(windows)}
 
 
@@ -127,7 +127,7 @@ def main(argv):
         elif "error" in result:
             print(f"{path}\n  error: {result['error']}", flush=True)
         else:
-            lines = [f"  {c['prob']:7.2%}  {c['label']}" for c in result["top5"]]
+            lines = [f"  {c['prob']:7.2%}  {c['label']}" for c in result["top"]]
             print(f"{path}  ({result['windows']} window{'s' * (result['windows'] > 1)})\n"
                   + "\n".join(lines), flush=True)
     return 1 if failed else 0

@@ -55,9 +55,9 @@ def test_predict_cli_classifies_the_gestures(jester_model, tmp_path):
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["path"] for r in results] == paths
     for result, name in zip(results, GESTURES):
-        assert result["top5"][0]["label"] == GESTURE_LABELS[name]
-        assert len(result["top5"]) == 5 and result["windows"] == 1
-        assert sum(c["prob"] for c in result["top5"]) <= 1.0 + 1e-6
+        assert result["top"][0]["label"] == GESTURE_LABELS[name]
+        assert len(result["top"]) == 5 and result["windows"] == 1
+        assert sum(c["prob"] for c in result["top"]) <= 1.0 + 1e-6
     assert "cannot decode" in results[-1]["error"]
 
 
@@ -65,8 +65,8 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
     model = keras_r3d.load(jester_model)
     result = keras_r3d.classify(model, fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi",
                                 top_k=3, clips=4)
-    assert result["windows"] == 4 and len(result["top5"]) == 3
-    assert result["top5"][0]["prob"] >= result["top5"][1]["prob"] >= result["top5"][2]["prob"]
+    assert result["windows"] == 4 and len(result["top"]) == 3
+    assert result["top"][0]["prob"] >= result["top"][1]["prob"] >= result["top"][2]["prob"]
 
 
 def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
@@ -83,7 +83,7 @@ def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
     clip = predict.clips_from_frames(frames, model.preprocessing)
     probabilities = model.predict_on_batch(keras_r3d.preprocess(clip, model.preprocessing))
     result = keras_r3d.classify(model, frames, top_k=3)
-    assert sorted(p["prob"] for p in result["top5"]) == pytest.approx(sorted(probabilities[0]), abs=1e-6)
+    assert sorted(p["prob"] for p in result["top"]) == pytest.approx(sorted(probabilities[0]), abs=1e-6)
     assert evaluate.class_scores(model, probabilities) == pytest.approx(probabilities)
     metadata = export.export_metadata(model, raw_input=False, input_dtype="uint8")
     assert metadata["output"]["kind"] == "probabilities"
