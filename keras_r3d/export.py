@@ -530,7 +530,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
-    report["formats"] = {key: result for key, result in _earlier_formats(out, model, raw_input).items()
+    report["formats"] = {key: result for key, result in _earlier_formats(out, report).items()
                          if key not in redone}
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same weights)")
@@ -557,15 +557,15 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     return report
 
 
-def _earlier_formats(out, model, raw_input):
-    """The verified formats of an earlier export of the same weights into `out`
-    whose files are still there, so that exports run one after another into
-    one folder keep one report."""
+def _earlier_formats(out, report):
+    """The verified formats of an earlier export into `out` of the same weights
+    and input kind as `report`'s, whose files are still there, so that exports
+    run one after another into one folder keep one report."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    if earlier.get("weights_sha256") != weights_digest(model) or earlier.get("raw_input") != raw_input:
+    if any(earlier.get(key) != report[key] for key in ("weights_sha256", "raw_input")):
         return {}
     return {key: result for key, result in earlier.get("formats", {}).items()
             if pathlib.Path(result.get("path", "")).exists()}

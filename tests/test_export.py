@@ -175,3 +175,14 @@ def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):
     assert int8["path"] == "trtexec" and "calibration cache" in int8["missing"][0]
     assert "--int8" in int8["trtexec"]
     assert [export.tensorrt_precision(q) for q in export.QUANTIZATIONS] == ["fp32", "fp16", "fp32", "int8"]
+
+
+def test_an_export_keeps_only_the_earlier_report_of_the_same_weights(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    earlier = {"weights_sha256": "abc", "raw_input": False,
+               "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
+                           "saved_model": {"path": str(tmp_path / "gone")}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
+    assert list(export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": False})) == ["onnx"]
+    assert export._earlier_formats(tmp_path, {"weights_sha256": "def", "raw_input": False}) == {}
+    assert export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": True}) == {}
