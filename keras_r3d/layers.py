@@ -254,7 +254,7 @@ class Conv3D(keras.layers.Layer):
         if depthwise or dense != "same":
             x = _pad(x, self.padding)
         if lowering in ("taps", "taps_matmul", "s2d", "pallas"):
-            return self._taps(x, lowering)
+            return self._taps(x, lowering, depthwise)
         if self.groups == 1:
             y = self._dense(x, self.kernel) if dense == "frames" else self._native(x, dense)
         elif _uses_frames():
@@ -285,8 +285,7 @@ class Conv3D(keras.layers.Layer):
     def _native(self, x, padding="valid"):
         return ops.conv(x, self.kernel, strides=self.strides, padding=padding)
 
-    def _taps(self, x, lowering):
-        depthwise = self.groups == x.shape[-1] == self.filters
+    def _taps(self, x, lowering, depthwise):
         if lowering != "taps" and self.kernel_size == (1, 1, 1):
             y = self._pointwise_matmul(x)
         elif depthwise:

@@ -162,13 +162,16 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
            "--clips=1"]
     work = tmp_path / "work"
     work.mkdir()
-    done = subprocess.run(run, cwd=work, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def evaluate_cli(*extra):
+        return subprocess.run(run + list(extra), cwd=work, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    done = evaluate_cli()
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "lr_eval.json").exists() and (work / "lr_eval.png").exists()
     assert not list(model_path.parent.glob("*_eval.*"))
-    done = subprocess.run(run + [f"--output={model_path}/results.json"], cwd=work, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = evaluate_cli(f"--output={model_path}/results.json")
     assert done.returncode == 1 and "error: --output" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -258,7 +258,8 @@ def main(argv=None):
     parser.add_argument("--short_side", type=int, default=128, help="resize the shorter side to this "
                         "(never upscaled); 0 keeps the original size")
     parser.add_argument("--jpeg_quality", type=int, default=90)
-    parser.add_argument("--val_fraction", type=float, default=0.0, help="folders: share of videos in val (1: all, an evaluation set)")
+    parser.add_argument("--val_fraction", type=float, default=0.0,
+                        help="folders: share of videos in val (1: all, an evaluation set)")
     parser.add_argument("--min_frames", type=int, default=1, help="skip videos with fewer frames")
     args = vars(parser.parse_args(argv))
     try:
