@@ -38,10 +38,13 @@ class UnsupportedLayer(ValueError):
 class _Value:
     """An ONNX tensor name with the Keras tensor it holds, in one of two layouts:
     "frames" `(N*T, C, H, W)` for the NDHWC `(N, T, H, W, C)`, or "keras" (as in
-    Keras, for flat tensors and after a `Permute`)."""
+    Keras, for flat tensors and after a `Permute`). `per_frame`, when set, is
+    `(source, layers)`: the value is `layers` (pointwise convs, activations)
+    applied to `source` frame by frame, so they commute with time slicing."""
 
     def __init__(self, name, shape, layout):
         self.name, self.shape, self.layout = name, tuple(shape), layout
+        self.per_frame = None
 
     @property
     def frames(self):
@@ -61,6 +64,7 @@ class _Graph:
         self.onnx, self.opset = onnx, opset
         self.nodes, self.initializers, self._count = [], [], 0
         self.shapes = {}  # tensor name -> its ONNX shape, declared as value_info
+        self._constants = {}  # key -> name, for weights emitted more than once
 
     def name(self, hint):
         self._count += 1
@@ -70,6 +74,12 @@ class _Graph:
         name = self.name(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
+
+    def weight(self, name, value):
+        """The float32 initializer `name`, emitted once however often it is used."""
+        if name not in self._constants:
+            self._constants[name] = self.constant(name, value)
+        return self._constants[name]
 
     def op(self, op_type, inputs, hint, **attributes):
         output = self.name(hint)
@@ -91,6 +101,20 @@ class _Graph:
         merged = self.op("Reshape", [name, self.constant("shape", [-1, c, h, w], np.int64)],
                          "merge_time")
         return self.declare(_Value(merged, shape, "frames"))
+
+    def prune(self, output):
+        """Drops the nodes, initializers and shapes that `output` does not need
+        (the full-length pointwise layers whose only reader took its time
+        slices before them)."""
+        needed = {output}
+        kept = []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.output):
+                kept.append(node)
+                needed.update(node.input)
+        self.nodes = kept[::-1]
+        self.initializers = [i for i in self.initializers if i.name in needed]
+        self.shapes = {name: shape for name, shape in self.shapes.items() if name in needed}
 
     def declare(self, value):
         """Records the shape of a "frames" value, `(N*T, C, H, W)` with N*T a
@@ -114,29 +138,62 @@ class _Graph:
         (`keras_r3d.layers.temporal_taps`: taps that read only padding are left
         out, as the "frames" lowering does). A tap that reads every frame in
         order is the value itself. Every tap covers every output frame, so
-        onnxruntime fuses the sum of the per-tap convs into them."""
+        onnxruntime fuses the sum of the per-tap convs into them.
+
+        A time slice, a pad and their layout reorders in onnxruntime cost a copy
+        each, so a strided tap slices only the frames it reads, then pads; and
+        where the value is an expansion (`per_frame`, 4x the channels or more),
+        it slices the narrower source and reapplies the pointwise layers to
+        the slice (benchmarks/README.md, "Time taps in the ONNX writer")."""
         _, t, h, w, c = value.shape
         split = padded = None
         taps = []
         for j, reads in r3d_layers.temporal_taps(t, window, stride, padding):
             if reads == list(range(t)):
                 taps.append((j, value.name))
-                continue
-            split = split or self.split_time(value)
-            if all(0 <= r < t for r in reads):
-                source, start = split, reads[0]
+            elif stride > 1:
+                taps.append((j, self._strided_tap(value, reads, stride)))
             else:
-                if padded is None:
-                    pads = [0, padding, 0, 0, 0, 0, padding, 0, 0, 0]
-                    padded = self.op("Pad", [split, self.constant("pads", pads, np.int64)], "pad_time")
-                source, start = padded, reads[0] + padding
-            end = start + stride * (len(reads) - 1) + 1
-            sliced = self.op("Slice", [source, self.constant("starts", [start], np.int64),
-                                       self.constant("ends", [end], np.int64),
-                                       self.constant("axes", [1], np.int64),
-                                       self.constant("steps", [stride], np.int64)], "time_slice")
-            taps.append((j, self.merge_time(sliced, (None, len(reads), h, w, c)).name))
+                split = split or self.split_time(value)
+                if all(0 <= r < t for r in reads):
+                    source, start = split, reads[0]
+                else:
+                    if padded is None:
+                        pads = [0, padding, 0, 0, 0, 0, padding, 0, 0, 0]
+                        padded = self.op("Pad", [split, self.constant("pads", pads, np.int64)], "pad_time")
+                    source, start = padded, reads[0] + padding
+                taps.append((j, self.time_slice(source, start, len(reads), stride, value.shape).name))
         return taps
+
+    def time_slice(self, split, start, count, stride, shape):
+        """The "frames" value of `count` frames from `start` by `stride` of the
+        `(N, T, C, H, W)` tensor `split` (NDHWC `shape`)."""
+        end = start + stride * (count - 1) + 1
+        sliced = self.op("Slice", [split, self.constant("starts", [start], np.int64),
+                                   self.constant("ends", [end], np.int64),
+                                   self.constant("axes", [1], np.int64),
+                                   self.constant("steps", [stride], np.int64)], "time_slice")
+        _, _, h, w, c = shape
+        return self.merge_time(sliced, (None, count, h, w, c))
+
+    def _strided_tap(self, value, reads, stride):
+        """One strided tap of `time_taps`: the frames it reads, zero frames
+        where it reads padding."""
+        t = value.frames
+        real = [r for r in reads if 0 <= r < t]
+        source, layers = value.per_frame or (value, ())
+        if source.channels * 4 > value.channels:
+            source, layers = value, ()
+        tap = self.time_slice(self.split_time(source), real[0], len(real), stride, source.shape)
+        for layer in layers:
+            tap = _per_frame_layer(self, layer, tap)
+        before, after = sum(r < 0 for r in reads), sum(r >= t for r in reads)
+        if not (before or after):
+            return tap.name
+        pads = [0, before, 0, 0, 0, 0, after, 0, 0, 0]
+        padded = self.op("Pad", [self.split_time(tap), self.constant("pads", pads, np.int64)], "pad_time")
+        _, _, h, w, c = value.shape
+        return self.merge_time(padded, (None, len(reads), h, w, c)).name
 
     def total(self, names, hint, op_type="Add"):
         """`names` combined pairwise by `op_type` ("Add" or "Max")."""
@@ -179,12 +236,34 @@ def _conv(graph, layer, x, output_shape):
     _, ph, pw = layer.padding
     terms = []
     for j, frames in graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0]):
-        inputs = [frames, graph.constant(f"{layer.name}_w{j}", kernel[j].transpose(3, 2, 0, 1))]
+        inputs = [frames, graph.weight(f"{layer.name}_w{j}", kernel[j].transpose(3, 2, 0, 1))]
         if layer.use_bias and not terms:
-            inputs.append(graph.constant(f"{layer.name}_b", keras.ops.convert_to_numpy(layer.bias)))
+            inputs.append(graph.weight(f"{layer.name}_b", keras.ops.convert_to_numpy(layer.bias)))
         terms.append(graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
                               pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3])))
     return _Value(graph.total(terms, layer.name), output_shape, "frames")
+
+
+def _per_frame_layer(graph, layer, x):
+    """`layer`, a pointwise conv or an activation, applied to the "frames"
+    value `x`, with `per_frame` extended so that later time slices can be
+    taken before it (`_Graph.time_taps`), from its narrowest point."""
+    source, layers = x.per_frame or (x, ())
+    if x.channels <= source.channels:
+        source, layers = x, ()
+    if isinstance(layer, r3d_layers.Conv3D):
+        out = _conv(graph, layer, x, x.shape[:-1] + (layer.filters,))
+    else:
+        name = _activation(graph, layer, x)
+        if name is None:
+            return x
+        out = _Value(name, x.shape, "frames")
+    out.per_frame = (source, layers + (layer,))
+    return out
+
+
+def _is_pointwise(layer):
+    return tuple(layer.kernel_size) == (1, 1, 1) and tuple(layer.strides) == (1, 1, 1)
 
 
 def _pool(graph, layer, x, output_shape, relu_outputs):
@@ -239,15 +318,20 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
     if kind in ("Dropout", "Identity"):
         return x
     if kind == "Conv3D" and frames:
+        if _is_pointwise(layer):
+            return _per_frame_layer(graph, layer, x)
         return _conv(graph, layer, x, output_shape)
     if kind in ("MaxPool3D", "AvgPool3D") and frames:
         return _pool(graph, layer, x, output_shape, relu_outputs)
     if kind in ("ReLU", "Activation"):
-        out = _activation(graph, layer, x)
-        if out is None:
-            return x
-        relu_outputs.add(out)
-        return _Value(out, output_shape, x.layout)
+        if x.per_frame:
+            out = _per_frame_layer(graph, layer, x)
+        else:
+            name = _activation(graph, layer, x)
+            out = x if name is None else _Value(name, output_shape, x.layout)
+        if out is not x:
+            relu_outputs.add(out.name)
+        return out
     channels_last = layer.axis in (-1, len(x.shape) - 1) if kind == "BatchNormalization" else False
     if channels_last and (frames or len(x.shape) == 2):  # an unfolded BatchNormalization
         weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
@@ -368,6 +452,7 @@ def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype=
     if logits.layout != "keras" or len(logits.shape) != 2:
         raise UnsupportedLayer(f"the model's output must be (N, classes), got {logits.shape}")
     graph.nodes.append(onnx.helper.make_node("Identity", [logits.name], [runtimes.OUTPUT_NAME]))
+    graph.prune(runtimes.OUTPUT_NAME)
     float32 = onnx.TensorProto.FLOAT
     onnx_graph = onnx.helper.make_graph(
         graph.nodes, model.name, [spec],

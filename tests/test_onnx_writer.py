@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, onnx_writer, preprocess, runtimes
+from keras_r3d import layers as r3d_layers
 from keras_r3d.preprocessing import Preprocessing
 from tests.conftest import use_data_statistics
 
@@ -109,3 +110,32 @@ def test_export_reports_the_converter(tmp_path):
     assert report["formats"]["onnx"]["converter"] == "keras_r3d" and report["passed"]
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert json.loads(props[runtimes.METADATA_KEY])["converter"] == "keras_r3d"
+
+
+def _channels(proto):
+    """{tensor name: its channel count} of the writer's 5D `(N, T, C, H, W)` tensors."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+    return {v.name: v.type.tensor_type.shape.dim[2].dim_value for v in inferred
+            if len(v.type.tensor_type.shape.dim) == 5}
+
+
+@pytest.mark.parametrize("frames", [16, 5])  # with 5, the last strided tap reads padding
+def test_strided_taps_are_sliced_before_an_expansion(frames):
+    keras.utils.set_random_seed(0)
+    clips = keras.Input((frames, 12, 12, 3))
+    x = keras.layers.ReLU()(r3d_layers.Conv3D(4, 3, padding=1, use_bias=True)(clips))
+    x = r3d_layers.Conv3D(16, 1, use_bias=True)(x)  # a 4x expansion, as in MobileNetV2
+    x = keras.layers.ReLU(max_value=6.0)(x)
+    x = r3d_layers.Conv3D(16, 3, strides=2, padding=1, groups=16, use_bias=True)(x)
+    model = keras.Model(clips, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
+    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=12), raw_input=True)
+    batch = np.random.default_rng(0).normal(size=(2, frames, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(_run(proto, batch), model.predict_on_batch(batch), rtol=1e-4, atol=1e-5)
+    channels = _channels(proto)
+    sliced = [channels[node.input[0]] for node in proto.graph.node if node.op_type == "Slice"]
+    # The stem's taps slice the 3-channel input, the strided taps the 4-channel stem output.
+    assert sorted(set(sliced)) == [3, 4], sliced
+    used = {name for node in proto.graph.node for name in node.input} | {runtimes.OUTPUT_NAME}
+    assert all(name in used for node in proto.graph.node for name in node.output)  # pruned
+    assert all(initializer.name in used for initializer in proto.graph.initializer)
+    assert len({initializer.name for initializer in proto.graph.initializer}) == len(proto.graph.initializer)
