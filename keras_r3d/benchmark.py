@@ -214,6 +214,7 @@ def time_runner(call, sync, warmup, repeats, batch_size, gpu=None, warmup_s=0.0)
         latencies.append(time.perf_counter() - start)
     return {
         **summarize(latencies, batch_size),
+        "latencies_s": latencies,
         "compile_s": compile_s,
         "peak_rss_mib": peak_rss_mib(),
         "peak_rss_scope": "measurement" if rss_reset else "process",
@@ -806,19 +807,55 @@ def plan_processes(backends, runtimes):
 def run_share(runtimes, settings, on_row, official=False):
     """Measures `runtimes` for every model here, and the official code right
     after each model's own rows, so that both sides see the machine in the
-    same state (a shared machine's speed drifts over minutes)."""
+    same state (a shared machine's speed drifts over minutes). With
+    `settings["rounds"]` > 1, a model's cells are measured that many times,
+    each with its share of the timed calls, one after the other, and merged
+    (`merge_rounds`): every cell then samples the same stretch of time."""
     import keras
     from tqdm import tqdm
 
     exported = [runtime for runtime in runtimes if runtime != "keras"]
+    rounds = settings.get("rounds", 1)
+    per_round = {**settings, "repeats": -(-settings["repeats"] // rounds)}
     label = f"benchmark [{keras.backend.backend()}: {', '.join(runtimes) or 'official'}]"
     for name in tqdm(settings["models"], desc=label, unit="model", file=sys.stderr):
-        if "keras" in runtimes:
-            measure_keras(name, settings, on_row)
-        if exported:
-            measure_exported(name, exported, settings, on_row)
-        if official:
-            measure_official(name, settings, on_row)
+        rows = []
+        for _ in range(rounds):
+            if "keras" in runtimes:
+                measure_keras(name, per_round, rows.append)
+            if exported:
+                measure_exported(name, exported, per_round, rows.append)
+            if official:
+                measure_official(name, per_round, rows.append)
+        for row in merge_rounds(rows):
+            on_row(row)
+
+
+IDENTITY = ("model", "runtime", "backend", "precision", "batch_size", "jit_compile", "layers",
+            "batch_norm", "onnx_converter", "channels_last_3d")  # what makes two rows one cell
+
+
+def merge_rounds(rows):
+    """One row per cell of `rows` (the rounds of one model, in order): the
+    timed calls of all its rounds summarized together, the first round's
+    compile time, the largest peak memory; a failed round's row as it is."""
+    cells = {}
+    for row in rows:
+        cells.setdefault(tuple(row.get(key) for key in IDENTITY), []).append(row)
+    merged = []
+    for group in cells.values():
+        failed = [row for row in group if row["status"] != "ok"]
+        row = dict(failed[0] if failed else group[0])
+        if not failed:
+            row.update(summarize([s for r in group for s in r["latencies_s"]], row["batch_size"]))
+            row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in group)
+            if row.get("gpu_peak_mib") is not None:
+                row["gpu_peak_mib"] = max(r["gpu_peak_mib"] for r in group)
+            if len(group) > 1:
+                row["rounds"] = len(group)
+        row.pop("latencies_s", None)
+        merged.append(row)
+    return merged
 
 
 def run_worker(backend, runtimes, settings, workdir):
@@ -989,6 +1026,11 @@ def series_label(row):
     return f"{label} {row['precision']}"
 
 
+def _rounds_text(settings):
+    rounds = settings.get("rounds", 1)
+    return f" in {rounds} rounds that alternate a model's cells" if rounds > 1 else ""
+
+
 def _ok(rows):
     return [row for row in rows if row.get("status") == "ok"]
 
@@ -1023,7 +1065,7 @@ def render_markdown(results):
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
         f"{settings['warmup']} warmup calls (and at least {settings.get('warmup_s', 0)} s) and "
-        f"{settings['repeats']} timed calls per cell, "
+        f"{settings['repeats']} timed calls per cell{_rounds_text(settings)}, "
         f"{settings['threads']} threads, TF32 {'on' if settings['tf32'] else 'off'}, "
         f"TF jit_compile {','.join(settings['tf_jit_compile'])} (auto: XLA on GPU only).",
         f"- 1-minute load average: {run['load_1min_before']:.2f} before, "
@@ -1301,6 +1343,10 @@ def _define_flags():
     flags.DEFINE_float("warmup_s", 1.0, "Untimed seconds after the compile call, at least.",
                        lower_bound=0.0)
     flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.", lower_bound=1)
+    flags.DEFINE_integer("rounds", 1, "Measure each model's cells (runtimes, the official code) "
+                         "this many times in turn, each with its share of --repeats, and merge: "
+                         "all cells then sample the same moments of a machine whose speed drifts.",
+                         lower_bound=1)
     flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
     flags.DEFINE_string("official_repo", None,
@@ -1362,6 +1408,7 @@ def settings_from_flags(f):
         "warmup": f.warmup,
         "warmup_s": f.warmup_s,
         "repeats": f.repeats,
+        "rounds": f.rounds,
         "threads": f.threads or cpu_count(),
         "tf32": f.tf32,
         "tf_jit_compile": choices(f.tf_jit_compile, ("auto", "true", "false"), "tf_jit_compile"),

@@ -63,7 +63,8 @@ def _flags(**overrides):
               "num_classes": 600, "warmup": 1, "warmup_s": 0.5, "repeats": 2, "threads": None,
               "tf32": False, "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
               "batch_norm": ["separate"], "onnx_converters": ["auto"],
-              "official_repo": None, "official_channels_last": False, "profile_layers": False}
+              "official_repo": None, "official_channels_last": False, "profile_layers": False,
+              "rounds": 1}
     return types.SimpleNamespace(**{**values, **overrides})
 
 
@@ -179,7 +180,7 @@ def test_official_rows_follow_each_models_own_rows(tmp_path):
     _official_stand_in(tmp_path)
     command = [sys.executable, "-m", "keras_r3d.benchmark", "--models=ShuffleNetV2-0.25x,ShuffleNetV2-1.0x",
                "--runtimes=onnxruntime", "--input_shape=8,32,32", "--batch_sizes=1", "--warmup=0",
-               "--warmup_s=0", "--repeats=1", "--num_classes=5", f"--official_repo={tmp_path}",
+               "--warmup_s=0", "--repeats=2", "--rounds=2", "--num_classes=5", f"--official_repo={tmp_path}",
                "--official_modes=eager", f"--output_dir={tmp_path}", "--tag=order"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
                           capture_output=True, text=True, timeout=600)
@@ -188,6 +189,36 @@ def test_official_rows_follow_each_models_own_rows(tmp_path):
     assert [(row["model"], row["runtime"], row["status"]) for row in results["results"]] == [
         ("ShuffleNetV2-0.25x", "onnxruntime", "ok"), ("ShuffleNetV2-0.25x", "official-eager", "ok"),
         ("ShuffleNetV2-1.0x", "onnxruntime", "ok"), ("ShuffleNetV2-1.0x", "official-eager", "ok")]
+    assert all(row["rounds"] == 2 and row["repeats"] == 2 and "latencies_s" not in row
+               for row in results["results"])
+    assert "2 timed calls per cell in 2 rounds that alternate a model's cells" in (
+        tmp_path / "order.md").read_text()
+
+
+def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
+    calls = []
+
+    def fake(side, latency):
+        def measure(name, settings, on_row, *runtimes):
+            calls.append((name, side, settings["repeats"]))
+            status = "error: lost" if (side, len(calls)) == ("official", 6) else "ok"
+            on_row({"model": name, "runtime": side, "batch_size": 2, "status": status,
+                    "latencies_s": [latency] * settings["repeats"], "peak_rss_mib": len(calls)})
+        return measure
+
+    monkeypatch.setattr(benchmark, "measure_exported",
+                        lambda name, runtimes, settings, on_row: fake("onnx", 0.1)(name, settings, on_row))
+    monkeypatch.setattr(benchmark, "measure_official", fake("official", 0.2))
+    rows = []
+    benchmark.run_share(["onnxruntime"], {"models": ["A", "B"], "repeats": 5, "rounds": 3}, rows.append,
+                        official=True)
+    # Each model's cells take turns, 2 of the 5 timed calls a round (rounded up).
+    assert calls == [(m, side, 2) for m in "AB" for _ in range(3) for side in ("onnx", "official")]
+    a_onnx, a_official, b_onnx, b_official = rows
+    assert a_onnx["repeats"] == 6 and a_onnx["rounds"] == 3 and a_onnx["peak_rss_mib"] == 5
+    assert a_onnx["clips_per_s"]["median"] == pytest.approx(20.0) and "latencies_s" not in a_onnx
+    assert a_official["status"] == "error: lost"  # a failed round fails the cell
+    assert b_official["status"] == "ok" and b_official["clips_per_s"]["median"] == pytest.approx(10.0)
 
 
 def test_model_groups():
