@@ -820,19 +820,20 @@ def run_share(runtimes, settings, on_row, official=False):
     label = f"benchmark [{keras.backend.backend()}: {', '.join(runtimes) or 'official'}]"
     for name in tqdm(settings["models"], desc=label, unit="model", file=sys.stderr):
         rows = []
+        sink = rows.append if rounds > 1 else (lambda row: on_row(merge_rounds([row])[0]))
         for _ in range(rounds):
             if "keras" in runtimes:
-                measure_keras(name, per_round, rows.append)
+                measure_keras(name, per_round, sink)
             if exported:
-                measure_exported(name, exported, per_round, rows.append)
+                measure_exported(name, exported, per_round, sink)
             if official:
-                measure_official(name, per_round, rows.append)
+                measure_official(name, per_round, sink)
         for row in merge_rounds(rows):
             on_row(row)
 
 
-IDENTITY = ("model", "runtime", "backend", "precision", "batch_size", "jit_compile", "layers",
-            "batch_norm", "onnx_converter", "channels_last_3d")  # what makes two rows one cell
+IDENTITY = ("model", "runtime", "precision", "batch_size", "jit_compile", "layers", "batch_norm",
+            "onnx_converter", "channels_last_3d")  # what makes two rows of one share one cell
 
 
 def merge_rounds(rows):
@@ -1026,9 +1027,12 @@ def series_label(row):
     return f"{label} {row['precision']}"
 
 
-def _rounds_text(settings):
+def _timed_calls_text(settings):
     rounds = settings.get("rounds", 1)
-    return f" in {rounds} rounds that alternate a model's cells" if rounds > 1 else ""
+    per_round = -(-settings["repeats"] // rounds)
+    if rounds == 1:
+        return f"{per_round} timed calls per cell"
+    return f"{rounds * per_round} timed calls per cell in {rounds} rounds that alternate a model's cells"
 
 
 def _ok(rows):
@@ -1065,7 +1069,7 @@ def render_markdown(results):
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
         f"{settings['warmup']} warmup calls (and at least {settings.get('warmup_s', 0)} s) and "
-        f"{settings['repeats']} timed calls per cell{_rounds_text(settings)}, "
+        f"{_timed_calls_text(settings)}, "
         f"{settings['threads']} threads, TF32 {'on' if settings['tf32'] else 'off'}, "
         f"TF jit_compile {','.join(settings['tf_jit_compile'])} (auto: XLA on GPU only).",
         f"- 1-minute load average: {run['load_1min_before']:.2f} before, "
@@ -1344,9 +1348,10 @@ def _define_flags():
                        lower_bound=0.0)
     flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.", lower_bound=1)
     flags.DEFINE_integer("rounds", 1, "Measure each model's cells (runtimes, the official code) "
-                         "this many times in turn, each with its share of --repeats, and merge: "
-                         "all cells then sample the same moments of a machine whose speed drifts.",
-                         lower_bound=1)
+                         "this many times in turn, each with its share of --repeats (rounded up), and "
+                         "merge: all cells then sample the same moments of a machine whose speed "
+                         "drifts. Each round exports and compiles again; rows keep the first round's "
+                         "export and compile times.", lower_bound=1)
     flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
     flags.DEFINE_string("official_repo", None,

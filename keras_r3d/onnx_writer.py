@@ -65,6 +65,7 @@ class _Graph:
         self.nodes, self.initializers, self._count = [], [], 0
         self.shapes = {}  # tensor name -> its ONNX shape, declared as value_info
         self._constants = {}  # key -> name, for weights emitted more than once
+        self._splits = {}  # "frames" value name -> its `split_time` reshape
 
     def name(self, hint):
         self._count += 1
@@ -90,10 +91,12 @@ class _Graph:
     # -- layout moves (free reshapes but for the transposes)
 
     def split_time(self, value):
-        """`(N, T, C, H, W)` of a "frames" value."""
-        _, t, h, w, c = value.shape
-        return self.op("Reshape", [value.name, self.constant("shape", [-1, t, c, h, w], np.int64)],
-                       "split_time")
+        """`(N, T, C, H, W)` of a "frames" value (one Reshape per value)."""
+        if value.name not in self._splits:
+            _, t, h, w, c = value.shape
+            self._splits[value.name] = self.op(
+                "Reshape", [value.name, self.constant("shape", [-1, t, c, h, w], np.int64)], "split_time")
+        return self._splits[value.name]
 
     def merge_time(self, name, shape):
         """A "frames" value from `(N, T, C, H, W)` named `name`; `shape` is NDHWC."""
@@ -144,7 +147,7 @@ class _Graph:
         each, so a strided tap slices only the frames it reads, then pads; and
         where the value is an expansion (`per_frame`, 4x the channels or more),
         it slices the narrower source and reapplies the pointwise layers to
-        the slice (README.md, "Benchmarks": MobileNetV2 1.0x ran 1.33x as fast)."""
+        the slice (README.md, "Benchmarks": MobileNetV2 1.0x ran 1.32x as fast)."""
         _, t, h, w, c = value.shape
         split = padded = None
         taps = []
@@ -259,11 +262,12 @@ def _per_frame_layer(graph, layer, x):
             return x
         out = _Value(name, x.shape, "frames")
     out.per_frame = (source, layers + (layer,))
-    return out
+    return graph.declare(out)
 
 
 def _is_pointwise(layer):
-    return tuple(layer.kernel_size) == (1, 1, 1) and tuple(layer.strides) == (1, 1, 1)
+    return all(tuple(v) == (1, 1, 1) for v in (layer.kernel_size, layer.strides)) \
+        and tuple(layer.padding) == (0, 0, 0)
 
 
 def _pool(graph, layer, x, output_shape, relu_outputs):
@@ -306,8 +310,8 @@ def _activation(graph, layer, x):
         raise UnsupportedLayer(f"{layer.name}: only ReLU and ReLU6-style clipping are supported")
     if max_value is None:
         return graph.op("Relu", [x.name], layer.name)
-    return graph.op("Clip", [x.name, graph.constant("min", np.float32(0.0)),
-                             graph.constant("max", np.float32(max_value))], layer.name)
+    return graph.op("Clip", [x.name, graph.weight("clip_min", 0.0),
+                             graph.weight(f"clip_max_{max_value:g}", max_value)], layer.name)
 
 
 def _layer(graph, layer, inputs, output_shape, relu_outputs):
