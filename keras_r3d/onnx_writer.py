@@ -135,38 +135,61 @@ class _Graph:
         ndhwc = self.op("Transpose", [self.split_time(value)], "to_ndhwc", perm=[0, 1, 3, 4, 2])
         return _Value(ndhwc, value.shape, "keras")
 
-    def time_taps(self, value, window, stride, padding):
-        """[(tap, `(N*T', C, H, W)`: per output frame, the frame that tap reads)]
-        of a temporal window over a "frames" value, zero-padded in time
+    def time_taps(self, value, window, stride, padding, output_shifts=False):
+        """[(tap, `(N*T', C, H, W)`: per output frame, the frame that tap reads,
+        shift)] of a temporal window over a "frames" value, zero-padded in time
         (`keras_r3d.layers.temporal_taps`: taps that read only padding are left
         out, as the "frames" lowering does). A tap that reads every frame in
         order is the value itself. Every tap covers every output frame, so
         onnxruntime fuses the sum of the per-tap convs into them.
 
         A time slice, a pad and their layout reorders in onnxruntime cost a copy
-        each, so a strided tap slices only the frames it reads, then pads; and
+        each, so they are taken where the tensor is smallest (README.md,
+        "Benchmarks"): a strided tap slices only the frames it reads, then pads;
         where the value is an expansion (`per_frame`, 4x the channels or more),
-        it slices the narrower source and reapplies the pointwise layers to
-        the slice (README.md, "Benchmarks": MobileNetV2 1.0x ran 1.32x as fast)."""
-        _, t, h, w, c = value.shape
-        split = padded = None
-        taps = []
-        for j, reads in r3d_layers.temporal_taps(t, window, stride, padding):
+        it slices the narrower source and reapplies the pointwise layers to the
+        slice; and with `output_shifts`, a strided tap that reads padding and
+        then another tap's frames `shift` output frames later (earlier if < 0)
+        comes as those frames with that `shift`, for the caller to shift its
+        conv's output, a stride's worth smaller (`shift_time`). Without a
+        stride the output is as large as the input: slicing the input is
+        cheaper there."""
+        t = value.frames
+        taps = r3d_layers.temporal_taps(t, window, stride, padding)
+        real = {j: reads for j, reads in taps if all(0 <= r < t for r in reads)}
+        frames, split, padded = {}, None, None
+        result = []
+        for j, reads in taps:
+            source, shift = j, 0  # the tap whose frames `j` reads, `shift` output frames apart
             if reads == list(range(t)):
-                taps.append((j, value.name))
+                frames[j] = value.name
             elif stride > 1:
-                taps.append((j, self._strided_tap(value, reads, stride)))
+                if output_shifts:
+                    source, shift = _partner(j, reads, real, stride, t) or (j, 0)
+                if source not in frames:
+                    frames[source] = self._strided_tap(value, real.get(source, reads), stride)
             else:
                 split = split or self.split_time(value)
                 if all(0 <= r < t for r in reads):
-                    source, start = split, reads[0]
+                    whole, start = split, reads[0]
                 else:
                     if padded is None:
                         pads = [0, padding, 0, 0, 0, 0, padding, 0, 0, 0]
                         padded = self.op("Pad", [split, self.constant("pads", pads, np.int64)], "pad_time")
-                    source, start = padded, reads[0] + padding
-                taps.append((j, self.time_slice(source, start, len(reads), stride, value.shape).name))
-        return taps
+                    whole, start = padded, reads[0] + padding
+                frames[j] = self.time_slice(whole, start, len(reads), stride, value.shape).name
+            result.append((j, frames[source], shift))
+        return result
+
+    def shift_time(self, value, shift):
+        """`value` moved `shift` frames later (earlier if < 0) in time, zero
+        frames in and as many frames out."""
+        t, n = value.frames, abs(shift)
+        start = 0 if shift > 0 else n
+        kept = self.time_slice(self.split_time(value), start, t - n, 1, value.shape)
+        pads = [0, n, 0, 0, 0, 0, 0, 0, 0, 0] if shift > 0 else [0, 0, 0, 0, 0, 0, n, 0, 0, 0]
+        padded = self.op("Pad", [self.split_time(kept), self.constant("pads", pads, np.int64)], "shift_time")
+        return self.merge_time(padded, value.shape)
 
     def time_slice(self, split, start, count, stride, shape):
         """The "frames" value of `count` frames from `start` by `stride` of the
@@ -237,14 +260,31 @@ def _conv(graph, layer, x, output_shape):
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kt, kh, kw, in/groups, out)
     _, sh, sw = layer.strides
     _, ph, pw = layer.padding
+    taps = graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0], output_shifts=True)
+    biased = next(j for j, _, shift in taps if not shift) if layer.use_bias else None
     terms = []
-    for j, frames in graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0]):
+    # The shifted terms last: onnxruntime fuses the sum of the others into their convs.
+    for j, frames, shift in sorted(taps, key=lambda tap: bool(tap[2])):
         inputs = [frames, graph.weight(f"{layer.name}_w{j}", kernel[j].transpose(3, 2, 0, 1))]
-        if layer.use_bias and not terms:
+        if j == biased:
             inputs.append(graph.weight(f"{layer.name}_b", keras.ops.convert_to_numpy(layer.bias)))
-        terms.append(graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
-                              pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3])))
+        term = graph.op("Conv", inputs, layer.name, group=layer.groups, strides=[sh, sw],
+                        pads=[ph, pw, ph, pw], kernel_shape=list(kernel.shape[1:3]))
+        if shift:
+            term = graph.shift_time(_Value(term, output_shape, "frames"), shift).name
+        terms.append(term)
     return _Value(graph.total(terms, layer.name), output_shape, "frames")
+
+
+def _partner(j, reads, real, stride, frames):
+    """(j2, shift) where tap `j` reads zero padding and then tap j2's frames
+    `shift` output frames later (or earlier, < 0); None if there is no such tap."""
+    before, after = sum(r < 0 for r in reads), sum(r >= frames for r in reads)
+    for shift in (before, -after):
+        j2 = j + stride * shift
+        if shift and (before == 0 or after == 0) and j2 in real:
+            return j2, shift
+    return None
 
 
 def _per_frame_layer(graph, layer, x):
@@ -285,7 +325,7 @@ def _pool(graph, layer, x, output_shape, relu_outputs):
     _, _, h, w, c = output_shape
     spatial = _Value(pooled, (None, x.frames, h, w, c), "frames")
     # Zero padding in time, as the layer pads (and ONNX MaxPool does not).
-    taps = [frames for _, frames in graph.time_taps(spatial, kt, layer.strides[0], pt)]
+    taps = [frames for _, frames, _ in graph.time_taps(spatial, kt, layer.strides[0], pt)]
     out = graph.total(taps, layer.name, "Max" if is_max else "Add")
     if not is_max and kt > 1:  # skipped padding taps are zeros: divide by the whole window
         out = graph.op("Mul", [out, graph.constant("inv_window", np.float32(1.0 / kt))], layer.name)
