@@ -148,12 +148,12 @@ class _Graph:
         "Benchmarks"): a strided tap slices only the frames it reads, then pads;
         where the value is an expansion (`per_frame`, 4x the channels or more),
         it slices the narrower source and reapplies the pointwise layers to the
-        slice; and with `output_shifts`, a strided tap that reads padding and
-        then another tap's frames `shift` output frames later (earlier if < 0)
-        comes as those frames with that `shift`, for the caller to shift its
-        conv's output, a stride's worth smaller (`shift_time`). Without a
-        stride the output is as large as the input: slicing the input is
-        cheaper there."""
+        slice; and with `output_shifts` (for a conv whose output is smaller
+        than its input by its spatial stride), a strided tap that reads padding
+        and then another tap's frames `shift` output frames later (earlier if
+        < 0) comes as those frames with that `shift`, for the caller to shift
+        the conv's output (`shift_time`). Without a stride the output is as
+        large as the input: slicing the input is cheaper there."""
         t = value.frames
         taps = r3d_layers.temporal_taps(t, window, stride, padding)
         real = {j: reads for j, reads in taps if all(0 <= r < t for r in reads)}
@@ -185,22 +185,23 @@ class _Graph:
         """`value` moved `shift` frames later (earlier if < 0) in time, zero
         frames in and as many frames out."""
         t, n = value.frames, abs(shift)
-        start = 0 if shift > 0 else n
-        kept = self.time_slice(self.split_time(value), start, t - n, 1, value.shape)
+        kept = self._slice(self.split_time(value), 0 if shift > 0 else n, t - n, 1)
         pads = [0, n, 0, 0, 0, 0, 0, 0, 0, 0] if shift > 0 else [0, 0, 0, 0, 0, 0, n, 0, 0, 0]
-        padded = self.op("Pad", [self.split_time(kept), self.constant("pads", pads, np.int64)], "shift_time")
+        padded = self.op("Pad", [kept, self.constant("pads", pads, np.int64)], "shift_time")
         return self.merge_time(padded, value.shape)
 
     def time_slice(self, split, start, count, stride, shape):
         """The "frames" value of `count` frames from `start` by `stride` of the
         `(N, T, C, H, W)` tensor `split` (NDHWC `shape`)."""
-        end = start + stride * (count - 1) + 1
-        sliced = self.op("Slice", [split, self.constant("starts", [start], np.int64),
-                                   self.constant("ends", [end], np.int64),
-                                   self.constant("axes", [1], np.int64),
-                                   self.constant("steps", [stride], np.int64)], "time_slice")
         _, _, h, w, c = shape
-        return self.merge_time(sliced, (None, count, h, w, c))
+        return self.merge_time(self._slice(split, start, count, stride), (None, count, h, w, c))
+
+    def _slice(self, split, start, count, stride):
+        end = start + stride * (count - 1) + 1
+        return self.op("Slice", [split, self.constant("starts", [start], np.int64),
+                                 self.constant("ends", [end], np.int64),
+                                 self.constant("axes", [1], np.int64),
+                                 self.constant("steps", [stride], np.int64)], "time_slice")
 
     def _strided_tap(self, value, reads, stride):
         """One strided tap of `time_taps`: the frames it reads, zero frames
@@ -260,7 +261,8 @@ def _conv(graph, layer, x, output_shape):
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kt, kh, kw, in/groups, out)
     _, sh, sw = layer.strides
     _, ph, pw = layer.padding
-    taps = graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0], output_shifts=True)
+    taps = graph.time_taps(x, layer.kernel_size[0], layer.strides[0], layer.padding[0],
+                           output_shifts=sh * sw > 1)
     biased = next(j for j, _, shift in taps if not shift) if layer.use_bias else None
     terms = []
     # The shifted terms last: onnxruntime fuses the sum of the others into their convs.
@@ -276,10 +278,11 @@ def _conv(graph, layer, x, output_shape):
     return _Value(graph.total(terms, layer.name), output_shape, "frames")
 
 
-def _partner(j, reads, real, stride, frames):
+def _partner(j, reads, real, stride, t):
     """(j2, shift) where tap `j` reads zero padding and then tap j2's frames
-    `shift` output frames later (or earlier, < 0); None if there is no such tap."""
-    before, after = sum(r < 0 for r in reads), sum(r >= frames for r in reads)
+    `shift` output frames later (or earlier, < 0), of `t` frames; None if there
+    is no such tap."""
+    before, after = sum(r < 0 for r in reads), sum(r >= t for r in reads)
     for shift in (before, -after):
         j2 = j + stride * shift
         if shift and (before == 0 or after == 0) and j2 in real:

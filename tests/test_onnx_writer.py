@@ -140,3 +140,26 @@ def test_strided_taps_are_sliced_before_an_expansion(frames):
     assert all(name in used for node in proto.graph.node for name in node.output)  # pruned
     assert all(initializer.name in used for initializer in proto.graph.initializer)
     assert len({initializer.name for initializer in proto.graph.initializer}) == len(proto.graph.initializer)
+
+
+@pytest.mark.parametrize("window, padding, frames, shifts", [
+    (3, 1, 16, {"+1"}),  # the zoo's: tap 0 runs on tap 2's frames, one frame later
+    (4, 1, 8, {"+1", "-1"}),  # tap 3 on tap 1's, one frame earlier
+    (5, 2, 9, {"+1", "-1"}),  # taps 0 and 4 both on tap 2's; taps 1 and 3 padded
+    (3, 1, 5, set()),  # both side taps read padding: sliced and padded
+])
+def test_strided_taps_shift_the_output_of_another_taps_frames(window, padding, frames, shifts):
+    keras.utils.set_random_seed(0)
+    clips = keras.Input((frames, 8, 8, 3))
+    x = r3d_layers.Conv3D(5, (window, 3, 3), strides=2, padding=(padding, 1, 1), use_bias=True)(clips)
+    model = keras.Model(clips, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
+    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=8), raw_input=True)
+    batch = np.random.default_rng(0).normal(size=(2, frames, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(_run(proto, batch), model.predict_on_batch(batch), rtol=1e-4, atol=1e-5)
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    found = set()
+    for node in proto.graph.node:
+        if node.name.startswith("shift_time"):
+            pads = initializers[node.input[1]]
+            found.add("+1" if pads[1] == 1 else "-1" if pads[6] == 1 else str(pads))
+    assert found == shifts
