@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_r3d.export import ONNX_CONVERTERS
 from keras_r3d.files import savefig_atomic, write_atomic
-from keras_r3d.layers import IMPLEMENTATIONS, implementation, xla_by_default
+from keras_r3d.layers import IMPLEMENTATIONS, implementation, unavailable, xla_by_default
 from keras_r3d.runtimes import random_frames
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -453,8 +453,8 @@ def measure_keras(name, settings, on_row):
             not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
                            on_row)
             continue
-        if layers == "pallas" and backend != "jax":
-            not_applicable(base, settings["batch_sizes"], "the Pallas kernels are JAX's", on_row)
+        if unavailable(layers):
+            not_applicable(base, settings["batch_sizes"], unavailable(layers), on_row)
             continue
         keras.utils.set_random_seed(0)
         with dtype_policy(precision):
@@ -816,7 +816,7 @@ def run_share(runtimes, settings, on_row, official=False):
 
     exported = [runtime for runtime in runtimes if runtime != "keras"]
     rounds = settings.get("rounds", 1)
-    per_round = {**settings, "repeats": -(-settings["repeats"] // rounds)}
+    per_round = {**settings, "repeats": repeats_per_round(settings)}
     label = f"benchmark [{keras.backend.backend()}: {', '.join(runtimes) or 'official'}]"
     for name in tqdm(settings["models"], desc=label, unit="model", file=sys.stderr):
         rows = []
@@ -1027,9 +1027,13 @@ def series_label(row):
     return f"{label} {row['precision']}"
 
 
+def repeats_per_round(settings):
+    """Each round's share of the timed calls, rounded up."""
+    return -(-settings["repeats"] // settings.get("rounds", 1))
+
+
 def _timed_calls_text(settings):
-    rounds = settings.get("rounds", 1)
-    per_round = -(-settings["repeats"] // rounds)
+    rounds, per_round = settings.get("rounds", 1), repeats_per_round(settings)
     if rounds == 1:
         return f"{per_round} timed calls per cell"
     return f"{rounds * per_round} timed calls per cell in {rounds} rounds that alternate a model's cells"

@@ -52,13 +52,20 @@ def implementation(name):
     """Chooses how the zoo's layers are traced inside the `with` block."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
-    if name == "pallas" and keras.backend.backend() != "jax":
-        raise ValueError(f'implementation "pallas" needs the JAX backend, not {keras.backend.backend()}')
+    if unavailable(name):
+        raise ValueError(unavailable(name))
     token = _implementation.set(name)
     try:
         yield
     finally:
         _implementation.reset(token)
+
+
+def unavailable(name):
+    """Why implementation `name` cannot run on this Keras backend; None if it can."""
+    if name == "pallas" and keras.backend.backend() != "jax":
+        return f'implementation "pallas" needs the JAX backend, not {keras.backend.backend()}'
+    return None
 
 
 def _lowering():

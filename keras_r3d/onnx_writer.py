@@ -65,7 +65,7 @@ class _Graph:
         self.nodes, self.initializers, self._count = [], [], 0
         self.shapes = {}  # tensor name -> its ONNX shape, declared as value_info
         self._constants = {}  # key -> name, for weights emitted more than once
-        self._splits = {}  # "frames" value name -> its `split_time` reshape
+        self._splits = {}  # "frames" value name -> its `(N, T, C, H, W)` tensor
 
     def name(self, hint):
         self._count += 1
@@ -91,7 +91,8 @@ class _Graph:
     # -- layout moves (free reshapes but for the transposes)
 
     def split_time(self, value):
-        """`(N, T, C, H, W)` of a "frames" value (one Reshape per value)."""
+        """`(N, T, C, H, W)` of a "frames" value: the tensor it was merged
+        from, or one Reshape per value."""
         if value.name not in self._splits:
             _, t, h, w, c = value.shape
             self._splits[value.name] = self.op(
@@ -103,6 +104,7 @@ class _Graph:
         _, _, h, w, c = shape
         merged = self.op("Reshape", [name, self.constant("shape", [-1, c, h, w], np.int64)],
                          "merge_time")
+        self._splits[merged] = name  # its `split_time` is `name` itself
         return self.declare(_Value(merged, shape, "frames"))
 
     def prune(self, output):
@@ -157,7 +159,7 @@ class _Graph:
         t = value.frames
         taps = r3d_layers.temporal_taps(t, window, stride, padding)
         real = {j: reads for j, reads in taps if all(0 <= r < t for r in reads)}
-        frames, split, padded = {}, None, None
+        frames, padded = {}, None
         result = []
         for j, reads in taps:
             source, shift = j, 0  # the tap whose frames `j` reads, `shift` output frames apart
@@ -169,7 +171,7 @@ class _Graph:
                 if source not in frames:
                     frames[source] = self._strided_tap(value, real.get(source, reads), stride)
             else:
-                split = split or self.split_time(value)
+                split = self.split_time(value)
                 if all(0 <= r < t for r in reads):
                     whole, start = split, reads[0]
                 else:
@@ -185,23 +187,21 @@ class _Graph:
         """`value` moved `shift` frames later (earlier if < 0) in time, zero
         frames in and as many frames out."""
         t, n = value.frames, abs(shift)
-        kept = self._slice(self.split_time(value), 0 if shift > 0 else n, t - n, 1)
+        kept = self.time_slice(self.split_time(value), 0 if shift > 0 else n, t - n, 1, value.shape)
         pads = [0, n, 0, 0, 0, 0, 0, 0, 0, 0] if shift > 0 else [0, 0, 0, 0, 0, 0, n, 0, 0, 0]
-        padded = self.op("Pad", [kept, self.constant("pads", pads, np.int64)], "shift_time")
+        padded = self.op("Pad", [self.split_time(kept), self.constant("pads", pads, np.int64)], "shift_time")
         return self.merge_time(padded, value.shape)
 
     def time_slice(self, split, start, count, stride, shape):
         """The "frames" value of `count` frames from `start` by `stride` of the
         `(N, T, C, H, W)` tensor `split` (NDHWC `shape`)."""
-        _, _, h, w, c = shape
-        return self.merge_time(self._slice(split, start, count, stride), (None, count, h, w, c))
-
-    def _slice(self, split, start, count, stride):
         end = start + stride * (count - 1) + 1
-        return self.op("Slice", [split, self.constant("starts", [start], np.int64),
-                                 self.constant("ends", [end], np.int64),
-                                 self.constant("axes", [1], np.int64),
-                                 self.constant("steps", [stride], np.int64)], "time_slice")
+        sliced = self.op("Slice", [split, self.constant("starts", [start], np.int64),
+                                   self.constant("ends", [end], np.int64),
+                                   self.constant("axes", [1], np.int64),
+                                   self.constant("steps", [stride], np.int64)], "time_slice")
+        _, _, h, w, c = shape
+        return self.merge_time(sliced, (None, count, h, w, c))
 
     def _strided_tap(self, value, reads, stride):
         """One strided tap of `time_taps`: the frames it reads, zero frames
