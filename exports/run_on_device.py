@@ -58,7 +58,8 @@ def read_frames(path):
     """uint8 (T, H, W, 3) RGB frames and the fps (None for frame folders)."""
     cv2 = _cv2()
     if os.path.isdir(path):
-        names = sorted((n for n in os.listdir(path) if n.lower().endswith(FRAME_SUFFIXES)),
+        names = sorted((n for n in os.listdir(path)  # hidden files (macOS's ._*) are no frames
+                        if n.lower().endswith(FRAME_SUFFIXES) and not n.startswith(".")),
                        key=_natural_key)
         if not names:
             raise ValueError("{}: no {} frames".format(path, "/".join(FRAME_SUFFIXES)))
@@ -94,7 +95,15 @@ def open_video(source):
         raise ValueError("{}: cannot open ({})".format(source, error))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-    return fps, (f.to_ndarray(format="rgb24") for f in container.decode(stream))
+    return fps, (_upright_rgb(f) for f in container.decode(stream))
+
+
+def _upright_rgb(frame):
+    """A PyAV frame as RGB, turned by its display rotation (phone videos), as
+    keras_r3d.predict reads it. OpenCV applies the rotation itself."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = int(round(getattr(frame, "rotation", 0) / 90.0)) % 4  # counterclockwise
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _natural_key(name):
@@ -232,7 +241,7 @@ def stream(runtime, source, every, k):
     target = contract.get("fps")
     ratio = fps / target if fps and target else 1.0  # source frames per model frame
     window = collections.deque(maxlen=span)
-    kept, last = 0, -every  # model frames so far; the source frame last classified
+    kept, last, index = 0, -every, -1  # model frames so far; the source frame last classified
     for index, frame in enumerate(frames):
         copies = 0  # model frame j is source frame round(j * ratio)
         while round(kept * ratio) <= index:
@@ -249,6 +258,13 @@ def stream(runtime, source, every, k):
             best = top_k(logits, labels, k, probabilities)
             print(json.dumps({"frame": index, "latency_ms": round(latency, 2), "top": best}),
                   flush=True)
+    if len(window) < span:
+        needed = "{} frames".format(span) + (" at {:g} fps ({:.1f} s)".format(target, span / target)
+                                             if target else "")
+        print(json.dumps({"source": str(source), "frames": index + 1,
+                          "error": "shorter than one window: {} needed".format(needed)}), flush=True)
+        return False
+    return True
 
 
 def main(argv=None):
@@ -263,7 +279,8 @@ def main(argv=None):
     parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
     parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
     parser.add_argument("--top_k", type=int, default=5)
-    args = parser.parse_args(argv)
+    # Options may also come between the model and the inputs (Python 3.7+).
+    args = getattr(parser, "parse_intermixed_args", parser.parse_args)(argv)
     if not (args.benchmark or args.inputs or args.stream):
         parser.error("give videos/frame folders to classify, --benchmark, or --stream")
     try:
@@ -289,8 +306,8 @@ def main(argv=None):
     for result in classify(runtime, args.inputs, args.top_k) if args.inputs else []:
         failed = failed or "error" in result
         print(json.dumps(result), flush=True)
-    if args.stream:
-        stream(runtime, args.stream, args.every, args.top_k)
+    if args.stream and not stream(runtime, args.stream, args.every, args.top_k):
+        failed = True
     return 1 if failed else 0
 
 

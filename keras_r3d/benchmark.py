@@ -736,16 +736,14 @@ def layer_kind(layer):
     return type(layer).__name__
 
 
-def profile_layers(model, batch_size, repeats, implementation="frames"):
+def profile_layers(model, batch_size, repeats, layers="frames"):
     """Median ms of each layer of a TF-backend model run alone on random
-    input of its input shape, traced with `keras_r3d.implementation`
+    input of its input shape, traced with the layer implementation `layers`
     ("frames" is how the TFLite export lowers them), less the time of an
     identity tf.function on the same input (call and copy overhead).
     Returns rows sorted by time, slowest first."""
     import keras
     import tensorflow as tf
-
-    from keras_r3d.layers import implementation as layer_implementation
 
     rng = np.random.default_rng(0)
     rows = []
@@ -758,7 +756,7 @@ def profile_layers(model, batch_size, repeats, implementation="frames"):
         else:
             inputs = tf.constant(rng.standard_normal((batch_size,) + tuple(layer.input.shape[1:])),
                                  tf.float32)
-        with layer_implementation(implementation):
+        with implementation(layers):
             fn = tf.function(layer.__call__, autograph=False)  # training=None: inference
             fn(inputs)  # trace
         identity = tf.function(lambda x: tf.nest.map_structure(tf.identity, x), autograph=False)
@@ -1354,8 +1352,9 @@ def _define_flags():
     flags.DEFINE_integer("rounds", 1, "Measure each model's cells (runtimes, the official code) "
                          "this many times in turn, each with its share of --repeats (rounded up), and "
                          "merge: all cells then sample the same moments of a machine whose speed "
-                         "drifts. Each round exports and compiles again; rows keep the first round's "
-                         "export and compile times.", lower_bound=1)
+                         "drifts. Each round builds, exports and compiles again, so that a measurement "
+                         "holds only its own compiled model or artifact (its peak memory stays its "
+                         "own); rows keep the first round's export and compile times.", lower_bound=1)
     flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
     flags.DEFINE_string("official_repo", None,

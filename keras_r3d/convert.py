@@ -229,9 +229,9 @@ def default_class_names(dataset, num_classes):
     if dataset is None:
         return None
     names = read_labels(LABELS_DIR / f"{dataset}.txt")
-    if len(names) != num_classes:
-        raise ValueError(f"the bundled {dataset} list has {len(names)} classes but the checkpoint "
-                         f"has {num_classes}; pass labels=")
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"the bundled {dataset} list has {len(names)} classes, not {num_classes}; "
+                         "pass --labels (labels=) with the model's class list")
     return names
 
 
@@ -274,6 +274,8 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, **ov
     arch = settings.pop("arch")
     num_classes = settings.get("num_classes")
     class_names = read_labels(labels) if labels else default_class_names(dataset, num_classes)
+    if class_names is not None and num_classes is None:  # no classifier found: the overrides do not fit
+        settings["num_classes"] = num_classes = len(class_names)  # so that _assign names the tensors
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{labels}: {len(class_names)} labels for num_classes={num_classes}")
     if dataset is not None:
@@ -326,6 +328,7 @@ def _define_flags():
     flags.DEFINE_enum("dataset", None, list(DATASETS), "Preprocessing contract and bundled labels.")
     flags.DEFINE_bool("strict", False, "Fail when a known official file has the wrong sha256.")
     registry.define_architecture_flags(flags.FLAGS, "Architecture (else inferred).")
+    flags.adopt_module_key_flags(registry, flags.FLAGS)  # listed in --help, not only --helpfull
     flags.DEFINE_integer("num_classes", None, "Class count (else read from the classifier).")
 
 

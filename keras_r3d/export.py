@@ -41,6 +41,7 @@ import keras
 import numpy as np
 
 from keras_r3d import runtimes
+from keras_r3d.onnx_writer import MIN_OPSET
 from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
 from keras_r3d.models import fold_batch_norm
@@ -258,6 +259,8 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
 
     if converter not in ONNX_CONVERTERS:
         raise ValueError(f"converter must be one of {ONNX_CONVERTERS}, got {converter!r}")
+    if int(opset) < MIN_OPSET:  # tf2onnx's graphs of these models need it too (strided slices)
+        raise ValueError(f"ONNX export needs opset {MIN_OPSET} or later, got {opset}")
     proto = None
     if converter != "tf2onnx":
         try:
@@ -265,7 +268,9 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
                                             raw_input=raw_input, input_dtype=input_dtype)
         except onnx_writer.UnsupportedLayer as error:
             if converter == "keras_r3d":
-                raise
+                raise onnx_writer.UnsupportedLayer(
+                    f"the keras_r3d ONNX writer cannot translate this model ({error}); "
+                    "--onnx_converter auto or tf2onnx converts it with tf2onnx") from None
             log(f"onnx: {error}; converting with tf2onnx instead")
     if proto is None:
         _tf()
@@ -484,9 +489,12 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                          "videos / frame folders)")
     if raw_input and "tftrt" in formats:
         raise ValueError("--tftrt builds from float-pixel input; it cannot be combined with --raw_input")
+    out = pathlib.Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: the output is a folder, where the artifacts and "
+                         f"{REPORT_NAME} go")
     _tf()
     contract = model.preprocessing
-    out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     calibration_clips = None
@@ -530,7 +538,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
-    report["formats"] = {key: result for key, result in _earlier_formats(out, report).items()
+    report["formats"] = {key: result for key, result in _earlier_formats(out, report, log).items()
                          if key not in redone}
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same weights)")
@@ -557,7 +565,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     return report
 
 
-def _earlier_formats(out, report):
+def _earlier_formats(out, report, log):
     """The verified formats of an earlier export into `out` of the same weights
     and input kind as `report`'s, whose files are still there, so that exports
     run one after another into one folder keep one report."""
@@ -566,6 +574,11 @@ def _earlier_formats(out, report):
     except (OSError, ValueError):
         return {}
     if any(earlier.get(key) != report[key] for key in ("weights_sha256", "raw_input")):
+        files = [pathlib.Path(result["path"]).name for result in earlier.get("formats", {}).values()
+                 if pathlib.Path(result.get("path", "")).exists()]
+        if files:
+            log(f"{REPORT_NAME}: the earlier export here ({', '.join(files)}) is of other weights "
+                "or input; its files stay, out of the new report")
         return {}
     return {key: result for key, result in earlier.get("formats", {}).items()
             if pathlib.Path(result.get("path", "")).exists()}
@@ -657,7 +670,7 @@ def _define_flags():
                         "default: the calibration clips.")
     flags.DEFINE_bool("raw_input", False, "Take normalized float32 input (no preprocessing in the graph).")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13: TensorRT 8.2 / JetPack 4.6).",
-                         lower_bound=9)
+                         lower_bound=MIN_OPSET)
     flags.DEFINE_enum("onnx_converter", "auto", ONNX_CONVERTERS,
                       "ONNX (and TensorRT) export: keras_r3d's channels-first writer, tf2onnx, or "
                       "auto: the writer, tf2onnx for layers it lacks.")

@@ -83,7 +83,8 @@ def classify(model, path_or_frames, top_k=5, clips=1):
 
     Returns:
         `{"top": [{"label": str, "prob": float}, ...], "windows": int}` with
-        the `top_k` most likely classes by the averaged window softmax.
+        the `top_k` most likely classes by the averaged window softmax, and a
+        "note" where the video is shorter than one window.
     """
     if isinstance(model, (str, pathlib.Path)):
         from keras_r3d.saving import load
@@ -93,12 +94,20 @@ def classify(model, path_or_frames, top_k=5, clips=1):
         frames, fps = read_video(path_or_frames)
     else:
         frames, fps = path_or_frames, None
-    windows = clips_from_frames(frames, model.preprocessing, fps, clips)
-    outputs = model.predict_on_batch(preprocess(windows, model.preprocessing))
+    contract = model.preprocessing
+    windows = clips_from_frames(frames, contract, fps, clips)
+    outputs = model.predict_on_batch(preprocess(windows, contract))
     probs = class_scores(model, outputs).mean(axis=0)
     best = np.argsort(-probs)[:top_k]
-    return {"top": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
-            "windows": len(windows)}
+    result = {"top": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
+              "windows": len(windows)}
+    count = len(resample_indices(len(frames), fps, contract.fps))
+    span = contract.frames * contract.temporal_downsample
+    if count < span:
+        rate = f" at {contract.fps:g} fps" if fps and contract.fps else ""
+        result["note"] = (f"{count} frames{rate}, fewer than the {span} of one window: "
+                          "the window repeats them (loop padding, as the official code pads)")
+    return result
 
 
 def main(argv):
@@ -128,6 +137,7 @@ def main(argv):
             print(f"{path}\n  error: {result['error']}", flush=True)
         else:
             lines = [f"  {c['prob']:7.2%}  {c['label']}" for c in result["top"]]
+            lines += [f"  note: {result['note']}"] if "note" in result else []
             print(f"{path}  ({result['windows']} window{'s' * (result['windows'] > 1)})\n"
                   + "\n".join(lines), flush=True)
     return 1 if failed else 0

@@ -740,6 +740,7 @@ def define_flags(flag_values=None):
     d.DEFINE_integer("synthetic_size", synthetic.DEFAULTS.size, "Synthetic video side in pixels.",
                      lower_bound=32)
     registry.define_architecture_flags(flag_values, "Architecture to train from scratch.")
+    flags.adopt_module_key_flags(registry, flag_values)  # listed in --help, not only --helpfull
     d.DEFINE_float("dropout", None, "Head dropout (default: the builder's; 0.9 when fine-tuning "
                    "the efficient nets).")
     d.DEFINE_string("model", None, "A .keras model file to continue training (same classes).")

@@ -74,3 +74,23 @@ def use_data_statistics(model, clips):
         layer.momentum = 0.9
         variance = layer.moving_variance.numpy()
         layer.moving_variance.assign(np.maximum(variance, np.median(variance)))
+
+
+def write_rotated_video(path, frames=5):
+    """A 64x32 mpeg4 video whose left half is white, stored with a 90° display
+    rotation (as phones record): upright, it is 32 wide and 64 high, white at
+    the bottom."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # played turned a quarter counterclockwise
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:, :32] = 255
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

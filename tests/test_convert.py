@@ -83,6 +83,13 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
         convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5)
     message = str(error.value)
     assert "features.0.banch2.0.weight" in message and "conv_last_1/moving_variance" in message
+    # A wrong --arch finds no classifier: the class count comes from the data set's list, and
+    # the error names the tensors, not the count.
+    state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
+    with pytest.raises(convert.CheckpointMismatch, match="conv1.0.weight .*: no matching Keras weight"):
+        convert.convert_state_dict(state, arch="resnet", depth=18, dataset="jester")
+    with pytest.raises(ValueError, match="the bundled jester list has 27 classes, not 10; pass --labels"):
+        convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2", num_classes=10)
 
 
 def test_official_file_name_is_parsed():
@@ -150,3 +157,6 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
                           "--output", str(tmp_path / "model.h5")], capture_output=True, text=True)
     assert run.returncode == 1 and "is written as a .keras file" in run.stderr
     assert not (tmp_path / "model.h5").exists()
+    for module in ("keras_r3d.convert", "keras_r3d.train"):  # the architecture flags, not only in --helpfull
+        run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+        assert "--width_mult" in run.stdout and "--arch" in run.stdout, module

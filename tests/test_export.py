@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import export, runtimes
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE
+from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = REPO / "exports" / "run_on_device.py"
@@ -147,6 +147,37 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch):
+    """A phone video's display rotation and macOS `._` files among the frames
+    (the PyAV path: OpenCV rotates by itself); a video shorter than one
+    window; options between the model and the inputs."""
+    import importlib.util
+    import shutil
+
+    from keras_r3d.video import read_video
+
+    module_spec = importlib.util.spec_from_file_location("run_on_device", RUNNER)
+    runner = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(runner)
+    monkeypatch.setattr(runner, "_cv2", lambda: None)
+    rotated = write_rotated_video(tmp_path / "rotated.mp4")
+    folder = tmp_path / "thumb_up"
+    shutil.copytree(GESTURES["thumb_up"], folder)
+    (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    for path in (rotated, folder):
+        np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
+
+    # 5 frames at 25 fps: 2 at the model's 12 fps, short of its 32-frame window.
+    command = [sys.executable, str(RUNNER), str(jester["dir"] / "model.onnx"), "--top_k", "1",
+               str(folder), "--stream", str(rotated)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines[1]["top"][0]["label"] == "Thumb_Up"
+    assert lines[2] == {"source": str(rotated), "frames": 5,
+                        "error": "shorter than one window: 32 frames at 12 fps (2.7 s) needed"}
+
+
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
     """JetPack 4.6 and 5 (Python 3.6, 3.8) have tflite-runtime wheels, not ai-edge-litert."""
     import types
@@ -183,6 +214,10 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_weights(tmp_path):
                "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
                            "saved_model": {"path": str(tmp_path / "gone")}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
-    assert list(export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": False})) == ["onnx"]
-    assert export._earlier_formats(tmp_path, {"weights_sha256": "def", "raw_input": False}) == {}
-    assert export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": True}) == {}
+    lines = []
+    assert list(export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": False},
+                                        lines.append)) == ["onnx"]
+    assert export._earlier_formats(tmp_path, {"weights_sha256": "def", "raw_input": False}, lines.append) == {}
+    assert export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": True}, lines.append) == {}
+    assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) is of other weights or "
+                     "input; its files stay, out of the new report"] * 2

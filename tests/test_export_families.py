@@ -148,6 +148,12 @@ def test_argument_checks(tiny_model, tmp_path):
         export.export_model(tiny_model, tmp_path, ["tftrt"], raw_input=True)
     with pytest.raises(FileNotFoundError):
         runtimes.load_runtime(tmp_path / "missing.tflite")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match="clip.mp4 is a file: the output is a folder"):
+        export.export_model(tiny_model, tmp_path / "clip.mp4", ["onnx"])
+    with pytest.raises(ValueError, match="opset 11 or later, got 10"):
+        export.export_onnx(tiny_model, tmp_path / "old.onnx", opset=10, converter="tf2onnx")
+    assert not (tmp_path / "old.onnx").exists()
 
 
 def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, raw_input_tflite):

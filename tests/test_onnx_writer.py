@@ -93,7 +93,7 @@ def test_other_layers_fall_back_to_tf2onnx(tmp_path):
                          class_names=model.class_names, architecture=model.architecture)
     with pytest.raises(onnx_writer.UnsupportedLayer, match="'leaky' \\(LeakyReLU\\)"):
         onnx_writer.model_proto(custom)
-    with pytest.raises(onnx_writer.UnsupportedLayer):
+    with pytest.raises(onnx_writer.UnsupportedLayer, match="--onnx_converter auto or tf2onnx"):
         export.export_onnx(custom, tmp_path / "writer.onnx", converter="keras_r3d")
     lines = []
     path = export.export_onnx(custom, tmp_path / "auto.onnx", log=lines.append)

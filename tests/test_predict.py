@@ -9,7 +9,7 @@ import pytest
 
 import keras_r3d
 from keras_r3d import predict
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO
+from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO, write_rotated_video
 
 
 def test_window_indices_follow_the_official_center_crop():
@@ -67,6 +67,10 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
                                 top_k=3, clips=4)
     assert result["windows"] == 4 and len(result["top"]) == 3
     assert result["top"][0]["prob"] >= result["top"][1]["prob"] >= result["top"][2]["prob"]
+    assert "note" not in result
+    short = keras_r3d.classify(model, np.zeros((5, 120, 160, 3), np.uint8))
+    assert short["note"] == ("5 frames, fewer than the 32 of one window: the window repeats them "
+                             "(loop padding, as the official code pads)")
 
 
 def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
@@ -105,19 +109,7 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
 
     from keras_r3d.video import VideoError, read_video
 
-    rotated = tmp_path / "rotated.mp4"
-    with av.open(str(rotated), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
-        stream.set_display_rotation(90)  # played turned a quarter counterclockwise
-        frame = np.zeros((32, 64, 3), np.uint8)
-        frame[:, :32] = 255  # the left half white
-        for _ in range(5):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    frames, _ = read_video(rotated)
+    frames, _ = read_video(write_rotated_video(tmp_path / "rotated.mp4"))
     assert frames.shape == (5, 64, 32, 3)  # upright: 32 wide, 64 high
     assert frames[0, 40:].mean() > 200 and frames[0, :24].mean() < 50  # the white half now at the bottom
 

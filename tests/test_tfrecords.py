@@ -250,7 +250,7 @@ def test_bad_jester_annotations_fail_before_any_work(jester_tree, case, message)
     assert not (root / "out").exists()
 
 
-def test_bad_ucf_kinetics_and_folders_annotations(ucf_tree, tmp_path):
+def test_bad_ucf_kinetics_and_folders_annotations(ucf_tree, fixtures_dir, tmp_path):
     notes = ucf_tree / "annotations"
     (notes / "testlist01.txt").write_text("Juggling/v_Juggling_g01_c01.avi\n")
     with pytest.raises(AnnotationError, match="unknown class 'Juggling'"):
@@ -272,12 +272,21 @@ def test_bad_ucf_kinetics_and_folders_annotations(ucf_tree, tmp_path):
         tool.convert("folders", tmp_path / "empty", tmp_path / "out", progress=False)
     with pytest.raises(AnnotationError, match="is not a folder"):
         tool.convert("folders", tmp_path / "nowhere", tmp_path / "out", progress=False)
+    # Frame folders given as the class folders: frames where videos should be.
+    with pytest.raises(AnnotationError, match="no videos in its class folders .*a folder of frames is one "
+                                              "video, so put each in a class folder"):
+        tool.convert("folders", GESTURES["thumb_up"].parent, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_reports_annotation_errors(tmp_path, capsys):
+def test_cli_reports_annotation_errors_and_nothing_converted(tmp_path, capsys):
     assert tool.main(["--format", "folders", "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert "error: " in capsys.readouterr().err
+    (tmp_path / "in" / "cls").mkdir(parents=True)
+    (tmp_path / "in" / "cls" / "broken.avi").write_bytes(b"not a video")
+    assert tool.main(["--format", "folders", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                      "--workers", "1"]) == 1
+    assert "error: no video was converted" in capsys.readouterr().err
 
 
 def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, tmp_path):

@@ -34,7 +34,7 @@ def test_a_reversed_video_is_the_forward_one_played_backwards(tmp_path):
         assert np.abs(forward - backward).mean() > 3 * np.abs(forward[::-1] - backward).mean()  # it moves
 
 
-def test_make_synthetic_builds_and_resumes(tmp_path):
+def test_make_synthetic_builds_and_resumes(tmp_path, capsys):
     manifest = synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False)
     assert manifest["labels"] == list(synthetic.CLASSES)
     assert sum(e["videos"] for e in manifest["splits"].values()) == 24 and not manifest["skipped"]
@@ -65,6 +65,11 @@ def test_make_synthetic_builds_and_resumes(tmp_path):
     assert sum(summary["labels"].values()) == 24 and len(summary["labels"]) == 8
     sheet = inspect.contact_sheet(str(tmp_path / "train-*.tfrecord"), tmp_path / "sheet.png", clips=4, columns=5)
     assert Image.open(sheet).size == (160 + 5 * 64, 4 * 64)
+    # The CLI takes the records' folder too, and names a file that is not a TFRecord.
+    assert inspect.main([str(tmp_path), "--sheet", str(tmp_path / "folder.png"), "--clips", "2"]) == 0
+    assert "24 videos, 240 frames" in capsys.readouterr().out and (tmp_path / "folder.png").exists()
+    assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2
+    assert "folder.png: not video TFRecords" in capsys.readouterr().err
 
 
 def test_config_checks():

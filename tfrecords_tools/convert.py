@@ -271,6 +271,9 @@ def main(argv=None):
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (reasons in manifest.json)")
+    if not any(entry["videos"] for entry in manifest["splits"].values()):
+        print("error: no video was converted", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,13 @@ import sys
 import numpy as np
 
 
+def shard_pattern(pattern):
+    """A glob of shards as it is; a folder as the glob of its .tfrecord files."""
+    import tensorflow as tf
+
+    return f"{pattern.rstrip('/')}/*.tfrecord" if tf.io.gfile.isdir(pattern) else pattern
+
+
 def summarize(file_pattern):
     """Counts of the matching shards: videos, frames, sizes and labels."""
     import tensorflow as tf
@@ -71,15 +78,23 @@ def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfrecords_tools.inspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pattern", help="glob of .tfrecord shards (quote it)")
-    parser.add_argument("--sheet", default="contact_sheet.png", help="PNG to write ('' for none)")
+    parser.add_argument("pattern", help="glob of .tfrecord shards (quote it), or their folder")
+    parser.add_argument("--sheet", default="contact_sheet.png",
+                        help="PNG to write (default: %(default)s in the current folder; '' for none)")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--columns", type=int, default=8)
     args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    pattern = shard_pattern(args.pattern)
     try:
-        summary = summarize(args.pattern)
+        summary = summarize(pattern)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except tf.errors.OpError as error:  # not TFRecords, or not keras_r3d's video records
+        print(f"error: {args.pattern}: not video TFRecords ({error.message.splitlines()[0]})",
+              file=sys.stderr)
         return 2
     low, mean, high = summary["frames_per_video"] or (0, 0, 0)
     print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "
@@ -88,7 +103,7 @@ def main(argv=None):
     for (index, label), count in summary["labels"].items():
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
-        print(f"contact sheet: {contact_sheet(args.pattern, args.sheet, args.clips, args.columns)}")
+        print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns)}")
     return 0
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import pathlib
 
-from keras_r3d.video import VIDEO_SUFFIXES
+from keras_r3d.video import FRAME_SUFFIXES, VIDEO_SUFFIXES
 
 
 class AnnotationError(ValueError):
@@ -229,6 +229,9 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
             if not _utf8(path.name):
                 missing.append((repr(path), "the file name is not valid UTF-8"))
                 continue
+            if path.suffix.lower() in FRAME_SUFFIXES:
+                missing.append((str(path), "a frame image: a video's frames go in a folder of their own"))
+                continue
             if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
                 missing.append((str(path), "not a video file or frame folder"))
                 continue
@@ -236,6 +239,12 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
             subset = "val" if digest < val_fraction else "train"
             items.append(Item(str(path), f"{label}/{path.stem if path.is_file() else path.name}",
                               label_index, label, subset))
+    if not items:
+        frames = any(reason.startswith("a frame image") for _, reason in missing)
+        raise AnnotationError(f"{root}: no videos in its class folders (INPUT/<class>/<video file or "
+                              "frame folder>)" + ("; the class folders hold frame images: a folder of "
+                                                  "frames is one video, so put each in a class folder"
+                                                  if frames else ""))
     return _finish(items, missing, labels)
 
 
