@@ -276,6 +276,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (TFLite, onnxruntime)")
+    parser.add_argument("--no_spin", action="store_true", help="onnxruntime: threads wait without "
+                        "spinning (for cores shared with other busy processes, e.g. a camera pipeline)")
     parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
     parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
     parser.add_argument("--top_k", type=int, default=5)
@@ -291,7 +293,7 @@ def main(argv=None):
         parser.error("batch sizes, --iterations, --every and --top_k must be >= 1")
 
     try:
-        runtime = runtimes.load_runtime(args.model, num_threads=args.threads)
+        runtime = runtimes.load_runtime(args.model, num_threads=args.threads, spin=not args.no_spin)
     except (ValueError, OSError) as error:  # OSError: a missing file too
         parser.exit(2, "error: {}\n".format(error))
     header = {"model": args.model, "runtime": runtime.name, "input": runtime.input_dtype.name,

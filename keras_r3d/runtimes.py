@@ -67,12 +67,15 @@ class Runtime(object):
                                           list(self.input_shape))
 
 
-def load_runtime(path, num_threads=None):
+def load_runtime(path, num_threads=None, spin=True):
     """Loads an artifact of `python -m keras_r3d.export` (see module doc).
 
     Args:
         path: a `.tflite`, `.onnx` or `.engine` file, or a SavedModel folder.
         num_threads: CPU threads (TFLite, onnxruntime); None: the runtime's default.
+        spin: onnxruntime's threads spin while they wait: fastest on CPUs of
+            their own; False where other busy processes share the cores (2 spinning
+            threads then lost half their speed, README "Benchmarks").
     """
     path = str(path)
     if os.path.isdir(path):
@@ -83,7 +86,7 @@ def load_runtime(path, num_threads=None):
     if suffix == ".tflite":
         return _TFLiteRuntime(path, num_threads)
     if suffix == ".onnx":
-        return _OnnxRuntime(path, num_threads)
+        return _OnnxRuntime(path, num_threads, spin)
     if suffix in (".engine", ".plan", ".trt"):
         return _TensorRTRuntime(path)
     raise ValueError("{}: expected a .tflite, .onnx or .engine file or a SavedModel folder".format(path))
@@ -229,13 +232,15 @@ class _TFLiteRuntime(Runtime):
 class _OnnxRuntime(Runtime):
     """onnxruntime on the CPU (or CUDA/TensorRT providers where installed)."""
 
-    def __init__(self, path, num_threads):
+    def __init__(self, path, num_threads, spin):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
         self._session = ort.InferenceSession(path, options, providers=providers)

@@ -97,6 +97,20 @@ def test_runtimes_take_any_batch_size(jester):
         runtime(jester["clips"][:, :8])
 
 
+def test_onnxruntime_threads_spin_unless_told_not_to(jester):
+    entry = "session.intra_op.allow_spinning"
+    for spin in (True, False):
+        runtime = runtimes.load_runtime(jester["dir"] / "model.onnx", num_threads=2, spin=spin)
+        options = runtime._session.get_session_options()
+        if spin:  # not set: onnxruntime's default, spinning
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                options.get_session_config_entry(entry)
+        else:
+            assert options.get_session_config_entry(entry) == "0"
+        np.testing.assert_allclose(runtime(jester["clips"]), runtimes.load_runtime(
+            jester["dir"] / "model.onnx")(jester["clips"]), atol=1e-5)
+
+
 def _blocked_env(tmp_path):
     """PYTHONPATH that makes `import tensorflow/keras/keras_r3d/onnx` fail
     (onnxruntime alone reads an ONNX file's metadata)."""
@@ -169,7 +183,7 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
 
     # 5 frames at 25 fps: 2 at the model's 12 fps, short of its 32-frame window.
     command = [sys.executable, str(RUNNER), str(jester["dir"] / "model.onnx"), "--top_k", "1",
-               str(folder), "--stream", str(rotated)]
+               str(folder), "--stream", str(rotated), "--no_spin"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
