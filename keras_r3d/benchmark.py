@@ -1072,7 +1072,8 @@ def render_markdown(results):
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
         f"{settings['warmup']} warmup calls (and at least {settings.get('warmup_s', 0)} s) and "
         f"{_timed_calls_text(settings)}, "
-        f"{settings['threads']} thread{'s' * (settings['threads'] != 1)}, TF32 {'on' if settings['tf32'] else 'off'}, "
+        f"{settings['threads']} thread{'s' * (settings['threads'] != 1)}, "
+        f"TF32 {'on' if settings['tf32'] else 'off'}, "
         f"TF jit_compile {','.join(settings['tf_jit_compile'])} (auto: XLA on GPU only).",
         f"- 1-minute load average: {run['load_1min_before']:.2f} before, "
         f"{_fmt(run.get('load_1min_after'), 2)} after, on {cores} cores.",

@@ -292,3 +292,9 @@ def label_names(file_pattern):
 
 __all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",
            "SCALES"]
+
+
+def damaged_records_message(error, where):
+    """The one-line error for a `tf.errors.DataLossError` from the TFRecords of `where`."""
+    return (f"a TFRecord of {where} is truncated or corrupt ({error.message.splitlines()[0]}); "
+            "check them with python -m tfrecords_tools.inspect")

@@ -240,6 +240,7 @@ def format_results(results):
 
 
 def main(argv):
+    import tensorflow as tf
     from absl import flags
 
     from keras_r3d import data as r3d_data
@@ -262,6 +263,9 @@ def main(argv):
                            reverse_time=f.reverse_time)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except tf.errors.DataLossError as error:
+        print(f"error: {r3d_data.damaged_records_message(error, f.data)}", file=sys.stderr)
         return 1
     results.update(model=str(f.model), data=str(f.data))
     print(format_results(results))

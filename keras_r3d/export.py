@@ -41,10 +41,10 @@ import keras
 import numpy as np
 
 from keras_r3d import runtimes
-from keras_r3d.onnx_writer import MIN_OPSET
 from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
 from keras_r3d.models import fold_batch_norm
+from keras_r3d.onnx_writer import MIN_OPSET
 from keras_r3d.preprocessing import preprocess
 
 FORMATS = ("saved_model", "tflite", "onnx", "tftrt")

@@ -50,7 +50,9 @@ def list_models(arch=None):
 def get_spec(name):
     specs = _specs()
     if name not in specs:
-        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(specs)}")
+        same = [known for known in specs if known.lower() == str(name).lower()]
+        hint = f"; did you mean {same[0]!r}?" if same else "."
+        raise ValueError(f"Unknown model {name!r}{hint} Valid names: {', '.join(specs)}")
     return specs[name]
 
 
@@ -126,4 +128,12 @@ def zoo_table(names=None):
 if __name__ == "__main__":
     import sys
 
-    print(zoo_table(sys.argv[1:] or None))
+    names = sys.argv[1:]
+    if {"-h", "--help"} & set(names):
+        print("usage: python -m keras_r3d.registry [NAME ...]: the params and MFLOPs of the named "
+              "configurations (default: all) beside Table 8's")
+        sys.exit(0)
+    try:
+        print(zoo_table(names or None))
+    except ValueError as error:
+        sys.exit(f"error: {error}")

@@ -46,10 +46,13 @@ METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip
                   "train_clips_per_s")
 
 
-# The flags that the optimizer, its schedule and the loss are built from: a
-# resumed run takes them from its checkpoint, so `--resume` refuses changes.
+# The flags that the model, the optimizer, its schedule and the loss are built
+# from: a resumed run takes them from its checkpoint, so `--resume` refuses changes.
 RESUME_FIXED = ("optimizer", "lr", "lr_schedule", "lr_steps", "warmup_epochs", "momentum", "dampening",
-                "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size")
+                "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size",
+                "model", "pretrained", "finetune", "arch", "width_mult", "groups", "depth", "cardinality",
+                "version", "shortcut", "dropout", "preprocessing", "frames", "size", "temporal_downsample",
+                "value_range", "mean", "std")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,6 +74,8 @@ def build_model(config, class_names):
     sources = [name for name in ("model", "pretrained", "arch") if config.get(name)]
     if len(sources) != 1:
         raise ValueError(f"give exactly one of --model, --pretrained, --arch (got {sources or 'none'})")
+    if config.get("finetune", "complete") != "complete" and not config.get("pretrained"):
+        raise ValueError(f"--finetune={config['finetune']} applies to --pretrained models only")
     num_classes = len(class_names)
     if config.get("model"):
         model = load(config["model"])
@@ -219,10 +224,12 @@ def fixed_settings(config):
 
 
 def check_resumable(state, config):
+    # Settings that a run of an earlier version did not record are not compared.
     changed = [f"--{name}={state['settings'].get(name)} (now {value})"
-               for name, value in fixed_settings(config).items() if state["settings"].get(name) != value]
+               for name, value in fixed_settings(config).items()
+               if name in state["settings"] and state["settings"][name] != value]
     if changed:
-        raise ValueError(f"--resume continues the run with its own optimizer and schedule, and these flags "
+        raise ValueError(f"--resume continues the run with its own model, optimizer and schedule, and these flags "
                          f"differ from the run's: {', '.join(changed)}. Give the run's values, or start a "
                          f"new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
@@ -333,6 +340,7 @@ def fit_epoch(model, dataset, epoch, steps, batch_size, description):
                 self.model.stop_training = True
 
     model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+              shuffle=False,  # the dataset shuffles; Keras' own flag would only warn that it cannot
               verbose=0, callbacks=[Progress()])
     return stats.close()
 
@@ -589,6 +597,8 @@ def _train(config):
     if not config["resume"] and run.state_path.exists():
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
+    if config["resume"] and not state:
+        print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
     if r3d_data.label_names(config["val_data"]) != class_names:
         raise ValueError("--train_data and --val_data have different class lists")
@@ -604,7 +614,9 @@ def _train(config):
                 check_resumable(state, config)
             model = keras.saving.load_model(run.path / state["checkpoint"], compile=True)
             model.jit_compile = jit_compile(config)
-            print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
+            print(f"Resuming {run.path} after epoch {state['epoch']}"
+                  + (f": all {config['epochs']} epochs are done" if state["epoch"] >= config["epochs"] else ""),
+                  file=sys.stderr)
         else:
             model = build_model(config, class_names)
             state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
@@ -875,7 +887,12 @@ def _flag_names():
 def finish_config(config, argv):
     """Fills the derived settings: output_dir and the synthetic data paths."""
     config = dict(config)
-    config["lr_steps"] = [int(s) for s in config["lr_steps"]]
+    for name, kind in (("lr_steps", int), ("value_range", float), ("mean", float), ("std", float)):
+        try:
+            config[name] = config[name] and [kind(v) for v in config[name]]
+        except ValueError:
+            raise ValueError(f"--{name} takes {kind.__name__}s separated by commas, got "
+                             f"{','.join(config[name])!r}") from None
     config["output_dir"] = config["output_dir"] or default_output_dir(argv)
     if config["synthetic_dir"]:
         for key, split in (("train_data", "train"), ("val_data", "val")):
@@ -897,6 +914,10 @@ def main(argv, full_argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    import tensorflow as tf
+
+    from keras_r3d.data import damaged_records_message
+
     try:
         train(config)
     except NonFiniteLossError as error:
@@ -905,6 +926,13 @@ def main(argv, full_argv):
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except tf.errors.DataLossError as error:  # a shard cut short or damaged
+        print(f"error: {damaged_records_message(error, '--train_data or --val_data')}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished epochs are saved in {config['output_dir']}; the same command "
+              "with --resume continues", file=sys.stderr)
+        return 130
     return 0
 
 

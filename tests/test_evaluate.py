@@ -173,6 +173,12 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     assert not list(model_path.parent.glob("*_eval.*"))
     done = evaluate_cli(f"--output={model_path}/results.json")
     assert done.returncode == 1 and "error: --output" in done.stderr and "Traceback" not in done.stderr
+    # A shard cut short (a copy interrupted): one line that says so, no traceback.
+    shard = next((tmp_path / "records").glob("train-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size * 3 // 4])  # mid-record
+    done = evaluate_cli()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"error: a TFRecord of {records} is truncated or corrupt" in done.stderr
 
 
 def test_data_labels_map_to_the_model_outputs_by_name():

@@ -40,6 +40,10 @@ def test_build_rejects_unknown_arch_and_kwargs():
         keras_r3d.build("mobilenet", widht_mult=1.0)
     with pytest.raises(ValueError, match="Valid names"):
         keras_r3d.create_model("ShuffleNetV9-1.0x")
+    with pytest.raises(ValueError, match="did you mean 'ShuffleNetV2-0.25x'"):
+        keras_r3d.create_model("shufflenetv2-0.25x")
+    jester = keras_r3d.build("shufflenetv2", width_mult=0.25, preprocessing="jester", input_shape=(8, 32, 32, 3))
+    assert jester.preprocessing == keras_r3d.preprocessing.DATASET_PREPROCESSING["jester"].replace(frames=8, size=32)
 
 
 @pytest.mark.parametrize("arch,kwargs,message", [
@@ -59,10 +63,12 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenet", {"pooling": "max"}, "pooling"),
     ("mobilenet", {"num_classes": 0}, "num_classes"),
     ("mobilenet", {"class_names": ["a", "b"], "num_classes": 3}, "2 class names"),
+    ("mobilenet", {"preprocessing": "imagenet"}, "preprocessing must be a Preprocessing, a dict or a data set"),
 ])
 def test_builders_reject_bad_arguments(arch, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         keras_r3d.build(arch, **kwargs)
+    assert "\x1b" not in str(error.value) and "Arguments received" not in str(error.value)  # Keras' wrapping
 
 
 def test_shufflenet_builds_exactly_the_official_pairs():

@@ -308,15 +308,24 @@ def test_the_command_line_replaces_a_recipes_architecture():
     with pytest.raises(ValueError, match="resnet has no dropout"):
         r3d_train.build_model(_parse("--recipe=jester", "--arch=resnet", "--depth=10", "--dropout=0.5"),
                               ["a", "b"])
+    with pytest.raises(ValueError, match="--finetune=last_layer applies to --pretrained models only"):
+        r3d_train.build_model(_parse("--recipe=jester", "--arch=resnet", "--finetune=last_layer"), ["a", "b"])
+    for flag, kind in (("--lr_steps=10,x", "ints"), ("--mean=a,b,c", "floats")):
+        with pytest.raises(ValueError, match=f"{flag.split('=')[0]} takes {kind} separated by commas"):
+            _parse("--recipe=jester", flag)
 
 
-def test_resume_refuses_changed_optimizer_and_schedule_flags(synthetic, tmp_path):
+def test_resume_refuses_changed_model_optimizer_and_schedule_flags(synthetic, tmp_path, capsys):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
                                       output_dir=str(tmp_path / "run"))
-    r3d_train.train(config)
-    for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16")):
+    r3d_train.train({**config, "resume": True})
+    assert f"note: --resume: no run in {tmp_path / 'run'} yet; starting one" in capsys.readouterr().err
+    for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16"),
+                        ("arch", "mobilenet"), ("size", 48), ("version", 1.0)):
         with pytest.raises(ValueError, match=f"--{flag}={config[flag]} \\(now {value}\\)"):
             r3d_train.train({**config, flag: value, "resume": True})
+    r3d_train.train({**config, "resume": True})
+    assert "after epoch 1: all 1 epochs are done" in capsys.readouterr().err
     import keras
 
     assert keras.config.dtype_policy().name == "float32"  # --precision held for its call only

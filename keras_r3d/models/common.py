@@ -4,11 +4,13 @@ Layer names are the official PyTorch module paths with "." replaced by "_"
 (the torch backend forbids dots): state-dict key `features.3.banch2.0.weight`
 lives in layer `features_3_banch2_0`.
 """
+import re
+
 import keras
 import numpy as np
 
 from keras_r3d import layers as r3d_layers
-from keras_r3d.preprocessing import Preprocessing
+from keras_r3d.preprocessing import DATASET_PREPROCESSING, Preprocessing
 
 PACKAGE = r3d_layers.PACKAGE
 BN_EPSILON = 1e-5  # PyTorch BatchNorm3d(eps=1e-5, momentum=0.1)
@@ -82,6 +84,11 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
         preprocessing = Preprocessing(frames=frames, size=size)
     elif isinstance(preprocessing, dict):
         preprocessing = Preprocessing.from_dict(preprocessing)
+    elif isinstance(preprocessing, str) and preprocessing in DATASET_PREPROCESSING:
+        preprocessing = DATASET_PREPROCESSING[preprocessing]
+    elif not isinstance(preprocessing, Preprocessing):
+        raise ValueError(f"{arch}: preprocessing must be a Preprocessing, a dict or a data set's name "
+                         f"({', '.join(DATASET_PREPROCESSING)}), got {preprocessing!r}")
     preprocessing = preprocessing.replace(frames=frames, size=size)
     architecture = {"arch": arch, **arch_kwargs}
     if include_top:
@@ -99,9 +106,19 @@ def build_graph(arch, input_shape, body):
     try:
         return inputs, body(inputs)
     except ValueError as error:
-        layer = _innermost_layer(error)
-        where = f" (layer {layer})" if layer and layer not in str(error) else ""
-        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}{where}: {error}") from None
+        layer, message = _innermost_layer(error), _plain_message(error)
+        where = f" (layer {layer})" if layer and layer not in message else ""
+        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}{where}: {message}") from None
+
+
+def _plain_message(error):
+    """The message of `error` without Keras' wrapping of a layer call's error
+    (its terminal bold codes, "Exception encountered when calling" and the
+    call's arguments)."""
+    parts = [part.strip() for part in re.split(r"\x1b\[[0-9;]*m", str(error))]
+    kept = [part for part in parts
+            if part and not part.startswith(("Exception encountered when calling", "Arguments received by"))]
+    return kept[0] if kept else str(error)
 
 
 def _innermost_layer(error):

@@ -45,7 +45,9 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
             official code cannot build raise a ValueError naming the layer.
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation: as in every keras_r3d builder.
-        preprocessing: a `Preprocessing` (or dict) for the model to carry.
+        preprocessing: a `Preprocessing`, a dict, or a data set's name (its official contract,
+            `keras_r3d.preprocessing.DATASET_PREPROCESSING`) for the model to carry; frames and size
+            follow `input_shape`.
         class_names: names of the outputs; `class_000`... by default.
     Returns:
         A `VideoClassifier` mapping normalized frames to logits.
