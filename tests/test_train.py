@@ -109,6 +109,20 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(synthetic, tmp_path):
     assert [r.split(",")[:2] for r in straight] == [r.split(",")[:2] for r in resumed]
 
 
+def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(_cli(run_dir, synthetic, epochs=50), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "state.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert f"interrupted: the finished epochs are saved in {run_dir}; the same command with --resume" in err
+    assert "Traceback" not in err
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
     import tensorflow as tf
 
