@@ -81,7 +81,9 @@ def open_video(source):
         raise ValueError("{}: {}".format(source, "a folder: --stream takes a video file or a camera index"
                                          if os.path.isdir(source) else "no such file"))
     cv2 = _cv2()
-    if cv2 is not None:
+    # OpenCV turns a phone video upright from 4.5 on (CAP_PROP_ORIENTATION_AUTO); older
+    # OpenCV (JetPack 4.6 ships 4.1) does not, so files go to PyAV there where it is installed.
+    if cv2 is not None and (camera or hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO") or not _has_pyav()):
         capture = cv2.VideoCapture(int(source) if camera else source)
         if not capture.isOpened():
             raise ValueError("{}: cannot open".format(source))
@@ -98,9 +100,17 @@ def open_video(source):
     return fps, (_upright_rgb(f) for f in container.decode(stream))
 
 
+def _has_pyav():
+    try:
+        import av  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def _upright_rgb(frame):
     """A PyAV frame as RGB, turned by its display rotation (phone videos), as
-    keras_r3d.predict reads it. OpenCV applies the rotation itself."""
+    keras_r3d.predict reads it."""
     image = frame.to_ndarray(format="rgb24")
     turns = int(round(getattr(frame, "rotation", 0) / 90.0)) % 4  # counterclockwise
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
@@ -113,7 +123,8 @@ def _natural_key(name):
 
 def _read_image(path, cv2):
     if cv2 is not None:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        # As Pillow reads frames for keras_r3d.predict: pixels as stored, no EXIF turn.
+        image = cv2.imread(path, cv2.IMREAD_COLOR | getattr(cv2, "IMREAD_IGNORE_ORIENTATION", 0))
         if image is None:
             raise ValueError("{}: unreadable frame".format(path))
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -8,8 +8,9 @@ __version__ = "0.1.0"
 import warnings
 
 # `python -m keras_r3d.registry` runs a module that this package imports: runpy's
-# warning about that is about our own module, and says nothing to a user.
-warnings.filterwarnings("ignore", message=r"'keras_r3d\.\w+' found in sys\.modules", category=RuntimeWarning)
+# warning about that says nothing to a user.
+warnings.filterwarnings("ignore", message=r"'keras_r3d\.registry' found in sys\.modules",
+                        category=RuntimeWarning)
 
 from keras_r3d.layers import implementation
 from keras_r3d.models import (

@@ -296,5 +296,5 @@ __all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame
 
 def damaged_records_message(error, where):
     """The one-line error for a `tf.errors.DataLossError` from the TFRecords of `where`."""
-    return (f"a TFRecord of {where} is truncated or corrupt ({error.message.splitlines()[0]}); "
-            "check them with python -m tfrecords_tools.inspect")
+    return (f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
+            "python -m tfrecords_tools.inspect names it")

@@ -44,13 +44,15 @@ from keras_r3d import runtimes
 from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
 from keras_r3d.models import fold_batch_norm
-from keras_r3d.onnx_writer import MIN_OPSET
 from keras_r3d.preprocessing import preprocess
 
 FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # TensorRT 8.2 (JetPack 4.6, Jetson TX2) parses ONNX up to opset 13.
 DEFAULT_OPSET = 13
+# tf2onnx's graphs of the zoo need opset 10 (strided slices); below the writer's
+# own minimum (onnx_writer.MIN_OPSET), "auto" converts with tf2onnx.
+MIN_OPSET = 10
 ONNX_CONVERTERS = ("auto", "keras_r3d", "tf2onnx")
 REPORT_NAME = "export_report.json"
 # Float32 artifacts must match Keras within FLOAT32_TOLERANCE * max(1, max|logits|).
@@ -259,8 +261,7 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
 
     if converter not in ONNX_CONVERTERS:
         raise ValueError(f"converter must be one of {ONNX_CONVERTERS}, got {converter!r}")
-    if int(opset) < MIN_OPSET:  # tf2onnx's graphs of these models need it too (strided slices)
-        raise ValueError(f"ONNX export needs opset {MIN_OPSET} or later, got {opset}")
+    _check_opset(opset)
     proto = None
     if converter != "tf2onnx":
         try:
@@ -489,6 +490,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                          "videos / frame folders)")
     if raw_input and "tftrt" in formats:
         raise ValueError("--tftrt builds from float-pixel input; it cannot be combined with --raw_input")
+    if {"onnx", "tftrt"} & set(formats):
+        _check_opset(opset)  # before any format is written
     out = pathlib.Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: the output is a folder, where the artifacts and "
@@ -538,8 +541,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
-    report["formats"] = {key: result for key, result in _earlier_formats(out, report, log).items()
-                         if key not in redone}
+    report["formats"] = _earlier_formats(out, report, redone, log)
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same weights)")
     for key, precision, write in exports:
@@ -565,23 +567,32 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     return report
 
 
-def _earlier_formats(out, report, log):
-    """The verified formats of an earlier export into `out` of the same weights
-    and input kind as `report`'s, whose files are still there, so that exports
-    run one after another into one folder keep one report."""
+def _earlier_formats(out, report, redone=(), log=print):
+    """The verified formats, but `redone`, of an earlier export into `out` of
+    the same weights and input kind as `report`'s whose files are still there,
+    so that exports run one after another into one folder keep one report."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
+    kept = {key: result for key, result in earlier.get("formats", {}).items()
+            if key not in redone and result.get("path") and pathlib.Path(result["path"]).exists()}
     if any(earlier.get(key) != report[key] for key in ("weights_sha256", "raw_input")):
-        files = [pathlib.Path(result["path"]).name for result in earlier.get("formats", {}).values()
-                 if pathlib.Path(result.get("path", "")).exists()]
-        if files:
-            log(f"{REPORT_NAME}: the earlier export here ({', '.join(files)}) is of other weights "
-                "or input; its files stay, out of the new report")
+        if kept:
+            names = ", ".join(pathlib.Path(result["path"]).name for result in kept.values())
+            log(f"{REPORT_NAME}: the earlier export here ({names}) is of other weights or input; "
+                "its files stay, out of the new report")
         return {}
-    return {key: result for key, result in earlier.get("formats", {}).items()
-            if pathlib.Path(result.get("path", "")).exists()}
+    return kept
+
+
+def _check_opset(opset):
+    try:
+        fits = int(opset) >= MIN_OPSET
+    except (TypeError, ValueError):
+        fits = False
+    if not fits:
+        raise ValueError(f"ONNX export needs an opset of {MIN_OPSET} or later, got {opset!r}")
 
 
 def weights_digest(model):

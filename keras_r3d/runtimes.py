@@ -74,8 +74,8 @@ def load_runtime(path, num_threads=None, spin=True):
         path: a `.tflite`, `.onnx` or `.engine` file, or a SavedModel folder.
         num_threads: CPU threads (TFLite, onnxruntime); None: the runtime's default.
         spin: onnxruntime's threads spin while they wait: fastest on CPUs of
-            their own; False where other busy processes share the cores (2 spinning
-            threads then lost half their speed, README "Benchmarks").
+            their own; False where other busy processes share the cores (README,
+            "Deploy").
     """
     path = str(path)
     if os.path.isdir(path):

@@ -74,7 +74,7 @@ def build_model(config, class_names):
     sources = [name for name in ("model", "pretrained", "arch") if config.get(name)]
     if len(sources) != 1:
         raise ValueError(f"give exactly one of --model, --pretrained, --arch (got {sources or 'none'})")
-    if config.get("finetune", "complete") != "complete" and not config.get("pretrained"):
+    if config.get("finetune") not in (None, "complete") and not config.get("pretrained"):
         raise ValueError(f"--finetune={config['finetune']} applies to --pretrained models only")
     num_classes = len(class_names)
     if config.get("model"):
@@ -215,9 +215,11 @@ def compile_model(model, config, steps_per_epoch):
 
 
 def fixed_settings(config):
-    """The settings that a resumed run must keep (`RESUME_FIXED`, and the
-    epochs under cosine decay, which spans the run)."""
+    """The settings that a resumed run must keep (`RESUME_FIXED`, model files
+    as real paths, and the epochs under cosine decay, which spans the run)."""
     settings = {name: config[name] for name in RESUME_FIXED}
+    for name in ("model", "pretrained"):
+        settings[name] = settings[name] and os.path.realpath(settings[name])
     if config["lr_schedule"] == "cosine":
         settings["epochs"] = config["epochs"]
     return json.loads(json.dumps(settings))  # as state.json holds them
@@ -888,11 +890,13 @@ def finish_config(config, argv):
     """Fills the derived settings: output_dir and the synthetic data paths."""
     config = dict(config)
     for name, kind in (("lr_steps", int), ("value_range", float), ("mean", float), ("std", float)):
-        try:
-            config[name] = config[name] and [kind(v) for v in config[name]]
-        except ValueError:
-            raise ValueError(f"--{name} takes {kind.__name__}s separated by commas, got "
-                             f"{','.join(config[name])!r}") from None
+        values = config[name].split(",") if isinstance(config[name], str) else config[name]
+        if values is not None:
+            try:
+                config[name] = [kind(v) for v in values]
+            except (TypeError, ValueError):
+                raise ValueError(f"--{name} takes {kind.__name__}s separated by commas, got "
+                                 f"{','.join(map(str, values))!r}") from None
     config["output_dir"] = config["output_dir"] or default_output_dir(argv)
     if config["synthetic_dir"]:
         for key, split in (("train_data", "train"), ("val_data", "val")):
@@ -930,8 +934,10 @@ def main(argv, full_argv):
         print(f"error: {damaged_records_message(error, '--train_data or --val_data')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the finished epochs are saved in {config['output_dir']}; the same command "
-              "with --resume continues", file=sys.stderr)
+        state = RunDirectory(config["output_dir"]).read_state()
+        print("\ninterrupted " + (f"after epoch {state['epoch']}, saved in {config['output_dir']}: the same "
+                                  "command with --resume continues" if state else
+                                  "before the first epoch ended: nothing is saved"), file=sys.stderr)
         return 130
     return 0
 

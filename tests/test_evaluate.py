@@ -179,6 +179,7 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     done = evaluate_cli()
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"error: a TFRecord of {records} is truncated or corrupt" in done.stderr
+    assert "function_node" not in done.stderr and "tfrecords_tools.inspect names it" in done.stderr
 
 
 def test_data_labels_map_to_the_model_outputs_by_name():

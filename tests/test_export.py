@@ -226,12 +226,14 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_weights(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     earlier = {"weights_sha256": "abc", "raw_input": False,
                "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
-                           "saved_model": {"path": str(tmp_path / "gone")}}}
+                           "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
     lines = []
-    assert list(export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": False},
-                                        lines.append)) == ["onnx"]
-    assert export._earlier_formats(tmp_path, {"weights_sha256": "def", "raw_input": False}, lines.append) == {}
-    assert export._earlier_formats(tmp_path, {"weights_sha256": "abc", "raw_input": True}, lines.append) == {}
+    same, other = {"weights_sha256": "abc", "raw_input": False}, {"weights_sha256": "def", "raw_input": False}
+    assert list(export._earlier_formats(tmp_path, same, log=lines.append)) == ["onnx"]
+    assert export._earlier_formats(tmp_path, same, {"onnx"}, lines.append) == {}  # written again now
+    assert export._earlier_formats(tmp_path, other, log=lines.append) == {}
+    assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, log=lines.append) == {}
     assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) is of other weights or "
                      "input; its files stay, out of the new report"] * 2
+    assert export._earlier_formats(tmp_path, other, {"onnx"}, lines.append) == {} and len(lines) == 2

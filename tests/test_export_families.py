@@ -151,9 +151,11 @@ def test_argument_checks(tiny_model, tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     with pytest.raises(ValueError, match="clip.mp4 is a file: the output is a folder"):
         export.export_model(tiny_model, tmp_path / "clip.mp4", ["onnx"])
-    with pytest.raises(ValueError, match="opset 11 or later, got 10"):
-        export.export_onnx(tiny_model, tmp_path / "old.onnx", opset=10, converter="tf2onnx")
-    assert not (tmp_path / "old.onnx").exists()
+    out = tmp_path / "old_opset"
+    for opset in (9, None):  # refused before any format is written
+        with pytest.raises(ValueError, match=f"an opset of 10 or later, got {opset!r}"):
+            export.export_model(tiny_model, out, ["tflite", "onnx"], opset=opset)
+        assert not out.exists() or not any(out.iterdir())
 
 
 def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, raw_input_tflite):

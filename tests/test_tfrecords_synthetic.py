@@ -69,7 +69,15 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys):
     assert inspect.main([str(tmp_path), "--sheet", str(tmp_path / "folder.png"), "--clips", "2"]) == 0
     assert "24 videos, 240 frames" in capsys.readouterr().out and (tmp_path / "folder.png").exists()
     assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2
-    assert "folder.png: not video TFRecords" in capsys.readouterr().err
+    assert "folder.png: truncated or corrupt (corrupted record at 0 (Is this even a TFRecord file?))" \
+        in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shard = sorted(tmp_path.glob("train-*.tfrecord"))[0]
+    (cut / shard.name).write_bytes(shard.read_bytes()[: shard.stat().st_size * 3 // 4])
+    assert inspect.main([str(cut), "--sheet", ""]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {cut / shard.name}: truncated or corrupt (" in err and "function_node" not in err
 
 
 def test_config_checks():

@@ -116,11 +116,18 @@ def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
     deadline = time.time() + 300
     while not (run_dir / "state.json").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert (run_dir / "state.json").exists() and process.poll() is None, "no epoch ended in time"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
-    assert f"interrupted: the finished epochs are saved in {run_dir}; the same command with --resume" in err
+    epoch = json.loads((run_dir / "state.json").read_text())["epoch"]
+    assert f"interrupted after epoch {epoch}, saved in {run_dir}: the same command with --resume" in err
     assert "Traceback" not in err
+    done = subprocess.run(_cli(run_dir, synthetic, "--resume", epochs=epoch + 1), cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Resuming {run_dir} after epoch {epoch}" in done.stderr
+    assert json.loads((run_dir / "state.json").read_text())["epoch"] == epoch + 1
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
@@ -324,9 +331,12 @@ def test_the_command_line_replaces_a_recipes_architecture():
                               ["a", "b"])
     with pytest.raises(ValueError, match="--finetune=last_layer applies to --pretrained models only"):
         r3d_train.build_model(_parse("--recipe=jester", "--arch=resnet", "--finetune=last_layer"), ["a", "b"])
+    assert r3d_train.build_model({"arch": "resnet", "depth": 10, "finetune": None}, ["a", "b"])  # the API's None
     for flag, kind in (("--lr_steps=10,x", "ints"), ("--mean=a,b,c", "floats")):
         with pytest.raises(ValueError, match=f"{flag.split('=')[0]} takes {kind} separated by commas"):
             _parse("--recipe=jester", flag)
+    # From Python, a comma-separated string is a list too.
+    assert r3d_train.finish_config({**_parse("--recipe=jester"), "mean": "0.4,0.5,0.6"}, [])["mean"] == [0.4, 0.5, 0.6]
 
 
 def test_resume_refuses_changed_model_optimizer_and_schedule_flags(synthetic, tmp_path, capsys):

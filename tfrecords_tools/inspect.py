@@ -30,10 +30,16 @@ def summarize(file_pattern):
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
     labels, sizes, frames = collections.Counter(), collections.Counter(), []
-    for video in tf.data.TFRecordDataset(files).map(schema.parse_video):
-        labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
-        sizes[(int(video["height"]), int(video["width"]))] += 1
-        frames.append(int(video["num_frames"]))
+    for file in files:
+        try:
+            for video in tf.data.TFRecordDataset([file]).map(schema.parse_video):
+                labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
+                sizes[(int(video["height"]), int(video["width"]))] += 1
+                frames.append(int(video["num_frames"]))
+        except tf.errors.DataLossError as error:
+            raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
+        except tf.errors.OpError as error:
+            raise ValueError(f"{file}: not a video TFRecord ({schema.error_text(error)})") from None
     return {"files": len(files), "videos": len(frames), "frames": sum(frames),
             "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
             "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common())}
@@ -84,17 +90,11 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--columns", type=int, default=8)
     args = parser.parse_args(argv)
-    import tensorflow as tf
-
     pattern = shard_pattern(args.pattern)
     try:
         summary = summarize(pattern)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except tf.errors.OpError as error:  # not TFRecords, or not keras_r3d's video records
-        print(f"error: {args.pattern}: not video TFRecords ({error.message.splitlines()[0]})",
-              file=sys.stderr)
         return 2
     low, mean, high = summary["frames_per_video"] or (0, 0, 0)
     print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "

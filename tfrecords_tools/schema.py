@@ -5,6 +5,7 @@ the feature list `image/encoded` holds one JPEG per frame, in display order.
 The key names match the TF Model Garden video reader.
 """
 import io
+import re
 
 import numpy as np
 
@@ -124,3 +125,11 @@ def read_video(file_pattern, video_id):
     for video in read_videos(file_pattern, video_id):
         return video
     raise KeyError(f"no video {video_id!r} in {file_pattern!r}")
+
+
+def error_text(error):
+    """The first line of a TensorFlow error reading records, without the
+    names of TensorFlow's internal functions and ops."""
+    line = error.message.splitlines()[0] if error.message else type(error).__name__
+    line = re.sub(r"\{\{function_node [^}]*\}\}|\s*\[Op:\w+\].*$", "", line)
+    return line.strip(" '")
