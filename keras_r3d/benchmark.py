@@ -906,6 +906,10 @@ def write_json_atomic(path, value):
 
 # ---------------------------------------------------------------- a whole run
 
+class CannotStart(ValueError):
+    """A run that cannot start: a model that cannot take the input shape."""
+
+
 def run_benchmark(settings, output_dir, tag, command):
     """Measures everything `settings` asks for; writes and returns the
     results (`{"run", "models", "results"}`) as `<tag>.json/.md/.png`."""
@@ -937,8 +941,11 @@ def run_benchmark(settings, output_dir, tag, command):
 
     for name in settings["models"]:
         keras.utils.set_random_seed(0)
-        model = create_model(name, num_classes=settings["num_classes"],
-                             input_shape=settings["input_shape"])
+        try:
+            model = create_model(name, num_classes=settings["num_classes"],
+                                 input_shape=settings["input_shape"])
+        except ValueError as error:
+            raise CannotStart(f"{name}: {error}") from None
         results["models"][name] = model_facts(name, model)
     save()
 
@@ -990,11 +997,22 @@ def run_layer_profiles(settings, backend):
 
 
 def rerender(json_path):
-    """Rewrites `<tag>.md` and `<tag>.png` beside a results JSON."""
+    """Rewrites `<tag>.md` and `<tag>.png` beside a results JSON; returns their paths.
+
+    Raises:
+        ValueError: `json_path` is not a results JSON (OSError: it cannot be read).
+    """
     json_path = pathlib.Path(json_path)
-    results = json.loads(json_path.read_text())
-    write_atomic(json_path.with_suffix(".md"), render_markdown(results))
-    plot_speed(results, json_path.with_suffix(".png"))
+    try:
+        results = json.loads(json_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{json_path}: not JSON ({error})") from None
+    if not isinstance(results, dict) or not {"run", "models", "results"} <= set(results):
+        raise ValueError(f"{json_path}: not the results JSON of a keras_r3d.benchmark run")
+    paths = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    write_atomic(paths[0], render_markdown(results))
+    plot_speed(results, paths[1])
+    return paths
 
 
 def _utc_now():
@@ -1382,7 +1400,7 @@ def _define_flags():
                       "several values time each.")
     flags.DEFINE_list("official_modes", list(OFFICIAL_MODES),
                       f"How the official code runs: {', '.join(OFFICIAL_MODES)}.")
-    flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png of this results JSON "
+    flags.DEFINE_string("rerender", None, "Only rewrite the .md and .png beside this results JSON "
                         "(e.g. of a run stopped early).")
     flags.DEFINE_string("worker_settings", None, "Internal: a worker subprocess's settings.")
     flags.DEFINE_string("worker_output", None, "Internal: where a worker writes its rows.")
@@ -1434,7 +1452,7 @@ def settings_from_flags(f):
 def default_tag():
     gpus = gpu_names()
     device = gpus[0].split(",")[0] if gpus else f"cpu{cpu_count()}"
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{device}-{stamp}")
 
 
@@ -1448,7 +1466,11 @@ def main(argv):
         worker_main(f.worker_settings, f.worker_output)
         return 0
     if f.rerender:
-        rerender(f.rerender)
+        try:
+            md, png = rerender(f.rerender)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: --rerender: {error}") from None
+        print(f"wrote {md}, {png}", file=sys.stderr)
         return 0
     try:
         settings = settings_from_flags(f)
@@ -1458,7 +1480,10 @@ def main(argv):
     if not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"error: --tag may hold letters, digits, '-', '_' and '.', got {tag!r}")
     command = shlex.join(["python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
-    results = run_benchmark(settings, f.output_dir, tag, command)
+    try:
+        results = run_benchmark(settings, f.output_dir, tag, command)
+    except CannotStart as error:
+        raise SystemExit(f"error: {error}") from None
     failed = [row for row in results["results"] if row["status"].startswith("error")]
     out = pathlib.Path(f.output_dir) / tag
     print(f"wrote {out}.json, {out}.md, {out}.png ({len(results['results'])} rows, "

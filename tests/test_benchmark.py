@@ -56,6 +56,15 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     png = (tmp_path / "smoke.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
+    # --rerender says what it wrote; a wrong file and a shape a model cannot take are one-line errors.
+    for extra, code, message in (([f"--rerender={tmp_path / 'smoke.json'}"], 0, f"wrote {tmp_path / 'smoke.md'}"),
+                                 ([f"--rerender={tmp_path / 'smoke.md'}"], 1, "error: --rerender: "),
+                                 (command[3:] + ["--input_shape=8,32,31", "--tag=odd"], 1,
+                                  "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square")):
+        done = subprocess.run(command[:3] + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+
 
 def _flags(**overrides):
     values = {"models": "ShuffleNetV2-0.25x", "backends": ["tensorflow"], "runtimes": ["keras"],
