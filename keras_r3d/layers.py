@@ -25,10 +25,10 @@ out)`) and chooses its computation when it is traced:
   (`keras_r3d.gpu_kernels`; JAX only: Triton on an NVIDIA GPU, the interpreter
   elsewhere).
 
-"auto" picks "frames" for grouped convs and pools on the TF backend and on
-JAX's CPU, "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the
-ShuffleNets and MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on
-PyTorch. On TF a padded dense conv is one native Conv3D with "same" padding
+"auto" picks "frames" for grouped convs and pools on the TF backend, "s2d" on
+JAX's CPU (2.4-10x "frames" there: benchmarks/cpu2-zen5-jax-layers*.md),
+"taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the ShuffleNets and
+MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on PyTorch. On TF a padded dense conv is one native Conv3D with "same" padding
 where that equals its symmetric padding, and 2D convs otherwise
 (`Conv3D._dense_lowering`). `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
@@ -79,7 +79,7 @@ def _lowering():
     if backend == "jax":
         import jax
 
-        return "frames" if jax.default_backend() == "cpu" else "taps_matmul"
+        return "s2d" if jax.default_backend() == "cpu" else "taps_matmul"
     return "native"
 
 
