@@ -453,8 +453,8 @@ def measure_keras(name, settings, on_row):
             not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
                            on_row)
             continue
-        if unavailable(layers):
-            not_applicable(base, settings["batch_sizes"], unavailable(layers), on_row)
+        if why := unavailable(layers):
+            not_applicable(base, settings["batch_sizes"], why, on_row)
             continue
         keras.utils.set_random_seed(0)
         with dtype_policy(precision):

@@ -290,11 +290,12 @@ def label_names(file_pattern):
     return read_manifest(file_pattern)[0]
 
 
-__all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",
-           "SCALES"]
-
-
 def damaged_records_message(error, where):
     """The one-line error for a `tf.errors.DataLossError` from the TFRecords of `where`."""
     return (f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
             "python -m tfrecords_tools.inspect names it")
+
+
+__all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",
+           "SCALES"]
+

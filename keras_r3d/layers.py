@@ -28,8 +28,9 @@ out)`) and chooses its computation when it is traced:
 "auto" picks "frames" for grouped convs and pools on the TF backend, "s2d" on
 JAX's CPU (2.4-10x "frames" there: benchmarks/cpu2-zen5-jax-layers*.md),
 "taps_matmul" on JAX's GPU (1.4-1.8x the cuDNN lowering of the ShuffleNets and
-MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on PyTorch. On TF a padded dense conv is one native Conv3D with "same" padding
-where that equals its symmetric padding, and 2D convs otherwise
+MobileNets: benchmarks/h200-run2-b8-fp32.md), and "native" on PyTorch. On TF
+a padded dense conv is one native Conv3D with "same" padding where that
+equals its symmetric padding, and 2D convs otherwise
 (`Conv3D._dense_lowering`). `with implementation("frames"):` forces 2D ops everywhere,
 dense 3D convs included, which is what a full-int8 TFLite export needs.
 Padding is explicit and symmetric, as in PyTorch, never Keras "same".
@@ -52,8 +53,8 @@ def implementation(name):
     """Chooses how the zoo's layers are traced inside the `with` block."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
-    if unavailable(name):
-        raise ValueError(unavailable(name))
+    if why := unavailable(name):
+        raise ValueError(why)
     token = _implementation.set(name)
     try:
         yield

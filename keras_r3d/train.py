@@ -46,13 +46,16 @@ METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip
                   "train_clips_per_s")
 
 
+# The flags that override a contract's sizes and its normalization (comma-separated).
+CONTRACT_SIZE_FLAGS = ("frames", "size", "temporal_downsample")
+CONTRACT_VALUE_FLAGS = ("value_range", "mean", "std")
 # The flags that the model, the optimizer, its schedule and the loss are built
-# from: a resumed run takes them from its checkpoint, so `--resume` refuses changes.
+# from, with the architecture flags (`registry.ARCHITECTURE_FLAGS`): a resumed
+# run takes them from its checkpoint, so `--resume` refuses changes.
 RESUME_FIXED = ("optimizer", "lr", "lr_schedule", "lr_steps", "warmup_epochs", "momentum", "dampening",
                 "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size",
-                "model", "pretrained", "finetune", "arch", "width_mult", "groups", "depth", "cardinality",
-                "version", "shortcut", "dropout", "preprocessing", "frames", "size", "temporal_downsample",
-                "value_range", "mean", "std")
+                "model", "pretrained", "finetune", "arch", "dropout", "preprocessing") \
+    + CONTRACT_SIZE_FLAGS + CONTRACT_VALUE_FLAGS
 
 
 class NonFiniteLossError(RuntimeError):
@@ -113,9 +116,8 @@ def _with_dropout(arch, kwargs, dropout):
 
 
 def _override_contract(preprocessing, config):
-    changes = {name: config[name] for name in ("frames", "size", "temporal_downsample")
-               if config.get(name)}
-    changes.update({name: tuple(float(v) for v in config[name]) for name in ("value_range", "mean", "std")
+    changes = {name: config[name] for name in CONTRACT_SIZE_FLAGS if config.get(name)}
+    changes.update({name: tuple(float(v) for v in config[name]) for name in CONTRACT_VALUE_FLAGS
                     if config.get(name)})
     return preprocessing.replace(**changes)
 
@@ -215,9 +217,12 @@ def compile_model(model, config, steps_per_epoch):
 
 
 def fixed_settings(config):
-    """The settings that a resumed run must keep (`RESUME_FIXED`, model files
-    as real paths, and the epochs under cosine decay, which spans the run)."""
-    settings = {name: config[name] for name in RESUME_FIXED}
+    """The settings that a resumed run must keep (`RESUME_FIXED` and the
+    architecture flags, model files as real paths, and the epochs under cosine
+    decay, which spans the run)."""
+    from keras_r3d import registry
+
+    settings = {name: config[name] for name in RESUME_FIXED + registry.ARCHITECTURE_FLAGS}
     for name in ("model", "pretrained"):
         settings[name] = settings[name] and os.path.realpath(settings[name])
     if config["lr_schedule"] == "cosine":
@@ -889,7 +894,7 @@ def _flag_names():
 def finish_config(config, argv):
     """Fills the derived settings: output_dir and the synthetic data paths."""
     config = dict(config)
-    for name, kind in (("lr_steps", int), ("value_range", float), ("mean", float), ("std", float)):
+    for name, kind in (("lr_steps", int),) + tuple((name, float) for name in CONTRACT_VALUE_FLAGS):
         values = config[name].split(",") if isinstance(config[name], str) else config[name]
         if values is not None:
             try:

@@ -240,7 +240,7 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
             items.append(Item(str(path), f"{label}/{path.stem if path.is_file() else path.name}",
                               label_index, label, subset))
     if not items:
-        frames = any(reason.startswith("a frame image") for _, reason in missing)
+        frames = any(pathlib.Path(source).suffix.lower() in FRAME_SUFFIXES for source, _ in missing)
         raise AnnotationError(f"{root}: no videos in its class folders (INPUT/<class>/<video file or "
                               "frame folder>)" + ("; the class folders hold frame images: a folder of "
                                                   "frames is one video, so put each in a class folder"
