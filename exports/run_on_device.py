@@ -54,16 +54,30 @@ def _cv2():
         return None
 
 
+def _frame_names(folder):
+    """The frame images of a folder in natural order; hidden files (macOS's ._*) are no frames."""
+    return sorted((n for n in os.listdir(folder) if n.lower().endswith(FRAME_SUFFIXES) and not n.startswith(".")),
+                  key=_natural_key)
+
+
 def read_frames(path):
-    """uint8 (T, H, W, 3) RGB frames and the fps (None for frame folders)."""
+    """uint8 (T, H, W, 3) RGB frames and the fps (None for frame folders),
+    with keras_r3d.predict's errors."""
     cv2 = _cv2()
     if os.path.isdir(path):
-        names = sorted((n for n in os.listdir(path)  # hidden files (macOS's ._*) are no frames
-                        if n.lower().endswith(FRAME_SUFFIXES) and not n.startswith(".")),
-                       key=_natural_key)
+        names = _frame_names(path)
         if not names:
-            raise ValueError("{}: no {} frames".format(path, "/".join(FRAME_SUFFIXES)))
-        return np.stack([_read_image(os.path.join(path, n), cv2) for n in names]), None
+            held = sorted(n for n in os.listdir(path)
+                          if os.path.isdir(os.path.join(path, n)) and _frame_names(os.path.join(path, n)))
+            hint = ": it holds frame folders ({}{}); pass those".format(
+                ", ".join(held[:3]), ", ..." if len(held) > 3 else "") if held else ""
+            raise ValueError("{}: a folder with no {} frames{}".format(path, "/".join(FRAME_SUFFIXES), hint))
+        frames = [_read_image(os.path.join(path, n), cv2) for n in names]
+        if len(set(f.shape for f in frames)) > 1:
+            raise ValueError("{}: frames of different sizes".format(path))
+        return np.stack(frames), None
+    if path.lower().endswith(FRAME_SUFFIXES) and os.path.isfile(path):
+        raise ValueError("{}: one image, not a video: pass the folder of its frames".format(path))
     if not os.path.isfile(path):
         raise ValueError("{}: no such file or folder".format(path))
     fps, frames = open_video(path)
@@ -90,6 +104,9 @@ def open_video(source):
         return capture.get(cv2.CAP_PROP_FPS) or None, _capture_frames(capture, cv2)
     if camera:
         raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
+    if not _has_pyav():
+        raise ValueError("{}: decoding a video needs OpenCV or PyAV (pip install opencv-python-headless, "
+                         "or av)".format(source))
     import av
     try:
         container = av.open(source)
@@ -128,7 +145,11 @@ def _read_image(path, cv2):
         if image is None:
             raise ValueError("{}: unreadable frame".format(path))
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError("{}: reading frames needs OpenCV or Pillow (pip install opencv-python-headless, "
+                         "or pillow)".format(path))
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -163,17 +184,24 @@ def scale_center_crop(frame, size):
 def center_clip(frames, fps, contract):
     """The official center window: `frames * temporal_downsample` frames around
     the middle (loop-padded), every `temporal_downsample`-th kept, each frame
-    scaled and center-cropped. Frames are first resampled to the model's fps."""
+    scaled and center-cropped. Frames are first resampled to the model's fps.
+
+    Returns the clip and a note (None) where the frames are fewer than one window."""
     target = contract.get("fps")
     if fps and target and abs(fps - target) > 1e-3:
         count = max(1, int(len(frames) * target / fps))
         frames = frames[np.minimum(np.round(np.arange(count) * fps / target).astype(int),
                                    len(frames) - 1)]
     span = contract["frames"] * contract["temporal_downsample"]
+    note = None
+    if len(frames) < span:
+        note = ("{} frames{}, fewer than the {} of one window: the window repeats them (loop padding, "
+                "as the official code pads)").format(len(frames), " at {:g} fps".format(target)
+                                                       if fps and target else "", span)
     begin = max(0, len(frames) // 2 - span // 2)
     window = np.resize(np.arange(begin, min(begin + span, len(frames))), span)
     window = window[::contract["temporal_downsample"]]
-    return np.stack([scale_center_crop(frames[i], contract["size"]) for i in window])
+    return np.stack([scale_center_crop(frames[i], contract["size"]) for i in window]), note
 
 
 def softmax(logits):
@@ -227,16 +255,16 @@ def _contract(runtime):
 
 
 def classify(runtime, paths, k):
+    """One result per path, as each is classified (an error does not stop the others)."""
     contract, labels, probabilities = _contract(runtime)
-    results = []
     for path in paths:
         try:
             frames, fps = read_frames(path)
-            clip = center_clip(frames, fps, contract)
-            results.append({"path": path, "top": top_k(runtime(clip[None])[0], labels, k, probabilities)})
+            clip, note = center_clip(frames, fps, contract)
+            result = {"path": path, "top": top_k(runtime(clip[None])[0], labels, k, probabilities)}
+            yield dict(result, note=note) if note else result
         except (ValueError, OSError) as error:
-            results.append({"path": path, "error": str(error)})
-    return results
+            yield {"path": path, "error": str(error)}
 
 
 def stream(runtime, source, every, k):
@@ -292,8 +320,13 @@ def main(argv=None):
     parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
     parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
     parser.add_argument("--top_k", type=int, default=5)
-    # Options may also come between the model and the inputs (Python 3.7+).
-    args = getattr(parser, "parse_intermixed_args", parser.parse_args)(argv)
+    # Options may come between the model and the inputs: argparse leaves the
+    # inputs after them over (Python 3.6 has no parse_intermixed_args).
+    args, rest = parser.parse_known_args(argv)
+    unknown = [arg for arg in rest if arg.startswith("-")]
+    if unknown:
+        parser.error("unrecognized arguments: {}".format(" ".join(unknown)))
+    args.inputs += rest
     if not (args.benchmark or args.inputs or args.stream):
         parser.error("give videos/frame folders to classify, --benchmark, or --stream")
     try:
@@ -305,7 +338,7 @@ def main(argv=None):
 
     try:
         runtime = runtimes.load_runtime(args.model, num_threads=args.threads, spin=not args.no_spin)
-    except (ValueError, OSError) as error:  # OSError: a missing file too
+    except (ValueError, OSError, ImportError) as error:  # OSError: a missing file too
         parser.exit(2, "error: {}\n".format(error))
     header = {"model": args.model, "runtime": runtime.name, "input": runtime.input_dtype.name,
               "input_shape": list(runtime.input_shape)}
@@ -316,7 +349,7 @@ def main(argv=None):
         for row in benchmark(runtime, batch_sizes, args.warmup, args.iterations):
             print(json.dumps(row), flush=True)
     failed = False
-    for result in classify(runtime, args.inputs, args.top_k) if args.inputs else []:
+    for result in classify(runtime, args.inputs, args.top_k):
         failed = failed or "error" in result
         print(json.dumps(result), flush=True)
     if args.stream and not stream(runtime, args.stream, args.every, args.top_k):

@@ -2,10 +2,11 @@
 
     python -m keras_r3d.convert jester_shufflenet_0.5x_G3_RGB_16_best.pth --output model.keras
 
-The architecture comes from, in increasing priority: the checkpoint's `arch`
-key and tensor shapes, the official file name
+The architecture comes from, in increasing priority: the official file name
 (`<dataset>_<arch>_<width>x[_G<g>]_RGB_16_best.pth`,
-`<dataset>_<arch>_<depth>_RGB_16_best.pth`), then explicit arguments.
+`<dataset>_<arch>_<depth>_RGB_16_best.pth`), the checkpoint's `arch` key and
+the settings its tensor shapes determine (a file name that disagrees with them
+gets a warning), then explicit arguments.
 """
 import hashlib
 import pathlib
@@ -138,16 +139,24 @@ def _infer_from_tensors(arch, state):
     return found
 
 
-def resolve_settings(file_name, state, overrides):
-    """Merges the tensor shapes, the official file name and `overrides`."""
-    settings = parse_official_name(file_name)
+def resolve_settings(file_name, state, overrides, checkpoint_arch=None):
+    """Merges the official file name, the checkpoint (its `arch` key and tensor
+    shapes) and `overrides`, in increasing priority."""
+    named = parse_official_name(file_name)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    arch = overrides.get("arch", settings.get("arch"))
+    found = {"arch": checkpoint_arch} if checkpoint_arch else {}
+    arch = overrides.get("arch", found.get("arch", named.get("arch")))
     if arch not in registry.BUILDERS:
         raise ValueError(f"cannot tell the architecture of {file_name or 'the state dict'} (got "
                          f"{arch!r}); pass --arch (arch=) one of {', '.join(registry.BUILDERS)}")
-    named = {k: v for k, v in settings.items() if k in ("arch", "dataset") or k in registry.builder_kwargs(arch)}
-    settings = {**_infer_from_tensors(arch, state), **named, **overrides}
+    found.update(_infer_from_tensors(arch, state))
+    named = {k: v for k, v in named.items() if k in ("arch", "dataset") or k in registry.builder_kwargs(arch)}
+    differ = [f"{k}={named[k]!r} where the checkpoint has {found[k]!r}"
+              for k in found if k in named and k not in overrides and named[k] != found[k]]
+    if differ:
+        warnings.warn(f"{file_name}: the file name says {'; '.join(differ)}: converting the checkpoint's "
+                      "(pass the settings as flags to choose)", stacklevel=3)
+    settings = {**named, **found, **overrides}
     classifier_key = CLASSIFIER_KEYS[arch]
     if "num_classes" not in settings and classifier_key in state:
         settings["num_classes"] = int(state[classifier_key].shape[0])
@@ -158,6 +167,7 @@ def _assign(model, state):
     """Copies every tensor into its Keras weight; raises on any mismatch."""
     layers = {layer.name: layer for layer in model.layers}
     assigned = {}  # id(keras variable) -> torch key
+    misfits = set()  # id(keras variable) whose tensor has another shape
     problems = []
     for key, value in state.items():
         module, param = key.rsplit(".", 1)
@@ -172,13 +182,14 @@ def _assign(model, state):
         if tuple(target.shape) != array.shape:
             problems.append(f"{key} {tuple(value.shape)}: Keras {target.path} expects "
                             f"{tuple(target.shape)} after transposition, got {array.shape}")
+            misfits.add(id(target))
             continue
         if id(target) in assigned:
             problems.append(f"{key}: {target.path} already set from {assigned[id(target)]}")
             continue
         target.assign(array)
         assigned[id(target)] = key
-    missing = [w.path for w in model.weights if id(w) not in assigned]
+    missing = [w.path for w in model.weights if id(w) not in assigned and id(w) not in misfits]
     problems += [f"Keras weight {path}: no tensor in the checkpoint" for path in missing]
     if problems:
         shown = "\n  ".join(problems[:8])
@@ -258,15 +269,16 @@ def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overr
         raise FileNotFoundError(f"No checkpoint at {path}")
     check_sha256(path, strict=strict)
     state, checkpoint_arch = read_state_dict(path)
-    if checkpoint_arch and overrides.get("arch") is None:
-        overrides = {**overrides, "arch": checkpoint_arch}
-    return convert_state_dict(state, labels=labels, dataset=dataset, file_name=path.name, **overrides)
+    return convert_state_dict(state, labels=labels, dataset=dataset, file_name=path.name,
+                              checkpoint_arch=checkpoint_arch, **overrides)
 
 
-def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, **overrides):
+def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, checkpoint_arch=None,
+                       **overrides):
     """`convert_checkpoint` for a state dict of numpy arrays (official names,
-    no `module.` prefix); `file_name` is parsed as an official file name."""
-    settings = resolve_settings(file_name or "", state, overrides)
+    no `module.` prefix); `file_name` is parsed as an official file name, and
+    `checkpoint_arch` is the checkpoint's `arch` entry."""
+    settings = resolve_settings(file_name or "", state, overrides, checkpoint_arch)
     dataset = dataset or settings.get("dataset")
     settings.pop("dataset", None)
     if dataset is not None and dataset not in DATASETS:

@@ -50,16 +50,19 @@ def _contract(contract):
 
 def _files(file_pattern):
     patterns = [file_pattern] if isinstance(file_pattern, (str, pathlib.Path)) else list(file_pattern)
+    shards = ("the data is the shards that tfrecords_tools writes (make them from videos and frame "
+              "folders with tfrecords_tools.convert; keras_r3d.predict classifies single ones)")
     for pattern in patterns:
         if pathlib.Path(pattern).is_dir():
-            raise ValueError(f"{pattern} is a folder: pass a glob of its shards, e.g. '{pattern}/val-*.tfrecord'")
+            if any(pathlib.Path(pattern).glob("*.tfrecord")):
+                raise ValueError(f"{pattern} is a folder: pass a glob of its shards, e.g. '{pattern}/val-*.tfrecord'")
+            raise ValueError(f"{pattern} is a folder without .tfrecord shards: {shards}")
     files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(str(pattern))})
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
     others = [f for f in files if not f.endswith(".tfrecord")]
     if others:
-        raise ValueError(f"{others[0]} is not a .tfrecord shard: the data is the shards that "
-                         f"tfrecords_tools writes (make them from videos with tfrecords_tools.convert)")
+        raise ValueError(f"{others[0]} is not a .tfrecord shard: {shards}")
     return files
 
 

@@ -59,6 +59,8 @@ REPORT_NAME = "export_report.json"
 FLOAT32_TOLERANCE = 1e-4
 FLOAT16_RELATIVE_TOLERANCE = 1e-2
 TRT_PROFILE_BATCHES = (1, 8, 16)  # min, opt, max batch of the TensorRT engine
+# In the trtexec line for INT8: the user's calibration cache, which keras_r3d does not write.
+TRT_CALIBRATION_CACHE = "CALIBRATION.cache"
 
 
 def _tf():
@@ -301,7 +303,7 @@ def trtexec_command(onnx_path, engine_path, precision, frames_shape):
     dims = "x".join(str(d) for d in frames_shape)
     shapes = " ".join(f"--{kind}Shapes={runtimes.INPUT_NAME}:{batch}x{dims}"
                       for kind, batch in zip(("min", "opt", "max"), TRT_PROFILE_BATCHES))
-    flags = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}[precision]
+    flags = {"fp32": "", "fp16": " --fp16", "int8": f" --int8 --fp16 --calib={TRT_CALIBRATION_CACHE}"}[precision]
     return f"trtexec --onnx={onnx_path} --saveEngine={engine_path} {shapes}{flags}"
 
 
@@ -328,7 +330,8 @@ def plan_tensorrt(onnx_path, engine_path, precision, frames_shape, missing=None)
     missing = tensorrt_missing() if missing is None else list(missing)
     if precision == "int8":
         missing.append("INT8 engines need a TensorRT calibration cache, which keras_r3d does not "
-                       "build; use trtexec --calib=<cache> (without it INT8 scales are placeholders)")
+                       f"write: replace {TRT_CALIBRATION_CACHE} in the command below with yours (without "
+                       "one, INT8 scales are placeholders and the engine's outputs are meaningless)")
     return {
         "path": "trtexec" if missing else "build",
         "precision": precision,
@@ -498,12 +501,14 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                          f"{REPORT_NAME} go")
     _tf()
     contract = model.preprocessing
-    out.mkdir(parents=True, exist_ok=True)
 
     calibration_clips = None
     if calibration is not None:
         calibration_clips = load_clips(calibration, contract, calibration_samples)
         log(f"calibration: {len(calibration_clips)} clips from {_describe(calibration)}")
+        if not (quantize == "int8" and "tflite" in formats):
+            log("note: only full-int8 TFLite calibrates on --calibration (TensorRT INT8 takes a "
+                "calibration cache); here its clips only verify")
     if verification is not None:
         clips, inputs = load_clips(verification, contract, verification_samples), _describe(verification)
     elif calibration_clips is not None:
@@ -516,11 +521,12 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
         log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
     reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
 
+    # What an artifact computes: exports into one folder that agree on all of it share one report.
     report = {"model": model.name, "architecture": model.architecture, "weights_sha256": weights_digest(model),
-              "quantize": quantize,
-              "raw_input": raw_input, "verification_inputs": inputs,
-              "verification_clips": int(len(clips)), "formats": {}}
+              "preprocessing": contract.to_dict(), "class_names": list(model.class_names or []),
+              "outputs_probabilities": model.outputs_probabilities, "raw_input": raw_input, "formats": {}}
     # Folded once, on first use: the format functions then find nothing left to
     # fold. Full int8 TFLite quantizes the unfolded model (export_tflite says why).
     folded = functools.cache(lambda: fold_batch_norm(model))
@@ -543,13 +549,13 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
     report["formats"] = _earlier_formats(out, report, redone, log)
     if report["formats"]:
-        log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same weights)")
+        log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same model, contract and input)")
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()
         result = verify(path, clips, reference, precision, raw_input, contract)
         result["seconds"] = round(time.perf_counter() - start, 1)  # export + verification
-        result["verification_inputs"] = inputs
+        result.update(verification_inputs=inputs, verification_clips=int(len(clips)))
         report["formats"][key] = result
         log(f"{key:14s} {'ok    ' if result['passed'] else 'FAILED'} {path}  "
             f"max_abs_diff={result['max_abs_diff']:.3g}  top1={result['top1_agreement']:.0%}  "
@@ -567,20 +573,26 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     return report
 
 
+SAME_EXPORT_KEYS = ("architecture", "weights_sha256", "preprocessing", "class_names",
+                    "outputs_probabilities", "raw_input")
+
+
 def _earlier_formats(out, report, redone=(), log=print):
-    """The verified formats, but `redone`, of an earlier export into `out` of
-    the same weights and input kind as `report`'s whose files are still there,
-    so that exports run one after another into one folder keep one report."""
+    """The verified formats, but `redone`, of an earlier export into `out`
+    that agrees with `report` on SAME_EXPORT_KEYS and whose files are still
+    there, so that exports run one after another into one folder keep one report."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
     kept = {key: result for key, result in earlier.get("formats", {}).items()
             if key not in redone and result.get("path") and pathlib.Path(result["path"]).exists()}
-    if any(earlier.get(key) != report[key] for key in ("weights_sha256", "raw_input")):
+    differ = [key for key in SAME_EXPORT_KEYS  # compared as JSON holds them (tuples as lists)
+              if earlier.get(key) != json.loads(json.dumps(report[key]))]
+    if differ:
         if kept:
             names = ", ".join(pathlib.Path(result["path"]).name for result in kept.values())
-            log(f"{REPORT_NAME}: the earlier export here ({names}) is of other weights or input; "
+            log(f"{REPORT_NAME}: the earlier export here ({names}) differs in {', '.join(differ)}; "
                 "its files stay, out of the new report")
         return {}
     return kept
@@ -613,6 +625,8 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
     plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)
+    if quantize == "dynamic":
+        log("tensorrt: TensorRT has no dynamic-range quantization; the engine is FP32")
     # The engine's metadata sidecar (runtimes.read_metadata), also for an engine built by trtexec.
     metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
     write_atomic(out / "model.json", json.dumps(metadata, indent=1).encode())

@@ -507,7 +507,10 @@ def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype=
         graph.initializers,
         value_info=[onnx.helper.make_tensor_value_info(name, float32, shape)
                     for name, shape in graph.shapes.items()])
-    proto = onnx.helper.make_model(onnx_graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
-                                   producer_name="keras_r3d")
+    opsets = [onnx.helper.make_opsetid("", opset)]
+    # The IR version of the opset, not the onnx package's newest: older runtimes
+    # (onnxruntime 1.10 for JetPack 4.6's Python 3.6, IR 8 at most) refuse newer ones.
+    proto = onnx.helper.make_model(onnx_graph, opset_imports=opsets, producer_name="keras_r3d",
+                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     return proto

@@ -13,6 +13,7 @@ no TensorFlow (except for SavedModels) and no other keras_r3d module, and
 Python 3.6 syntax, so that `exports/run_on_device.py` can use it on a Jetson
 (copy both files side by side).
 """
+import contextlib
 import json
 import os
 import struct
@@ -79,6 +80,9 @@ def load_runtime(path, num_threads=None, spin=True):
     """
     path = str(path)
     if os.path.isdir(path):
+        if not any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ValueError("{}: a folder without saved_model.pb, so not a SavedModel; the model (a .tflite, "
+                             ".onnx or .engine file or a SavedModel folder) comes first".format(path))
         return _SavedModelRuntime(path)
     if not os.path.isfile(path):
         raise FileNotFoundError("No exported model at {}".format(path))
@@ -172,6 +176,16 @@ def tflite_metadata(data):
 
 # ---------------------------------------------------------------- runtimes
 
+@contextlib.contextmanager
+def _needs(path, packages):
+    """Turns an ImportError in its block into one naming the packages that run `path`."""
+    try:
+        yield
+    except ImportError as error:
+        raise ImportError("{}: running it needs the Python package(s) {} ({})".format(
+            path, packages, error)) from None
+
+
 class _TFLiteRuntime(Runtime):
     """ai-edge-litert (XNNPACK by default); a quantized output is dequantized,
     and a float batch given to an int8/uint8 input is quantized."""
@@ -180,7 +194,8 @@ class _TFLiteRuntime(Runtime):
         try:
             from ai_edge_litert import interpreter as litert
         except ImportError:  # tflite-runtime: the wheels for Python 3.6-3.9 (JetPack 4.6 and 5)
-            from tflite_runtime import interpreter as litert
+            with _needs(path, "ai-edge-litert or tflite-runtime"):
+                from tflite_runtime import interpreter as litert
 
         notes = ""
         try:
@@ -233,7 +248,8 @@ class _OnnxRuntime(Runtime):
     """onnxruntime on the CPU (or CUDA/TensorRT providers where installed)."""
 
     def __init__(self, path, num_threads, spin):
-        import onnxruntime as ort
+        with _needs(path, "onnxruntime"):
+            import onnxruntime as ort
 
         options = ort.SessionOptions()
         if num_threads:
@@ -243,7 +259,10 @@ class _OnnxRuntime(Runtime):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
-        self._session = ort.InferenceSession(path, options, providers=providers)
+        try:
+            self._session = ort.InferenceSession(path, options, providers=providers)
+        except Exception as error:  # onnxruntime's own exception types derive from Exception only
+            raise ValueError("{}: onnxruntime cannot load it: {}".format(path, str(error).splitlines()[0]))
         spec = self._session.get_inputs()[0]
         self._input_name = spec.name
         dtypes = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
@@ -283,9 +302,10 @@ class _TensorRTRuntime(Runtime):
     """
 
     def __init__(self, path):
-        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
-        import pycuda.driver as cuda
-        import tensorrt as trt
+        with _needs(path, "tensorrt and pycuda"):
+            import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
+            import pycuda.driver as cuda
+            import tensorrt as trt
 
         self._cuda = cuda
         logger = trt.Logger(trt.Logger.WARNING)

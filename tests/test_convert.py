@@ -2,6 +2,7 @@
 import gzip
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,11 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
         convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5)
     message = str(error.value)
     assert "features.0.banch2.0.weight" in message and "conv_last_1/moving_variance" in message
+    # A tensor of another shape is named once, not also as missing.
+    state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
+    with pytest.raises(convert.CheckpointMismatch) as error:
+        convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5, num_classes=7)
+    assert str(error.value).count("classifier_1/kernel") == 1 and "no tensor" not in str(error.value)
     # A wrong --arch finds no classifier: the class count comes from the data set's list, and
     # the error names the tensors, not the count.
     state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
@@ -148,6 +154,16 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
     assert model.class_names[0] == "class_000"
     model = convert.convert_checkpoint(renamed, dataset="jester")
     assert model.class_names[0] == "Doing_other_things" and model.preprocessing.temporal_downsample == 2
+    # A file name that disagrees with the checkpoint: the checkpoint's arch key and shapes win.
+    for name, says in (("jester_shufflenetv2_1.0x_RGB_16_best.pth", "arch='shufflenetv2' where the checkpoint "
+                        "has 'shufflenet'; width_mult=1.0 where the checkpoint has 0.5"),
+                       ("jester_shufflenet_1.0x_G3_RGB_16_best.pth", "width_mult=1.0 where the checkpoint has 0.5")):
+        (tmp_path / name).symlink_to(OFFICIAL_CHECKPOINT)
+        with pytest.warns(UserWarning, match=f"{name}: the file name says {re.escape(says)}: converting the "
+                                             "checkpoint's"):
+            model = convert.convert_checkpoint(tmp_path / name)
+        assert model.architecture == {**model.architecture, "arch": "shufflenet", "width_mult": 0.5, "groups": 3}
+        assert model.class_names[0] == "Doing_other_things"  # the data set still comes from the name
 
     not_a_checkpoint = tmp_path / "clip.pth"
     not_a_checkpoint.write_bytes(b"not a checkpoint")

@@ -136,6 +136,8 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
         assert (results["num_clips"], results["num_videos"], results["crops"]) == (expected_clips, 2, crops)
         if crops == 3:  # each window's crops come left (red: class 0), center, right (blue: class 1)
             assert set(seen[0::3]) == {0} and set(seen[2::3]) == {1}
+            assert evaluate.format_results(results).startswith(
+                f"2 videos, {expected_clips} clips ({expected_clips // 3} windows x 3 crops; clips=")
         assert sorted(v["id"] for v in results["videos"]) == ["left/video", "right/video"]  # --clips 1 too
         # Sure left and right crops and a tied center average to a tie; so does the center alone.
         assert all(v["score"] == pytest.approx(0.5, abs=0.05) for v in results["videos"])
@@ -152,6 +154,10 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
         evaluate.evaluate(Gestures(), records, predict=never)
     with pytest.raises(ValueError, match="is a folder: pass a glob of its shards"):
         evaluate.evaluate(Model(), str(tmp_path / "records"), predict=never)
+    (tmp_path / "frames").mkdir()  # a frame folder, say
+    with pytest.raises(ValueError, match="is a folder without .tfrecord shards: the data is the shards that "
+                                         "tfrecords_tools writes"):
+        evaluate.evaluate(Model(), str(tmp_path / "frames"), predict=never)
 
     # The CLI writes into the working folder by default, and a path it cannot write is a clean error.
     model_path = tmp_path / "models" / "lr.keras"

@@ -56,8 +56,10 @@ def test_every_artifact_matches_keras_and_classifies_the_gestures(jester):
     assert formats["tflite_int8"]["runtime"] == "tflite+xnnpack"
     # The int8 export into the same folder kept the float export's verified formats in one report.
     written = json.loads((jester["dir"] / export.REPORT_NAME).read_text())
-    assert set(written["formats"]) == set(formats) and written["quantize"] == "int8" and written["passed"]
+    assert set(written["formats"]) == set(formats) and written["passed"]
+    assert written["formats"]["tflite_int8"]["quantize"] == "int8"
     assert written["formats"]["tflite_none"]["verification_inputs"] == "3 given uint8 clips"
+    assert written["formats"]["tflite_none"]["verification_clips"] == 3
 
 
 def test_tflite_files_are_builtin_only_and_int8_throughout(jester):
@@ -161,18 +163,24 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch):
-    """A phone video's display rotation and macOS `._` files among the frames
-    (the PyAV path: OpenCV rotates by itself); a video shorter than one
-    window; options between the model and the inputs."""
+def _load_runner():
     import importlib.util
-    import shutil
-
-    from keras_r3d.video import read_video
 
     module_spec = importlib.util.spec_from_file_location("run_on_device", RUNNER)
     runner = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(runner)
+    return runner
+
+
+def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch):
+    """A phone video's display rotation and macOS `._` files among the frames
+    (the PyAV path: OpenCV rotates by itself); a video shorter than one
+    window; options between the model and the inputs."""
+    import shutil
+
+    from keras_r3d.video import read_video
+
+    runner = _load_runner()
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     rotated = write_rotated_video(tmp_path / "rotated.mp4")
     folder = tmp_path / "thumb_up"
@@ -190,6 +198,47 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     assert lines[1]["top"][0]["label"] == "Thumb_Up"
     assert lines[2] == {"source": str(rotated), "frames": 5,
                         "error": "shorter than one window: 32 frames at 12 fps (2.7 s) needed"}
+
+
+def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from PIL import Image
+
+    runner = _load_runner()
+    frames = sorted(GESTURES["thumb_up"].iterdir())
+    short, mixed = tmp_path / "short", tmp_path / "mixed"
+    for folder in (short, mixed):
+        folder.mkdir()
+        for frame in frames[:5]:
+            shutil.copy(frame, folder)
+    Image.open(frames[0]).resize((40, 30)).save(mixed / frames[0].name)
+    video = write_rotated_video(tmp_path / "clip.mp4")
+    monkeypatch.setattr(runner, "_cv2", lambda: None)
+    monkeypatch.setattr(runner, "_has_pyav", lambda: False)  # no decoder for the video
+    model = str(jester["dir"] / "model.onnx")
+    inputs = [video, frames[0], GESTURES["thumb_up"].parent, mixed, short]
+    # Options between the inputs, as Python 3.6's argparse must take them too.
+    assert runner.main([model, *map(str, inputs[:2]), "--top_k", "1", *map(str, inputs[2:])]) == 1
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r["path"] for r in results] == list(map(str, inputs))
+    errors = [r.get("error", "") for r in results[:4]]
+    assert "needs OpenCV or PyAV" in errors[0] and "one image, not a video" in errors[1]
+    assert "it holds frame folders (stop_sign, thumb_down, thumb_up); pass those" in errors[2]
+    assert errors[3].endswith("frames of different sizes")
+    assert results[4]["top"][0]["label"] and results[4]["note"].startswith("5 frames, fewer than the 32")
+
+    bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
+    bad_onnx.write_bytes(b"not a protobuf")
+    engine.write_bytes(b"\0")
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    for argv, message in (([str(GESTURES["thumb_up"]), model], "so not a SavedModel; the model (a .tflite"),
+                          ([str(bad_onnx), str(short)], "onnxruntime cannot load it"),
+                          ([str(engine), str(short)], "needs the Python package(s) tensorrt and pycuda"),
+                          ([model, str(short), "--json"], "unrecognized arguments: --json")):
+        with pytest.raises(SystemExit) as exit_info:
+            runner.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
@@ -218,22 +267,27 @@ def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):
     assert built["path"] == "build" and "--fp16" not in built["trtexec"]
     int8 = export.plan_tensorrt("m.onnx", "m.engine", "int8", (8, 32, 32, 3), missing=[])
     assert int8["path"] == "trtexec" and "calibration cache" in int8["missing"][0]
-    assert "--int8" in int8["trtexec"]
+    assert f"--int8 --fp16 --calib={export.TRT_CALIBRATION_CACHE}" in int8["trtexec"]
+    assert export.TRT_CALIBRATION_CACHE in int8["missing"][0]
     assert [export.tensorrt_precision(q) for q in export.QUANTIZATIONS] == ["fp32", "fp16", "fp32", "int8"]
 
 
-def test_an_export_keeps_only_the_earlier_report_of_the_same_weights(tmp_path):
+def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
-    earlier = {"weights_sha256": "abc", "raw_input": False,
-               "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
-                           "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
+    same = {"architecture": {"arch": "mobilenet", "width_mult": 1.0}, "weights_sha256": "abc",
+            "preprocessing": {"frames": 16, "mean": (0.0, 0.0, 0.0)}, "class_names": ["a", "b"],
+            "outputs_probabilities": False, "raw_input": False}
+    earlier = {**same, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
+                                   "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
     lines = []
-    same, other = {"weights_sha256": "abc", "raw_input": False}, {"weights_sha256": "def", "raw_input": False}
     assert list(export._earlier_formats(tmp_path, same, log=lines.append)) == ["onnx"]
     assert export._earlier_formats(tmp_path, same, {"onnx"}, lines.append) == {}  # written again now
-    assert export._earlier_formats(tmp_path, other, log=lines.append) == {}
-    assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, log=lines.append) == {}
-    assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) is of other weights or "
-                     "input; its files stay, out of the new report"] * 2
-    assert export._earlier_formats(tmp_path, other, {"onnx"}, lines.append) == {} and len(lines) == 2
+    changes = {"weights_sha256": "def", "raw_input": True, "class_names": ["a", "c"],
+               "preprocessing": {"frames": 32, "mean": (0.0, 0.0, 0.0)}}
+    for key, value in changes.items():
+        assert export._earlier_formats(tmp_path, {**same, key: value}, log=lines.append) == {}
+    assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) differs in {key}; "
+                     "its files stay, out of the new report" for key in changes]
+    assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {}
+    assert len(lines) == len(changes)

@@ -96,7 +96,7 @@ def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model,
     assert runtime.input_dtype == np.float32  # TensorRT 8.2 parses no UINT8 input
     message = "\n".join(lines)
     assert "tensorrt` is not installed" in message and report["tensorrt"]["trtexec"] in message
-    assert report["verification_inputs"].startswith("seeded uint8 noise")
+    assert report["formats"]["tensorrt_onnx"]["verification_inputs"].startswith("seeded uint8 noise")
     assert set(report["tensorrt"]) == {"path", "precision", "missing", "trtexec"}
 
 
@@ -205,8 +205,8 @@ def test_device_files_are_python36_and_standalone(path):
     top_level = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import)
                  for alias in node.names}
     assert not imported & {"keras", "keras_r3d", "dataclasses"}, imported
-    assert top_level <= {"argparse", "collections", "importlib", "json", "os", "struct", "sys", "time",
-                         "numpy"}, top_level
+    assert top_level <= {"argparse", "collections", "contextlib", "importlib", "json", "os", "struct", "sys",
+                         "time", "numpy"}, top_level
 
 
 def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):
