@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov")  # as keras_r3d.video's
 
 
 def _import_runtimes():
@@ -67,10 +68,12 @@ def read_frames(path):
     if os.path.isdir(path):
         names = _frame_names(path)
         if not names:
-            held = sorted(n for n in os.listdir(path)
-                          if os.path.isdir(os.path.join(path, n)) and _frame_names(os.path.join(path, n)))
-            hint = ": it holds frame folders ({}{}); pass those".format(
-                ", ".join(held[:3]), ", ..." if len(held) > 3 else "") if held else ""
+            videos = sorted(n for n in os.listdir(path) if n.lower().endswith(VIDEO_SUFFIXES))
+            folders = sorted(n for n in os.listdir(path)
+                             if os.path.isdir(os.path.join(path, n)) and _frame_names(os.path.join(path, n)))
+            held = " and ".join("{} ({}{})".format(kind, ", ".join(names[:3]), ", ..." if len(names) > 3 else "")
+                                for kind, names in (("videos", videos), ("frame folders", folders)) if names)
+            hint = ": it holds {}; pass those".format(held) if held else ""
             raise ValueError("{}: a folder with no {} frames{}".format(path, "/".join(FRAME_SUFFIXES), hint))
         frames = [_read_image(os.path.join(path, n), cv2) for n in names]
         if len(set(f.shape for f in frames)) > 1:

@@ -158,8 +158,12 @@ def resolve_settings(file_name, state, overrides, checkpoint_arch=None):
                       "(pass the settings as flags to choose)", stacklevel=3)
     settings = {**named, **found, **overrides}
     classifier_key = CLASSIFIER_KEYS[arch]
-    if "num_classes" not in settings and classifier_key in state:
-        settings["num_classes"] = int(state[classifier_key].shape[0])
+    if classifier_key in state:
+        classes = int(state[classifier_key].shape[0])
+        if settings.setdefault("num_classes", classes) != classes:
+            raise ValueError(f"num_classes={settings['num_classes']}, but the checkpoint's classifier "
+                             f"({classifier_key}) has {classes} classes: conversion keeps the checkpoint's head "
+                             "(python -m keras_r3d.train --pretrained gives a model a new one)")
     return settings
 
 

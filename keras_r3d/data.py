@@ -284,8 +284,9 @@ def warn_about_frame_rates(file_pattern, contract, use):
     if contract.fps and any(abs(rate - contract.fps) > 0.5 for rate in rates):
         print(f"warning: the {use} videos run at {rates} fps, but the model's contract says "
               f"{contract.fps:g} fps, to which predict and the exports resample videos: the deployed "
-              f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps.",
-              file=sys.stderr)
+              f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps "
+              f"(python -m tfrecords_tools.convert ... --fps {contract.fps:g}), or give the model the "
+              "records' rate (python -m keras_r3d.train ... --fps R).", file=sys.stderr)
 
 
 def label_names(file_pattern):

@@ -241,6 +241,17 @@ def format_results(results):
     return "\n".join(lines)
 
 
+def default_output(model_path):
+    """`<model stem>_eval.json`, with the run folder's name first for a run's
+    best.keras and last.keras (`runs/a/best.keras` -> `a_best_eval.json`),
+    so that the runs' results do not overwrite each other."""
+    from keras_r3d.train import RUN_MODELS
+
+    path = pathlib.Path(model_path).absolute()
+    run = f"{path.parent.name}_" if path.name in RUN_MODELS and path.parent.name else ""
+    return f"{run}{path.stem}_eval.json"
+
+
 def main(argv):
     import tensorflow as tf
     from absl import flags
@@ -252,7 +263,7 @@ def main(argv):
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments {argv[1:]}")
     # In the working folder by default, not beside the model (a download folder, perhaps read-only).
-    output = pathlib.Path(f.output or pathlib.Path(f.model).stem + "_eval.json")
+    output = pathlib.Path(f.output or default_output(f.model))
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -294,7 +305,8 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 16, "Clips per batch.", lower_bound=1)
     flags.DEFINE_bool("reverse_time", False, "Play every clip backwards.")
     flags.DEFINE_string("output", None, "Results JSON (default <model file stem>_eval.json in the "
-                        "working folder); the confusion matrix PNG goes beside it.")
+                        "working folder, <run folder>_best_eval.json for a run's best.keras); the "
+                        "confusion matrix PNG goes beside it.")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,7 @@ import numpy as np
 
 from keras_r3d.evaluate import class_scores
 from keras_r3d.preprocessing import preprocess
-from keras_r3d.video import VideoError, read_video
-
-
-def resample_indices(num_frames, source_fps, target_fps):
-    """Indices of the source frames nearest to a `target_fps` timeline."""
-    if not source_fps or not target_fps or abs(source_fps - target_fps) < 1e-3:
-        return np.arange(num_frames)
-    count = max(1, int(num_frames * target_fps / source_fps))
-    return np.minimum(np.round(np.arange(count) * source_fps / target_fps).astype(int), num_frames - 1)
+from keras_r3d.video import VideoError, read_video, resample_indices
 
 
 def window_indices(num_frames, frames, downsample, clips=1):

@@ -27,7 +27,9 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -41,21 +43,24 @@ HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mo
                "resnext": "fc", "c3d": "fc_0"}
 # The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
 FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
+# The models a run folder holds (evaluate names its results after the folder for them).
+RUN_MODELS = ("best.keras", "last.keras")
 METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip_top1", "val_clip_top5",
                   "val_video_top1", "val_video_top5", "val_reversed_video_top1", "epoch_time_s",
                   "train_clips_per_s")
 
 
-# The flags that override a contract's sizes and its normalization (comma-separated).
-CONTRACT_SIZE_FLAGS = ("frames", "size", "temporal_downsample")
+# The flags that override a contract's timing and sizes, and its normalization (comma-separated).
+CONTRACT_SCALAR_FLAGS = ("frames", "size", "temporal_downsample", "fps")
 CONTRACT_VALUE_FLAGS = ("value_range", "mean", "std")
 # The flags that the model, the optimizer, its schedule and the loss are built
 # from, with the architecture flags (`registry.ARCHITECTURE_FLAGS`): a resumed
 # run takes them from its checkpoint, so `--resume` refuses changes.
 RESUME_FIXED = ("optimizer", "lr", "lr_schedule", "lr_steps", "warmup_epochs", "momentum", "dampening",
                 "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size",
-                "model", "pretrained", "finetune", "arch", "dropout", "preprocessing") \
-    + CONTRACT_SIZE_FLAGS + CONTRACT_VALUE_FLAGS
+                "model", "pretrained", "finetune", "arch", "dropout", "preprocessing",
+                "seed", "crop", "hflip") \
+    + CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS
 
 
 class NonFiniteLossError(RuntimeError):
@@ -116,7 +121,7 @@ def _with_dropout(arch, kwargs, dropout):
 
 
 def _override_contract(preprocessing, config):
-    changes = {name: config[name] for name in CONTRACT_SIZE_FLAGS if config.get(name)}
+    changes = {name: config[name] for name in CONTRACT_SCALAR_FLAGS if config.get(name)}
     changes.update({name: tuple(float(v) for v in config[name]) for name in CONTRACT_VALUE_FLAGS
                     if config.get(name)})
     return preprocessing.replace(**changes)
@@ -227,18 +232,33 @@ def fixed_settings(config):
         settings[name] = settings[name] and os.path.realpath(settings[name])
     if config["lr_schedule"] == "cosine":
         settings["epochs"] = config["epochs"]
+    else:
+        del settings["warmup_epochs"]
+    if config["lr_schedule"] != "steps":
+        del settings["lr_steps"]
     return json.loads(json.dumps(settings))  # as state.json holds them
+
+
+def _flag_text(name, value):
+    """`--name=value` as it is typed (None: the flag left out)."""
+    if value is None:
+        return f"no --{name}"
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, list):
+        return f"--{name}={','.join(map(str, value))}"
+    return f"--{name}={value}"
 
 
 def check_resumable(state, config):
     # Settings that a run of an earlier version did not record are not compared.
-    changed = [f"--{name}={state['settings'].get(name)} (now {value})"
+    changed = [f"{_flag_text(name, state['settings'][name])} (now {_flag_text(name, value)})"
                for name, value in fixed_settings(config).items()
                if name in state["settings"] and state["settings"][name] != value]
     if changed:
-        raise ValueError(f"--resume continues the run with its own model, optimizer and schedule, and these flags "
-                         f"differ from the run's: {', '.join(changed)}. Give the run's values, or start a "
-                         f"new --output_dir (--pretrained with its last.keras to fine-tune from it)")
+        raise ValueError(f"--resume continues the run with its own model, optimizer, schedule and sampling, and "
+                         f"these flags differ from the run's: {', '.join(changed)}. Give the run's values, or "
+                         f"start a new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 
 def current_learning_rate(optimizer):
@@ -486,19 +506,48 @@ class RunDirectory:
         shutil.copyfile(source, partial)
         os.replace(partial, self.path / name)
 
-    def write_epoch(self, model, state, improved, keep):
-        """Checkpoint, then the resume point, then the derived files: a crash
-        between any two steps leaves a consistent run."""
+    def check_writable(self):
+        """Creates the folder and writes a probe in it: a folder that cannot
+        hold the run is an error before any training."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as error:
+            raise ValueError(f"--output_dir {self.path}: cannot write there ({error.strerror or error})") from None
+
+    def load_checkpoint(self, state):
+        import keras
+
+        path = self.path / state["checkpoint"]
+        try:
+            return keras.saving.load_model(path, compile=True)
+        except (OSError, ValueError, zipfile.BadZipFile):  # Keras says "File not found" for a damaged zip too
+            problem = "is damaged (not a complete .keras file)" if path.exists() else "is missing"
+            raise ValueError(f"--resume: {path}, the checkpoint of epoch {state['epoch']}, {problem}; an "
+                             f"earlier one in {self.checkpoints}, if any, or last.keras can start a new "
+                             "--output_dir with --model") from None
+
+    def write_epoch(self, model, state, keep):
+        """The checkpoint, then the resume point (state.json), then the files
+        derived from them, which `write_derived` redoes on resume: a crash at
+        any point leaves a run that resumes consistently."""
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / f"epoch_{state['epoch']:04d}.keras"
         self.save_model(model, checkpoint)
         state["checkpoint"] = str(checkpoint.relative_to(self.path))
         write_atomic(self.state_path, json.dumps(state, indent=1) + "\n")
-        self.copy_model(checkpoint, "last.keras")
-        if improved:
-            self.copy_model(checkpoint, "best.keras")
+        self.write_derived(state, best_changed=state["best_epoch"] == state["epoch"])
         for old in sorted(self.checkpoints.glob("epoch_*.keras"))[:-keep]:
             old.unlink()
+
+    def write_derived(self, state, best_changed=True):
+        """last.keras, best.keras (while its epoch's checkpoint is kept: the
+        rotation runs only after this) and the metrics files, from `state`."""
+        self.copy_model(self.path / state["checkpoint"], RUN_MODELS[1])
+        best = self.checkpoints / f"epoch_{state['best_epoch']:04d}.keras"
+        if best_changed and best.exists():
+            self.copy_model(best, RUN_MODELS[0])
         self.write_metrics(state)
 
     def write_metrics(self, state):
@@ -517,18 +566,27 @@ class RunDirectory:
         if reversed_rows:  # measured on the last epoch (or every epoch)
             summary["val_reversed_video_top1"] = reversed_rows[-1]["val_reversed_video_top1"]
         write_atomic(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
-        plot_accuracy(history, self.path / "accuracy.png")
+        plot_accuracy(history, self.path / "accuracy.png", state["best_epoch"])
 
 
-def plot_accuracy(history, path):
-    """Train and validation accuracy per epoch, as a PNG."""
+def plot_accuracy(history, path, best_epoch=None):
+    """Train and validation accuracy and the training loss per epoch, with the
+    best epoch marked, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     figure, axes = plt.subplots(figsize=(6, 4))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if best_epoch:
+        axes.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
+    loss_axes = axes.twinx()
+    loss_axes.plot(epochs, [row["loss"] for row in history], color="black", alpha=0.35, label="train loss")
+    loss_axes.set_ylabel("train loss")
+    loss_axes.set_ylim(bottom=0)
     for key, label in (("train_clip_top1", "train clips"), ("val_clip_top1", "val clips"),
                        ("val_video_top1", "val videos"),
                        ("val_reversed_video_top1", "val videos, time-reversed")):
@@ -540,7 +598,8 @@ def plot_accuracy(history, path):
     axes.set_ylabel("top-1 accuracy")
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
-    axes.legend()
+    handles = [h for a in (axes, loss_axes) for h in a.get_legend_handles_labels()[0]]
+    axes.legend(handles=handles, fontsize=8)
     figure.tight_layout()
     savefig_atomic(figure, path)
     plt.close(figure)
@@ -604,6 +663,8 @@ def _train(config):
     if not config["resume"] and run.state_path.exists():
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
+    if chief:
+        run.check_writable()
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
@@ -619,11 +680,19 @@ def _train(config):
         if resumed:
             if "settings" in state:  # runs of earlier versions did not record them
                 check_resumable(state, config)
-            model = keras.saving.load_model(run.path / state["checkpoint"], compile=True)
+            model = run.load_checkpoint(state)
+            if model.output_shape[-1] != len(class_names) or model.class_names not in (None, list(class_names)):
+                raise ValueError(f"--resume: the run's model is for {model.output_shape[-1]} other classes than "
+                                 f"the {len(class_names)} of --train_data; give the run's data, or start a new "
+                                 "--output_dir (--pretrained with its last.keras to fine-tune from it)")
             model.jit_compile = jit_compile(config)
-            print(f"Resuming {run.path} after epoch {state['epoch']}"
-                  + (f": all {config['epochs']} epochs are done" if state["epoch"] >= config["epochs"] else ""),
-                  file=sys.stderr)
+            if chief:  # a crash after state.json may have left them behind it
+                run.write_derived(state)
+            if state["epoch"] >= config["epochs"]:
+                print(f"{run.path}: all {config['epochs']} epochs are done; nothing to train (last.keras, "
+                      "best.keras and the metrics are up to date)", file=sys.stderr)
+                return json.loads((run.path / "metrics.json").read_text()) if chief else None
+            print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
         else:
             model = build_model(config, class_names)
             state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
@@ -638,7 +707,6 @@ def _train(config):
             compile_model(model, config, steps_per_epoch)
     custom_step = CustomStepEpoch(model, strategy, config, len(class_names)) \
         if config["strategy"] == "multi_worker" else None
-    run.path.mkdir(parents=True, exist_ok=True)
     replicas = strategy.num_replicas_in_sync if strategy else 1
     print(f"Training {model.architecture} on {videos} videos ({len(class_names)} classes), "
           f"{steps_per_epoch} steps of {config['batch_size']} clips per epoch on {replicas} replica(s), "
@@ -671,7 +739,7 @@ def _train(config):
         results = evaluate(model, config["val_data"], clips=config["val_clips"],
                            batch_size=config["batch_size"], predict=predict)
         row = {"epoch": epoch + 1, "learning_rate": float(f"{learning_rate:.6g}"),
-               "loss": stats.loss, "train_clip_top1": stats.accuracy,
+               "loss": float(f"{stats.loss:.6g}"), "train_clip_top1": float(f"{stats.accuracy:.6g}"),  # float32
                "val_clip_top1": results["clip_top1"], "val_clip_top5": results["clip_top5"],
                "val_video_top1": results["video_top1"], "val_video_top5": results["video_top5"],
                "val_reversed_video_top1": None, "epoch_time_s": round(stats.elapsed, 2),
@@ -688,15 +756,14 @@ def _train(config):
             model.save(scratch)
             scratch.unlink()
             continue
-        improved = row["val_video_top1"] > state["best"]
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if improved:
+        if row["val_video_top1"] > state["best"]:
             state["best"], state["best_epoch"] = row["val_video_top1"], epoch + 1
         now = time.perf_counter()
         state["wall_time_s"] += now - segment_start
         segment_start = now
-        run.write_epoch(model, state, improved, keep=config["keep_checkpoints"])
+        run.write_epoch(model, state, keep=config["keep_checkpoints"])
         write_tensorboard(run.path / "tensorboard", row)
         print(_epoch_line(row, config["epochs"]), file=sys.stderr)
     if strategy is not None:
@@ -771,6 +838,8 @@ def define_flags(flag_values=None):
     d.DEFINE_integer("size", None, "Crop side (overrides the contract).", lower_bound=8)
     d.DEFINE_integer("temporal_downsample", None, "Keep every n-th frame (overrides the contract).",
                      lower_bound=1)
+    d.DEFINE_float("fps", None, "Frame rate of the training records, to which predict and the exports "
+                   "resample videos (overrides the contract).", lower_bound=0.1)
     d.DEFINE_list("value_range", None, "LOW,HIGH: pixels are scaled from 0..255 to this (overrides the contract).")
     d.DEFINE_list("mean", None, "R,G,B mean subtracted after scaling (overrides the contract).")
     d.DEFINE_list("std", None, "R,G,B std divided by after the mean (overrides the contract).")

@@ -24,9 +24,20 @@ def frame_files(folder):
     return sorted(files, key=_natural_key)
 
 
-def read_video(path, max_frames=None):
+def resample_indices(num_frames, source_fps, target_fps):
+    """Indices of the source frames nearest to a `target_fps` timeline."""
+    if not source_fps or not target_fps or abs(source_fps - target_fps) < 1e-3:
+        return np.arange(num_frames)
+    count = max(1, int(num_frames * target_fps / source_fps))
+    return np.minimum(np.round(np.arange(count) * source_fps / target_fps).astype(int), num_frames - 1)
+
+
+def read_video(path, max_frames=None, complete=False):
     """Decodes a video file or frame folder.
 
+    Args:
+        complete: raise on a video whose decoding fails part way (truncated
+            or corrupt), instead of keeping the frames that decoded.
     Returns:
         (frames, fps): uint8 `(T, H, W, 3)` RGB frames and the frame rate, or
         None where the source does not say (frame folders).
@@ -39,7 +50,7 @@ def read_video(path, max_frames=None):
     elif path.suffix.lower() in FRAME_SUFFIXES and path.is_file():
         raise VideoError(f"{path}: one image, not a video: pass the folder of its frames")
     elif path.is_file():
-        frames, fps = _read_file(path, max_frames)
+        frames, fps = _read_file(path, max_frames, complete)
     else:
         raise VideoError(f"{path}: no such file or folder")
     if len(frames) == 0:
@@ -52,9 +63,11 @@ def _read_folder(path, max_frames):
 
     files = frame_files(path)[:max_frames]
     if not files:
-        held = sorted(child.name for child in path.iterdir() if child.is_dir() and frame_files(child))
-        hint = f": it holds frame folders ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); pass those" \
-            if held else ""
+        videos = sorted(child.name for child in path.iterdir() if child.suffix.lower() in VIDEO_SUFFIXES)
+        folders = sorted(child.name for child in path.iterdir() if child.is_dir() and frame_files(child))
+        held = " and ".join(f"{kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                            for kind, names in (("videos", videos), ("frame folders", folders)) if names)
+        hint = f": it holds {held}; pass those" if held else ""
         raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")
     frames = []
     for file in files:
@@ -70,7 +83,7 @@ def _read_folder(path, max_frames):
     return frames
 
 
-def _read_file(path, max_frames):
+def _read_file(path, max_frames, complete):
     import av
 
     frames = []
@@ -94,5 +107,12 @@ def _read_file(path, max_frames):
     except av.error.FFmpegError as error:
         if not frames:
             raise VideoError(f"{path}: cannot decode ({error})") from None
+        if complete:
+            raise VideoError(f"{path}: decoding failed after {len(frames)} frames ({error}): truncated or "
+                             "corrupt") from None
         # A truncated file: keep the frames that decoded.
+    declared = stream.frames  # from the header; 0 where the container does not say
+    if complete and not max_frames and len(frames) < declared - max(2, declared // 20):
+        raise VideoError(f"{path}: decoded {len(frames)} of the {declared} frames its header declares: "
+                         "truncated or corrupt")
     return frames, fps

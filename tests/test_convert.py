@@ -86,16 +86,20 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
     assert "features.0.banch2.0.weight" in message and "conv_last_1/moving_variance" in message
     # A tensor of another shape is named once, not also as missing.
     state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
+    state["conv_last.0.weight"] = state["conv_last.0.weight"][:-1]
     with pytest.raises(convert.CheckpointMismatch) as error:
-        convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5, num_classes=7)
-    assert str(error.value).count("classifier_1/kernel") == 1 and "no tensor" not in str(error.value)
+        convert.convert_state_dict(state, arch="shufflenetv2", width_mult=0.5)
+    assert str(error.value).count("conv_last_0/kernel") == 1 and "no tensor" not in str(error.value)
     # A wrong --arch finds no classifier: the class count comes from the data set's list, and
     # the error names the tensors, not the count.
     state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
     with pytest.raises(convert.CheckpointMismatch, match="conv1.0.weight .*: no matching Keras weight"):
         convert.convert_state_dict(state, arch="resnet", depth=18, dataset="jester")
-    with pytest.raises(ValueError, match="the bundled jester list has 27 classes, not 10; pass --labels"):
+    with pytest.raises(ValueError, match=r"num_classes=10, but the checkpoint's classifier \(classifier.1.weight\) "
+                                         r"has 600 classes: conversion keeps the checkpoint's head"):
         convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2", num_classes=10)
+    with pytest.raises(ValueError, match="the bundled jester list has 27 classes, not 600; pass --labels"):
+        convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2")
 
 
 def test_official_file_name_is_parsed():

@@ -176,6 +176,10 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     done = evaluate_cli()
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "lr_eval.json").exists() and (work / "lr_eval.png").exists()
+    # A run's best.keras and last.keras are named after the run.
+    assert evaluate.default_output("runs/a/best.keras") == "a_best_eval.json"
+    assert evaluate.default_output("last.keras").endswith("_last_eval.json")  # the working folder's name
+    assert evaluate.default_output("runs/a/jester.keras") == "jester_eval.json"
     assert not list(model_path.parent.glob("*_eval.*"))
     done = evaluate_cli(f"--output={model_path}/results.json")
     assert done.returncode == 1 and "error: --output" in done.stderr and "Traceback" not in done.stderr

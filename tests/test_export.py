@@ -205,7 +205,10 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
 
     from PIL import Image
 
+    from keras_r3d import video
+
     runner = _load_runner()
+    assert (runner.FRAME_SUFFIXES, runner.VIDEO_SUFFIXES) == (video.FRAME_SUFFIXES, video.VIDEO_SUFFIXES)
     frames = sorted(GESTURES["thumb_up"].iterdir())
     short, mixed = tmp_path / "short", tmp_path / "mixed"
     for folder in (short, mixed):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_r3d
-from keras_r3d import predict
+from keras_r3d import predict, video
 from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO, write_rotated_video
 
 
@@ -22,8 +22,8 @@ def test_window_indices_follow_the_official_center_crop():
 
 
 def test_resample_indices_follow_time():
-    np.testing.assert_array_equal(predict.resample_indices(10, 24.0, 12.0), [0, 2, 4, 6, 8])
-    np.testing.assert_array_equal(predict.resample_indices(4, None, 12.0), [0, 1, 2, 3])
+    np.testing.assert_array_equal(video.resample_indices(10, 24.0, 12.0), [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(video.resample_indices(4, None, 12.0), [0, 1, 2, 3])
 
 
 def test_clips_reproduce_the_official_frames(fixtures_dir):
@@ -143,5 +143,12 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
     # Natural mistakes: one frame instead of its folder, a folder of frame folders.
     with pytest.raises(VideoError, match="one image, not a video: pass the folder of its frames"):
         read_video(folder / "00001.jpg")
-    with pytest.raises(VideoError, match=r"it holds frame folders \(deep, thumb_up\); pass those"):
+    with pytest.raises(VideoError, match=r"it holds videos \(rotated.mp4\) and frame folders \(deep, thumb_up\); "
+                                         r"pass those"):
         read_video(tmp_path)
+    (tmp_path / "videos").mkdir()
+    for name in ("b.avi", "a.MP4", "c.mkv", "d.webm"):
+        (tmp_path / "videos" / name).write_bytes(b"")
+    with pytest.raises(VideoError, match=r"a folder with no .jpg/.jpeg/.png frames: it holds videos \(a.MP4, b.avi, "
+                                         r"c.mkv, ...\); pass those"):
+        read_video(tmp_path / "videos")

@@ -221,6 +221,27 @@ def test_bad_inputs_are_skipped_with_a_reason(fixtures_dir, tmp_path):
     assert list(records(tmp_path / "out")) == ["a/good"] and good.exists()
 
 
+def test_fps_resamples_video_files_and_a_cut_video_is_skipped(fixtures_dir, tmp_path):
+    link(AVI, tmp_path / "in" / "a" / "clip.avi")  # 25 fps
+    link(GESTURES["thumb_up"], tmp_path / "in" / "a" / "frames")  # no frame rate: kept as is
+    (tmp_path / "in" / "b").mkdir()
+    (tmp_path / "in" / "b" / "cut.avi").write_bytes(AVI2.read_bytes()[:20000])  # a download cut short
+    manifest = tool.convert("folders", tmp_path / "in", tmp_path / "out", short_side=32, fps=12.5,
+                            progress=False)
+    assert manifest["arguments"]["fps"] == 12.5
+    [skipped] = manifest["skipped"]
+    assert skipped["source"].endswith("cut.avi") and "truncated or corrupt" in skipped["reason"]
+    assert "decoded 4 of the 131 frames its header declares" in skipped["reason"]
+    videos = records(tmp_path / "out")
+    source = pyav_frames(AVI)
+    every_other = resized(source[::2], *videos["a/clip"]["frames"].shape[1:3])
+    assert videos["a/clip"]["fps"] == 12.5 and len(videos["a/clip"]["frames"]) == len(source) // 2
+    assert_same_frames(videos["a/clip"]["frames"], every_other)
+    assert videos["a/frames"]["num_frames"] == len(list(GESTURES["thumb_up"].iterdir()))
+    with pytest.raises(AnnotationError, match="--fps must be > 0"):
+        tool.convert("folders", tmp_path / "in", tmp_path / "out2", fps=0, progress=False)
+
+
 @pytest.mark.parametrize("case, message", [
     ("no_class_list", "neither classInd.txt nor jester-v1-labels.csv"),
     ("no_lists", "no train or validation list"),
@@ -353,6 +374,24 @@ def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
     for shard in finished:  # a final name always holds a complete shard
         ids = [v["video_id"] for v in schema.read_videos(str(shard))]
         assert ids == [entry["video_id"] for entry in plan[shard.name]]
+    # inspect names the shards that are missing
+    inspected = subprocess.run([sys.executable, "-m", "tfrecords_tools.inspect", str(out), "--sheet", ""], cwd=REPO,
+                               env=env, capture_output=True, text=True)
+    absent = sorted(set(plan) - {shard.name for shard in finished})
+    assert inspected.returncode == 1 and f"{len(absent)} shards of this set are missing ({absent[0]}" in \
+        inspected.stderr, inspected.stderr
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     manifest = json.loads((out / tool.MANIFEST).read_text())
     assert manifest["splits"]["train"]["videos"] == 4 and len(records(out)) == 4
+
+
+def test_record_errors_read_without_tensorflow_internals():
+    import tensorflow as tf
+
+    eager = "{{function_node __wrapped__IteratorGetNext}} truncated record at 12790987 [Op:IteratorGetNext] name: x"
+    traced = ("Graph execution error:\n\nDetected at node IteratorGetNext defined at (most recent call last):\n"
+              "  File \"train.py\", line 7, in run\n\ntruncated record at 12790987' failed with Read less bytes "
+              "than requested\n\t [[{{node IteratorGetNext}}]] [Op:__inference_run_27]")
+    assert schema.error_text(tf.errors.DataLossError(None, None, eager)) == "truncated record at 12790987"
+    assert schema.error_text(tf.errors.DataLossError(None, None, traced)) == \
+        "truncated record at 12790987' failed with Read less bytes than requested"

@@ -339,17 +339,58 @@ def test_the_command_line_replaces_a_recipes_architecture():
     assert r3d_train.finish_config({**_parse("--recipe=jester"), "mean": "0.4,0.5,0.6"}, [])["mean"] == [0.4, 0.5, 0.6]
 
 
-def test_resume_refuses_changed_model_optimizer_and_schedule_flags(synthetic, tmp_path, capsys):
+def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,
+                                                                            monkeypatch):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
                                       output_dir=str(tmp_path / "run"))
     r3d_train.train({**config, "resume": True})
     assert f"note: --resume: no run in {tmp_path / 'run'} yet; starting one" in capsys.readouterr().err
     for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16"),
-                        ("arch", "mobilenet"), ("size", 48), ("version", 1.0)):
-        with pytest.raises(ValueError, match=f"--{flag}={config[flag]} \\(now {value}\\)"):
+                        ("arch", "mobilenet"), ("size", 48), ("version", 1.0), ("seed", 7), ("crop", "center")):
+        with pytest.raises(ValueError, match=f"--{flag}={config[flag]} \\(now --{flag}={value}\\)"):
             r3d_train.train({**config, flag: value, "resume": True})
+    # Values as they are typed; lr_steps do not matter under cosine decay.
+    with pytest.raises(ValueError, match=r"flags differ from the run's: no --dropout \(now --dropout=0.5\), "
+                                         r"--nohflip \(now --hflip\)\. Give"):
+        r3d_train.train({**config, "dropout": 0.5, "hflip": True, "lr_steps": [5], "resume": True})
     r3d_train.train({**config, "resume": True})
-    assert "after epoch 1: all 1 epochs are done" in capsys.readouterr().err
+    assert "all 1 epochs are done; nothing to train" in capsys.readouterr().err
+    # Data of other classes is refused before any training.
+    from keras_r3d import data as r3d_data
+
+    classes = r3d_data.label_names(config["train_data"])
+    with monkeypatch.context() as patch:
+        patch.setattr(r3d_data, "label_names", lambda pattern: classes[::-1])
+        with pytest.raises(ValueError, match="the run's model is for 8 other classes than the 8 of --train_data"):
+            r3d_train.train({**config, "epochs": 1, "resume": True})
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch_0001.keras"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="epoch_0001.keras, the checkpoint of epoch 1, is damaged"):
+        r3d_train.train({**config, "resume": True})
+    # A folder that cannot hold a run is an error before any training.
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="--output_dir .*a_file/run: cannot write there"):
+        r3d_train.train({**config, "output_dir": str(tmp_path / "a_file" / "run")})
+
+
+def test_a_crash_after_the_resume_point_is_repaired_on_resume(synthetic, tmp_path, monkeypatch, capsys):
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=1, output_dir=str(tmp_path / "run"))
+    run = tmp_path / "run"
+
+    def crash(self, state, best_changed=True):
+        raise RuntimeError("killed after state.json")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(r3d_train.RunDirectory, "write_derived", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            r3d_train.train(config)
+    assert (run / "state.json").exists() and not any((run / n).exists() for n in ("last.keras", "best.keras",
+                                                                                   "metrics.csv"))
+    summary = r3d_train.train({**config, "resume": True})
+    assert "nothing to train (last.keras, best.keras and the metrics are up to date)" in capsys.readouterr().err
+    checkpoint = (run / "checkpoints" / "epoch_0001.keras").read_bytes()
+    assert (run / "last.keras").read_bytes() == checkpoint == (run / "best.keras").read_bytes()
+    assert summary["best_epoch"] == 1 and len((run / "metrics.csv").read_text().splitlines()) == 2
     import keras
 
     assert keras.config.dtype_policy().name == "float32"  # --precision held for its call only

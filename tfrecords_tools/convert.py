@@ -3,7 +3,7 @@
     python -m tfrecords_tools.convert --format jester|ucf101|kinetics|folders \
         --input DIR --output DIR [--annotations PATH] [--split N] \
         [--shard_size_mb 200 | --num_shards N] [--workers N] [--short_side 128] \
-        [--jpeg_quality 90] [--val_fraction F] [--min_frames 1]
+        [--jpeg_quality 90] [--val_fraction F] [--min_frames 1] [--fps F]
 
 Writes `{split}-{i:05d}-of-{n:05d}.tfrecord` and `manifest.json` in OUTPUT.
 The plan (which video goes to which shard) is fixed in `OUTPUT/.plan.json`
@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pathlib
 import random
+import signal
 import sys
 
 from keras_r3d.files import write_atomic
@@ -38,21 +39,25 @@ def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def encode_item(item, short_side, jpeg_quality, min_frames):
-    """Decodes, resizes and JPEG-encodes one video (runs in a worker process).
+def encode_item(item, short_side, jpeg_quality, min_frames, fps=None):
+    """Decodes, resizes and JPEG-encodes one video (runs in a worker process);
+    with `fps`, a video file's frames are first resampled to that rate as
+    predict resamples them (frame folders keep theirs: their rate is unknown).
 
     Returns ("ok", item, dict) or ("skip", item, reason).
     """
     from PIL import Image
 
-    from keras_r3d.video import VideoError, read_video
+    from keras_r3d.video import VideoError, read_video, resample_indices
 
     try:
-        frames, fps = read_video(item.source)
+        frames, source_fps = read_video(item.source, complete=True)
     except VideoError as error:
         return "skip", item, str(error)
     except Exception as error:  # a decoder crash on a corrupt file is a bad input, not a stop
         return "skip", item, f"{item.source}: cannot decode ({type(error).__name__}: {error})"
+    frames = frames[resample_indices(len(frames), source_fps, fps)]
+    fps = fps if fps and source_fps else source_fps
     if len(frames) < min_frames:
         return "skip", item, f"too short: {len(frames)} frames < --min_frames {min_frames}"
     height, width = frames.shape[1:3]
@@ -139,7 +144,7 @@ def _done(output, name):
 
 def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=200.0,
             num_shards=None, workers=1, short_side=128, jpeg_quality=90, val_fraction=0.0,
-            min_frames=1, progress=True):
+            min_frames=1, fps=None, progress=True):
     """Converts a dataset (see the module docstring) and returns the manifest dict.
 
     Raises:
@@ -161,6 +166,8 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
             raise AnnotationError(f"--{name} must be an integer >= {low}, got {value}")
     if jpeg_quality > 100:
         raise AnnotationError(f"--jpeg_quality must be at most 100, got {jpeg_quality}")
+    if fps is not None and not fps > 0:
+        raise AnnotationError(f"--fps must be > 0, got {fps}")
     if num_shards is not None and num_shards < 1 or shard_size_mb <= 0:
         raise AnnotationError("--num_shards must be >= 1 and --shard_size_mb > 0")
     output = pathlib.Path(output)
@@ -175,16 +182,19 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         "split": split, "shard_size_mb": shard_size_mb, "num_shards": num_shards,
         "short_side": short_side, "jpeg_quality": jpeg_quality, "val_fraction": val_fraction,
         "min_frames": min_frames,
+        **({"fps": fps} if fps else {}),  # absent, as before --fps existed, so older outputs resume
     }
     plan = load_or_make_plan(output, items, arguments, labels)
     pending = {name: [Item(**entry) for entry in entries]
                for name, entries in plan["shards"].items() if not _done(output, name)}
     for stale in output.glob(".*.tfrecord.tmp-*"):
         stale.unlink()
-    jobs = [(item, short_side, jpeg_quality, min_frames) for entries in pending.values() for item in entries]
+    jobs = [(item, short_side, jpeg_quality, min_frames, fps) for entries in pending.values() for item in entries]
     # Fork before TensorFlow runs anything (it is imported, but no op has run):
     # workers then start at once instead of importing Keras again.
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and jobs else None
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
+                                                    initargs=(signal.SIGINT, signal.SIG_IGN)) \
+        if workers > 1 and jobs else None  # Ctrl-C stops the main process, which ends the workers
     bar = tqdm(total=len(jobs), unit="video", desc="converting", disable=not progress, dynamic_ncols=True)
     try:
         results = pool.imap(_encode_star, jobs) if pool else map(_encode_star, jobs)
@@ -233,6 +243,8 @@ def _manifest(output, plan, labels, missing):
         entry["shards"].append({"file": name, "videos": len(done["videos"]),
                                 "num_frames": [video["num_frames"] for video in done["videos"]]})
         skipped += done["skipped"]
+    for entry in splits.values():  # in label order
+        entry["per_class"] = {label: entry["per_class"][label] for label in labels if label in entry["per_class"]}
     return {"schema_version": _schema_version(), "labels": labels, "splits": splits,
             "arguments": plan["arguments"], "skipped": skipped}
 
@@ -261,12 +273,20 @@ def main(argv=None):
     parser.add_argument("--val_fraction", type=float, default=0.0,
                         help="folders: share of videos in val (1: all, an evaluation set)")
     parser.add_argument("--min_frames", type=int, default=1, help="skip videos with fewer frames")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="resample video files to this frame rate, as predict and the exports "
+                             "resample to the model's (frame folders keep their frames)")
     args = vars(parser.parse_args(argv))
+    output = args["output"]
     try:
         manifest = convert(args.pop("format"), args.pop("input"), args.pop("output"), **args)
     except AnnotationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished shards in {output} are kept; the same command resumes",
+              file=sys.stderr)
+        return 130
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
     if manifest["skipped"]:

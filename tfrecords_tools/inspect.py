@@ -8,6 +8,8 @@ sampled video (one per label first) and `--columns` evenly spaced frames.
 """
 import argparse
 import collections
+import pathlib
+import re
 import sys
 
 import numpy as np
@@ -40,9 +42,21 @@ def summarize(file_pattern):
             raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
         except tf.errors.OpError as error:
             raise ValueError(f"{file}: not a video TFRecord ({schema.error_text(error)})") from None
-    return {"files": len(files), "videos": len(frames), "frames": sum(frames),
+    return {"files": len(files), "missing": missing_shards(files), "videos": len(frames), "frames": sum(frames),
             "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
             "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common())}
+
+
+def missing_shards(files):
+    """The shards `{split}-{i:05d}-of-{n:05d}.tfrecord` absent beside the given
+    ones of the same split and count: a conversion that did not finish."""
+    present = collections.defaultdict(set)
+    for file in files:
+        match = re.fullmatch(r"(.*)-(\d{5})-of-(\d{5})\.tfrecord", str(file))
+        if match:
+            present[(match[1], int(match[3]))].add(int(match[2]))
+    return [f"{prefix}-{i:05d}-of-{count:05d}.tfrecord" for (prefix, count), found in sorted(present.items())
+            for i in range(count) if i not in found]
 
 
 def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
@@ -67,7 +81,7 @@ def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
         tiles = [Image.fromarray(video["frames"][i]) for i in picks]
         width = max(1, round(tiles[0].width * height / tiles[0].height))
         row = Image.new("RGB", (label_width + columns * width, height), "white")
-        ImageDraw.Draw(row).text((4, 4), f"{video['label_text']}\n{video['video_id'][-22:]}\n"
+        ImageDraw.Draw(row).text((4, 4), f"{video['label_text']}\n{_tail(video['video_id'], 22)}\n"
                                           f"{video['num_frames']} frames", fill="black")
         for c, tile in enumerate(tiles):
             row.paste(tile.resize((width, height)), (label_width + c * width, 0))
@@ -79,6 +93,10 @@ def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
         sheet.paste(row, (0, r * height))
     sheet.save(path)
     return path
+
+
+def _tail(text, width):
+    return text if len(text) <= width else "..." + text[3 - width:]
 
 
 def main(argv=None):
@@ -104,6 +122,12 @@ def main(argv=None):
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
         print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns)}")
+    if summary["missing"]:
+        print(f"error: {len(summary['missing'])} shards of this set are missing ("
+              f"{', '.join(pathlib.Path(m).name for m in summary['missing'][:3])}"
+              f"{', ...' if len(summary['missing']) > 3 else ''}): the conversion did not finish; the same "
+              "tfrecords_tools.convert command resumes it", file=sys.stderr)
+        return 1
     return 0
 
 

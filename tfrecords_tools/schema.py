@@ -130,6 +130,9 @@ def read_video(file_pattern, video_id):
 def error_text(error):
     """The first line of a TensorFlow error reading records, without the
     names of TensorFlow's internal functions and ops."""
-    line = error.message.splitlines()[0] if error.message else type(error).__name__
+    lines = (error.message or "").splitlines()
+    if lines and lines[0].startswith("Graph execution error"):  # a traced call: the message follows the stack
+        lines = [line for line in lines[1:] if line.strip() and not line.startswith(("Detected at", "  "))]
+    line = lines[0] if lines else type(error).__name__
     line = re.sub(r"\{\{function_node [^}]*\}\}|\s*\[Op:\w+\].*$", "", line)
     return line.strip(" '")
