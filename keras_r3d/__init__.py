@@ -28,12 +28,13 @@ from keras_r3d.models import (
 from keras_r3d.preprocessing import Preprocessing, preprocess
 from keras_r3d.profiling import profile
 from keras_r3d.registry import build, create_model, list_models
-from keras_r3d.saving import load, model_info
+from keras_r3d.saving import clone_model, load, model_info
 
 
 def classify(model, path_or_frames, top_k=5, clips=1):
-    """Top-k (label, probability) pairs for a video file, frame folder or
-    uint8 `(T, H, W, 3)` RGB frames; see `keras_r3d.predict`."""
+    """Classifies a video file, frame folder or uint8 `(T, H, W, 3)` RGB frames:
+    `{"top": [{"label", "prob"}, ...], "windows": n}` (and a "note" for a video
+    shorter than one window); `keras_r3d.predict.classify` has the details."""
     from keras_r3d.predict import classify as _classify
 
     return _classify(model, path_or_frames, top_k=top_k, clips=clips)
@@ -42,6 +43,6 @@ def classify(model, path_or_frames, top_k=5, clips=1):
 __all__ = [
     "C3D", "MobileNet3D", "MobileNetV2_3D", "ResNeXt3D", "ResNet3D", "ShuffleNet3D",
     "ShuffleNetV2_3D", "SqueezeNet3D", "VideoClassifier", "Preprocessing", "build", "classify",
-    "create_model", "fold_batch_norm", "implementation", "list_models", "load", "model_info",
+    "clone_model", "create_model", "fold_batch_norm", "implementation", "list_models", "load", "model_info",
     "preprocess", "profile",
 ]

@@ -304,7 +304,7 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
                       f"ones", stacklevel=2)
     try:
         model = registry.build(arch, class_names=class_names, **settings)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is
         raise CheckpointMismatch(f"cannot build {arch} with {settings}: {error}") from None
     _assign(model, state)
     return model

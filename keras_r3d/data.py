@@ -29,23 +29,13 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from keras_r3d.preprocessing import Preprocessing, preprocess
+from keras_r3d.preprocessing import as_contract, preprocess
 from tfrecords_tools import schema
 
 SPLITS = ("train", "val", "test")
 CROPS = ("random", "corner", "center", "three")
 SCALES = tuple(2.0 ** (-k / 4) for k in range(5))
 CORNERS = ("c", "tl", "tr", "bl", "br")
-
-
-def _contract(contract):
-    if isinstance(contract, Preprocessing):
-        return contract
-    if isinstance(contract, dict):
-        return Preprocessing.from_dict(contract)
-    if isinstance(getattr(contract, "preprocessing", None), Preprocessing):
-        return contract.preprocessing
-    raise TypeError(f"contract must be a Preprocessing, its dict, or a model; got {type(contract).__name__}")
 
 
 def _files(file_pattern):
@@ -98,7 +88,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         A dataset of `(clip, label)`, or `(clip, label, video_id)` (test, or `video_ids`);
         clip is float32 `(batch, frames, size, size, 3)`, label int32.
     """
-    contract = _contract(contract)
+    contract = as_contract(contract)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     crop = crop or ("random" if split == "train" else "center")
@@ -168,6 +158,14 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
     # Normalized per batch: fewer, larger ops than clip by clip.
     batches = batches.map(lambda clip, *rest: (preprocess(clip, contract), *rest),
                           num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if not repeat:  # the batch count, from the manifest, for fit's steps and progress bar
+        try:
+            count = count_clips(file_pattern, split, contract, crop)
+        except (FileNotFoundError, ValueError):  # shards without their manifest: unknown
+            count = None
+        if count is not None:
+            batches = batches.apply(tf.data.experimental.assert_cardinality(
+                count // batch_size if drop_remainder else -(-count // batch_size)))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -258,7 +256,7 @@ def count_clips(file_pattern, split, contract, crop=None):
     """Elements `make_dataset(file_pattern, split, contract, crop=crop, ...)`
     yields before batching: one per video for train and val, one per window
     for test, times three for `crop="three"`."""
-    contract = _contract(contract)
+    contract = as_contract(contract)
     _, num_frames = read_manifest(file_pattern)
     crops = 3 if crop == "three" else 1
     if split == "test":

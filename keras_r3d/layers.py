@@ -50,7 +50,10 @@ _implementation = contextvars.ContextVar("keras_r3d_implementation", default="au
 
 @contextlib.contextmanager
 def implementation(name):
-    """Chooses how the zoo's layers are traced inside the `with` block."""
+    """Chooses how the zoo's layers are traced inside the `with` block: one of
+    IMPLEMENTATIONS (module doc). A zoo model's `fit`, `evaluate` and `predict`
+    trace again when it differs from their last trace's. It holds in the
+    calling thread (and asyncio task) only: other threads trace with "auto"."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
     if why := unavailable(name):
@@ -60,6 +63,11 @@ def implementation(name):
         yield
     finally:
         _implementation.reset(token)
+
+
+def current_implementation():
+    """The implementation in force here ("auto" unless `implementation` set one)."""
+    return _implementation.get()
 
 
 def unavailable(name):
@@ -419,6 +427,11 @@ class AvgPool3D(_Pool3D):
             # The skipped padding frames are zeros: divide by the whole window.
             total = self._frames(x, ops.average_pool, _reduce_sum)
             return total if self.pool_size[0] == 1 else total * (1.0 / self.pool_size[0])
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        if keras.backend.backend() == "torch" and dtype in ("float16", "bfloat16"):
+            # PyTorch's CPU avg_pool3d has no half-precision kernel (mixed precision).
+            return ops.cast(ops.average_pool(ops.cast(x, "float32"), self.pool_size, strides=self.strides,
+                                             padding="valid"), dtype)
         return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid")
 
 

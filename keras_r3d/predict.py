@@ -63,6 +63,8 @@ def clips_from_frames(frames, contract, fps=None, clips=1):
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise VideoError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise VideoError(f"expected uint8 RGB frames (0..255, as decoded), got {frames.dtype}")
     frames = frames[resample_indices(len(frames), fps, contract.fps)]
     indices = window_indices(len(frames), contract.frames, contract.temporal_downsample, clips)
     used = np.unique(indices)
@@ -86,6 +88,9 @@ def classify(model, path_or_frames, top_k=5, clips=1):
         frames, fps = read_video(path_or_frames)
     else:
         frames, fps = path_or_frames, None
+    if not getattr(model, "class_names", None):
+        raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
+                         "include_top=False, or not a keras_r3d model)")
     contract = model.preprocessing
     windows = clips_from_frames(frames, contract, fps, clips)
     outputs = model.predict_on_batch(preprocess(windows, contract))

@@ -5,6 +5,7 @@ logits. The contract travels in the saved model's config; `preprocess` is the
 only code that applies it (data pipeline, predict, evaluate and exports).
 """
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -41,19 +42,23 @@ class Preprocessing:
     def __post_init__(self):
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        for name in ("value_range",):
-            if len(getattr(self, name)) != 2:
-                raise ValueError(f"{name} must have 2 values, got {getattr(self, name)!r}")
-        for name in ("mean", "std"):
-            if len(getattr(self, name)) != 3:
-                raise ValueError(f"{name} must have 3 values, got {getattr(self, name)!r}")
+        for name, count in (("value_range", 2), ("mean", 3), ("std", 3)):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list, np.ndarray)) or len(value) != count \
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"{name} must be {count} numbers, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
         if any(s == 0 for s in self.std):
             raise ValueError(f"std must be non-zero, got {self.std!r}")
         for name in ("frames", "size", "temporal_downsample"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("value_range", "mean", "std"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.fps is not None:
+            if not isinstance(self.fps, numbers.Real) or isinstance(self.fps, bool) or not self.fps > 0:
+                raise ValueError(f"fps must be a positive number or None, got {self.fps!r}")
+            object.__setattr__(self, "fps", float(self.fps))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -89,14 +94,29 @@ DATASET_PREPROCESSING = {
 }
 
 
+def as_contract(contract):
+    """A `Preprocessing` from one, its dict, a data set's name (its official
+    contract, DATASET_PREPROCESSING) or a model that carries one."""
+    if isinstance(contract, Preprocessing):
+        return contract
+    if isinstance(contract, dict):
+        return Preprocessing.from_dict(contract)
+    if isinstance(contract, str) and contract in DATASET_PREPROCESSING:
+        return DATASET_PREPROCESSING[contract]
+    if isinstance(getattr(contract, "preprocessing", None), Preprocessing):
+        return contract.preprocessing
+    raise ValueError(f"a preprocessing contract is a Preprocessing, its dict, a data set's name "
+                     f"({', '.join(DATASET_PREPROCESSING)}) or a keras_r3d model, got {contract!r}"[:300])
+
+
 def preprocess(frames, contract):
-    """Normalizes uint8 RGB frames `(..., T, H, W, 3)` by `contract`.
+    """Normalizes uint8 RGB frames `(..., T, H, W, 3)` by `contract` (anything
+    `as_contract` takes).
 
     Accepts numpy arrays and TensorFlow tensors (in tf.data and exported
     graphs), and returns float32 of the same kind.
     """
-    if isinstance(contract, dict):
-        contract = Preprocessing.from_dict(contract)
+    contract = as_contract(contract)
     scale, shift = contract.affine()
     if type(frames).__module__.startswith("tensorflow"):
         import tensorflow as tf

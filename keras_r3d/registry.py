@@ -43,7 +43,9 @@ def _specs():
 
 
 def list_models(arch=None):
-    """The registry names, optionally of one architecture family."""
+    """The registry names, optionally of one architecture family (a `build` arch)."""
+    if arch is not None and arch not in BUILDERS:
+        raise ValueError(f"Unknown arch {arch!r}. Valid archs: {', '.join(BUILDERS)}")
     return [name for name, spec in _specs().items() if arch is None or spec.arch == arch]
 
 

@@ -23,26 +23,46 @@ def load(path, **convert_kwargs):
         raise ValueError(f"{path}: expected a .keras model or an official .pth checkpoint")
     if convert_kwargs:
         raise TypeError(f"{sorted(convert_kwargs)} only apply to .pth checkpoints")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(f"{path} is not a .keras file (a .keras file is a zip archive): damaged or "
+                         "cut short?")
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # not a Keras model
         raise ValueError(f"{path} is not a loadable .keras model: {error}"[:500]) from None
 
 
+def clone_model(model, **kwargs):
+    """`keras.models.clone_model` (kwargs as there) of a zoo model, keeping its
+    preprocessing contract, class names and architecture, which Keras' clone
+    drops: it rebuilds the model class from the graph alone."""
+    if not isinstance(model, VideoClassifier):
+        raise TypeError(f"clone_model takes a keras_r3d model, got {type(model).__name__}")
+    clone = keras.models.clone_model(model, **kwargs)
+    if not isinstance(clone, VideoClassifier):
+        raise ValueError("the clone is not a functional model of the same class; set its contract yourself")
+    clone.preprocessing, clone.class_names = model.preprocessing, model.class_names
+    clone.architecture = dict(model.architecture)
+    return clone
+
+
 def model_info(model_or_path):
     """`{"preprocessing": {...}, "class_names": [...], "architecture": {...}}`
     of a model, or of a `.keras` file without building it."""
-    if isinstance(model_or_path, VideoClassifier):
+    if isinstance(model_or_path, keras.Model):
         config = model_or_path.get_config()
-    else:
+    elif isinstance(model_or_path, (str, pathlib.Path)):
         path = pathlib.Path(model_or_path)
         try:
             with zipfile.ZipFile(path) as archive:
                 config = json.loads(archive.read("config.json"))["config"]
-        except (zipfile.BadZipFile, KeyError, FileNotFoundError) as error:
+        except (zipfile.BadZipFile, KeyError, OSError) as error:
             raise ValueError(f"{path} is not a keras_r3d .keras model: {error}") from None
-    if "preprocessing" not in config:
-        raise ValueError("Not a keras_r3d model: its config has no preprocessing contract")
+    else:
+        raise TypeError(f"model_info takes a keras_r3d model or a .keras path, got {type(model_or_path).__name__}")
+    if config.get("preprocessing") is None:
+        raise ValueError("Not a keras_r3d model, or one that lost its contract (keras.models.clone_model "
+                         "drops it: use keras_r3d.clone_model): its config has no preprocessing contract")
     info = {key: config.get(key) for key in ("preprocessing", "class_names", "architecture")}
     info["preprocessing"] = Preprocessing.from_dict(info["preprocessing"]).to_dict()
     return info

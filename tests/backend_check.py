@@ -1,7 +1,8 @@
 """Run in a subprocess with KERAS_BACKEND set: loads the `.keras` models that
 the TF test saved, checks their logits, and takes one training step. On JAX
 the logits also under the "s2d" layers, and for PALLAS_MODEL the "pallas" ones
-(Pallas' interpreter on a CPU; tests/pallas_check.py checks its gradient).
+(Pallas' interpreter on a CPU; tests/pallas_check.py checks its gradient). Each
+family also takes a training step built under mixed_bfloat16.
 
     KERAS_BACKEND=jax python -m tests.backend_check DIR
 """
@@ -36,8 +37,22 @@ def check(directory):
         loss = float(model.train_on_batch(data["x"], data["labels"]))
         changed = sum(not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights))
         results[path.stem] = {"max_abs_error": errors, "loss": loss, "changed": changed,
-                              "trainable": len(before), "backend": keras.backend.backend()}
+                              "trainable": len(before), "backend": keras.backend.backend(),
+                              "mixed_bfloat16_loss": mixed_precision_loss(path.stem, data)}
     print(json.dumps(results))
+
+
+def mixed_precision_loss(name, data):
+    """One training step of the family built under mixed_bfloat16 (on torch's
+    CPU, AvgPool3D has no half-precision kernel of its own)."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = keras_r3d.create_model(name, num_classes=5, input_shape=data["x"].shape[1:])
+        model.compile(optimizer=keras.optimizers.SGD(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return float(model.train_on_batch(data["x"], data["labels"]))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
 
 
 if __name__ == "__main__":

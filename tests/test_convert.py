@@ -169,6 +169,8 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
         assert model.architecture == {**model.architecture, "arch": "shufflenet", "width_mult": 0.5, "groups": 3}
         assert model.class_names[0] == "Doing_other_things"  # the data set still comes from the name
 
+    with pytest.raises(TypeError, match=r"unknown arguments \['foo'\]"):  # the caller's mistake, as it is
+        convert.convert_checkpoint(renamed, foo=1)
     not_a_checkpoint = tmp_path / "clip.pth"
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"clip.pth is not a PyTorch checkpoint \(\w+\)$"):

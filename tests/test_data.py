@@ -158,6 +158,9 @@ def test_test_split_yields_every_window_of_every_video(shards):
         ids += [v.decode() for v in video_id.numpy()]
         labels += label.numpy().tolist()
     assert len(ids) == data.count_clips(pattern, "test", CONTRACT) == 3 * 5 + 11  # ceil(n / 16)
+    # The batch count is known up front (fit's steps and progress bar): 26 windows in batches of 5.
+    assert int(dataset.cardinality()) == 6
+    assert int(data.make_dataset(pattern, "train", CONTRACT, 3).cardinality()) == 1  # 4 videos, remainder dropped
     runs = [ids[0]] + [b for a, b in zip(ids, ids[1:]) if a != b]
     assert len(runs) == 4 == len(set(runs))  # each video's windows are consecutive
     counts = {video: ids.count(video) for video in runs}
@@ -205,7 +208,7 @@ def test_argument_errors(shards, tmp_path):
         data.make_dataset(pattern, "val", CONTRACT, 1, hflip=True)
     with pytest.raises(ValueError, match="batch_size"):
         data.make_dataset(pattern, "train", CONTRACT, 0)
-    with pytest.raises(TypeError, match="contract must be"):
+    with pytest.raises(ValueError, match="a preprocessing contract is a Preprocessing"):
         data.make_dataset(pattern, "train", (16, 112), 1)
     with pytest.raises(FileNotFoundError, match="no TFRecord files"):
         data.make_dataset(str(tmp_path / "*.tfrecord"), "train", CONTRACT, 1)

@@ -143,6 +143,29 @@ def test_implementation_rejects_unknown_names():
             pass
 
 
+def test_a_zoo_model_traces_again_under_another_implementation(monkeypatch):
+    import keras_r3d
+
+    model = keras_r3d.create_model("ShuffleNetV2-0.25x", num_classes=3, input_shape=(4, 16, 16, 3))
+    x = np.random.default_rng(0).standard_normal((1, 4, 16, 16, 3)).astype(np.float32)
+    traced = []
+    call = layers.Conv3D.call
+    monkeypatch.setattr(layers.Conv3D, "call", lambda self, *a, **k: (traced.append(1), call(self, *a, **k))[1])
+
+    def traces(run):
+        before = len(traced)
+        result = run()
+        return result, len(traced) > before
+
+    first, retraced = traces(lambda: model.predict(x, verbose=0))
+    assert retraced and not traces(lambda: model.predict(x, verbose=0))[1]  # cached
+    with layers.implementation("native"):
+        native, retraced = traces(lambda: model.predict(x, verbose=0))
+    assert retraced
+    assert traces(lambda: model.predict(x, verbose=0))[1]  # back under "auto": traced again
+    np.testing.assert_allclose(native, first, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(keras.backend.backend() == "jax", reason="the Pallas kernels are JAX's")
 def test_pallas_layers_need_jax():
     with pytest.raises(ValueError, match='"pallas" needs the JAX backend'):

@@ -51,6 +51,14 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("shufflenet", {"groups": 5}, "groups must be one of"),
     ("shufflenet", {"width_mult": 0.3, "groups": 3}, "layer1_0_conv1"),
     ("mobilenetv2", {"width_mult": 0.01}, "no channels"),
+    ("shufflenet", {"width_mult": 0.01}, "no channels"),
+    ("mobilenetv2", {"width_mult": None}, "width_mult must be a positive number, got None"),
+    ("mobilenet", {"dropout": "0.5"}, r"dropout must be a number in \[0, 1\), got '0.5'"),
+    ("mobilenet", {"num_classes": True}, "num_classes must be a positive Python int, got True"),
+    ("mobilenet", {"num_classes": np.int64(5)}, "num_classes must be a positive Python int"),
+    ("mobilenet", {"input_shape": (np.int64(8), 32, 32, 3)}, r"\(frames, height, width, 3\) of Python ints"),
+    ("mobilenet", {"pooling": "avg"}, "applies with include_top=False"),
+    ("mobilenet", {"include_top": False, "class_names": ["a"]}, "include_top=False has none"),
     ("squeezenet", {"version": 1.2}, "version must be one of"),
     ("resnet", {"depth": 20}, "depth must be one of"),
     ("resnet", {"shortcut": "C"}, "shortcut must be one of"),
@@ -63,7 +71,8 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenet", {"pooling": "max"}, "pooling"),
     ("mobilenet", {"num_classes": 0}, "num_classes"),
     ("mobilenet", {"class_names": ["a", "b"], "num_classes": 3}, "2 class names"),
-    ("mobilenet", {"preprocessing": "imagenet"}, "preprocessing must be a Preprocessing, a dict or a data set"),
+    ("mobilenet", {"preprocessing": "imagenet"}, "preprocessing: a preprocessing contract is a Preprocessing, its "
+                                                 "dict, a data set"),
 ])
 def test_builders_reject_bad_arguments(arch, kwargs, message):
     with pytest.raises(ValueError, match=message) as error:
@@ -154,6 +163,7 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
         scale = max(1.0, float(np.abs(expected[name]).max()))
         assert all(error <= 1e-4 * scale for error in result["max_abs_error"].values()), (name, result)
         assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
+        assert np.isfinite(result["mixed_bfloat16_loss"]), (name, result)
 
 
 def test_models_do_not_import_tensorflow():

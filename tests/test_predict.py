@@ -99,6 +99,34 @@ def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
     assert export.export_metadata(logits, raw_input=False, input_dtype="uint8")["output"]["kind"] == "logits"
 
 
+def test_python_api_mistakes_are_clear_errors(tmp_path):
+    import keras
+
+    model = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, num_classes=3, input_shape=(4, 32, 32, 3),
+                                      class_names=["a", "b", "c"], preprocessing="jester")
+    frames = np.random.default_rng(0).integers(0, 256, (12, 40, 40, 3), np.uint8)
+    with pytest.raises(video.VideoError, match="expected uint8 RGB frames"):
+        keras_r3d.classify(model, frames.astype(np.float32) / 255)
+    headless = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, input_shape=(4, 32, 32, 3), include_top=False,
+                                         pooling="avg")
+    with pytest.raises(ValueError, match="this model has no class names"):
+        keras_r3d.classify(headless, frames)
+    # Keras' clone drops what a zoo model carries; keras_r3d's keeps it.
+    with pytest.raises(ValueError, match="use keras_r3d.clone_model"):
+        keras_r3d.model_info(keras.models.clone_model(model))
+    clone = keras_r3d.clone_model(model)
+    assert keras_r3d.model_info(clone) == keras_r3d.model_info(model) and clone is not model
+    with pytest.raises(TypeError, match="model_info takes a keras_r3d model or a .keras path, got list"):
+        keras_r3d.model_info([model])
+    with pytest.raises(ValueError, match="is not a keras_r3d .keras model"):
+        keras_r3d.model_info(tmp_path)
+    (tmp_path / "bad.keras").write_text("hi")
+    with pytest.raises(ValueError, match="bad.keras is not a .keras file .*damaged or cut short"):
+        keras_r3d.load(tmp_path / "bad.keras")
+    with pytest.raises(ValueError, match="Unknown arch 'ShuffleNetV2'. Valid archs: shufflenet, shufflenetv2"):
+        keras_r3d.list_models("ShuffleNetV2")
+
+
 def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
     """Phone videos' display rotation, a frame size that changes, macOS `._`
     files among the frames, and 16-bit grayscale PNG frames."""

@@ -39,3 +39,17 @@ def test_contract_round_trip_and_checks():
         Preprocessing(std=(1, 0, 1))
     with pytest.raises(ValueError, match="3 channels"):
         preprocess(np.zeros((2, 2, 4), np.uint8), contract)
+    for bad, message in (({"frames": 1.5}, "frames must be a positive int, got 1.5"),
+                         ({"size": "112"}, "size must be a positive int, got '112'"),
+                         ({"mean": 5}, "mean must be 3 numbers, got 5"),
+                         ({"fps": 0}, "fps must be a positive number or None")):
+        with pytest.raises(ValueError, match=message):
+            Preprocessing(**bad)
+    assert Preprocessing(frames=np.int64(8), fps=np.float32(12.5)).to_dict()["frames"] == 8  # as Python numbers
+    # Whatever names a contract: a data set's name, its dict, a model's.
+    frames = np.full((1, 2, 2, 3), 200, np.uint8)
+    jester = preprocess(frames, contract)
+    np.testing.assert_array_equal(preprocess(frames, "jester"), jester)
+    np.testing.assert_array_equal(preprocess(frames, contract.to_dict()), jester)
+    with pytest.raises(ValueError, match="a data set's name \\(jester, ucf101, kinetics\\)"):
+        preprocess(frames, None)

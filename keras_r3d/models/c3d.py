@@ -24,7 +24,8 @@ def C3D(num_classes=600, input_shape=(16, 112, 112, 3), include_top=True, poolin
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation, preprocessing, class_names: as in `ShuffleNet3D`.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     shape = common.check_common_args("c3d", num_classes, input_shape, include_top, pooling, dropout)
 

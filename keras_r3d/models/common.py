@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_r3d import layers as r3d_layers
-from keras_r3d.preprocessing import DATASET_PREPROCESSING, Preprocessing
+from keras_r3d.preprocessing import Preprocessing, as_contract
 
 PACKAGE = r3d_layers.PACKAGE
 BN_EPSILON = 1e-5  # PyTorch BatchNorm3d(eps=1e-5, momentum=0.1)
@@ -33,6 +33,24 @@ class VideoClassifier(keras.Model):
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.architecture = dict(architecture or {})
 
+    # Keras keeps its compiled train/test/predict functions; one traced under
+    # another `keras_r3d.implementation` is traced again.
+    def make_train_function(self, force=False):
+        return super().make_train_function(force=self._implementation_changed("train") or force)
+
+    def make_test_function(self, force=False):
+        return super().make_test_function(force=self._implementation_changed("test") or force)
+
+    def make_predict_function(self, force=False):
+        return super().make_predict_function(force=self._implementation_changed("predict") or force)
+
+    def _implementation_changed(self, step):
+        traced = self.__dict__.setdefault("_traced_implementations", {})  # untracked by Keras: no state
+        now = r3d_layers.current_implementation()
+        changed = traced.get(step, now) != now
+        traced[step] = now
+        return changed
+
     @property
     def outputs_probabilities(self):
         """True for a softmax head (`classifier_activation="softmax"`), else logits."""
@@ -47,17 +65,35 @@ class VideoClassifier(keras.Model):
         }
 
 
+def _is_int(value):
+    """A Python int, not a bool (numpy ints would end up in the model's config)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_width(arch, width_mult):
+    """A width multiplier must be a positive Python number."""
+    if not _is_number(width_mult) or not width_mult > 0:
+        raise ValueError(f"{arch}: width_mult must be a positive number, got {width_mult!r}")
+
+
 def check_common_args(arch, num_classes, input_shape, include_top, pooling, dropout):
     """Validates the keyword arguments shared by every builder."""
-    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"{arch}: num_classes must be a positive int, got {num_classes!r}")
+    if include_top and (not _is_int(num_classes) or num_classes < 1):
+        raise ValueError(f"{arch}: num_classes must be a positive Python int, got {num_classes!r}")
     if pooling not in (None, "avg"):
         raise ValueError(f"{arch}: pooling must be None or 'avg', got {pooling!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"{arch}: dropout must be in [0, 1), got {dropout!r}")
-    shape = tuple(input_shape)
-    if len(shape) != 4 or shape[3] != 3 or any(not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"{arch}: input_shape must be (frames, height, width, 3), got {input_shape!r}")
+    if include_top and pooling is not None:
+        raise ValueError(f"{arch}: pooling={pooling!r} applies with include_top=False (the head pools already)")
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{arch}: dropout must be a number in [0, 1), got {dropout!r}")
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
+    if len(shape) != 4 or shape[3] != 3 or any(not _is_int(d) or d < 1 for d in shape):
+        raise ValueError(f"{arch}: input_shape must be (frames, height, width, 3) of Python ints, "
+                         f"got {input_shape!r}")
     if shape[1] != shape[2]:
         raise ValueError(f"{arch}: frames must be square (height == width), got {input_shape!r}")
     return shape
@@ -76,19 +112,15 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
         if len(class_names) != num_classes:
             raise ValueError(f"{arch}: {len(class_names)} class names for num_classes={num_classes}")
     else:
+        if class_names is not None:
+            raise ValueError(f"{arch}: class_names name the head's outputs, and include_top=False has none")
         outputs = keras.layers.GlobalAveragePooling3D(name="avgpool")(features) \
             if pooling == "avg" else features
-        class_names = None
     frames, size = inputs.shape[1], inputs.shape[2]
-    if preprocessing is None:
-        preprocessing = Preprocessing(frames=frames, size=size)
-    elif isinstance(preprocessing, dict):
-        preprocessing = Preprocessing.from_dict(preprocessing)
-    elif isinstance(preprocessing, str) and preprocessing in DATASET_PREPROCESSING:
-        preprocessing = DATASET_PREPROCESSING[preprocessing]
-    elif not isinstance(preprocessing, Preprocessing):
-        raise ValueError(f"{arch}: preprocessing must be a Preprocessing, a dict or a data set's name "
-                         f"({', '.join(DATASET_PREPROCESSING)}), got {preprocessing!r}")
+    try:
+        preprocessing = Preprocessing() if preprocessing is None else as_contract(preprocessing)
+    except ValueError as error:
+        raise ValueError(f"{arch}: preprocessing: {error}") from None
     preprocessing = preprocessing.replace(frames=frames, size=size)
     architecture = {"arch": arch, **arch_kwargs}
     if include_top:

@@ -41,10 +41,12 @@ def MobileNetV2_3D(width_mult=1.0, num_classes=600, input_shape=(16, 112, 112, 3
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation, preprocessing, class_names: as in `ShuffleNet3D`.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
+    common.check_width("mobilenetv2", width_mult)
     widths = [int(c * width_mult) for c in (STEM_CHANNELS,) + tuple(c for _, c, _, _ in BLOCKS)]
-    if not width_mult > 0 or min(widths) < 1:
+    if min(widths) < 1:
         raise ValueError(f"mobilenetv2: width_mult={width_mult!r} leaves a layer with no channels")
     last_channels = int(LAST_CHANNELS * width_mult) if width_mult > 1.0 else LAST_CHANNELS
     shape = common.check_common_args("mobilenetv2", num_classes, input_shape, include_top, pooling, dropout)

@@ -83,7 +83,8 @@ def ResNet3D(depth=18, shortcut="B", num_classes=600, input_shape=(16, 112, 112,
         num_classes, input_shape, include_top, pooling, classifier_activation,
         preprocessing, class_names: as in `ShuffleNet3D`. No dropout.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"resnet: depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
@@ -104,7 +105,8 @@ def ResNeXt3D(depth=101, cardinality=32, shortcut="B", num_classes=600, input_sh
         shortcut, num_classes, input_shape, include_top, pooling,
         classifier_activation, preprocessing, class_names: as in `ResNet3D`.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     if depth not in RESNEXT_DEPTHS:
         raise ValueError(f"resnext: depth must be one of {sorted(RESNEXT_DEPTHS)}, got {depth!r}")

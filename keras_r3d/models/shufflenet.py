@@ -50,14 +50,16 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
             follow `input_shape`.
         class_names: names of the outputs; `class_000`... by default.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     if groups not in STAGE_WIDTHS:
         raise ValueError(f"shufflenet: groups must be one of {sorted(STAGE_WIDTHS)}, got {groups!r}")
-    if not width_mult > 0:
-        raise ValueError(f"shufflenet: width_mult must be positive, got {width_mult!r}")
+    common.check_width("shufflenet", width_mult)
     shape = common.check_common_args("shufflenet", num_classes, input_shape, include_top, pooling, dropout)
     widths = [int(w * width_mult) for w in STAGE_WIDTHS[groups]]
+    if widths[0] < 1 or min(widths[1:]) // 4 < 1:  # the stem, and each unit's bottleneck (a quarter)
+        raise ValueError(f"shufflenet: width_mult={width_mult!r} leaves a layer with no channels")
 
     def body(x):
         x = common.conv(x, widths[0], 3, "conv1_0", strides=(1, 2, 2))

@@ -53,7 +53,8 @@ def ShuffleNetV2_3D(width_mult=1.0, num_classes=600, input_shape=(16, 112, 112, 
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation, preprocessing, class_names: as in `ShuffleNet3D`.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     if width_mult not in STAGE_WIDTHS:
         raise ValueError(f"shufflenetv2: width_mult must be one of {sorted(STAGE_WIDTHS)}, got {width_mult!r}")

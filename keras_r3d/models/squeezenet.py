@@ -43,7 +43,8 @@ def SqueezeNet3D(version=1.1, num_classes=600, input_shape=(16, 112, 112, 3), in
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation, preprocessing, class_names: as in `ShuffleNet3D`.
     Returns:
-        A `VideoClassifier` mapping normalized frames to logits.
+        A `VideoClassifier` mapping normalized frames to logits (probabilities
+        with classifier_activation="softmax", features with include_top=False).
     """
     if version not in STEMS:
         raise ValueError(f"squeezenet: version must be one of {sorted(STEMS)}, got {version!r}")
