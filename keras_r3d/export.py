@@ -549,7 +549,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
     report["formats"] = _earlier_formats(out, report, redone, log)
     if report["formats"]:
-        log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} (same model, contract and input)")
+        log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} "
+            "(same model, contract and input)")
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()

@@ -262,7 +262,8 @@ class _OnnxRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(path, options, providers=providers)
         except Exception as error:  # onnxruntime's own exception types derive from Exception only
-            raise ValueError("{}: onnxruntime cannot load it: {}".format(path, str(error).splitlines()[0]))
+            raise ValueError("{}: onnxruntime cannot load it: {}".format(
+                path, str(error).splitlines()[0])) from None
         spec = self._session.get_inputs()[0]
         self._input_name = spec.name
         dtypes = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}

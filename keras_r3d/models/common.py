@@ -77,7 +77,7 @@ def _is_number(value):
 def check_width(arch, width_mult):
     """A width multiplier must be a positive Python number."""
     if not _is_number(width_mult) or not width_mult > 0:
-        raise ValueError(f"{arch}: width_mult must be a positive number, got {width_mult!r}")
+        raise ValueError(f"{arch}: width_mult must be a positive Python number, got {width_mult!r}")
 
 
 def check_common_args(arch, num_classes, input_shape, include_top, pooling, dropout):
@@ -89,7 +89,7 @@ def check_common_args(arch, num_classes, input_shape, include_top, pooling, drop
     if include_top and pooling is not None:
         raise ValueError(f"{arch}: pooling={pooling!r} applies with include_top=False (the head pools already)")
     if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{arch}: dropout must be a number in [0, 1), got {dropout!r}")
+        raise ValueError(f"{arch}: dropout must be a Python number in [0, 1), got {dropout!r}")
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
     if len(shape) != 4 or shape[3] != 3 or any(not _is_int(d) or d < 1 for d in shape):
         raise ValueError(f"{arch}: input_shape must be (frames, height, width, 3) of Python ints, "
