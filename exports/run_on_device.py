@@ -352,7 +352,7 @@ def main(argv=None):
         for row in benchmark(runtime, batch_sizes, args.warmup, args.iterations):
             print(json.dumps(row), flush=True)
     failed = False
-    for result in classify(runtime, args.inputs, args.top_k):
+    for result in classify(runtime, args.inputs, args.top_k) if args.inputs else ():
         failed = failed or "error" in result
         print(json.dumps(result), flush=True)
     if args.stream and not stream(runtime, args.stream, args.every, args.top_k):

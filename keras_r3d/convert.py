@@ -326,7 +326,7 @@ def main(argv):
     try:
         model = convert_checkpoint(argv[1], labels=f.labels, dataset=f.dataset, strict=f.strict,
                                    **overrides)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:  # TypeError: a flag the arch does not take
         print(f"error: {error}", file=sys.stderr)
         return 1
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -428,7 +428,8 @@ class AvgPool3D(_Pool3D):
             total = self._frames(x, ops.average_pool, _reduce_sum)
             return total if self.pool_size[0] == 1 else total * (1.0 / self.pool_size[0])
         dtype = keras.backend.standardize_dtype(x.dtype)
-        if keras.backend.backend() == "torch" and dtype in ("float16", "bfloat16"):
+        if keras.backend.backend() == "torch" and dtype in ("float16", "bfloat16") \
+                and str(getattr(x, "device", "")).startswith("cpu"):
             # PyTorch's CPU avg_pool3d has no half-precision kernel (mixed precision).
             return ops.cast(ops.average_pool(ops.cast(x, "float32"), self.pool_size, strides=self.strides,
                                              padding="valid"), dtype)

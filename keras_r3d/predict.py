@@ -84,13 +84,13 @@ def classify(model, path_or_frames, top_k=5, clips=1):
         from keras_r3d.saving import load
 
         model = load(model)
+    if not getattr(model, "class_names", None):
+        raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
+                         "include_top=False, or not a keras_r3d model)")
     if isinstance(path_or_frames, (str, pathlib.Path)):
         frames, fps = read_video(path_or_frames)
     else:
         frames, fps = path_or_frames, None
-    if not getattr(model, "class_names", None):
-        raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
-                         "include_top=False, or not a keras_r3d model)")
     contract = model.preprocessing
     windows = clips_from_frames(frames, contract, fps, clips)
     outputs = model.predict_on_batch(preprocess(windows, contract))

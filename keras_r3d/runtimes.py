@@ -263,7 +263,7 @@ class _OnnxRuntime(Runtime):
             self._session = ort.InferenceSession(path, options, providers=providers)
         except Exception as error:  # onnxruntime's own exception types derive from Exception only
             raise ValueError("{}: onnxruntime cannot load it: {}".format(
-                path, str(error).splitlines()[0])) from None
+                path, (str(error).splitlines() or [type(error).__name__])[0])) from None
         spec = self._session.get_inputs()[0]
         self._input_name = spec.name
         dtypes = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}

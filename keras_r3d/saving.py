@@ -41,8 +41,9 @@ def clone_model(model, **kwargs):
     clone = keras.models.clone_model(model, **kwargs)
     if not isinstance(clone, VideoClassifier):
         raise ValueError("the clone is not a functional model of the same class; set its contract yourself")
-    clone.preprocessing, clone.class_names = model.preprocessing, model.class_names
-    clone.architecture = dict(model.architecture)
+    frames, size = clone.input_shape[1], clone.input_shape[2]  # `input_tensors` may change them
+    clone.preprocessing = model.preprocessing.replace(frames=frames, size=size)
+    clone.class_names, clone.architecture = model.class_names, dict(model.architecture)
     return clone
 
 

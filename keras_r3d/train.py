@@ -44,7 +44,7 @@ HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mo
 # The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
 FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
 # The models a run folder holds (evaluate names its results after the folder for them).
-RUN_MODELS = ("best.keras", "last.keras")
+BEST_MODEL, LAST_MODEL = "best.keras", "last.keras"
 METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip_top1", "val_clip_top5",
                   "val_video_top1", "val_video_top5", "val_reversed_video_top1", "epoch_time_s",
                   "train_clips_per_s")
@@ -90,6 +90,13 @@ def build_model(config, class_names):
         if model.output_shape[-1] != num_classes or model.class_names not in (None, list(class_names)):
             raise ValueError(f"--model {config['model']} has {model.output_shape[-1]} outputs for other classes "
                              f"than the data's {num_classes}; use --pretrained to replace the head")
+        contract = _override_contract(model.preprocessing, config)
+        changed = [f"--{name}" for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS
+                   if name != "fps" and getattr(contract, name) != getattr(model.preprocessing, name)]
+        if changed:
+            raise ValueError(f"--model {config['model']} trains on as it is, and {', '.join(changed)} would change "
+                             "its input; --pretrained fine-tunes it with a new contract")
+        model.preprocessing = contract  # --fps: the rate of the records, for predict and the exports
         return model
     if config.get("pretrained"):
         source = load(config["pretrained"])
@@ -522,8 +529,10 @@ class RunDirectory:
         path = self.path / state["checkpoint"]
         try:
             return keras.saving.load_model(path, compile=True)
-        except (OSError, ValueError, zipfile.BadZipFile):  # Keras says "File not found" for a damaged zip too
-            problem = "is damaged (not a complete .keras file)" if path.exists() else "is missing"
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            # Keras says "File not found" for a damaged zip too.
+            problem = ("is missing" if not path.exists() else "is damaged (not a complete .keras file)"
+                       if not zipfile.is_zipfile(path) else f"does not load ({str(error).splitlines()[0][:300]})")
             raise ValueError(f"--resume: {path}, the checkpoint of epoch {state['epoch']}, {problem}; an "
                              f"earlier one in {self.checkpoints}, if any, or last.keras can start a new "
                              "--output_dir with --model") from None
@@ -531,7 +540,8 @@ class RunDirectory:
     def write_epoch(self, model, state, keep):
         """The checkpoint, then the resume point (state.json), then the files
         derived from them, which `write_derived` redoes on resume: a crash at
-        any point leaves a run that resumes consistently."""
+        any point leaves a run that resumes consistently (but for the epoch's
+        TensorBoard row, which is appended after)."""
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / f"epoch_{state['epoch']:04d}.keras"
         self.save_model(model, checkpoint)
@@ -544,10 +554,10 @@ class RunDirectory:
     def write_derived(self, state, best_changed=True):
         """last.keras, best.keras (while its epoch's checkpoint is kept: the
         rotation runs only after this) and the metrics files, from `state`."""
-        self.copy_model(self.path / state["checkpoint"], RUN_MODELS[1])
+        self.copy_model(self.path / state["checkpoint"], LAST_MODEL)
         best = self.checkpoints / f"epoch_{state['best_epoch']:04d}.keras"
         if best_changed and best.exists():
-            self.copy_model(best, RUN_MODELS[0])
+            self.copy_model(best, BEST_MODEL)
         self.write_metrics(state)
 
     def write_metrics(self, state):
@@ -663,13 +673,13 @@ def _train(config):
     if not config["resume"] and run.state_path.exists():
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
-    if chief:
-        run.check_writable()
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
     if r3d_data.label_names(config["val_data"]) != class_names:
         raise ValueError("--train_data and --val_data have different class lists")
+    if chief:
+        run.check_writable()
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         import tensorflow as tf
@@ -682,7 +692,7 @@ def _train(config):
                 check_resumable(state, config)
             model = run.load_checkpoint(state)
             if model.output_shape[-1] != len(class_names) or model.class_names not in (None, list(class_names)):
-                raise ValueError(f"--resume: the run's model is for {model.output_shape[-1]} other classes than "
+                raise ValueError(f"--resume: the run's model is for other classes ({model.output_shape[-1]}) than "
                                  f"the {len(class_names)} of --train_data; give the run's data, or start a new "
                                  "--output_dir (--pretrained with its last.keras to fine-tune from it)")
             model.jit_compile = jit_compile(config)
@@ -909,14 +919,17 @@ def command_line_flags(argv):
 def yield_recipe_architecture(config, argv):
     """A flagfile's architecture yields to the command line: `--pretrained` or
     `--model` there drops the recipe's `--arch` and builder flags (fine-tuning
-    with a recipe's data and schedule), and an `--arch` there drops the
-    recipe's builder flags that the new arch does not take."""
+    with a recipe's data and schedule; `--model` its contract flags too), and
+    an `--arch` there drops the recipe's builder flags that the new arch does
+    not take."""
     from keras_r3d import registry
 
     given = command_line_flags(argv)
     recipe_only = [name for name in ("arch",) + registry.ARCHITECTURE_FLAGS if name not in given]
     if given & {"model", "pretrained"} and "arch" not in given:
         dropped = recipe_only
+        if "model" in given:  # a model that trains on keeps its input contract too
+            dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS if name not in given]
     elif "arch" in given and config["arch"]:
         accepted = registry.builder_kwargs(config["arch"])
         dropped = [name for name in recipe_only if name != "arch" and name not in accepted]

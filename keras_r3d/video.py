@@ -92,6 +92,7 @@ def _read_file(path, max_frames, complete):
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            declared = stream.frames  # from the header; 0 where the container does not say
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
             for frame in container.decode(stream):
@@ -111,7 +112,6 @@ def _read_file(path, max_frames, complete):
             raise VideoError(f"{path}: decoding failed after {len(frames)} frames ({error}): truncated or "
                              "corrupt") from None
         # A truncated file: keep the frames that decoded.
-    declared = stream.frames  # from the header; 0 where the container does not say
     if complete and not max_frames and len(frames) < declared - max(2, declared // 20):
         raise VideoError(f"{path}: decoded {len(frames)} of the {declared} frames its header declares: "
                          "truncated or corrupt")

@@ -178,6 +178,10 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
                           "--output", str(tmp_path / "model.h5")], capture_output=True, text=True)
     assert run.returncode == 1 and "is written as a .keras file" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
+                          str(tmp_path / "x.keras"), "--depth", "18"], capture_output=True, text=True)
+    assert run.returncode == 1 and "error: shufflenet got unknown arguments ['depth']" in run.stderr
+    assert "Traceback" not in run.stderr
     assert not (tmp_path / "model.h5").exists()
     for module in ("keras_r3d.convert", "keras_r3d.train"):  # the architecture flags, not only in --helpfull
         run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)

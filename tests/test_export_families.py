@@ -3,6 +3,7 @@ only, int8 throughout, and logits close to Keras (cosine >= 0.98 float,
 >= 0.95 int8), covering the grouped convs of ShuffleNet V1 and ResNeXt.
 Also the CLI and the argument checks."""
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -106,6 +107,13 @@ def test_raw_input_takes_normalized_float(raw_input_tflite):
     metadata = runtimes.read_metadata(path)
     assert metadata["input"]["dtype"] == "float32" and not metadata["input"]["normalized_in_graph"]
     assert runtimes.load_runtime(path).input_dtype == np.float32
+    # The device runner times it, and refuses only to classify frames with it.
+    runner = [sys.executable, str(pathlib.Path(__file__).resolve().parents[1] / "exports" / "run_on_device.py"),
+              str(path), "--benchmark", "--iterations", "1", "--warmup", "0", "--batch_sizes", "1"]
+    timed = subprocess.run(runner, capture_output=True, text=True, timeout=300)
+    assert timed.returncode == 0 and '"clips_per_s"' in timed.stdout, timed.stderr
+    refused = subprocess.run(runner + [str(path.parent)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "exported with --raw_input" in refused.stderr
 
 
 def test_exports_run_the_model_with_batch_norm_folded(tiny_model):

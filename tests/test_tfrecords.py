@@ -380,6 +380,9 @@ def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
     absent = sorted(set(plan) - {shard.name for shard in finished})
     assert inspected.returncode == 1 and f"{len(absent)} shards of this set are missing ({absent[0]}" in \
         inspected.stderr, inspected.stderr
+    one = subprocess.run([sys.executable, "-m", "tfrecords_tools.inspect", str(finished[0]), "--sheet", ""],
+                         cwd=REPO, env=env, capture_output=True, text=True)  # its siblings are on disk
+    assert f"{len(absent)} shards of this set are missing" in one.stderr, one.stderr
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     manifest = json.loads((out / tool.MANIFEST).read_text())
     assert manifest["splits"]["train"]["videos"] == 4 and len(records(out)) == 4

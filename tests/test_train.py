@@ -361,7 +361,7 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
     classes = r3d_data.label_names(config["train_data"])
     with monkeypatch.context() as patch:
         patch.setattr(r3d_data, "label_names", lambda pattern: classes[::-1])
-        with pytest.raises(ValueError, match="the run's model is for 8 other classes than the 8 of --train_data"):
+        with pytest.raises(ValueError, match=r"the run's model is for other classes \(8\) than the 8 of --train_data"):
             r3d_train.train({**config, "epochs": 1, "resume": True})
     checkpoint = tmp_path / "run" / "checkpoints" / "epoch_0001.keras"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
@@ -405,6 +405,13 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
     for other in (["b", "a"], ["a", "b", "c"]):
         with pytest.raises(ValueError, match="use --pretrained to replace the head"):
             r3d_train.build_model({"model": str(path)}, other)
+    # It trains on with its input contract; --fps only tells predict and the exports the records' rate.
+    assert r3d_train.build_model({"model": str(path), "fps": 25.0}, ["a", "b"]).preprocessing.fps == 25.0
+    with pytest.raises(ValueError, match="and --size, --mean would change its input; --pretrained fine-tunes"):
+        r3d_train.build_model({"model": str(path), "size": 48, "mean": [1, 2, 3]}, ["a", "b"])
+    # A recipe's contract flags yield to it.
+    continued = _parse("--recipe=jester", f"--model={path}")
+    assert r3d_train.build_model(continued, ["a", "b"]).preprocessing.size == 32
 
 
 def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):

@@ -48,15 +48,20 @@ def summarize(file_pattern):
 
 
 def missing_shards(files):
-    """The shards `{split}-{i:05d}-of-{n:05d}.tfrecord` absent beside the given
-    ones of the same split and count: a conversion that did not finish."""
+    """The shards `{split}-{i:05d}-of-{n:05d}.tfrecord` that do not exist beside
+    the given ones of the same split and count: a conversion that did not finish."""
     present = collections.defaultdict(set)
     for file in files:
         match = re.fullmatch(r"(.*)-(\d{5})-of-(\d{5})\.tfrecord", str(file))
         if match:
             present[(match[1], int(match[3]))].add(int(match[2]))
-    return [f"{prefix}-{i:05d}-of-{count:05d}.tfrecord" for (prefix, count), found in sorted(present.items())
-            for i in range(count) if i not in found]
+    import tensorflow as tf
+
+    missing = []
+    for (prefix, count), found in sorted(present.items()):
+        names = (f"{prefix}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count) if i not in found)
+        missing += [name for name in names if not tf.io.gfile.exists(name)]
+    return missing
 
 
 def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
