@@ -183,8 +183,8 @@ def summarize(latencies_s, batch_size):
     """Median/min/max clips/s and p50/p99 latency of timed calls."""
     lat = np.asarray(latencies_s, dtype=np.float64)
     cps = batch_size / lat
-    return {
-        "clips_per_s": {"median": float(np.median(cps)), "min": float(cps.min()),
+    return {  # the median clips/s is the batch over the median call, as p50 is
+        "clips_per_s": {"median": float(batch_size / np.median(lat)), "min": float(cps.min()),
                         "max": float(cps.max())},
         "latency_ms": {"p50": float(np.percentile(lat, 50) * 1e3),
                        "p99": float(np.percentile(lat, 99) * 1e3)},
@@ -240,7 +240,8 @@ class _GpuMemory:
 
 def configure_backend(threads, tf32):
     """Thread count and TF32 for this process's Keras backend; call before
-    any model is built. Returns a description of the compute device."""
+    any model is built (on JAX, before its first computation: the process is
+    pinned to `threads` CPUs). Returns a description of the compute device."""
     import keras
 
     backend = keras.backend.backend()
@@ -255,6 +256,9 @@ def configure_backend(threads, tf32):
     if backend == "jax":
         import jax
 
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):  # JAX has no thread setting; XLA sizes its CPU pool by the usable CPUs
+            os.sched_setaffinity(0, cpus[:threads])
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
         return str(jax.devices()[0].platform).upper()
     import torch
@@ -624,6 +628,8 @@ def measure_exported(name, runtimes, settings, on_row):
                     continue
                 base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
                             backend=loaded.name, notes=loaded.notes)
+                if runtime in ONNX_RUNTIMES and converter == "auto":  # which converter "auto" chose
+                    base["converted_by"] = (loaded.metadata or {}).get("converter")
                 if runtime == "tflite":
                     base["tflite_op_counts"] = tflite_op_counts(artifact)
                 if loaded.name == "onnxruntime":
@@ -1038,7 +1044,8 @@ def series_label(row):
     elif row["runtime"] in DEPLOYABLE:
         # e.g. "TFLite (tflite+xnnpack)", "ONNX Runtime (tf2onnx ONNX)"
         details = [row["backend"]] if row.get("backend") not in (None, row["runtime"]) else []
-        details += [f"{row['onnx_converter']} ONNX"] if row.get("onnx_converter") else []
+        details += [f"{row['onnx_converter']} ONNX"] if row.get("onnx_converter") else \
+            [f"auto: {row['converted_by']} ONNX"] if row.get("converted_by") else []
         label += f" ({', '.join(details)})" if details else ""
     return f"{label} {row['precision']}"
 
@@ -1111,7 +1118,10 @@ def render_markdown(results):
                      f"Not measured: {', '.join(missing) or 'none'}; the last model measured may "
                      "lack some of its rows.")
     if not run["gpus"]:
-        lines.append("- GPU (H100) rows: **not measured**, this machine has no GPU.")
+        lines.append("- No GPU on this machine: no GPU rows.")
+    if (frames, height, width, settings["num_classes"]) != (16, 112, 112, 600):
+        lines.append("- **Not Table 8's setting** (16×112×112 clips, 600 classes): the paper's params, "
+                     "MFLOPs and clips/s beside ours are for that setting, not this run's.")
     lines.append("")
 
     batches = sorted({row["batch_size"] for row in rows})
@@ -1141,9 +1151,9 @@ def render_markdown(results):
 
     lines += ["## Every measurement", "",
               _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
-                       "p50 ms", "p99 ms", "Peak RSS MiB", "GPU peak MiB", "Compile s",
+                       "p50 ms", "p99 ms", "Peak RSS MiB", "GPU peak MiB", "Compile s", "Export s",
                        "Load 1-min", "Status"]),
-              _md_row(["---"] * 3 + ["---:"] * 8 + ["---"])]
+              _md_row(["---"] * 3 + ["---:"] * 9 + ["---"])]
     for row in rows:
         ok = row.get("status") == "ok"
         lines.append(_md_row([
@@ -1152,7 +1162,7 @@ def render_markdown(results):
             _fmt(row["latency_ms"]["p50"], 2) if ok else "—",
             _fmt(row["latency_ms"]["p99"], 2) if ok else "—",
             _fmt(row.get("peak_rss_mib"), 0), _fmt(row.get("gpu_peak_mib"), 0),
-            _fmt(row.get("compile_s"), 2), _fmt(row.get("load_1min"), 2),
+            _fmt(row.get("compile_s"), 2), _fmt(row.get("export_s"), 2), _fmt(row.get("load_1min"), 2),
             (row.get("status", "—") + (f" ({row['notes']})" if row.get("notes") else "")
              ).replace("|", "/")]))
     lines += ["", "Peak RSS is the process's peak resident memory during that measurement "
@@ -1169,7 +1179,7 @@ def _target_section(models, rows, busy=False):
     official = [row for row in ok if row["runtime"] in OFFICIAL]
     if not official:
         return []
-    lines = ["## Issue 6 CPU target: best deployable artifact ≥ 3× the official PyTorch clips/s, batch 1",
+    lines = ["## CPU target: best deployable artifact ≥ 3× the official PyTorch clips/s, batch 1",
              "", _md_row(["Model", "Best deployable", "clips/s", "Best Keras", "clips/s",
                           "Best official", "clips/s", "Deployable / official", "Target met"]),
              _md_row(["---", "---", "---:", "---", "---:", "---", "---:", "---:", "---"])]
@@ -1235,7 +1245,7 @@ def _gpu_target_section(models, rows, copy_gb_per_s):
         value = ours["clips_per_s"]["median"] / theirs["clips_per_s"]["median"]
         return [f"{value:.2f}×", f"{'yes' if value >= target else '**no**'} (≥ {target}×)"]
 
-    lines = ["## Issue 6 GPU targets: Keras against the compiled official code", "",
+    lines = ["## GPU targets: Keras against the compiled official code", "",
              _md_row(["Model", "Keras b8 fp32", "official compiled b8 fp32", "ratio", "met",
                       f"Keras b≥{LARGE_BATCH}", f"official compiled b≥{LARGE_BATCH}", "ratio",
                       "met", "bandwidth bound, clips/s", "share of bound"]),
@@ -1466,6 +1476,8 @@ def main(argv):
         worker_main(f.worker_settings, f.worker_output)
         return 0
     if f.rerender:
+        if f["tag"].present or f["output_dir"].present:
+            raise SystemExit("error: --rerender writes beside its JSON; --tag and --output_dir do not apply")
         try:
             md, png = rerender(f.rerender)
         except (OSError, ValueError) as error:
@@ -1480,10 +1492,17 @@ def main(argv):
     if not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"error: --tag may hold letters, digits, '-', '_' and '.', got {tag!r}")
     command = shlex.join(["python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
+    if pathlib.Path(f.output_dir).exists() and not pathlib.Path(f.output_dir).is_dir():
+        raise SystemExit(f"error: --output_dir {f.output_dir} is a file, not a folder")
+    json_path = pathlib.Path(f.output_dir) / f"{tag}.json"
     try:
         results = run_benchmark(settings, f.output_dir, tag, command)
     except CannotStart as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rows measured so far are in {json_path}; python -m keras_r3d.benchmark "
+              f"--rerender {json_path} writes their Markdown and plot", file=sys.stderr)
+        return 130
     failed = [row for row in results["results"] if row["status"].startswith("error")]
     out = pathlib.Path(f.output_dir) / tag
     print(f"wrote {out}.json, {out}.md, {out}.png ({len(results['results'])} rows, "

@@ -220,9 +220,11 @@ def plot_confusion(confusion, class_names, path, title="Confusion (videos)"):
     axes.set_ylabel("true")
     axes.set_title(title)
     if n <= 30:
+        dark = confusion.max() / 2  # white digits on the darker cells
         for (i, j), count in np.ndenumerate(confusion):
             if count:
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=7)
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if count > dark else "black")
     figure.tight_layout()
     savefig_atomic(figure, path)
     plt.close(figure)
@@ -285,7 +287,10 @@ def main(argv):
     confusion_png = output.with_suffix(".png")
     try:
         write_atomic(output, json.dumps(results, indent=1) + "\n")
-        plot_confusion(results["confusion"], results["class_names"], confusion_png)
+        plot_confusion(results["confusion"], results["class_names"], confusion_png,
+                       title=f"{pathlib.Path(f.model).name}: {results['num_videos']} videos, video top-1 "
+                             f"{results['video_top1']:.3f} (clips={f.clips or 'all'}, crops={f.crops}"
+                             f"{', time-reversed' if f.reverse_time else ''})")
     except OSError as error:
         print(f"error: cannot write the results: {error}", file=sys.stderr)
         return 1

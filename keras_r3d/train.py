@@ -801,7 +801,7 @@ def _epoch_line(row, epochs):
     line = (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, train clip top-1 "
             f"{row['train_clip_top1']:.3f}, val clip top-1 {row['val_clip_top1']:.3f}, val video top-1 "
             f"{row['val_video_top1']:.3f} top-5 {row['val_video_top5']:.3f}, "
-            f"{row['train_clips_per_s']:.1f} clips/s, lr {row['learning_rate']:.2g}")
+            f"{row['train_clips_per_s']:.1f} clips/s, lr {row['learning_rate']:g}")
     if row["val_reversed_video_top1"] is not None:
         line += f", time-reversed val video top-1 {row['val_reversed_video_top1']:.3f}"
     return line

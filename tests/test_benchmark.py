@@ -52,7 +52,8 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| ShuffleNetV2-0.25x | 0.83 / " in markdown  # paper params beside ours
     assert "Keras (tensorflow) float32 b2" in markdown and "Keras (jax) float32 b1" in markdown
-    assert "not measured" in markdown or run["gpus"]
+    assert "No GPU on this machine" in markdown or run["gpus"]
+    assert "**Not Table 8's setting** (16×112×112 clips, 600 classes)" in markdown  # 8×32×32, 5 classes
     png = (tmp_path / "smoke.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
@@ -60,7 +61,11 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     for extra, code, message in (([f"--rerender={tmp_path / 'smoke.json'}"], 0, f"wrote {tmp_path / 'smoke.md'}"),
                                  ([f"--rerender={tmp_path / 'smoke.md'}"], 1, "error: --rerender: "),
                                  (command[3:] + ["--input_shape=8,32,31", "--tag=odd"], 1,
-                                  "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square")):
+                                  "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"),
+                                 ([f"--rerender={tmp_path / 'smoke.json'}", "--tag=other"], 1,
+                                  "error: --rerender writes beside its JSON"),
+                                 (command[3:] + [f"--output_dir={tmp_path / 'smoke.json'}"], 1,
+                                  "smoke.json is a file, not a folder")):
         done = subprocess.run(command[:3] + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
@@ -119,6 +124,7 @@ def test_onnxruntime_rows_say_where_the_time_goes():
     rows = []
     benchmark.measure_exported("ShuffleNetV2-0.25x", ["onnxruntime"], TINY, rows.append)
     assert rows[0]["status"] == "ok", rows[0]
+    assert benchmark.series_label(rows[0]) == "ONNX Runtime (auto: keras_r3d ONNX) float32"  # the one chosen
     ops = rows[0]["onnxruntime_op_time"]
     shares = [share for share, _ in ops.values()]
     assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)
@@ -263,6 +269,8 @@ def test_time_runner_warms_up_for_calls_and_seconds():
 def test_summarize_and_process_plan():
     stats = benchmark.summarize([0.1, 0.2, 0.4], batch_size=8)
     assert stats["clips_per_s"] == {"median": 40.0, "min": 20.0, "max": 80.0}
+    even = benchmark.summarize([0.1, 0.3], batch_size=8)  # clips/s and p50 agree for an even count too
+    assert even["clips_per_s"]["median"] == pytest.approx(8 / 0.2) and even["latency_ms"]["p50"] == pytest.approx(200)
     assert stats["latency_ms"]["p50"] == pytest.approx(200.0)
     assert stats["latency_ms"]["p99"] == pytest.approx(np.percentile([100, 200, 400], 99))
     assert benchmark.plan_processes(["jax", "torch"], ["keras", "tflite", "onnxruntime"]) == {
@@ -383,3 +391,12 @@ def test_pallas_layers_are_not_applicable_off_jax():
     benchmark.measure_keras("ShuffleNetV2-0.25x", {**TINY, "layers": ["pallas", "s2d"]}, rows.append)
     assert [(r["layers"], r["status"].split(":")[0]) for r in rows] == [("pallas", "not applicable"),
                                                                         ("s2d", "ok")]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 or more usable CPUs")
+def test_jax_rows_run_on_the_given_number_of_threads():
+    code = ("import os; from keras_r3d.benchmark import configure_backend; configure_backend(1, False); "
+            "print(len(os.sched_getaffinity(0)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert done.returncode == 0 and done.stdout.split()[-1] == "1", done.stderr[-2000:]

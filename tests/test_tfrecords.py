@@ -310,6 +310,15 @@ def test_cli_reports_annotation_errors_and_nothing_converted(tmp_path, capsys):
     assert "error: no video was converted" in capsys.readouterr().err
 
 
+def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):
+    (ucf_tree / "videos" / "Archery" / "v_Archery_g01_c01.avi").unlink()  # the only val video
+    assert tool.main(["--format", "ucf101", "--input", str(ucf_tree / "videos"), "--output", str(ucf_tree / "o"),
+                      "--annotations", str(ucf_tree / "annotations"), "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "train: 1 videos in 1 shards" in captured.out
+    assert "warning: no val videos: all of them were skipped or missing" in captured.err
+
+
 def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, tmp_path):
     source = folders_tree(tmp_path)
     out = tmp_path / "out"

@@ -289,6 +289,12 @@ def main(argv=None):
         return 130
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
+    fraction = manifest["arguments"]["val_fraction"]  # folders: 0 makes no val split, 1 no train split
+    folders = manifest["arguments"]["format"] == "folders"
+    expected = {split for split, wanted in (("train", not folders or fraction < 1),
+                                            ("val", not folders or fraction > 0)) if wanted}
+    for split in sorted(expected - {s for s, entry in manifest["splits"].items() if entry["videos"]}):
+        print(f"warning: no {split} videos: all of them were skipped or missing", file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (reasons in manifest.json)")
     if not any(entry["videos"] for entry in manifest["splits"].values()):
