@@ -240,8 +240,9 @@ class _GpuMemory:
 
 def configure_backend(threads, tf32):
     """Thread count and TF32 for this process's Keras backend; call before
-    any model is built (on JAX, before its first computation: the process is
-    pinned to `threads` CPUs). Returns a description of the compute device."""
+    any model is built. JAX has no thread setting: `pins_jax` says when its
+    rows run in a worker pinned to `threads` CPUs instead. Returns a
+    description of the compute device."""
     import keras
 
     backend = keras.backend.backend()
@@ -256,9 +257,6 @@ def configure_backend(threads, tf32):
     if backend == "jax":
         import jax
 
-        cpus = sorted(os.sched_getaffinity(0))
-        if threads < len(cpus):  # JAX has no thread setting; XLA sizes its CPU pool by the usable CPUs
-            os.sched_setaffinity(0, cpus[:threads])
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
         return str(jax.devices()[0].platform).upper()
     import torch
@@ -267,6 +265,13 @@ def configure_backend(threads, tf32):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     return "GPU" if torch.cuda.is_available() else "CPU"
+
+
+def pins_jax(backend, threads):
+    """Whether JAX's rows need a process pinned to `threads` CPUs (XLA sizes
+    its CPU thread pool by the CPUs it may use)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpu_count()
+    return backend == "jax" and threads < usable and hasattr(os, "sched_setaffinity")
 
 
 def gpu_copy_bandwidth():
@@ -426,6 +431,7 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
         except Exception as error:  # recorded in the results; the run goes on
             row["status"] = f"error: {type(error).__name__}: {error}"[:500]
         row["load_1min"] = os.getloadavg()[0]
+        row["usable_cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpu_count()
         on_row(row)
 
 
@@ -628,7 +634,7 @@ def measure_exported(name, runtimes, settings, on_row):
                     continue
                 base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
                             backend=loaded.name, notes=loaded.notes)
-                if runtime in ONNX_RUNTIMES and converter == "auto":  # which converter "auto" chose
+                if runtime == "onnxruntime" and converter == "auto":  # which converter "auto" chose
                     base["converted_by"] = (loaded.metadata or {}).get("converter")
                 if runtime == "tflite":
                     base["tflite_op_counts"] = tflite_op_counts(artifact)
@@ -863,9 +869,10 @@ def merge_rounds(rows):
     return merged
 
 
-def run_worker(backend, runtimes, settings, workdir):
-    """Runs one share in a subprocess with KERAS_BACKEND=`backend`; returns
-    its rows, with an error row for every model it did not finish."""
+def run_worker(backend, runtimes, settings, workdir, on_row):
+    """Runs one share in a subprocess with KERAS_BACKEND=`backend` and passes
+    its rows to `on_row`, with an error row for every model it did not finish
+    (on Ctrl-C, the rows it finished, and the interrupt goes on)."""
     workdir = pathlib.Path(workdir)
     settings_path = workdir / f"settings_{backend}.json"
     output_path = workdir / f"rows_{backend}.json"
@@ -875,7 +882,12 @@ def run_worker(backend, runtimes, settings, workdir):
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "keras_r3d.benchmark", f"--worker_settings={settings_path}",
                f"--worker_output={output_path}"]
-    code = subprocess.run(command, env=env, check=False).returncode
+    try:
+        code = subprocess.run(command, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        for row in json.loads(output_path.read_text()) if output_path.exists() else []:
+            on_row(row)
+        raise
     rows = json.loads(output_path.read_text()) if output_path.exists() else []
     if code:
         done = {row["model"] for row in rows}
@@ -888,13 +900,18 @@ def run_worker(backend, runtimes, settings, workdir):
                         rows.append({"model": name, "runtime": runtime, "backend": backend,
                                      "precision": precision, "batch_size": batch,
                                      "status": f"error: the {backend} worker exited with code {code}"})
-    return rows
+    for row in rows:
+        on_row(row)
 
 
 def worker_main(settings_path, output_path):
     """The subprocess side of `run_worker`."""
     settings = json.loads(pathlib.Path(settings_path).read_text())
     settings["input_shape"] = tuple(settings["input_shape"])
+    import keras
+
+    if pins_jax(keras.backend.backend(), settings["threads"]):  # before XLA's CPU client exists
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:settings["threads"]])
     configure_backend(settings["threads"], settings["tf32"])
     rows = []
 
@@ -963,12 +980,11 @@ def run_benchmark(settings, output_dir, tag, command):
     official = bool(settings["official_repo"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_benchmark_") as workdir:
         for backend, runtimes in plan_processes(settings["backends"], settings["runtimes"]).items():
-            if backend == current:
+            if backend == current and not pins_jax(backend, settings["threads"]):
                 run_share(runtimes, settings, on_row, official=official)
                 official = False
             else:
-                for row in run_worker(backend, runtimes, settings, workdir):
-                    on_row(row)
+                run_worker(backend, runtimes, settings, workdir, on_row)
     if official:  # nothing ran in this process
         run_share([], settings, on_row, official=True)
     if settings["profile_layers"]:
@@ -1473,7 +1489,10 @@ def main(argv):
     if len(argv) > 1:
         raise SystemExit(f"Unexpected arguments: {argv[1:]}")
     if f.worker_settings:
-        worker_main(f.worker_settings, f.worker_output)
+        try:
+            worker_main(f.worker_settings, f.worker_output)
+        except KeyboardInterrupt:  # the main process reports it
+            return 130
         return 0
     if f.rerender:
         if f["tag"].present or f["output_dir"].present:
@@ -1494,14 +1513,16 @@ def main(argv):
     command = shlex.join(["python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
     if pathlib.Path(f.output_dir).exists() and not pathlib.Path(f.output_dir).is_dir():
         raise SystemExit(f"error: --output_dir {f.output_dir} is a file, not a folder")
-    json_path = pathlib.Path(f.output_dir) / f"{tag}.json"
+    json_path, started = pathlib.Path(f.output_dir) / f"{tag}.json", time.time()
     try:
         results = run_benchmark(settings, f.output_dir, tag, command)
     except CannotStart as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the rows measured so far are in {json_path}; python -m keras_r3d.benchmark "
-              f"--rerender {json_path} writes their Markdown and plot", file=sys.stderr)
+        written = json_path.exists() and json_path.stat().st_mtime >= started
+        print("\ninterrupted: " + (f"the rows measured so far are in {json_path}; python -m keras_r3d.benchmark "
+                                   f"--rerender {json_path} writes their Markdown and plot" if written else
+                                   "before anything was measured"), file=sys.stderr)
         return 130
     failed = [row for row in results["results"] if row["status"].startswith("error")]
     out = pathlib.Path(f.output_dir) / tag

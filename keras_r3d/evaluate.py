@@ -218,7 +218,7 @@ def plot_confusion(confusion, class_names, path, title="Confusion (videos)"):
     axes.set_yticks(range(n), class_names, fontsize=8)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(title)
+    axes.set_title(title, fontsize=9, wrap=True)
     if n <= 30:
         dark = confusion.max() / 2  # white digits on the darker cells
         for (i, j), count in np.ndenumerate(confusion):
@@ -285,12 +285,13 @@ def main(argv):
     results.update(model=str(f.model), data=str(f.data))
     print(format_results(results))
     confusion_png = output.with_suffix(".png")
+    model_path = pathlib.Path(f.model).absolute()
+    title = (f"{model_path.parent.name}/{model_path.name}\n{results['num_videos']} videos, video top-1 "
+             f"{results['video_top1']:.3f}\nclips={f.clips or 'all'}, crops={f.crops}"
+             f"{', time-reversed' if f.reverse_time else ''}")
     try:
         write_atomic(output, json.dumps(results, indent=1) + "\n")
-        plot_confusion(results["confusion"], results["class_names"], confusion_png,
-                       title=f"{pathlib.Path(f.model).name}: {results['num_videos']} videos, video top-1 "
-                             f"{results['video_top1']:.3f} (clips={f.clips or 'all'}, crops={f.crops}"
-                             f"{', time-reversed' if f.reverse_time else ''})")
+        plot_confusion(results["confusion"], results["class_names"], confusion_png, title=title)
     except OSError as error:
         print(f"error: cannot write the results: {error}", file=sys.stderr)
         return 1

@@ -41,8 +41,11 @@ def clone_model(model, **kwargs):
     clone = keras.models.clone_model(model, **kwargs)
     if not isinstance(clone, VideoClassifier):
         raise ValueError("the clone is not a functional model of the same class; set its contract yourself")
-    frames, size = clone.input_shape[1], clone.input_shape[2]  # `input_tensors` may change them
-    clone.preprocessing = model.preprocessing.replace(frames=frames, size=size)
+    frames, height, width = clone.input_shape[1:4]  # `input_tensors` may change them
+    if not (isinstance(frames, int) and isinstance(height, int) and height == width):
+        raise ValueError(f"clone_model: the contract needs known frames and square frames, got input shape "
+                         f"{clone.input_shape}")
+    clone.preprocessing = model.preprocessing.replace(frames=frames, size=height)
     clone.class_names, clone.architecture = model.class_names, dict(model.architecture)
     return clone
 

@@ -919,7 +919,8 @@ def command_line_flags(argv):
 def yield_recipe_architecture(config, argv):
     """A flagfile's architecture yields to the command line: `--pretrained` or
     `--model` there drops the recipe's `--arch` and builder flags (fine-tuning
-    with a recipe's data and schedule; `--model` its contract flags too), and
+    with a recipe's data and schedule; `--model` its contract flags and
+    `--pretrained` too, and `--pretrained` its `--model`), and
     an `--arch` there drops the recipe's builder flags that the new arch does
     not take."""
     from keras_r3d import registry
@@ -929,7 +930,10 @@ def yield_recipe_architecture(config, argv):
     if given & {"model", "pretrained"} and "arch" not in given:
         dropped = recipe_only
         if "model" in given:  # a model that trains on keeps its input contract too
-            dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS if name not in given]
+            dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS + ("pretrained", "finetune")
+                        if name not in given]
+        else:  # --pretrained: a recipe's --model yields to it
+            dropped += ["model"]
     elif "arch" in given and config["arch"]:
         accepted = registry.builder_kwargs(config["arch"])
         dropped = [name for name in recipe_only if name != "arch" and name not in accepted]

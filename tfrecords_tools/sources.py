@@ -1,8 +1,9 @@
 """Listing the videos of each dataset format from its annotations.
 
 Each `list_<format>` returns `(labels, items, missing)`: the label names in
-class-index order, the `Item`s to convert, and `(source, reason)` pairs for
-annotated videos that are not on disk. A wrong or missing annotation file, or
+class-index order, the `Item`s to convert, and `(source, reason, split)` for
+annotated videos that are not on disk and other inputs left out (split None
+where no annotation names one). A wrong or missing annotation file, or
 an unknown label, raises `AnnotationError` before any work starts.
 """
 import csv
@@ -100,7 +101,7 @@ def list_jester(input_dir, annotations, **_):
             video_id, label_index = parse(line, labels, f"{path}:{number}")
             source = pathlib.Path(input_dir) / video_id
             if not source.is_dir():
-                missing.append((str(source), "missing: no such frame folder"))
+                missing.append((str(source), "missing: no such frame folder", split))
                 continue
             items.append(Item(str(source), video_id, label_index, labels[label_index], split))
     return _finish(items, missing, labels)
@@ -155,7 +156,7 @@ def list_ucf101(input_dir, annotations, split=1, **_):
                                       f"({label_index + 1} in classInd.txt)")
             stem = pathlib.PurePosixPath(name).stem
             if stem not in videos:
-                missing.append((name, "missing: no such .avi under --input"))
+                missing.append((name, "missing: no such .avi under --input", subset))
                 continue
             items.append(Item(str(videos[stem]), stem, label_index, class_name, subset))
     return _finish(items, missing, labels)
@@ -190,7 +191,7 @@ def list_kinetics(input_dir, annotations, **_):
         except ValueError:
             raise AnnotationError(f"{path}:{number}: time_start/time_end must be integers") from None
         if key not in videos:
-            missing.append((key, "missing: no such video under --input"))
+            missing.append((key, "missing: no such video under --input", subset))
             continue
         items.append(Item(str(videos[key]), key, labels.index(row["label"]), row["label"], subset))
     return _finish(items, missing, labels)
@@ -220,27 +221,27 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     labels = [p.name for p in folders if any(not c.name.startswith(".") for c in p.iterdir())]
     if not labels:
         raise AnnotationError(f"{root}: expected class folders INPUT/<class>/<video>")
-    missing = [(str(p), "an empty class folder: not a class") for p in folders if p.name not in labels]
+    missing = [(str(p), "an empty class folder: not a class", None) for p in folders if p.name not in labels]
     items = []
     for label_index, label in enumerate(labels):
         for path in sorted((root / label).iterdir()):
             if path.name.startswith("."):  # .DS_Store, .ipynb_checkpoints
                 continue
             if not _utf8(path.name):
-                missing.append((repr(path), "the file name is not valid UTF-8"))
+                missing.append((repr(path), "the file name is not valid UTF-8", None))
                 continue
             if path.suffix.lower() in FRAME_SUFFIXES:
-                missing.append((str(path), "a frame image: a video's frames go in a folder of their own"))
+                missing.append((str(path), "a frame image: a video's frames go in a folder of their own", None))
                 continue
             if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
-                missing.append((str(path), "not a video file or frame folder"))
+                missing.append((str(path), "not a video file or frame folder", None))
                 continue
             digest = int.from_bytes(hashlib.sha1(path.name.encode()).digest()[:8], "big") / 2.0**64
             subset = "val" if digest < val_fraction else "train"
             items.append(Item(str(path), f"{label}/{path.stem if path.is_file() else path.name}",
                               label_index, label, subset))
     if not items:
-        frames = any(pathlib.Path(source).suffix.lower() in FRAME_SUFFIXES for source, _ in missing)
+        frames = any(pathlib.Path(source).suffix.lower() in FRAME_SUFFIXES for source, _, _ in missing)
         raise AnnotationError(f"{root}: no videos in its class folders (INPUT/<class>/<video file or "
                               "frame folder>)" + ("; the class folders hold frame images: a folder of "
                                                   "frames is one video, so put each in a class folder"
