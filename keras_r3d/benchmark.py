@@ -121,6 +121,7 @@ def cpu_model(cpuinfo=None):
 
 
 def cpu_count():
+    """The CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -270,8 +271,7 @@ def configure_backend(threads, tf32):
 def pins_jax(backend, threads):
     """Whether JAX's rows need a process pinned to `threads` CPUs (XLA sizes
     its CPU thread pool by the CPUs it may use)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpu_count()
-    return backend == "jax" and threads < usable and hasattr(os, "sched_setaffinity")
+    return backend == "jax" and threads < cpu_count() and hasattr(os, "sched_setaffinity")
 
 
 def gpu_copy_bandwidth():
@@ -431,7 +431,7 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
         except Exception as error:  # recorded in the results; the run goes on
             row["status"] = f"error: {type(error).__name__}: {error}"[:500]
         row["load_1min"] = os.getloadavg()[0]
-        row["usable_cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpu_count()
+        row["usable_cpus"] = cpu_count()
         on_row(row)
 
 

@@ -111,8 +111,10 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(synthetic, tmp_path):
 
 def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
     run_dir = tmp_path / "run"
+    # SIGINT handled as in a terminal, even where this runs as a background job (which ignores it).
     process = subprocess.Popen(_cli(run_dir, synthetic, epochs=50), cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (run_dir / "state.json").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
