@@ -885,9 +885,7 @@ def run_worker(backend, runtimes, settings, workdir, on_row):
     try:
         code = subprocess.run(command, env=env, check=False).returncode
     except KeyboardInterrupt:
-        for row in json.loads(output_path.read_text()) if output_path.exists() else []:
-            on_row(row)
-        raise
+        code = None
     rows = json.loads(output_path.read_text()) if output_path.exists() else []
     if code:
         done = {row["model"] for row in rows}
@@ -902,6 +900,8 @@ def run_worker(backend, runtimes, settings, workdir, on_row):
                                      "status": f"error: the {backend} worker exited with code {code}"})
     for row in rows:
         on_row(row)
+    if code is None:  # Ctrl-C: its finished rows are kept, and the interrupt goes on
+        raise KeyboardInterrupt
 
 
 def worker_main(settings_path, output_path):

@@ -14,7 +14,6 @@ video-level top-1/top-5 and per-class video accuracy, and writes a results
 JSON and a confusion-matrix PNG.
 """
 import json
-import math
 import pathlib
 import sys
 
@@ -189,8 +188,8 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
     # A seed makes the test windows come in order, which `central_windows` needs.
     dataset = r3d_data.make_dataset(data, split, contract, batch_size, shuffle_seed=0, crop=crop,
                                     video_ids=True)
-    total = math.ceil(r3d_data.count_clips(data, split, contract, crop) / batch_size)
-    scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time, total=total,
+    scores, labels, video_ids = predict_clips(model, dataset, reverse_time=reverse_time,
+                                              total=int(dataset.cardinality()),  # from the manifest
                                               predict=predict)
     if clips > 1:  # elements come window by window, each window's crops together
         windows = central_windows(video_ids[::crops], clips)
