@@ -383,8 +383,8 @@ def load_clips(source, contract, limit):
     source = str(source)
     if ".tfrecord" in source:
         return _tfrecord_clips(source, contract, limit)
-    from keras_r3d.predict import clips_from_frames
-    from keras_r3d.video import VIDEO_SUFFIXES, VideoError, frame_files, read_video
+    from keras_r3d.predict import clips_from_frames, read_cropped
+    from keras_r3d.video import VIDEO_SUFFIXES, VideoError, frame_files
 
     def videos_under(folder):  # videos and frame folders at any depth, in sorted order
         items = []
@@ -401,7 +401,7 @@ def load_clips(source, contract, limit):
     items = videos_under(path) if path.is_dir() and not frame_files(path) else [path]
     clips = []
     for item in items[:limit]:
-        frames, fps = read_video(item)
+        frames, fps = read_cropped(item, contract)
         clips.append(clips_from_frames(frames, contract, fps)[0])
     if not clips:
         raise VideoError(f"{source}: no videos or frame folders")

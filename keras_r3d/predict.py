@@ -39,23 +39,27 @@ def window_indices(num_frames, frames, downsample, clips=1):
     return np.stack(windows)
 
 
-def scale_center_crop(frames, size):
-    """Official Scale(size) (shorter side, PIL bilinear) then CenterCrop(size)."""
+def scale_center_crop(frame, size):
+    """Official Scale(size) (shorter side, PIL bilinear) then CenterCrop(size)
+    of one uint8 (H, W, 3) frame."""
     from PIL import Image
 
-    height, width = frames.shape[1:3]
+    height, width = frame.shape[:2]
     if width < height:
         new_w, new_h = size, int(size * height / width)
     else:
         new_w, new_h = int(size * width / height), size
     left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
-    out = np.empty((len(frames), size, size, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        image = Image.fromarray(frame)
-        if (new_w, new_h) != (width, height):
-            image = image.resize((new_w, new_h), Image.BILINEAR)
-        out[i] = np.asarray(image)[top : top + size, left : left + size]
-    return out
+    if (new_w, new_h) != (width, height):
+        frame = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
+    return frame[top : top + size, left : left + size]
+
+
+def read_cropped(path, contract):
+    """A video's or frame folder's frames, each scaled and center-cropped to the
+    model size as it is decoded (so never held at full size), and its fps:
+    `clips_from_frames` takes them as they are."""
+    return read_video(path, frame_transform=lambda frame: scale_center_crop(frame, contract.size))
 
 
 def clips_from_frames(frames, contract, fps=None, clips=1):
@@ -67,8 +71,7 @@ def clips_from_frames(frames, contract, fps=None, clips=1):
         raise VideoError(f"expected uint8 RGB frames (0..255, as decoded), got {frames.dtype}")
     frames = frames[resample_indices(len(frames), fps, contract.fps)]
     indices = window_indices(len(frames), contract.frames, contract.temporal_downsample, clips)
-    used = np.unique(indices)
-    cropped = dict(zip(used, scale_center_crop(frames[used], contract.size)))
+    cropped = {i: scale_center_crop(frames[i], contract.size) for i in np.unique(indices)}
     return np.stack([[cropped[i] for i in window] for window in indices])
 
 
@@ -87,11 +90,11 @@ def classify(model, path_or_frames, top_k=5, clips=1):
     if not getattr(model, "class_names", None):
         raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
                          "include_top=False, or not a keras_r3d model)")
+    contract = model.preprocessing
     if isinstance(path_or_frames, (str, pathlib.Path)):
-        frames, fps = read_video(path_or_frames)
+        frames, fps = read_cropped(path_or_frames, contract)
     else:
         frames, fps = path_or_frames, None
-    contract = model.preprocessing
     windows = clips_from_frames(frames, contract, fps, clips)
     outputs = model.predict_on_batch(preprocess(windows, contract))
     probs = class_scores(model, outputs).mean(axis=0)

@@ -32,12 +32,15 @@ def resample_indices(num_frames, source_fps, target_fps):
     return np.minimum(np.round(np.arange(count) * source_fps / target_fps).astype(int), num_frames - 1)
 
 
-def read_video(path, max_frames=None, complete=False):
+def read_video(path, max_frames=None, complete=False, frame_transform=None):
     """Decodes a video file or frame folder.
 
     Args:
         complete: raise on a video whose decoding fails part way (truncated
             or corrupt), instead of keeping the frames that decoded.
+        frame_transform: a function applied to each RGB frame as it is
+            decoded (a resize, say), so that a long high-resolution video is
+            never held at full size.
     Returns:
         (frames, fps): uint8 `(T, H, W, 3)` RGB frames and the frame rate, or
         None where the source does not say (frame folders).
@@ -45,12 +48,13 @@ def read_video(path, max_frames=None, complete=False):
         VideoError: the path is missing, unreadable, or holds no frames.
     """
     path = pathlib.Path(path)
+    transform = frame_transform or (lambda frame: frame)
     if path.is_dir():
-        frames, fps = _read_folder(path, max_frames), None
+        frames, fps = _read_folder(path, max_frames, transform), None
     elif path.suffix.lower() in FRAME_SUFFIXES and path.is_file():
         raise VideoError(f"{path}: one image, not a video: pass the folder of its frames")
     elif path.is_file():
-        frames, fps = _read_file(path, max_frames, complete)
+        frames, fps = _read_file(path, max_frames, complete, transform)
     else:
         raise VideoError(f"{path}: no such file or folder")
     if len(frames) == 0:
@@ -58,7 +62,7 @@ def read_video(path, max_frames=None, complete=False):
     return np.stack(frames), fps
 
 
-def _read_folder(path, max_frames):
+def _read_folder(path, max_frames, transform):
     from PIL import Image
 
     files = frame_files(path)[:max_frames]
@@ -69,24 +73,25 @@ def _read_folder(path, max_frames):
                             for kind, names in (("videos", videos), ("frame folders", folders)) if names)
         hint = f": it holds {held}; pass those" if held else ""
         raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")
-    frames = []
+    frames, sizes = [], set()
     for file in files:
         try:
             with Image.open(file) as image:
                 if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, not a clip at 255
                     image = Image.fromarray((np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-                frames.append(np.asarray(image.convert("RGB")))
+                sizes.add(image.size)
+                frames.append(transform(np.asarray(image.convert("RGB"))))
         except OSError as error:
             raise VideoError(f"{file}: unreadable frame ({error})") from None
-    if len({f.shape for f in frames}) > 1:
+    if len(sizes) > 1:
         raise VideoError(f"{path}: frames of different sizes")
     return frames
 
 
-def _read_file(path, max_frames, complete):
+def _read_file(path, max_frames, complete, transform):
     import av
 
-    frames = []
+    frames, size = [], None
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -99,10 +104,11 @@ def _read_file(path, max_frames, complete):
                 image = frame.to_ndarray(format="rgb24")
                 turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
                 image = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
-                if frames and image.shape != frames[0].shape:
-                    raise VideoError(f"{path}: the frame size changes from {frames[0].shape[1::-1]} to "
+                if size and image.shape != size:
+                    raise VideoError(f"{path}: the frame size changes from {size[1::-1]} to "
                                      f"{image.shape[1::-1]} at frame {len(frames)}")
-                frames.append(image)
+                size = image.shape
+                frames.append(transform(image))
                 if max_frames and len(frames) >= max_frames:
                     break
     except av.error.FFmpegError as error:

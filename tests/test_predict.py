@@ -38,6 +38,20 @@ def test_clips_reproduce_the_official_frames(fixtures_dir):
         assert np.abs(clip.astype(int) - expected).max() <= 1
 
 
+def test_frames_cropped_as_they_decode_give_the_same_clips(fixtures_dir):
+    """classify and export crop each frame as it is decoded (a long video is never
+    held at full size): the windows equal those cut from the full-size frames."""
+    from keras_r3d.video import read_video
+
+    contract = keras_r3d.preprocessing.DATASET_PREPROCESSING["ucf101"]
+    path = fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi"
+    full, fps = read_video(path)
+    cropped, _ = predict.read_cropped(path, contract)
+    assert cropped.shape == (len(full), contract.size, contract.size, 3)
+    np.testing.assert_array_equal(predict.clips_from_frames(cropped, contract, fps, clips=3),
+                                  predict.clips_from_frames(full, contract, fps, clips=3))
+
+
 @pytest.fixture(scope="module")
 def jester_model(fixtures_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "jester.keras"

@@ -23,6 +23,8 @@ import random
 import signal
 import sys
 
+import numpy as np
+
 from keras_r3d.files import write_atomic
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
@@ -50,8 +52,16 @@ def encode_item(item, short_side, jpeg_quality, min_frames, fps=None):
 
     from keras_r3d.video import VideoError, read_video, resample_indices
 
+    def shrink(frame):  # the shorter side to short_side, never upscaled; applied as each frame decodes
+        height, width = frame.shape[:2]
+        scale = short_side / min(height, width) if short_side else 1.0
+        if scale >= 1.0:
+            return frame
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+
     try:
-        frames, source_fps = read_video(item.source, complete=True)
+        frames, source_fps = read_video(item.source, complete=True, frame_transform=shrink)
     except VideoError as error:
         return "skip", item, str(error)
     except Exception as error:  # a decoder crash on a corrupt file is a bad input, not a stop
@@ -61,16 +71,10 @@ def encode_item(item, short_side, jpeg_quality, min_frames, fps=None):
     if len(frames) < min_frames:
         return "skip", item, f"too short: {len(frames)} frames < --min_frames {min_frames}"
     height, width = frames.shape[1:3]
-    scale = short_side / min(height, width) if short_side else 1.0
-    if scale < 1.0:  # never upscale
-        height, width = max(1, round(height * scale)), max(1, round(width * scale))
     jpegs = []
     for frame in frames:
-        image = Image.fromarray(frame)
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.BILINEAR)
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=jpeg_quality)
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=jpeg_quality)
         jpegs.append(buffer.getvalue())
     return "ok", item, {"jpegs": jpegs, "fps": fps, "height": height, "width": width}
 
