@@ -32,7 +32,7 @@ def resample_indices(num_frames, source_fps, target_fps):
     return np.minimum(np.round(np.arange(count) * source_fps / target_fps).astype(int), num_frames - 1)
 
 
-def read_video(path, max_frames=None, complete=False, frame_transform=None):
+def read_video(path, complete=False, frame_transform=None):
     """Decodes a video file or frame folder.
 
     Args:
@@ -48,24 +48,50 @@ def read_video(path, max_frames=None, complete=False, frame_transform=None):
         VideoError: the path is missing, unreadable, or holds no frames.
     """
     path = pathlib.Path(path)
-    transform = frame_transform or (lambda frame: frame)
+    frames = _Frames(path, frame_transform)
     if path.is_dir():
-        frames, fps = _read_folder(path, max_frames, transform), None
+        _read_folder(path, frames)
+        fps = None
     elif path.suffix.lower() in FRAME_SUFFIXES and path.is_file():
         raise VideoError(f"{path}: one image, not a video: pass the folder of its frames")
     elif path.is_file():
-        frames, fps = _read_file(path, max_frames, complete, transform)
+        fps = _read_file(path, frames, complete)
     else:
         raise VideoError(f"{path}: no such file or folder")
-    if len(frames) == 0:
+    if not frames.count:
         raise VideoError(f"{path}: no frames could be decoded")
-    return np.stack(frames), fps
+    return frames.array[: frames.count], fps
 
 
-def _read_folder(path, max_frames, transform):
+class _Frames:
+    """Decoded frames, transformed and copied into one array that doubles as it
+    fills: a list of many kept frames among large per-frame temporaries
+    fragments the heap (a 1080p video cropped to 112 px grew by about 4 MB a
+    frame that way)."""
+
+    def __init__(self, path, transform):
+        self.path, self.transform = path, transform
+        self.array, self.count, self.size = None, 0, None
+
+    def append(self, image, capacity, name=None):
+        """Adds an RGB frame (`name`: its file, in a frame folder)."""
+        if self.size and image.shape != self.size:
+            raise VideoError(f"{self.path}: frames of different sizes: {self.size[1::-1]} then "
+                             f"{image.shape[1::-1]} at {name or f'frame {self.count}'}")
+        self.size = image.shape
+        frame = self.transform(image) if self.transform else image
+        if self.array is None:
+            self.array = np.empty((max(capacity, 1), *frame.shape), np.uint8)
+        elif self.count == len(self.array):
+            self.array = np.concatenate([self.array, np.empty_like(self.array)])
+        self.array[self.count] = frame
+        self.count += 1
+
+
+def _read_folder(path, frames):
     from PIL import Image
 
-    files = frame_files(path)[:max_frames]
+    files = frame_files(path)
     if not files:
         videos = sorted(child.name for child in path.iterdir() if child.suffix.lower() in VIDEO_SUFFIXES)
         folders = sorted(child.name for child in path.iterdir() if child.is_dir() and frame_files(child))
@@ -73,25 +99,21 @@ def _read_folder(path, max_frames, transform):
                             for kind, names in (("videos", videos), ("frame folders", folders)) if names)
         hint = f": it holds {held}; pass those" if held else ""
         raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")
-    frames, sizes = [], set()
     for file in files:
         try:
             with Image.open(file) as image:
                 if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, not a clip at 255
                     image = Image.fromarray((np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-                sizes.add(image.size)
-                frames.append(transform(np.asarray(image.convert("RGB"))))
+                image = np.asarray(image.convert("RGB"))
         except OSError as error:
             raise VideoError(f"{file}: unreadable frame ({error})") from None
-    if len(sizes) > 1:
-        raise VideoError(f"{path}: frames of different sizes")
-    return frames
+        frames.append(image, len(files), file.name)
 
 
-def _read_file(path, max_frames, complete, transform):
+def _read_file(path, frames, complete):
+    """Decodes into `frames`; returns the frame rate."""
     import av
 
-    frames, size = [], None
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -103,22 +125,16 @@ def _read_file(path, max_frames, complete, transform):
             for frame in container.decode(stream):
                 image = frame.to_ndarray(format="rgb24")
                 turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
-                image = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
-                if size and image.shape != size:
-                    raise VideoError(f"{path}: the frame size changes from {size[1::-1]} to "
-                                     f"{image.shape[1::-1]} at frame {len(frames)}")
-                size = image.shape
-                frames.append(transform(image))
-                if max_frames and len(frames) >= max_frames:
-                    break
+                frames.append(np.ascontiguousarray(np.rot90(image, turns)) if turns else image,
+                              declared or 64)
     except av.error.FFmpegError as error:
-        if not frames:
+        if not frames.count:
             raise VideoError(f"{path}: cannot decode ({error})") from None
         if complete:
-            raise VideoError(f"{path}: decoding failed after {len(frames)} frames ({error}): truncated or "
+            raise VideoError(f"{path}: decoding failed after {frames.count} frames ({error}): truncated or "
                              "corrupt") from None
         # A truncated file: keep the frames that decoded.
-    if complete and not max_frames and len(frames) < declared - max(2, declared // 20):
-        raise VideoError(f"{path}: decoded {len(frames)} of the {declared} frames its header declares: "
+    if complete and frames.count < declared - max(2, declared // 20):
+        raise VideoError(f"{path}: decoded {frames.count} of the {declared} frames its header declares: "
                          "truncated or corrupt")
-    return frames, fps
+    return fps

@@ -173,13 +173,17 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
                 container.mux(packet)
         parts.append(part.read_bytes())
     (tmp_path / "mixed.ts").write_bytes(b"".join(parts))
-    with pytest.raises(VideoError, match="frame size changes from"):
+    with pytest.raises(VideoError, match=r"frames of different sizes: \(64, 48\) then \(96, 48\) at frame \d"):
         read_video(tmp_path / "mixed.ts")
 
     folder = tmp_path / "thumb_up"
     shutil.copytree(GESTURES["thumb_up"], folder)
     (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
     np.testing.assert_array_equal(read_video(folder)[0], read_video(GESTURES["thumb_up"])[0])
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(folder / "00069.jpg")
+    with pytest.raises(VideoError, match=r"frames of different sizes: \(320, 240\) then \(80, 60\) at 00069.jpg"):
+        read_video(folder)
+    (folder / "00069.jpg").unlink()
 
     deep = tmp_path / "deep"
     deep.mkdir()
