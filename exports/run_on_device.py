@@ -61,9 +61,10 @@ def _frame_names(folder):
                   key=_natural_key)
 
 
-def read_frames(path):
-    """uint8 (T, H, W, 3) RGB frames and the fps (None for frame folders),
-    with keras_r3d.predict's errors."""
+def read_frames(path, size=None):
+    """uint8 (T, H, W, 3) RGB frames, each scaled and center-cropped to `size`
+    as it is decoded where given, and the fps (None for frame folders), with
+    keras_r3d.predict's errors."""
     cv2 = _cv2()
     if os.path.isdir(path):
         names = _frame_names(path)
@@ -75,19 +76,36 @@ def read_frames(path):
                                 for kind, names in (("videos", videos), ("frame folders", folders)) if names)
             hint = ": it holds {}; pass those".format(held) if held else ""
             raise ValueError("{}: a folder with no {} frames{}".format(path, "/".join(FRAME_SUFFIXES), hint))
-        frames = [_read_image(os.path.join(path, n), cv2) for n in names]
-        if len(set(f.shape for f in frames)) > 1:
-            raise ValueError("{}: frames of different sizes".format(path))
-        return np.stack(frames), None
+        images = ((n, _read_image(os.path.join(path, n), cv2)) for n in names)
+        return _collect(path, images, size), None
     if path.lower().endswith(FRAME_SUFFIXES) and os.path.isfile(path):
         raise ValueError("{}: one image, not a video: pass the folder of its frames".format(path))
     if not os.path.isfile(path):
         raise ValueError("{}: no such file or folder".format(path))
     fps, frames = open_video(path)
-    frames = list(frames)
-    if not frames:
+    return _collect(path, (("frame {}".format(i), f) for i, f in enumerate(frames)), size), fps
+
+
+def _collect(path, images, size):
+    """Stacks (name, frame) pairs, cropped to `size` where given, into one array
+    that doubles as it fills, as keras_r3d.video does (kept frames in a list
+    among large per-frame temporaries fragment the heap)."""
+    array, count, shape = None, 0, None
+    for name, image in images:
+        if shape and image.shape != shape:
+            raise ValueError("{}: frames of different sizes: {} then {} at {}".format(
+                path, shape[1::-1], image.shape[1::-1], name))
+        shape = image.shape
+        frame = scale_center_crop(image, size) if size else image
+        if array is None:
+            array = np.empty((64,) + frame.shape, np.uint8)
+        elif count == len(array):
+            array = np.concatenate([array, np.empty_like(array)])
+        array[count] = frame
+        count += 1
+    if not count:
         raise ValueError("{}: no frames could be decoded".format(path))
-    return np.stack(frames), fps
+    return array[:count]
 
 
 def open_video(source):
@@ -115,9 +133,20 @@ def open_video(source):
         container = av.open(source)
     except (OSError, av.error.FFmpegError) as error:
         raise ValueError("{}: cannot open ({})".format(source, error))
+    if not container.streams.video:
+        container.close()
+        raise ValueError("{}: no video stream".format(source))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-    return fps, (_upright_rgb(f) for f in container.decode(stream))
+    return fps, _pyav_frames(container, stream)
+
+
+def _pyav_frames(container, stream):
+    try:
+        for frame in container.decode(stream):
+            yield _upright_rgb(frame)
+    finally:
+        container.close()
 
 
 def _has_pyav():
@@ -158,11 +187,14 @@ def _read_image(path, cv2):
 
 
 def _capture_frames(capture, cv2):
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return
-        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
 
 
 def scale_center_crop(frame, size):
@@ -174,12 +206,15 @@ def scale_center_crop(frame, size):
     else:
         new_w, new_h = int(size * width / height), size
     if (new_w, new_h) != (width, height):
-        cv2 = _cv2()
-        if cv2 is not None:
-            frame = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        else:
+        try:  # Pillow's bilinear, as keras_r3d.predict and the official code scale
             from PIL import Image
             frame = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
+        except ImportError:  # OpenCV's linear resize aliases when it shrinks; its area resize is closer
+            cv2 = _cv2()
+            if cv2 is None:
+                raise ValueError("scaling frames needs Pillow or OpenCV (pip install pillow)")
+            frame = cv2.resize(frame, (new_w, new_h),
+                               interpolation=cv2.INTER_AREA if new_w < width else cv2.INTER_LINEAR)
     left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
     return frame[top:top + size, left:left + size]
 
@@ -189,7 +224,7 @@ def center_clip(frames, fps, contract):
     the middle (loop-padded), every `temporal_downsample`-th kept, each frame
     scaled and center-cropped. Frames are first resampled to the model's fps.
 
-    Returns the clip and a note (None) where the frames are fewer than one window."""
+    Returns the clip, and a note where the frames are fewer than one window (else None)."""
     target = contract.get("fps")
     if fps and target and abs(fps - target) > 1e-3:
         count = max(1, int(len(frames) * target / fps))
@@ -262,7 +297,7 @@ def classify(runtime, paths, k):
     contract, labels, probabilities = _contract(runtime)
     for path in paths:
         try:
-            frames, fps = read_frames(path)
+            frames, fps = read_frames(path, contract["size"])
             clip, note = center_clip(frames, fps, contract)
             result = {"path": path, "top": top_k(runtime(clip[None])[0], labels, k, probabilities)}
             yield dict(result, note=note) if note else result

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_r3d import export, runtimes
+from keras_r3d import export, preprocessing, runtimes
 from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -178,6 +178,7 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     window; options between the model and the inputs."""
     import shutil
 
+    from keras_r3d.predict import read_cropped
     from keras_r3d.video import read_video
 
     runner = _load_runner()
@@ -186,8 +187,12 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     folder = tmp_path / "thumb_up"
     shutil.copytree(GESTURES["thumb_up"], folder)
     (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    contract = preprocessing.DATASET_PREPROCESSING["jester"]
     for path in (rotated, folder):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
+        # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
+        np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],
+                                      read_cropped(path, contract)[0])
 
     # 5 frames at 25 fps: 2 at the model's 12 fps, short of its 32-frame window.
     command = [sys.executable, str(RUNNER), str(jester["dir"] / "model.onnx"), "--top_k", "1",
@@ -228,7 +233,7 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     errors = [r.get("error", "") for r in results[:4]]
     assert "needs OpenCV or PyAV" in errors[0] and "one image, not a video" in errors[1]
     assert "it holds frame folders (stop_sign, thumb_down, thumb_up); pass those" in errors[2]
-    assert errors[3].endswith("frames of different sizes")
+    assert errors[3].endswith("frames of different sizes: (40, 30) then (320, 240) at 00002.jpg")
     assert results[4]["top"][0]["label"] and results[4]["note"].startswith("5 frames, fewer than the 32")
 
     bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
