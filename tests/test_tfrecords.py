@@ -307,7 +307,35 @@ def test_cli_reports_annotation_errors_and_nothing_converted(tmp_path, capsys):
     (tmp_path / "in" / "cls" / "broken.avi").write_bytes(b"not a video")
     assert tool.main(["--format", "folders", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
                       "--workers", "1"]) == 1
-    assert "error: no video was converted" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "error: no video was converted" in captured.err
+    assert f"skipped 1 inputs (all in {tmp_path / 'o'}/manifest.json):\n  {tmp_path / 'in' / 'cls' / 'broken.avi'}: " \
+        "cannot decode" in captured.out
+    (tmp_path / "file").write_text("")
+    assert tool.main(["--format", "folders", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file")]) == 2
+    assert "error: --output " + str(tmp_path / "file") + ": cannot make the folder" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_message(fixtures_dir, tmp_path, monkeypatch, capsys):
+    """A worker killed mid-run (by the out-of-memory killer, say) must not hang the
+    conversion; stale shards of another run in --output are refused."""
+    source = folders_tree(tmp_path)
+    encode = tool.encode_item
+
+    def dies_on_one(item, *args):  # the forked workers see this module's patched function
+        if item.video_id.endswith("clip_b"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(item, *args)
+
+    monkeypatch.setattr(tool, "encode_item", dies_on_one)
+    out = tmp_path / "out"
+    assert tool.main(["--format", "folders", "--input", str(source), "--output", str(out), "--workers", "2"]) == 1
+    assert "error: a worker process died (killed by the system: out of memory?)" in capsys.readouterr().err
+    monkeypatch.setattr(tool, "encode_item", encode)
+    (out / "train-00000-of-00009.tfrecord").write_bytes(b"")
+    with pytest.raises(AnnotationError, match="holds shards that this conversion does not write "
+                                              "\\(train-00000-of-00009.tfrecord\\)"):
+        tool.convert("folders", source, out, workers=2, progress=False)
 
 
 def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):

@@ -34,7 +34,7 @@ def test_a_reversed_video_is_the_forward_one_played_backwards(tmp_path):
         assert np.abs(forward - backward).mean() > 3 * np.abs(forward[::-1] - backward).mean()  # it moves
 
 
-def test_make_synthetic_builds_and_resumes(tmp_path, capsys):
+def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     manifest = synthetic.make_synthetic(tmp_path, TINY, workers=1, progress=False)
     assert manifest["labels"] == list(synthetic.CLASSES)
     assert sum(e["videos"] for e in manifest["splits"].values()) == 24 and not manifest["skipped"]
@@ -68,6 +68,21 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys):
     # The CLI takes the records' folder too, and names a file that is not a TFRecord.
     assert inspect.main([str(tmp_path), "--sheet", str(tmp_path / "folder.png"), "--clips", "2"]) == 0
     assert "24 videos, 240 frames" in capsys.readouterr().out and (tmp_path / "folder.png").exists()
+    # With fewer labels than --clips, the sheet stops reading once it has them all and --clips videos.
+    train, read, read_videos = str(tmp_path / "train-*.tfrecord"), [], schema.read_videos
+    two = sorted({v["label_index"] for v in read_videos(train)})[:2]
+    assert sum(v["label_index"] in two for v in read_videos(train)) > 3
+    monkeypatch.setattr(schema, "read_videos",  # a set of two labels
+                        lambda *a: (read.append(v) or v for v in read_videos(*a) if v["label_index"] in two))
+    inspect.contact_sheet(train, tmp_path / "few.png", clips=3, num_labels=2)
+    assert len(read) == 3
+    # A shard of another conversion beside the set is named.
+    stale = tmp_path / "train-00000-of-00009.tfrecord"
+    stale.write_bytes(sorted(tmp_path.glob("train-*.tfrecord"))[0].read_bytes())
+    assert inspect.main([str(tmp_path), "--sheet", ""]) == 1
+    assert "error: 1 shards are not in the manifest.json beside them (train-00000-of-00009.tfrecord)" \
+        in capsys.readouterr().err
+    stale.unlink()
     assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2
     assert "folder.png: truncated or corrupt (corrupted record at 0 (Is this even a TFRecord file?))" \
         in capsys.readouterr().err

@@ -12,8 +12,10 @@ completion record exists in `OUTPUT/.progress/` are kept, the rest are redone.
 Shards are written under a temporary name and renamed when complete.
 """
 import argparse
+import collections
 import dataclasses
 import io
+import itertools
 import json
 import math
 import multiprocessing
@@ -22,6 +24,8 @@ import pathlib
 import random
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -179,7 +183,10 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         raise AnnotationError(f"--output {output} is inside --input {input}, where it would become a class")
     labels, items, missing = FORMATS[format](
         input, annotations, split=split, val_fraction=val_fraction)
-    (output / PROGRESS).mkdir(parents=True, exist_ok=True)
+    try:
+        (output / PROGRESS).mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, no permission
+        raise AnnotationError(f"--output {output}: cannot make the folder ({error.strerror})") from None
     arguments = {
         "format": format, "input": str(pathlib.Path(input).resolve()),
         "annotations": str(pathlib.Path(annotations).resolve()) if annotations else None,
@@ -189,6 +196,11 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         **({"fps": fps} if fps else {}),  # absent, as before --fps existed, so older outputs resume
     }
     plan = load_or_make_plan(output, items, arguments, labels)
+    foreign = sorted(path.name for path in output.glob("*.tfrecord") if path.name not in plan["shards"])
+    if foreign:
+        raise AnnotationError(
+            f"{output} holds shards that this conversion does not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): they would join its set; delete them or use another --output")
     pending = {name: [Item(**entry) for entry in entries]
                for name, entries in plan["shards"].items() if not _done(output, name)}
     for stale in output.glob(".*.tfrecord.tmp-*"):
@@ -196,24 +208,35 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
     jobs = [(item, short_side, jpeg_quality, min_frames, fps) for entries in pending.values() for item in entries]
     # Fork before TensorFlow runs anything (it is imported, but no op has run):
     # workers then start at once instead of importing Keras again.
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
-                                                    initargs=(signal.SIGINT, signal.SIG_IGN)) \
-        if workers > 1 and jobs else None  # Ctrl-C stops the main process, which ends the workers
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) \
+        if workers > 1 and jobs else None  # Ctrl-C stops the main process, which cancels the rest
     bar = tqdm(total=len(jobs), unit="video", desc="converting", disable=not progress, dynamic_ncols=True)
     try:
-        results = pool.imap(_encode_star, jobs) if pool else map(_encode_star, jobs)
+        results = _in_order(executor, jobs, ahead=4 * workers) if executor else map(_encode_star, jobs)
         for name, entries in pending.items():
             _write_shard(output, name, entries, results, bar, schema, tf)
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
+        if executor:
+            executor.shutdown(wait=True, cancel_futures=True)
     manifest = _manifest(output, plan, labels, missing)
     # The splits that the annotations name (or the folders' hash gave videos) but that hold none.
     named = {item.split for item in items} | {split for _, _, split in missing if split}
     manifest["empty_splits"] = sorted(named - {s for s, entry in manifest["splits"].items() if entry["videos"]})
     write_atomic(output / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def _in_order(executor, jobs, ahead):
+    """encode_item's results in job order, at most `ahead` jobs in flight.
+    Raises BrokenProcessPool where a worker died (killed for memory, say)."""
+    jobs = iter(jobs)
+    running = collections.deque(executor.submit(_encode_star, job) for job in itertools.islice(jobs, ahead))
+    while running:
+        result = running.popleft().result()
+        running.extend(executor.submit(_encode_star, job) for job in itertools.islice(jobs, 1))
+        yield result
 
 
 def _write_shard(output, name, entries, results, bar, schema, tf):
@@ -294,13 +317,23 @@ def main(argv=None):
         print(f"\ninterrupted: the finished shards in {output} are kept; the same command resumes",
               file=sys.stderr)
         return 130
+    except BrokenProcessPool:
+        print(f"error: a worker process died (killed by the system: out of memory?); the finished shards in "
+              f"{output} are kept; the same command resumes (with fewer --workers if memory ran out)",
+              file=sys.stderr)
+        return 1
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
     for split in manifest["empty_splits"]:
         print(f"warning: no {split} videos: every one the annotations list was skipped or missing",
               file=sys.stderr)
     if manifest["skipped"]:
-        print(f"skipped {len(manifest['skipped'])} inputs (reasons in manifest.json)")
+        print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/manifest.json):")
+        for entry in manifest["skipped"][:10]:
+            source, reason = entry["source"], entry["reason"]
+            print(f"  {reason if reason.startswith(source) else f'{source}: {reason}'}")
+        if len(manifest["skipped"]) > 10:
+            print(f"  ... and {len(manifest['skipped']) - 10} more")
     if not any(entry["videos"] for entry in manifest["splits"].values()):
         print("error: no video was converted", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ sampled video (one per label first) and `--columns` evenly spaced frames.
 """
 import argparse
 import collections
+import itertools
+import json
 import pathlib
 import re
 import sys
@@ -22,9 +24,11 @@ def shard_pattern(pattern):
     return f"{pattern.rstrip('/')}/*.tfrecord" if tf.io.gfile.isdir(pattern) else pattern
 
 
-def summarize(file_pattern):
-    """Counts of the matching shards: videos, frames, sizes and labels."""
+def summarize(file_pattern, progress=False):
+    """Counts of the matching shards: videos, frames, sizes and labels, and the
+    shards of their set that are missing or not in its manifest.json."""
     import tensorflow as tf
+    from tqdm import tqdm
 
     from tfrecords_tools import schema
 
@@ -32,7 +36,7 @@ def summarize(file_pattern):
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
     labels, sizes, frames = collections.Counter(), collections.Counter(), []
-    for file in files:
+    for file in tqdm(files, unit="shard", desc="reading", disable=not progress, leave=False):
         try:
             for video in tf.data.TFRecordDataset([file]).map(schema.parse_video):
                 labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
@@ -42,7 +46,8 @@ def summarize(file_pattern):
             raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
         except tf.errors.OpError as error:
             raise ValueError(f"{file}: not a video TFRecord ({schema.error_text(error)})") from None
-    return {"files": len(files), "missing": missing_shards(files), "videos": len(frames), "frames": sum(frames),
+    return {"files": len(files), "missing": missing_shards(files), "unlisted": unlisted_shards(files),
+            "videos": len(frames), "frames": sum(frames),
             "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
             "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common())}
 
@@ -64,19 +69,36 @@ def missing_shards(files):
     return missing
 
 
-def contact_sheet(file_pattern, path, clips=8, columns=8, height=64):
-    """Writes a PNG of `clips` videos (one per label first), `columns` frames each."""
+def unlisted_shards(files):
+    """The given shards that the manifest.json beside them does not list: left
+    there by another conversion."""
+    import tensorflow as tf
+
+    unlisted = []
+    for folder, names in itertools.groupby(files, key=lambda file: file.rsplit("/", 1)[0] if "/" in file else "."):
+        manifest = f"{folder}/manifest.json"
+        if tf.io.gfile.exists(manifest):
+            splits = json.loads(tf.io.gfile.GFile(manifest).read()).get("splits", {})
+            listed = {shard["file"] for split in splits.values() for shard in split["shards"]}
+            unlisted += [name for name in names if name.rsplit("/", 1)[-1] not in listed]
+    return unlisted
+
+
+def contact_sheet(file_pattern, path, clips=8, columns=8, height=64, num_labels=None):
+    """Writes a PNG of `clips` videos (one per label first), `columns` frames
+    each; `num_labels` (the set's, where known) ends the reading early."""
     from PIL import Image, ImageDraw
 
     from tfrecords_tools import schema
 
+    wanted_firsts = min(clips, num_labels or clips)
     firsts, others = {}, []  # the first video of each label, then the rest
     for video in schema.read_videos(file_pattern):
         if video["label_index"] not in firsts:
             firsts[video["label_index"]] = video
         elif len(others) < clips:
             others.append(video)
-        if len(firsts) >= clips:
+        if len(firsts) >= wanted_firsts and len(firsts) + len(others) >= clips:
             break
     chosen = (list(firsts.values()) + others)[:clips]
     label_width = 160
@@ -115,7 +137,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     pattern = shard_pattern(args.pattern)
     try:
-        summary = summarize(pattern)
+        summary = summarize(pattern, progress=True)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -126,7 +148,13 @@ def main(argv=None):
     for (index, label), count in summary["labels"].items():
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
-        print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns)}")
+        print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns, len(summary['labels']))}")
+    if summary["unlisted"]:
+        print(f"error: {len(summary['unlisted'])} shards are not in the manifest.json beside them ("
+              f"{', '.join(pathlib.Path(m).name for m in summary['unlisted'][:3])}"
+              f"{', ...' if len(summary['unlisted']) > 3 else ''}): left by another conversion; training "
+              "refuses them", file=sys.stderr)
+        return 1
     if summary["missing"]:
         print(f"error: {len(summary['missing'])} shards of this set are missing ("
               f"{', '.join(pathlib.Path(m).name for m in summary['missing'][:3])}"
