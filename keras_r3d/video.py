@@ -99,6 +99,7 @@ def _read_folder(path, frames):
                             for kind, names in (("videos", videos), ("frame folders", folders)) if names)
         hint = f": it holds {held}; pass those" if held else ""
         raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")
+    _check_one_sequence(path, files)
     for file in files:
         try:
             with Image.open(file) as image:
@@ -110,6 +111,25 @@ def _read_folder(path, frames):
         frames.append(image, len(files), file.name)
 
 
+def _check_one_sequence(path, files):
+    """Refuses a folder that holds several frame sequences (mmaction2's
+    img_/x_/y_ frames, a stray cover.jpg) or a numbering with a gap."""
+    sequences = {}
+    for file in files:
+        match = re.fullmatch(r"(.*?)(\d+)(\D*)", file.name)
+        key = (match[1], match[3].lower()) if match else (file.name, "")
+        sequences.setdefault(key, []).append((int(match[2]) if match else 0, file.name))
+    if len(sequences) > 1:
+        kinds = ", ".join(f"{prefix}N{suffix}: {len(members)}" for (prefix, suffix), members in sequences.items())
+        raise VideoError(f"{path}: frames of {len(sequences)} sequences ({kinds}); keep one per folder")
+    (members,) = sequences.values()
+    steps = [b[0] - a[0] for a, b in zip(members, members[1:])]
+    step = min(steps, default=1)
+    for (_, before), (_, after), gap in zip(members, members[1:], steps):
+        if gap != step:
+            raise VideoError(f"{path}: frames are missing from the numbering: {before} then {after}")
+
+
 def _read_file(path, frames, complete):
     """Decodes into `frames`; returns the frame rate."""
     import av
@@ -119,10 +139,14 @@ def _read_file(path, frames, complete):
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            declared = stream.frames  # from the header; 0 where the container does not say
+            declared = stream.frames  # from the header; 0 where the container does not say (Matroska, WebM)
+            seconds = (float(stream.duration * stream.time_base) if stream.duration
+                       else container.duration / 1e6 if container.duration else None)
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
+            last_time = None
             for frame in container.decode(stream):
+                last_time = frame.time
                 image = frame.to_ndarray(format="rgb24")
                 turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
                 frames.append(np.ascontiguousarray(np.rot90(image, turns)) if turns else image,
@@ -134,7 +158,13 @@ def _read_file(path, frames, complete):
             raise VideoError(f"{path}: decoding failed after {frames.count} frames ({error}): truncated or "
                              "corrupt") from None
         # A truncated file: keep the frames that decoded.
-    if complete and frames.count < declared - max(2, declared // 20):
+    if not complete:
+        return fps
+    if frames.count < declared - max(2, declared // 20):
         raise VideoError(f"{path}: decoded {frames.count} of the {declared} frames its header declares: "
+                         "truncated or corrupt")
+    decoded = last_time + 1 / fps if last_time is not None and fps else None
+    if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
+        raise VideoError(f"{path}: decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: "
                          "truncated or corrupt")
     return fps

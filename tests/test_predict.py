@@ -52,6 +52,30 @@ def test_frames_cropped_as_they_decode_give_the_same_clips(fixtures_dir):
                                   predict.clips_from_frames(full, contract, fps, clips=3))
 
 
+def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
+    """Matroska and WebM headers count no frames: their duration shows the cut."""
+    import av
+
+    from keras_r3d.video import VideoError, read_video
+
+    whole = tmp_path / "whole.mkv"
+    with av.open(str(whole), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        noise = np.random.default_rng(0).integers(0, 256, (50, 48, 64, 3), np.uint8)  # no frame compresses away
+        for frame in noise:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert len(read_video(whole, complete=True)[0]) == 50
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert 0 < len(read_video(cut)[0]) < 50  # what decoded, where completeness is not asked
+    with pytest.raises(VideoError, match=r"cut.mkv: decoded [\d.]+ s of the 2.00 s its header declares: truncated"):
+        read_video(cut, complete=True)
+
+
 @pytest.fixture(scope="module")
 def jester_model(fixtures_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "jester.keras"
@@ -183,7 +207,14 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
     Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(folder / "00069.jpg")
     with pytest.raises(VideoError, match=r"frames of different sizes: \(320, 240\) then \(80, 60\) at 00069.jpg"):
         read_video(folder)
-    (folder / "00069.jpg").unlink()
+    (folder / "00069.jpg").rename(folder / "flow_x_00001.jpg")  # mmaction2's rawframes hold three sequences
+    with pytest.raises(VideoError, match=r"frames of 2 sequences \(N.jpg: 68, flow_x_N.jpg: 1\); keep one per folder"):
+        read_video(folder)
+    (folder / "flow_x_00001.jpg").unlink()
+    (folder / "00030.jpg").unlink()
+    with pytest.raises(VideoError, match="frames are missing from the numbering: 00029.jpg then 00031.jpg"):
+        read_video(folder)
+    shutil.copy(GESTURES["thumb_up"] / "00030.jpg", folder)
 
     deep = tmp_path / "deep"
     deep.mkdir()
