@@ -8,6 +8,7 @@ The architecture comes from, in increasing priority: the official file name
 the settings its tensor shapes determine (a file name that disagrees with them
 gets a warning), then explicit arguments.
 """
+import collections
 import hashlib
 import pathlib
 import re
@@ -85,15 +86,35 @@ def parse_official_name(path):
     return found
 
 
+def read_lines(path):
+    """The non-blank lines of a text file, stripped. A byte-order mark (Excel,
+    Notepad) is not part of the first line."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def read_labels(path):
-    """Class names from classInd lines (`<1-based index> <name>`) or one name per line."""
-    lines = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
-    indexed = [re.match(r"^(\d+)\s+(.+)$", line) for line in lines]
-    if lines and all(indexed):
-        pairs = sorted((int(m[1]), m[2]) for m in indexed)
-        if [i for i, _ in pairs] != list(range(pairs[0][0], pairs[0][0] + len(pairs))):
-            raise ValueError(f"{path}: classInd indices are not consecutive")
-        return [name for _, name in pairs]
+    """Class names from a class list: `classInd.txt` lines `<index> <name>`
+    with indices 1..K in any order, or one name per line. Checkpoints
+    (--labels) and datasets (tfrecords_tools) read their class lists here."""
+    lines = read_lines(path)
+    if not lines:
+        raise ValueError(f"{path}: no classes")
+    indexed = [re.fullmatch(r"(\d+)\s+(.+)", line) for line in lines]
+    if any(indexed):
+        unindexed = next((line for line, match in zip(lines, indexed) if not match), None)
+        if unindexed is not None:
+            raise ValueError(f"{path}: expected '<index> <class name>' on every line, got {unindexed!r}")
+        by_index = {int(match[1]): match[2] for match in indexed}
+        if sorted(by_index) != list(range(1, len(lines) + 1)):
+            raise ValueError(f"{path}: class indices must be 1..{len(lines)}, each once")
+        lines = [by_index[index] for index in range(1, len(lines) + 1)]
+    repeated = sorted(name for name, count in collections.Counter(lines).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{path}: class names listed twice: {repeated[:3]}")
     return lines
 
 
