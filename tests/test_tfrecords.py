@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import FIXTURES, GESTURE_LABELS, GESTURES, REPO
 from tfrecords_tools import convert as tool
-from tfrecords_tools import schema
+from tfrecords_tools import schema, sources
 from tfrecords_tools.sources import AnnotationError
 
 CLIPS = FIXTURES / "clips"
@@ -243,7 +243,7 @@ def test_fps_resamples_video_files_and_a_cut_video_is_skipped(fixtures_dir, tmp_
 
 
 @pytest.mark.parametrize("case, message", [
-    ("no_class_list", "neither classInd.txt nor jester-v1-labels.csv"),
+    ("no_class_list", r"found no class list \(classInd.txt, categories.txt, jester-v1-labels.csv\)"),
     ("no_lists", "no train or validation list"),
     ("unknown_index", "unknown class index 28"),
     ("bad_line", "expected '<video id> <class index>'"),
@@ -387,7 +387,7 @@ def test_folders_skip_hidden_and_empty_folders_odd_names_and_an_output_inside(fi
     manifest = tool.convert("folders", source, tmp_path / "out", short_side=32, progress=False)
     assert manifest["labels"] == ["down", "up"] and manifest["splits"]["train"]["videos"] == 4
     reasons = sorted(s["reason"] for s in manifest["skipped"])
-    assert reasons == ["an empty class folder: not a class", "the file name is not valid UTF-8"]
+    assert reasons == ["no video file or frame folder in it: not a class", "the name is not valid UTF-8"]
     with pytest.raises(AnnotationError, match="inside --input"):
         tool.convert("folders", source, source / "records", progress=False)
 
@@ -436,3 +436,159 @@ def test_record_errors_read_without_tensorflow_internals():
     assert schema.error_text(tf.errors.DataLossError(None, None, eager)) == "truncated record at 12790987"
     assert schema.error_text(tf.errors.DataLossError(None, None, traced)) == \
         "truncated record at 12790987' failed with Read less bytes than requested"
+
+
+# Listing: what each format finds on disk, without converting anything.
+
+
+def touch(path, data=b""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def ucf_notes(tmp_path):
+    """The official UCF-101 class list and a split that names two videos."""
+    notes = tmp_path / "annotations"
+    notes.mkdir()
+    shutil.copy(ANNOTATIONS / "ucf101_classInd.txt", notes / "classInd.txt")
+    (notes / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n")
+    (notes / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+    return notes
+
+
+def test_ucf101_follows_symlinked_class_folders_and_ends_link_loops(fixtures_dir, tmp_path, ucf_notes):
+    videos = tmp_path / "UCF-101"
+    touch(videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    touch(tmp_path / "elsewhere" / "Archery" / "v_Archery_g01_c01.avi")
+    link(tmp_path / "elsewhere" / "Archery", videos / "Archery")
+    link(videos, videos / "ApplyEyeMakeup" / "loop")  # a link back up: walked once
+    _, items, missing = sources.list_ucf101(videos, ucf_notes)
+    assert not missing
+    assert sorted(item.source for item in items) == [
+        str(videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"), str(videos / "Archery" / "v_Archery_g01_c01.avi")]
+
+
+def test_a_video_name_found_twice_prefers_the_listed_path_and_reports_the_other(
+        fixtures_dir, tmp_path, ucf_notes, capsys):
+    videos = tmp_path / "UCF-101"
+    touch(videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    real = touch(videos / "Archery" / "v_Archery_g01_c01.avi")
+    stale = touch(videos / "0_incomplete" / "v_Archery_g01_c01.avi")  # first in path order
+    _, items, missing = sources.list_ucf101(videos, ucf_notes)
+    assert [item.source for item in items if item.split == "val"] == [str(real)]
+    assert missing == [(str(stale), f"the same name as {real}, which is converted", "val")]
+    assert f"1 left out as another video of the same name is converted: {stale}" in capsys.readouterr().err
+    # Kinetics: no listed path, so the first in path order, the same on every run.
+    mkv, mp4 = touch(tmp_path / "k" / "abc_000000_000010.mkv"), touch(tmp_path / "k" / "abc_000000_000010.mp4")
+    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,abc,0,10,train\n")
+    _, items, missing = sources.list_kinetics(tmp_path / "k", tmp_path / "k.csv")
+    assert [item.source for item in items] == [str(mkv)]
+    assert missing == [(str(mp4), f"the same name as {mkv}, which is converted", "train")]
+
+
+def test_folders_keep_one_of_a_class_folders_inputs_of_the_same_name(tmp_path):
+    root = tmp_path / "in"
+    touch(root / "walk" / "a.avi")
+    touch(root / "walk" / "a.mkv")
+    touch(root / "walk" / "clip" / "00001.jpg")
+    touch(root / "walk" / "clip.mp4")
+    touch(root / "walk" / "b.mp4")
+    labels, items, missing = sources.list_folders(root)
+    assert labels == ["walk"]
+    assert {item.video_id: pathlib.Path(item.source).name for item in items} == {
+        "walk/a": "a.avi", "walk/b": "b.mp4", "walk/clip": "clip"}
+    assert sorted(missing) == [
+        (str(root / "walk" / "a.mkv"), f"the same name as {root / 'walk' / 'a.avi'}, which is converted", None),
+        (str(root / "walk" / "clip.mp4"), f"the same name as {root / 'walk' / 'clip'}, which is converted", None)]
+
+
+def test_jester_takes_the_official_repos_and_20bn_list_names_and_warns_of_a_missing_list(
+        jester_tree, capsys):
+    root, _, labels = jester_tree
+    notes = root / "annotations"
+    # okankop/Efficient-3DCNNs annotation_Jester: categories.txt, trainlist.txt, vallist01.txt
+    (notes / "classInd.txt").rename(notes / "categories.txt")
+    (notes / "vallist.txt").rename(notes / "vallist01.txt")
+    assert sources.list_jester(root / "frames", notes)[0] == labels
+    assert {item.split for item in sources.list_jester(root / "frames", notes)[1]} == {"train", "val"}
+    (notes / "trainlist.txt").rename(notes / "trainlist01.txt")  # utils/jester_json.py's name
+    (notes / "vallist01.txt").unlink()
+    _, items, _ = sources.list_jester(root / "frames", notes)
+    assert {item.split for item in items} == {"train"}
+    assert f"warning: {notes}: no val list (vallist.txt or vallist01.txt): no val split" in capsys.readouterr().err
+
+
+def test_annotation_files_saved_with_a_byte_order_mark(fixtures_dir, tmp_path, ucf_notes):
+    bom = "\ufeff"
+    (ucf_notes / "classInd.txt").write_text(bom + (ANNOTATIONS / "ucf101_classInd.txt").read_text())
+    touch(tmp_path / "UCF-101" / "Archery" / "v_Archery_g01_c01.avi")
+    labels, items, _ = sources.list_ucf101(tmp_path / "UCF-101", ucf_notes)
+    assert labels[0] == "ApplyEyeMakeup" and [item.label_index for item in items] == [2]
+    touch(tmp_path / "k" / "abc_000000_000010.mp4")
+    (tmp_path / "k.csv").write_text(bom + "label,youtube_id,time_start,time_end,split\nzumba,abc,0,10,train\n")
+    assert sources.list_kinetics(tmp_path / "k", tmp_path / "k.csv")[0] == ["zumba"]
+
+
+def test_a_header_only_kinetics_csv_lists_no_videos(tmp_path):
+    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split\n")
+    with pytest.raises(AnnotationError, match=r"k\.csv: the annotations list no videos"):
+        sources.list_kinetics(tmp_path, tmp_path / "k.csv")
+
+
+def test_kinetics_label_lookup_does_not_grow_with_the_class_count(tmp_path):
+    """600-700 classes by 650,000 rows: a list search per row took minutes."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    rows = 8000
+    for i in range(rows):
+        touch(tmp_path / "in" / f"v{i:05d}_000000_000010.mp4")
+    elapsed = {}
+    for case, label in (("one class", lambda i: "x" * 4000 + "00000"), ("a class each", lambda i: "x" * 4000 + f"{i:05d}")):
+        (tmp_path / "k.csv").write_text(header + "".join(f"{label(i)},v{i:05d},0,10,train\n" for i in range(rows)))
+        start = time.perf_counter()
+        sources.list_kinetics(tmp_path / "in", tmp_path / "k.csv")
+        elapsed[case] = time.perf_counter() - start
+    assert elapsed["a class each"] < 3 * elapsed["one class"] + 0.3, elapsed
+
+
+def test_folders_refuse_a_class_folder_name_that_is_not_utf8(tmp_path):
+    root = tmp_path / "in"
+    touch(root / "walk" / "a.mp4")
+    bad = root / os.fsdecode(b"caf\xe9")
+    touch(bad / "b.mp4")
+    labels, items, missing = sources.list_folders(root)
+    assert labels == ["walk"] and [item.video_id for item in items] == ["walk/a"]
+    assert missing == [(repr(bad), "the name is not valid UTF-8", None)]
+
+
+def test_folders_report_videos_outside_class_folders_and_classes_without_videos(tmp_path, capsys):
+    root = tmp_path / "in"
+    touch(root / "walk" / "a.mp4")
+    touch(root / "notes" / "readme.txt")
+    touch(root / "stray.mp4")
+    touch(root / "README.md")  # not a video: no report
+    labels, items, missing = sources.list_folders(root)
+    assert labels == ["walk"] and len(items) == 1
+    assert sorted(missing) == [
+        (str(root / "notes"), "no video file or frame folder in it: not a class", None),
+        (str(root / "notes" / "readme.txt"), "not a video file or frame folder", None),
+        (str(root / "stray.mp4"), "a video outside the class folders (INPUT/<class>/<video>)", None)]
+    assert f"2 entries of {root} are not class folders with videos, so not converted: {root / 'stray.mp4'}, " \
+        f"{root / 'notes'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 a\n1 b\n", r"class indices must be 1\.\.2"),
+    ("1 a\n1 b\n", r"class indices must be 1\.\.2"),
+    ("1 a\nb\n", r"expected '<index> <class name>' on every line, got 'b'"),
+    ("1 a\n2 a\n", r"class names listed twice: \['a'\]"),
+])
+def test_one_class_list_parser_for_checkpoints_and_datasets(tmp_path, ucf_notes, text, message):
+    from keras_r3d.convert import read_labels
+
+    (ucf_notes / "classInd.txt").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_labels(ucf_notes / "classInd.txt")
+    with pytest.raises(AnnotationError, match=message):
+        sources.list_ucf101(tmp_path, ucf_notes)
