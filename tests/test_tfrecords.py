@@ -467,7 +467,8 @@ def test_ucf101_follows_symlinked_class_folders_and_ends_link_loops(fixtures_dir
     _, items, missing = sources.list_ucf101(videos, ucf_notes)
     assert not missing
     assert sorted(item.source for item in items) == [
-        str(videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"), str(videos / "Archery" / "v_Archery_g01_c01.avi")]
+        str(videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"),
+        str(videos / "Archery" / "v_Archery_g01_c01.avi")]
 
 
 def test_a_video_name_found_twice_prefers_the_listed_path_and_reports_the_other(
@@ -538,13 +539,13 @@ def test_a_header_only_kinetics_csv_lists_no_videos(tmp_path):
 
 
 def test_kinetics_label_lookup_does_not_grow_with_the_class_count(tmp_path):
-    """600-700 classes by 650,000 rows: a list search per row took minutes."""
-    header = "label,youtube_id,time_start,time_end,split\n"
-    rows = 8000
+    """A search of the label list per row took classes x rows string comparisons
+    (Kinetics: 600 x 650,000); equal-length labels make each comparison cost."""
+    header, name, rows = "label,youtube_id,time_start,time_end,split\n", "x" * 4000, 8000
     for i in range(rows):
         touch(tmp_path / "in" / f"v{i:05d}_000000_000010.mp4")
     elapsed = {}
-    for case, label in (("one class", lambda i: "x" * 4000 + "00000"), ("a class each", lambda i: "x" * 4000 + f"{i:05d}")):
+    for case, label in (("one class", lambda i: name), ("a class each", lambda i: f"{name}{i:05d}")):
         (tmp_path / "k.csv").write_text(header + "".join(f"{label(i)},v{i:05d},0,10,train\n" for i in range(rows)))
         start = time.perf_counter()
         sources.list_kinetics(tmp_path / "in", tmp_path / "k.csv")
