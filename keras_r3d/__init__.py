@@ -28,7 +28,7 @@ from keras_r3d.models import (
 from keras_r3d.preprocessing import Preprocessing, preprocess
 from keras_r3d.profiling import profile
 from keras_r3d.registry import build, create_model, list_models
-from keras_r3d.saving import clone_model, load, model_info
+from keras_r3d.saving import clone_model, finetune, load, model_info
 
 
 def classify(model, path_or_frames, top_k=5, clips=1):
@@ -43,6 +43,6 @@ def classify(model, path_or_frames, top_k=5, clips=1):
 __all__ = [
     "C3D", "MobileNet3D", "MobileNetV2_3D", "ResNeXt3D", "ResNet3D", "ShuffleNet3D",
     "ShuffleNetV2_3D", "SqueezeNet3D", "VideoClassifier", "Preprocessing", "build", "classify",
-    "clone_model", "create_model", "fold_batch_norm", "implementation", "list_models", "load", "model_info",
+    "clone_model", "create_model", "finetune", "fold_batch_norm", "implementation", "list_models", "load", "model_info",
     "preprocess", "profile",
 ]

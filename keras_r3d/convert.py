@@ -203,7 +203,7 @@ def _assign(model, state):
         if target is None:
             problems.append(f"{key} {tuple(value.shape)}: no matching Keras weight")
             continue
-        array = _to_keras_layout(layer, param, value)
+        array = _to_keras_layout(param, value)
         if tuple(target.shape) != array.shape:
             problems.append(f"{key} {tuple(value.shape)}: Keras {target.path} expects "
                             f"{tuple(target.shape)} after transposition, got {array.shape}")
@@ -237,7 +237,7 @@ def _target_weight(layer, param):
     return getattr(layer, name, None) if name else None
 
 
-def _to_keras_layout(layer, param, value):
+def _to_keras_layout(param, value):
     """PyTorch (out, in/g, kt, kh, kw) -> (kt, kh, kw, in/g, out); (out, in) -> (in, out)."""
     if param != "weight" or value.ndim == 1:
         return value

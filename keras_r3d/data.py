@@ -161,7 +161,7 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
     if not repeat:  # the batch count, from the manifest, for fit's steps and progress bar
         try:
             count = count_clips(file_pattern, split, contract, crop)
-        except (FileNotFoundError, ValueError):  # shards without their manifest: unknown
+        except FileNotFoundError:  # shards without their manifest: unknown
             count = None
         if count is not None:
             batches = batches.apply(tf.data.experimental.assert_cardinality(

@@ -5,7 +5,8 @@
         [--calibration PATH] [--calibration_samples 100] [--verification PATH] \\
         [--raw_input] [--opset 13] [--onnx_converter auto|keras_r3d|tf2onnx]
 
-Every artifact takes uint8 RGB frames `(N, T, S, S, 3)` (N dynamic) and applies
+Every artifact but the TensorRT ones (float32 pixels) takes uint8 RGB frames
+`(N, T, S, S, 3)` (N dynamic) and applies
 the model's preprocessing contract inside its graph with
 `keras_r3d.preprocess`, then the model with its BatchNorms folded into the
 convs (`keras_r3d.fold_batch_norm`; verified against the model as given), except
@@ -141,15 +142,18 @@ def export_saved_model(model, path, *, raw_input=False):
     with implementation("auto"):
         module.serve = serving_function(model, raw_input=raw_input, fold=False).get_concrete_function()
     metadata = export_metadata(model, raw_input=raw_input, input_dtype="float32" if raw_input else "uint8")
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         asset = pathlib.Path(scratch) / f"{runtimes.METADATA_KEY}.json"
         asset.write_text(json.dumps(metadata, indent=1))
         module.metadata = tf.saved_model.Asset(str(asset))
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-    shutil.rmtree(path, ignore_errors=True)
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():  # moved aside, then removed: the folder is never half written
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 

@@ -1,42 +1,48 @@
 """Atomic writes: a crash leaves the old file or the new one, never half of one."""
+import contextlib
 import os
 import pathlib
+import shutil
 
 
-def _partial(path):
-    """A hidden sibling of `path` that keeps its suffix (matplotlib and Keras
-    read the format from it)."""
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-
-
-def _commit(partial, path):
-    with open(partial, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+@contextlib.contextmanager
+def _atomically(path):
+    """Yields a hidden sibling of `path` that keeps its suffix (matplotlib and
+    Keras read the format from it) to write; renames it to `path` once written,
+    and removes it where the writing fails."""
+    path = pathlib.Path(path)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield partial
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_atomic(path, data):
     """Writes `data` (str or bytes) to `path` through a temporary file and a rename."""
-    path = pathlib.Path(path)
-    partial = _partial(path)
-    if isinstance(data, str):
-        partial.write_text(data)
-    else:
-        partial.write_bytes(data)
-    _commit(partial, path)
+    with _atomically(path) as partial:
+        if isinstance(data, str):
+            partial.write_text(data)
+        else:
+            partial.write_bytes(data)
+
+
+def copy_atomic(source, path):
+    """Copies the file `source` to `path`, atomically."""
+    with _atomically(path) as partial:
+        shutil.copyfile(source, partial)
 
 
 def savefig_atomic(figure, path, dpi=100):
     """`figure.savefig(path)`, atomically."""
-    path = pathlib.Path(path)
-    partial = _partial(path)
-    figure.savefig(partial, dpi=dpi)
-    _commit(partial, path)
+    with _atomically(path) as partial:
+        figure.savefig(partial, dpi=dpi)
 
 
 def save_model_atomic(model, path):
     """`model.save(path)` for a `.keras` file, atomically."""
-    path = pathlib.Path(path)
-    partial = _partial(path)
-    model.save(partial)
-    _commit(partial, path)
+    with _atomically(path) as partial:
+        model.save(partial)

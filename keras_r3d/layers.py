@@ -249,7 +249,9 @@ class Conv3D(keras.layers.Layer):
         self.groups = int(groups)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer or FanOutNormal())
-        if self.groups < 1 or self.filters % self.groups:
+        if self.groups < 1:
+            raise ValueError(f"{self.name}: groups must be >= 1, got {groups}")
+        if self.filters % self.groups:
             raise ValueError(f"{self.name}: filters={filters} is not divisible by groups={groups}")
 
     def build(self, input_shape):

@@ -22,7 +22,6 @@ import numpy as np
 
 from keras_r3d import layers as r3d_layers
 from keras_r3d import runtimes
-from keras_r3d.preprocessing import Preprocessing
 
 SUPPORTED = ("InputLayer", "Conv3D", "BatchNormalization", "ReLU", "Activation", "Add",
              "Concatenate", "ChannelShuffle", "ChannelSlice", "MaxPool3D", "AvgPool3D",
@@ -462,7 +461,7 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
 
 def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype="uint8"):
     """The ONNX `ModelProto` of `model`: frames `(N, T, S, S, 3)` in, normalized
-    in the graph by `contract` (default: the model's), logits out.
+    in the graph by `contract` (a Preprocessing; default: the model's), logits out.
 
     Args:
         raw_input: take normalized float32 input instead.
@@ -475,8 +474,6 @@ def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype=
     if opset < MIN_OPSET:
         raise UnsupportedLayer(f"the ONNX writer needs opset >= {MIN_OPSET}, got {opset}")
     contract = contract or model.preprocessing
-    if isinstance(contract, dict):
-        contract = Preprocessing.from_dict(contract)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedLayer("the ONNX writer takes models with one input and one output")
     graph = _Graph(opset)

@@ -10,7 +10,6 @@ import numbers
 import numpy as np
 
 ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)
-KINETICS_MEAN = (110.63666788, 103.16065604, 96.29023126)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +47,8 @@ class Preprocessing:
                     or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
                 raise ValueError(f"{name} must be {count} numbers, got {value!r}")
             object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.value_range[0] == self.value_range[1]:
+            raise ValueError(f"value_range must span an interval, got {self.value_range}")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std must be non-zero, got {self.std!r}")
         for name in ("frames", "size", "temporal_downsample"):

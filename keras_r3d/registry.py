@@ -74,6 +74,16 @@ def _builder(arch):
     return BUILDERS[arch]
 
 
+def with_dropout(arch, kwargs, dropout):
+    """The builder `kwargs` plus `dropout`, unless None; an error for the
+    families without dropout (ResNet, ResNeXt)."""
+    if dropout is None:
+        return kwargs
+    if "dropout" not in builder_kwargs(arch):
+        raise ValueError(f"dropout: {arch} has no dropout layer (as in the official code)")
+    return {**kwargs, "dropout": dropout}
+
+
 def build(arch, **kwargs):
     """Builds `arch` (an official architecture name) with the builder's kwargs."""
     valid = builder_kwargs(arch)

@@ -331,22 +331,34 @@ class _TensorRTRuntime(Runtime):
             shape = self._engine.get_binding_shape(self._input_index)
             dtype = trt.nptype(self._engine.get_binding_dtype(self._input_index))
         self._stream = cuda.Stream()
+        self._buffers = None  # (input shape, output shape, device input, device output) of the last call
         Runtime.__init__(self, path, "tensorrt", [None] + list(shape)[1:], dtype, read_metadata(path))
+
+    def _device_buffers(self, batch):
+        """The device buffers for `batch`'s shape, allocated again only when it
+        changes (so that timed calls do not include allocation)."""
+        if self._buffers is None or self._buffers[0] != batch.shape:
+            self._buffers = None  # the old buffers are freed first
+            if self._tensor_api:
+                self._context.set_input_shape(self._input_name, batch.shape)
+                out_shape = tuple(self._context.get_tensor_shape(self._output_name))
+            else:
+                self._context.set_binding_shape(self._input_index, batch.shape)
+                out_shape = tuple(self._context.get_binding_shape(self._output_index))
+            d_in = self._cuda.mem_alloc(batch.nbytes)
+            d_out = self._cuda.mem_alloc(int(np.prod(out_shape)) * np.dtype(np.float32).itemsize)
+            if self._tensor_api:
+                self._context.set_tensor_address(self._input_name, int(d_in))
+                self._context.set_tensor_address(self._output_name, int(d_out))
+            self._buffers = (batch.shape, out_shape, d_in, d_out)
+        return self._buffers[1:]
 
     def _run(self, batch):
         cuda = self._cuda
-        if self._tensor_api:
-            self._context.set_input_shape(self._input_name, batch.shape)
-            out_shape = tuple(self._context.get_tensor_shape(self._output_name))
-        else:
-            self._context.set_binding_shape(self._input_index, batch.shape)
-            out_shape = tuple(self._context.get_binding_shape(self._output_index))
+        out_shape, d_in, d_out = self._device_buffers(batch)
         out = np.empty(out_shape, np.float32)
-        d_in, d_out = cuda.mem_alloc(batch.nbytes), cuda.mem_alloc(out.nbytes)
         cuda.memcpy_htod_async(d_in, batch, self._stream)
         if self._tensor_api:
-            self._context.set_tensor_address(self._input_name, int(d_in))
-            self._context.set_tensor_address(self._output_name, int(d_out))
             self._context.execute_async_v3(self._stream.handle)
         else:
             bindings = [0, 0]

@@ -6,7 +6,14 @@ import zipfile
 import keras
 
 from keras_r3d.models import VideoClassifier
-from keras_r3d.preprocessing import Preprocessing
+from keras_r3d.preprocessing import Preprocessing, as_contract
+
+# The output layer of each family: the one `finetune` replaces.
+HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
+               "mobilenetv2": "classifier_1", "squeezenet": "classifier_1", "resnet": "fc",
+               "resnext": "fc", "c3d": "fc_0"}
+# The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
+FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
 
 
 def load(path, **convert_kwargs):
@@ -48,6 +55,53 @@ def clone_model(model, **kwargs):
     clone.preprocessing = model.preprocessing.replace(frames=frames, size=height)
     clone.class_names, clone.architecture = model.class_names, dict(model.architecture)
     return clone
+
+
+def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing=None):
+    """A copy of the zoo `model` with a new head for `class_names`, as the
+    official code fine-tunes (and `train --pretrained`); compile and fit it.
+
+    Every layer but the head takes `model`'s weights.
+    Args:
+        head_only: train the head only (`--finetune=last_layer`): the other
+            layers are frozen, their BatchNorm statistics included.
+        dropout: the head's dropout rate; by default the official fine-tuning
+            0.9 for the efficient nets (ResNets and C3D have their own).
+        preprocessing: a new input contract (other frames or size, say; as
+            `keras_r3d.build` takes it); by default the model's.
+    """
+    from keras_r3d import registry
+
+    if not isinstance(model, VideoClassifier) or not model.architecture:
+        raise TypeError(f"finetune takes a keras_r3d zoo model, got {type(model).__name__}")
+    if isinstance(class_names, str) or len(class_names) < 1:
+        raise ValueError(f"class_names must be a list of names, got {class_names!r}")
+    architecture = dict(model.architecture)
+    arch = architecture.pop("arch")
+    architecture.pop("num_classes", None)
+    dropout = FINETUNE_DROPOUT.get(arch) if dropout is None else dropout
+    architecture = registry.with_dropout(arch, architecture, dropout)
+    contract = model.preprocessing if preprocessing is None else as_contract(preprocessing)
+    new = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
+                         preprocessing=contract, input_shape=(contract.frames, contract.size, contract.size, 3),
+                         **architecture)
+    head = HEAD_LAYERS[arch]
+    source_layers = {layer.name: layer for layer in model.layers}
+    for layer in new.layers:
+        if layer.name == head or not layer.weights:
+            continue
+        if layer.name not in source_layers:
+            raise ValueError(f"the source model has no layer {layer.name!r} for {arch}")
+        weights = source_layers[layer.name].get_weights()
+        shapes = [w.shape for w in layer.get_weights()]
+        if [w.shape for w in weights] != shapes:
+            raise ValueError(f"the source layer {layer.name!r} has shapes {[w.shape for w in weights]}, "
+                             f"the new model {shapes} (C3D's fc layers fix the input size)")
+        layer.set_weights(weights)
+    if head_only:
+        for layer in new.layers:
+            layer.trainable = layer.name == head
+    return new
 
 
 def model_info(model_or_path):

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import sys
 import tempfile
 import time
@@ -33,16 +32,9 @@ import zipfile
 
 import numpy as np
 
-from keras_r3d.files import save_model_atomic, savefig_atomic, write_atomic
+from keras_r3d.files import copy_atomic, save_model_atomic, savefig_atomic, write_atomic
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
-# The output layer of each family: replaced when fine-tuning, kept trainable by
-# --finetune=last_layer.
-HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
-               "mobilenetv2": "classifier_1", "squeezenet": "classifier_1", "resnet": "fc",
-               "resnext": "fc", "c3d": "fc_0"}
-# The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
-FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
 # The models a run folder holds (evaluate names its results after the folder for them).
 BEST_MODEL, LAST_MODEL = "best.keras", "last.keras"
 METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip_top1", "val_clip_top5",
@@ -84,6 +76,11 @@ def build_model(config, class_names):
         raise ValueError(f"give exactly one of --model, --pretrained, --arch (got {sources or 'none'})")
     if config.get("finetune") not in (None, "complete") and not config.get("pretrained"):
         raise ValueError(f"--finetune={config['finetune']} applies to --pretrained models only")
+    builder_flags = [f"--{name}" for name in registry.ARCHITECTURE_FLAGS if config.get(name) is not None]
+    if builder_flags and sources != ["arch"]:
+        raise ValueError(f"{', '.join(builder_flags)} apply to --arch only: --{sources[0]} keeps its architecture")
+    if config.get("model") and config.get("dropout") is not None:
+        raise ValueError("--dropout applies to --arch and --pretrained: --model trains on as it is")
     num_classes = len(class_names)
     if config.get("model"):
         model = load(config["model"])
@@ -109,22 +106,10 @@ def build_model(config, class_names):
     preprocessing = (DATASET_PREPROCESSING[config["preprocessing"]] if config.get("preprocessing")
                      else Preprocessing())
     preprocessing = _override_contract(preprocessing, config)
-    kwargs = _with_dropout(arch, kwargs, config.get("dropout"))
+    kwargs = registry.with_dropout(arch, kwargs, config.get("dropout"))
     return registry.build(arch, num_classes=num_classes, class_names=list(class_names),
                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
                           preprocessing=preprocessing, **kwargs)
-
-
-def _with_dropout(arch, kwargs, dropout):
-    """The builder `kwargs` plus `dropout`, unless None; an error for the
-    families without dropout (ResNet, ResNeXt)."""
-    from keras_r3d import registry
-
-    if dropout is None:
-        return kwargs
-    if "dropout" not in registry.builder_kwargs(arch):
-        raise ValueError(f"--dropout: {arch} has no dropout layer (as in the official code)")
-    return {**kwargs, "dropout": dropout}
 
 
 def _override_contract(preprocessing, config):
@@ -135,47 +120,16 @@ def _override_contract(preprocessing, config):
 
 
 def finetune_model(source, class_names, config):
-    """A copy of `source` with a new head for `class_names`.
+    """`keras_r3d.finetune` of `source` by the flags: `--finetune=last_layer`
+    trains the head only, `--dropout`, and the contract flags (`--frames`,
+    `--size`, ...) change the input."""
+    from keras_r3d.saving import finetune
 
-    Every layer but the head takes the source's weights (the input size may
-    change: `--frames`, `--size`). The efficient nets get the official
-    fine-tuning dropout of 0.9 unless `--dropout` says otherwise. With
-    `--finetune=last_layer` only the head trains, and BatchNorm layers stay
-    in inference mode, so their statistics are frozen.
-    """
-    from keras_r3d import registry
-
-    architecture = dict(source.architecture)
-    arch = architecture.pop("arch")
-    architecture.pop("num_classes", None)
-    head = HEAD_LAYERS[arch]
-    preprocessing = _override_contract(source.preprocessing, config)
-    dropout = config.get("dropout")
-    dropout = FINETUNE_DROPOUT.get(arch) if dropout is None else dropout
-    architecture = _with_dropout(arch, architecture, dropout)
-    model = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
-                           preprocessing=preprocessing,
-                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
-                           **architecture)
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in model.layers:
-        if layer.name == head or not layer.weights:
-            continue
-        if layer.name not in source_layers:
-            raise ValueError(f"--pretrained has no layer {layer.name!r} for {arch}")
-        weights = source_layers[layer.name].get_weights()
-        shapes = [w.shape for w in layer.get_weights()]
-        if [w.shape for w in weights] != shapes:
-            raise ValueError(f"--pretrained layer {layer.name!r} has shapes {[w.shape for w in weights]}, "
-                             f"the new model {shapes} (C3D's fc layers fix the input size)")
-        layer.set_weights(weights)
-    finetune = config.get("finetune", "complete")
-    if finetune not in ("complete", "last_layer"):
-        raise ValueError(f"finetune must be 'complete' or 'last_layer', got {finetune!r}")
-    if finetune == "last_layer":
-        for layer in model.layers:
-            layer.trainable = layer.name == head
-    return model
+    mode = config.get("finetune", "complete")
+    if mode not in ("complete", "last_layer"):
+        raise ValueError(f"finetune must be 'complete' or 'last_layer', got {mode!r}")
+    return finetune(source, class_names, head_only=mode == "last_layer", dropout=config.get("dropout"),
+                    preprocessing=_override_contract(source.preprocessing, config))
 
 
 # ---------------------------------------------------------- the optimizer
@@ -391,7 +345,7 @@ class CustomStepEpoch:
     the end of every epoch, which keeps the workers identical.
     """
 
-    def __init__(self, model, strategy, config, num_classes):
+    def __init__(self, model, strategy, config):
         import keras
         import tensorflow as tf
 
@@ -505,14 +459,6 @@ class RunDirectory:
             return None
         return json.loads(self.state_path.read_text())
 
-    def save_model(self, model, path):
-        save_model_atomic(model, path)
-
-    def copy_model(self, source, name):
-        partial = self.path / f".{name}.partial"
-        shutil.copyfile(source, partial)
-        os.replace(partial, self.path / name)
-
     def check_writable(self):
         """Creates the folder and writes a probe in it: a folder that cannot
         hold the run is an error before any training."""
@@ -544,7 +490,7 @@ class RunDirectory:
         TensorBoard row, which is appended after)."""
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / f"epoch_{state['epoch']:04d}.keras"
-        self.save_model(model, checkpoint)
+        save_model_atomic(model, checkpoint)
         state["checkpoint"] = str(checkpoint.relative_to(self.path))
         write_atomic(self.state_path, json.dumps(state, indent=1) + "\n")
         self.write_derived(state, best_changed=state["best_epoch"] == state["epoch"])
@@ -554,10 +500,10 @@ class RunDirectory:
     def write_derived(self, state, best_changed=True):
         """last.keras, best.keras (while its epoch's checkpoint is kept: the
         rotation runs only after this) and the metrics files, from `state`."""
-        self.copy_model(self.path / state["checkpoint"], LAST_MODEL)
+        copy_atomic(self.path / state["checkpoint"], self.path / LAST_MODEL)
         best = self.checkpoints / f"epoch_{state['best_epoch']:04d}.keras"
         if best_changed and best.exists():
-            self.copy_model(best, BEST_MODEL)
+            copy_atomic(best, self.path / BEST_MODEL)
         self.write_metrics(state)
 
     def write_metrics(self, state):
@@ -715,7 +661,7 @@ def _train(config):
             raise ValueError(f"{videos} training videos make no batch of {config['batch_size']}")
         if not resumed:
             compile_model(model, config, steps_per_epoch)
-    custom_step = CustomStepEpoch(model, strategy, config, len(class_names)) \
+    custom_step = CustomStepEpoch(model, strategy, config) \
         if config["strategy"] == "multi_worker" else None
     replicas = strategy.num_replicas_in_sync if strategy else 1
     print(f"Training {model.architecture} on {videos} videos ({len(class_names)} classes), "
@@ -917,28 +863,24 @@ def command_line_flags(argv):
 
 
 def yield_recipe_architecture(config, argv):
-    """A flagfile's architecture yields to the command line: `--pretrained` or
-    `--model` there drops the recipe's `--arch` and builder flags (fine-tuning
-    with a recipe's data and schedule; `--model` its contract flags and
-    `--pretrained` too, and `--pretrained` its `--model`), and
-    an `--arch` there drops the recipe's builder flags that the new arch does
-    not take."""
+    """A flagfile's model source yields to the command line: `--model`,
+    `--pretrained` or `--arch` there drops the recipe's other two, and the
+    recipe's builder flags that no longer apply (all but the new arch's);
+    `--model` also drops the recipe's contract flags and `--finetune` (a model
+    that trains on keeps its input), and `--arch` its `--finetune`."""
     from keras_r3d import registry
 
     given = command_line_flags(argv)
-    recipe_only = [name for name in ("arch",) + registry.ARCHITECTURE_FLAGS if name not in given]
-    if given & {"model", "pretrained"} and "arch" not in given:
-        dropped = recipe_only
-        if "model" in given:  # a model that trains on keeps its input contract too
-            dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS + ("pretrained", "finetune")
-                        if name not in given]
-        else:  # --pretrained: a recipe's --model yields to it
-            dropped += ["model"]
-    elif "arch" in given and config["arch"]:
-        accepted = registry.builder_kwargs(config["arch"])
-        dropped = [name for name in recipe_only if name != "arch" and name not in accepted]
-    else:
+    sources = ("model", "pretrained", "arch")
+    if not given & set(sources):
         return config
+    dropped = [name for name in sources if name not in given]
+    kept = registry.builder_kwargs(config["arch"]) if "arch" in given and config["arch"] else ()
+    dropped += [name for name in registry.ARCHITECTURE_FLAGS if name not in given and name not in kept]
+    if "pretrained" not in given:
+        dropped += [name for name in ("finetune",) if name not in given]
+    if "model" in given:
+        dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS if name not in given]
     return {**config, **{name: None for name in dropped}}
 
 

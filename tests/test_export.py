@@ -280,6 +280,81 @@ def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):
     assert [export.tensorrt_precision(q) for q in export.QUANTIZATIONS] == ["fp32", "fp16", "fp32", "int8"]
 
 
+def test_tensorrt_runtime_allocates_device_buffers_once_per_batch_shape(tmp_path, monkeypatch):
+    """The TensorRT runtime (TensorRT 10's tensor API) with stand-ins for
+    tensorrt and pycuda: timed calls of one batch size allocate nothing."""
+    import types
+
+    memory, allocations = {}, []
+
+    class Buffer:
+        def __init__(self, nbytes):
+            self.nbytes = nbytes
+            allocations.append(self)
+
+        def __int__(self):
+            return id(self)
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            self.shape = shape
+
+        def get_tensor_shape(self, name):
+            return (self.shape[0], 5)
+
+        def set_tensor_address(self, name, address):
+            setattr(self, name, address)
+
+        def execute_async_v3(self, stream):  # the "engine": the first five values of each clip
+            clips = memory[self.frames]
+            memory[self.logits] = clips.reshape(len(clips), -1)[:, :5].astype(np.float32)
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, index):
+            return ("frames", "logits")[index]
+
+        def get_tensor_mode(self, name):
+            return "input" if name == "frames" else "output"
+
+        def get_tensor_shape(self, name):
+            return (-1, 2, 4, 4, 3)
+
+        def get_tensor_dtype(self, name):
+            return np.float32
+
+        def create_execution_context(self):
+            return Context()
+
+    class Logger:
+        WARNING = 0
+
+        def __init__(self, level):
+            pass
+
+    trt = types.SimpleNamespace(
+        Logger=Logger, TensorIOMode=types.SimpleNamespace(INPUT="input"), nptype=lambda dtype: dtype,
+        Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: Engine()))
+    driver = types.SimpleNamespace(
+        mem_alloc=Buffer, Stream=lambda: types.SimpleNamespace(handle=0, synchronize=lambda: None),
+        memcpy_htod_async=lambda device, host, stream: memory.__setitem__(int(device), host.copy()),
+        memcpy_dtoh_async=lambda host, device, stream: host.__setitem__(Ellipsis, memory[int(device)]))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", types.SimpleNamespace(driver=driver))
+    monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"serialized")
+    runtime = runtimes.load_runtime(str(engine))
+    clips = np.random.default_rng(0).random((3, 2, 4, 4, 3), np.float32)
+    for _ in range(3):
+        np.testing.assert_array_equal(runtime(clips), clips.reshape(3, -1)[:, :5])
+    assert len(allocations) == 2  # the input and output buffers, once
+    np.testing.assert_array_equal(runtime(clips[:1]), clips[:1].reshape(1, -1)[:, :5])
+    assert len(allocations) == 4 and allocations[-2].nbytes == clips[:1].nbytes
+
+
 def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     same = {"architecture": {"arch": "mobilenet", "width_mult": 1.0}, "weights_sha256": "abc",

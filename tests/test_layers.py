@@ -135,6 +135,8 @@ def test_too_small_input_names_the_layer():
         layers.MaxPool3D(3, strides=2, name="pool").compute_output_shape((None, 1, 8, 8, 3))
     with pytest.raises(ValueError, match="not divisible by groups"):
         layers.Conv3D(10, 1, groups=3, name="conv")
+    with pytest.raises(ValueError, match="conv: groups must be >= 1, got 0"):
+        layers.Conv3D(10, 1, groups=0, name="conv")
 
 
 def test_implementation_rejects_unknown_names():

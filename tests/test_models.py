@@ -60,6 +60,10 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenet", {"pooling": "avg"}, "applies with include_top=False"),
     ("mobilenet", {"include_top": False, "class_names": ["a"]}, "include_top=False has none"),
     ("squeezenet", {"version": 1.2}, "version must be one of"),
+    ("shufflenetv2", {"width_mult": True}, "width_mult must be one of .*, got True"),  # True == 1.0
+    ("shufflenet", {"groups": np.int64(3)}, "groups must be one of"),
+    ("resnet", {"depth": np.int64(10)}, "depth must be one of"),
+    ("resnext", {"cardinality": True}, "cardinality must be a positive int, got True"),
     ("resnet", {"depth": 20}, "depth must be one of"),
     ("resnet", {"shortcut": "C"}, "shortcut must be one of"),
     ("resnext", {"depth": 18}, "depth must be one of"),

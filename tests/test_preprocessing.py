@@ -37,6 +37,8 @@ def test_contract_round_trip_and_checks():
         Preprocessing.from_dict({"mean_value": 1})
     with pytest.raises(ValueError, match="std"):
         Preprocessing(std=(1, 0, 1))
+    with pytest.raises(ValueError, match=r"value_range must span an interval, got \(1.0, 1.0\)"):
+        Preprocessing(value_range=(1, 1))
     with pytest.raises(ValueError, match="3 channels"):
         preprocess(np.zeros((2, 2, 4), np.uint8), contract)
     for bad, message in (({"frames": 1.5}, "frames must be a positive int, got 1.5"),

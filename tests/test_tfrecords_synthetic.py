@@ -155,6 +155,10 @@ def test_the_demo_never_trains_on_a_set_made_with_other_settings(tmp_path):
     assert (tmp_path / "set" / "manifest.json").stat().st_mtime_ns == manifest
     with pytest.raises(ValueError, match="other settings"):
         ensure_synthetic({**config, "synthetic_size": 48})
-    (tmp_path / "set" / synthetic.SETTINGS_FILE).unlink()  # as an older version left it
+    settings = tmp_path / "set" / synthetic.SETTINGS_FILE
+    settings.write_text('{"videos_per_class": 2, "colour": "red"}')  # not this version's settings
+    with pytest.raises(ValueError, match="synthetic.json: not the settings of a synthetic set"):
+        ensure_synthetic(config)
+    settings.unlink()  # as an older version left it
     with pytest.raises(ValueError, match="delete it to regenerate"):
         ensure_synthetic(config)

@@ -45,6 +45,22 @@ def _weights(path):
     return [np.asarray(w) for w in model.get_weights()]
 
 
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path):
+    from keras_r3d.files import savefig_atomic, write_atomic
+
+    target = tmp_path / "accuracy.png"
+    write_atomic(target, b"old")
+
+    class DiskFull:
+        def savefig(self, path, dpi):
+            path.write_bytes(b"half")
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        savefig_atomic(DiskFull(), target)
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=2, output_dir=str(tmp_path / "run"),
                                       reverse_time_eval=True, label_smoothing=0.1)
@@ -180,6 +196,16 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
     assert batch_norms and not any(l.trainable for l in batch_norms)  # statistics frozen
     complete = r3d_train.finetune_model(source, names, {**config, "finetune": "complete"})
     assert len(complete.trainable_weights) == len(source.trainable_weights)
+    # The same from Python.
+    api = keras_r3d.finetune(source, names, head_only=True, preprocessing=source.preprocessing.replace(size=64))
+    assert api.input_shape == model.input_shape and api.get_layer("classifier_0").rate == 0.9
+    assert [w.path for w in api.trainable_weights] == ["classifier_1/kernel", "classifier_1/bias"]
+    with pytest.raises(ValueError, match="class_names must be a list of names, got 'abc'"):
+        keras_r3d.finetune(source, "abc")
+    with pytest.raises(TypeError, match="finetune takes a keras_r3d zoo model, got Sequential"):
+        keras_r3d.finetune(keras.Sequential([keras.layers.Dense(2)]), names)
+    with pytest.raises(ValueError, match="dropout: resnet has no dropout layer"):
+        keras_r3d.finetune(keras_r3d.ResNet3D(10, num_classes=2, input_shape=(8, 32, 32, 3)), names, dropout=0.5)
 
 
 @pytest.mark.slow
@@ -326,6 +352,10 @@ def test_the_command_line_replaces_a_recipes_architecture():
     assert r3d_train.build_model(other, ["a", "b"]).architecture == {"arch": "mobilenetv2", "width_mult": 0.5,
                                                                      "num_classes": 2}
     assert _parse("--flagfile", "configs/demo.flags")["output_dir"] == "runs/demo"
+    # A command-line --arch drops a recipe's --pretrained and --finetune too (ucf101 fine-tunes a checkpoint).
+    scratch = _parse("--recipe=ucf101", "--arch=mobilenetv2", "--width_mult=0.2")
+    assert (scratch["arch"], scratch["pretrained"], scratch["finetune"]) == ("mobilenetv2", None, None)
+    assert r3d_train.build_model(scratch, ["a", "b"]).architecture["width_mult"] == 0.2
     with pytest.raises(ValueError, match="--groups does not apply to --arch=mobilenetv2"):
         r3d_train.build_model(_parse("--recipe=jester", "--arch=mobilenetv2", "--groups=3"), ["a", "b"])
     with pytest.raises(ValueError, match="resnet has no dropout"):
@@ -415,6 +445,13 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
     for recipe in ("jester", "ucf101"):
         continued = _parse(f"--recipe={recipe}", f"--model={path}")
         assert r3d_train.build_model(continued, ["a", "b"]).preprocessing.size == 32, recipe
+    # Flags that would not apply are refused, not ignored.
+    with pytest.raises(ValueError, match="--width_mult apply to --arch only: --model keeps its architecture"):
+        r3d_train.build_model({"model": str(path), "width_mult": 0.5}, ["a", "b"])
+    with pytest.raises(ValueError, match="--groups apply to --arch only: --pretrained keeps its architecture"):
+        r3d_train.build_model({"pretrained": str(path), "groups": 3}, ["a", "b"])
+    with pytest.raises(ValueError, match="--dropout applies to --arch and --pretrained: --model trains on"):
+        r3d_train.build_model({"model": str(path), "dropout": 0.5}, ["a", "b"])
 
 
 def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):

@@ -6,7 +6,7 @@ Converts the real fixture clips (videos and frame folders, shorter side 128)
 and a synthetic set rendered at 128 px, then measures `keras_r3d.data` train
 batches of 16 x 112 x 112 clips (batch 16): wall-clock clips/s, CPU time per
 clip, and the CPU time of each stage (parse, decode, resize, the rest) to say
-what bounds it. Also times the default demo synthetic set end to end. Writes
+what bounds it. Also times the default synthetic set (not the demo's) end to end. Writes
 `data_pipeline.json` and `data_pipeline.md`, with the CPU model and the load
 average (other processes share the cores: wall figures drop under load).
 """

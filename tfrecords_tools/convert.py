@@ -1,4 +1,4 @@
-"""Converts a video dataset to sharded TFRecords of JPEG frames.
+r"""Converts a video dataset to sharded TFRecords of JPEG frames.
 
     python -m tfrecords_tools.convert --format jester|ucf101|kinetics|folders \
         --input DIR --output DIR [--annotations PATH] [--split N] \

@@ -23,10 +23,6 @@ VERSION = "schema/version"
 IMAGES = "image/encoded"
 
 
-class SchemaError(ValueError):
-    """A record written with another schema version, or not by this tool."""
-
-
 def encode_video(jpegs, *, label_index, label_text, video_id, fps, height, width, source):
     """Serializes one video (a list of JPEG byte strings) to SequenceExample bytes."""
     import tensorflow as tf
@@ -93,12 +89,12 @@ def parse_video(serialized):
     }
 
 
-def read_videos(file_pattern, video_id=None):
+def read_videos(file_pattern):
     """Yields every video of the matching shards as a dict of numpy values.
 
     Keys: those of `parse_video` (strings decoded, `fps` None when unknown), with
     `frames`, the uint8 `(T, H, W, 3)` RGB frames, in place of `images`.
-    With `video_id`, yields only that video. For tests and inspection.
+    For tests and inspection.
     """
     import tensorflow as tf
     from PIL import Image
@@ -110,21 +106,12 @@ def read_videos(file_pattern, video_id=None):
         video = {k: v.numpy() for k, v in parse_video(serialized).items()}
         for key in ("label_text", "video_id", "source"):
             video[key] = video[key].decode()
-        if video_id is not None and video["video_id"] != video_id:
-            continue
         video["fps"] = float(video["fps"]) or None
         for key in ("label_index", "num_frames", "height", "width"):
             video[key] = int(video[key])
         video["frames"] = np.stack(
             [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for jpeg in video.pop("images")])
         yield video
-
-
-def read_video(file_pattern, video_id):
-    """The one video `video_id` of the matching shards (see `read_videos`)."""
-    for video in read_videos(file_pattern, video_id):
-        return video
-    raise KeyError(f"no video {video_id!r} in {file_pattern!r}")
 
 
 def error_text(error):

@@ -242,7 +242,11 @@ def made_with(output):
     path = pathlib.Path(output) / SETTINGS_FILE
     if not path.exists():
         return None
-    return SyntheticConfig(**json.loads(path.read_text()))
+    try:
+        return SyntheticConfig(**json.loads(path.read_text()))
+    except (TypeError, ValueError) as error:  # unknown or missing keys, a damaged file
+        raise ValueError(f"{path}: not the settings of a synthetic set ({error}); delete {output} "
+                         "to regenerate it") from None
 
 
 def main(argv=None):

@@ -74,6 +74,13 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_choice(arch, name, value, choices):
+    """`value` must be one of `choices`, as a Python number (a bool or a numpy
+    scalar compares equal to one, but would end up in the model's config)."""
+    if not _is_number(value) or value not in choices:
+        raise ValueError(f"{arch}: {name} must be one of {sorted(choices)}, got {value!r}")
+
+
 def check_width(arch, width_mult):
     """A width multiplier must be a positive Python number."""
     if not _is_number(width_mult) or not width_mult > 0:
@@ -181,14 +188,13 @@ def conv(x, filters, kernel_size, name, strides=1, groups=1, use_bias=False, pad
                              use_bias=use_bias, name=name)(x)
 
 
-def classifier(num_classes, dropout, classifier_activation, dense_name="classifier_1",
-               dropout_name="classifier_0"):
+def classifier(num_classes, dropout, classifier_activation):
     """Global average pool, dropout, linear: the efficient nets' head."""
 
     def head(x):
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
-        x = keras.layers.Dropout(dropout, name=dropout_name)(x)
-        return keras.layers.Dense(num_classes, activation=classifier_activation, name=dense_name)(x)
+        x = keras.layers.Dropout(dropout, name="classifier_0")(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name="classifier_1")(x)
 
     return head
 

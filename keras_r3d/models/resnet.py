@@ -86,8 +86,7 @@ def ResNet3D(depth=18, shortcut="B", num_classes=600, input_shape=(16, 112, 112,
         A `VideoClassifier` mapping normalized frames to logits (probabilities
         with classifier_activation="softmax", features with include_top=False).
     """
-    if depth not in RESNET_DEPTHS:
-        raise ValueError(f"resnet: depth must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+    common.check_choice("resnet", "depth", depth, RESNET_DEPTHS)
     kind, stage_blocks = RESNET_DEPTHS[depth]
     return _resnet("resnet", {"depth": depth, "shortcut": shortcut}, kind, stage_blocks, RESNET_PLANES,
                    shortcut, None, num_classes, input_shape, include_top, pooling,
@@ -108,9 +107,8 @@ def ResNeXt3D(depth=101, cardinality=32, shortcut="B", num_classes=600, input_sh
         A `VideoClassifier` mapping normalized frames to logits (probabilities
         with classifier_activation="softmax", features with include_top=False).
     """
-    if depth not in RESNEXT_DEPTHS:
-        raise ValueError(f"resnext: depth must be one of {sorted(RESNEXT_DEPTHS)}, got {depth!r}")
-    if not isinstance(cardinality, int) or cardinality < 1:
+    common.check_choice("resnext", "depth", depth, RESNEXT_DEPTHS)
+    if not common._is_int(cardinality) or cardinality < 1:
         raise ValueError(f"resnext: cardinality must be a positive int, got {cardinality!r}")
     return _resnet("resnext", {"depth": depth, "cardinality": cardinality, "shortcut": shortcut},
                    "resnext", RESNEXT_DEPTHS[depth], RESNEXT_PLANES, shortcut, cardinality,

@@ -53,8 +53,7 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
         A `VideoClassifier` mapping normalized frames to logits (probabilities
         with classifier_activation="softmax", features with include_top=False).
     """
-    if groups not in STAGE_WIDTHS:
-        raise ValueError(f"shufflenet: groups must be one of {sorted(STAGE_WIDTHS)}, got {groups!r}")
+    common.check_choice("shufflenet", "groups", groups, STAGE_WIDTHS)
     common.check_width("shufflenet", width_mult)
     shape = common.check_common_args("shufflenet", num_classes, input_shape, include_top, pooling, dropout)
     widths = [int(w * width_mult) for w in STAGE_WIDTHS[groups]]

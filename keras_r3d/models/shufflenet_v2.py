@@ -56,8 +56,7 @@ def ShuffleNetV2_3D(width_mult=1.0, num_classes=600, input_shape=(16, 112, 112, 
         A `VideoClassifier` mapping normalized frames to logits (probabilities
         with classifier_activation="softmax", features with include_top=False).
     """
-    if width_mult not in STAGE_WIDTHS:
-        raise ValueError(f"shufflenetv2: width_mult must be one of {sorted(STAGE_WIDTHS)}, got {width_mult!r}")
+    common.check_choice("shufflenetv2", "width_mult", width_mult, STAGE_WIDTHS)
     shape = common.check_common_args("shufflenetv2", num_classes, input_shape, include_top, pooling, dropout)
     *stage_widths, last_channels = STAGE_WIDTHS[width_mult]
 

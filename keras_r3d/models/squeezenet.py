@@ -46,8 +46,7 @@ def SqueezeNet3D(version=1.1, num_classes=600, input_shape=(16, 112, 112, 3), in
         A `VideoClassifier` mapping normalized frames to logits (probabilities
         with classifier_activation="softmax", features with include_top=False).
     """
-    if version not in STEMS:
-        raise ValueError(f"squeezenet: version must be one of {sorted(STEMS)}, got {version!r}")
+    common.check_choice("squeezenet", "version", version, STEMS)
     shape = common.check_common_args("squeezenet", num_classes, input_shape, include_top, pooling, dropout)
     stem_channels, stem_kernel = STEMS[version]
 
