@@ -15,7 +15,7 @@ cuDNN's grouped conv and timed on every depthwise layer of a model:
             27 strided row loads accumulated in float32 (the Pallas interpreter
             on a CPU, so slow there).
 
-    python3 benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x --batch_size 8 --precision float32 \\
+    python3 benchmarks/gpu_depthwise.py --name MobileNetV2-1.0x --batch_size 8 --precision float32 \\
         --output OUT.json
 
 The H100 profile (benchmarks/README.md) found XLA's fused taps at about a
@@ -112,7 +112,7 @@ def _time(call, args, calls):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="MobileNetV2-1.0x", help="a registry name")
+    parser.add_argument("--name", default="MobileNetV2-1.0x", help="a registry name")
     parser.add_argument("--input_shape", default="16,112,112", help="FRAMES,HEIGHT,WIDTH")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
@@ -125,7 +125,7 @@ def main(argv=None):
     input_shape = tuple(int(v) for v in args.input_shape.split(",")) + (3,)
     rng = np.random.default_rng(0)
     rows, totals = [], collections.Counter()
-    for (shape, strides), count in depthwise_layers(args.model, input_shape).items():
+    for (shape, strides), count in depthwise_layers(args.name, input_shape).items():
         x = jnp.asarray(rng.normal(size=(args.batch_size,) + shape), args.precision)
         kernel = jnp.asarray(rng.normal(size=KERNEL + (shape[-1],)) / 5, args.precision)
         reference = np.asarray(jax.jit(native, static_argnums=2)(x, kernel, strides), np.float32)

@@ -51,7 +51,7 @@ for step in $steps; do
     stem|depthwise) for setting in "8 float32" "256 bfloat16"; do
         read -r batch precision <<<"$setting"
         if [ "$step" = stem ]; then script=(benchmarks/gpu_stem.py)
-        else script=(benchmarks/gpu_depthwise.py --model MobileNetV2-1.0x); fi
+        else script=(benchmarks/gpu_depthwise.py --name MobileNetV2-1.0x); fi
         timeout "${FORMULATIONS_LIMIT_S:-120}" "$python" "${script[@]}" --batch_size "$batch" --precision "$precision" \
             --output "$out/gpu_${step}_${gpu,,}_b${batch}_$precision.json"
     done ;;

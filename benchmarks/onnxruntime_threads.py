@@ -7,7 +7,7 @@ batch-1 calls of the model's ONNX file (keras_r3d's writer), for `--seconds`,
 and writes OUTPUT.json (every round), OUTPUT.md (a summary) and OUTPUT.png
 (clips/s against time):
 
-    python benchmarks/onnxruntime_threads.py --model ShuffleNetV1-1.0x --seconds 180 \\
+    python benchmarks/onnxruntime_threads.py --name ShuffleNetV1-1.0x --seconds 180 \\
         --output benchmarks/cpu2-zen5-onnxruntime-threads
 """
 import argparse
@@ -62,7 +62,7 @@ def summary(rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="ShuffleNetV1-1.0x", help="a registry name")
+    parser.add_argument("--name", default="ShuffleNetV1-1.0x", help="a registry name")
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--calls", type=int, default=60, help="timed calls per process")
     parser.add_argument("--output", required=True, help="stem of the .json, .md and .png")
@@ -78,7 +78,7 @@ def main():
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:
         path = pathlib.Path(scratch) / "model.onnx"
-        export.export_onnx(create_model(args.model, num_classes=600), path, converter="keras_r3d")
+        export.export_onnx(create_model(args.name, num_classes=600), path, converter="keras_r3d")
         start = time.time()
         while time.time() - start < args.seconds:
             row = {"t_s": round(time.time() - start, 1)}
@@ -89,16 +89,16 @@ def main():
     output = pathlib.Path(args.output)
     command = " ".join(["python"] + sys.argv)
     machine = cpu_model()
-    result = {"command": command, "cpu_model": machine, "model": args.model, "rounds": rounds}
+    result = {"command": command, "cpu_model": machine, "model": args.name, "rounds": rounds}
     output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     output.with_suffix(".md").write_text("\n".join(
-        [f"# onnxruntime threads over time: {args.model}", "", f"- Command: `{command}`",
+        [f"# onnxruntime threads over time: {args.name}", "", f"- Command: `{command}`",
          f"- Machine: {machine}", f"- Batch 1, 16×112×112, {args.calls} timed calls per process", ""]
         + summary(rounds)) + "\n")
     figure, axes = plt.subplots(figsize=(9, 4))
     for label, _, _ in SETTINGS:
         axes.plot([r["t_s"] for r in rounds], [r[label] for r in rounds], marker=".", label=label)
-    axes.set(xlabel="seconds", ylabel="clips/s (median per process)", title=f"{args.model}: {machine}")
+    axes.set(xlabel="seconds", ylabel="clips/s (median per process)", title=f"{args.name}: {machine}")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()

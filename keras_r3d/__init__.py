@@ -31,13 +31,14 @@ from keras_r3d.registry import build, create_model, list_models
 from keras_r3d.saving import clone_model, finetune, load, model_info
 
 
-def classify(model, path_or_frames, top_k=5, clips=1):
-    """Classifies a video file, frame folder or uint8 `(T, H, W, 3)` RGB frames:
-    `{"top": [{"label", "prob"}, ...], "windows": n}` (and a "note" for a video
-    shorter than one window); `keras_r3d.predict.classify` has the details."""
+def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
+    """Classifies a video file, frame folder or uint8 `(T, H, W, 3)` RGB frames
+    (at `fps`, where known): `{"top": [{"label", "prob"}, ...], "windows": n}`
+    (and a "note" for a video shorter than one window);
+    `keras_r3d.predict.classify` has the details."""
     from keras_r3d.predict import classify as _classify
 
-    return _classify(model, path_or_frames, top_k=top_k, clips=clips)
+    return _classify(model, path_or_frames, top_k=top_k, clips=clips, fps=fps)
 
 
 __all__ = [

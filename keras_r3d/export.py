@@ -427,7 +427,7 @@ def _tfrecord_clips(pattern, contract, limit):
 # ---------------------------------------------------------------- verification
 
 def compare(logits, reference, quantize):
-    """Agreement of an artifact's logits with Keras', and whether the issue's
+    """Agreement of an artifact's logits with Keras', and whether the
     tolerance for that precision holds."""
     logits = np.asarray(logits, np.float64)
     reference = np.asarray(reference, np.float64)

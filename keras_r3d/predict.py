@@ -75,9 +75,12 @@ def clips_from_frames(frames, contract, fps=None, clips=1):
     return np.stack([[cropped[i] for i in window] for window in indices])
 
 
-def classify(model, path_or_frames, top_k=5, clips=1):
+def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
     """Classifies one video, frame folder, or uint8 `(T, H, W, 3)` RGB array.
 
+    Args:
+        fps: the frame rate of an array's frames, to resample them to the
+            model's as a video file's are (None: taken as they are).
     Returns:
         `{"top": [{"label": str, "prob": float}, ...], "windows": int}` with
         the `top_k` most likely classes by the averaged window softmax, and a
@@ -90,11 +93,15 @@ def classify(model, path_or_frames, top_k=5, clips=1):
     if not getattr(model, "class_names", None):
         raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
                          "include_top=False, or not a keras_r3d model)")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
     contract = model.preprocessing
     if isinstance(path_or_frames, (str, pathlib.Path)):
+        if fps is not None:
+            raise ValueError("fps is for frames given as an array: a file's frame rate is read from it")
         frames, fps = read_cropped(path_or_frames, contract)
     else:
-        frames, fps = path_or_frames, None
+        frames = path_or_frames
     windows = clips_from_frames(frames, contract, fps, clips)
     outputs = model.predict_on_batch(preprocess(windows, contract))
     probs = class_scores(model, outputs).mean(axis=0)

@@ -17,8 +17,9 @@ FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "m
 
 
 def load(path, **convert_kwargs):
-    """Loads a `.keras` model, or converts an official `.pth` checkpoint in
-    memory (`convert_kwargs` as in `keras_r3d.convert.convert_checkpoint`)."""
+    """Loads a `.keras` model, uncompiled (compile it to train: that works on
+    any backend), or converts an official `.pth` checkpoint in memory
+    (`convert_kwargs` as in `keras_r3d.convert.convert_checkpoint`)."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No model file at {path}")

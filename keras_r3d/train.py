@@ -683,7 +683,7 @@ def _train(config):
         else:
             dataset = train_dataset(config, contract, len(class_names), epoch, config["batch_size"])
             stats = fit_epoch(model, dataset, epoch, steps_per_epoch, config["batch_size"], description)
-        if stats.bad_batch is not None or not _weights_finite(model):
+        if stats.bad_batch is not None or not _head_finite(model):
             last = state.get("checkpoint")
             raise NonFiniteLossError(
                 f"the loss became NaN or infinite in epoch {epoch + 1} (batch {stats.bad_batch}); "
@@ -739,7 +739,8 @@ def _direct_predict(model):
     return lambda clips: call(tf.constant(clips)).numpy()
 
 
-def _weights_finite(model):
+def _head_finite(model):
+    """The head's weights are finite (a NaN anywhere reaches them within a step)."""
     return all(np.all(np.isfinite(np.asarray(v))) for v in model.trainable_weights[-2:])
 
 

@@ -60,7 +60,7 @@ def test_gpu_stem_formulations_agree(tmp_path):
 
 
 def test_gpu_depthwise_formulations_agree(tmp_path):
-    _run("gpu_depthwise.py", ["--model=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=2",
+    _run("gpu_depthwise.py", ["--name=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=2",
                               "--calls=1", f"--output={tmp_path / 'dw.json'}"], "jax")
     result = json.loads((tmp_path / "dw.json").read_text())
     assert set(result["total_ms"]) == {"native", "taps", "taps_pad", "flat", "pallas", "pallas_c16", "pallas_c64"}
@@ -82,7 +82,7 @@ def test_gpu_formulation_scripts_record_a_failing_formulation_and_go_on(monkeypa
     assert [("error" in row) for row in rows] == [False, True, False]
     assert "NotImplementedError: no such kernel here" in rows[1]["error"]
     monkeypatch.setitem(gpu_depthwise.FORMULATIONS, "flat", fails)
-    result = gpu_depthwise.main(["--model=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=1",
+    result = gpu_depthwise.main(["--name=MobileNetV2-0.2x", "--input_shape=4,16,16", "--batch_size=1",
                                  "--calls=1", "--formulations=native,flat"])
     assert all(("error" in row) == (row["formulation"] == "flat") for row in result["rows"])
     assert set(result["total_ms"]) == {"native"} and result["complete"]
@@ -147,7 +147,7 @@ def test_demo_probe_yardsticks_differ_only_in_their_named_steps(monkeypatch):
 
 
 def test_onnxruntime_threads_alternates_the_settings(tmp_path):
-    _run("onnxruntime_threads.py", ["--model=ShuffleNetV2-0.25x", "--seconds=0.1", "--calls=2",
+    _run("onnxruntime_threads.py", ["--name=ShuffleNetV2-0.25x", "--seconds=0.1", "--calls=2",
                                     f"--output={tmp_path / 'threads'}"], "tensorflow")
     result = json.loads((tmp_path / "threads.json").read_text())
     (row,) = result["rounds"]  # one round: the time budget runs out after it

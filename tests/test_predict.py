@@ -106,6 +106,11 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
     assert result["windows"] == 4 and len(result["top"]) == 3
     assert result["top"][0]["prob"] >= result["top"][1]["prob"] >= result["top"][2]["prob"]
     assert "note" not in result
+    # Frames given as an array are resampled from the fps given, as a file's are.
+    frames = video.read_video(fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi")[0]
+    assert keras_r3d.classify(model, frames, top_k=3, fps=25.0, clips=4) == result
+    with pytest.raises(ValueError, match="top_k must be a positive int, got 0"):
+        keras_r3d.classify(model, frames, top_k=0)
     short = keras_r3d.classify(model, np.zeros((5, 120, 160, 3), np.uint8))
     assert short["note"] == ("5 frames, fewer than the 32 of one window: the window repeats them "
                              "(loop padding, as the official code pads)")

@@ -75,9 +75,11 @@ def _is_number(value):
 
 
 def check_choice(arch, name, value, choices):
-    """`value` must be one of `choices`, as a Python number (a bool or a numpy
-    scalar compares equal to one, but would end up in the model's config)."""
-    if not _is_number(value) or value not in choices:
+    """`value` must be one of `choices`, as a Python number, an int where they
+    are ints (a bool, a numpy scalar or 18.0 compares equal to one, but would
+    end up in the model's config as it is)."""
+    integers = all(_is_int(choice) for choice in choices)
+    if not (_is_int(value) if integers else _is_number(value)) or value not in choices:
         raise ValueError(f"{arch}: {name} must be one of {sorted(choices)}, got {value!r}")
 
 
@@ -89,6 +91,8 @@ def check_width(arch, width_mult):
 
 def check_common_args(arch, num_classes, input_shape, include_top, pooling, dropout):
     """Validates the keyword arguments shared by every builder."""
+    if not isinstance(include_top, bool):
+        raise ValueError(f"{arch}: include_top must be True or False, got {include_top!r}")
     if include_top and (not _is_int(num_classes) or num_classes < 1):
         raise ValueError(f"{arch}: num_classes must be a positive Python int, got {num_classes!r}")
     if pooling not in (None, "avg"):
@@ -116,6 +120,8 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
         outputs = head(features)
         if class_names is None:
             class_names = [f"class_{i:03d}" for i in range(num_classes)]
+        if isinstance(class_names, str):  # would be taken letter by letter
+            raise ValueError(f"{arch}: class_names must be a list of names, got {class_names!r}")
         if len(class_names) != num_classes:
             raise ValueError(f"{arch}: {len(class_names)} class names for num_classes={num_classes}")
     else:
