@@ -148,7 +148,11 @@ def export_saved_model(model, path, *, raw_input=False):
         asset = pathlib.Path(scratch) / f"{runtimes.METADATA_KEY}.json"
         asset.write_text(json.dumps(metadata, indent=1))
         module.metadata = tf.saved_model.Asset(str(asset))
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        try:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():  # moved aside, then removed: the folder is never half written
         os.replace(path, old)

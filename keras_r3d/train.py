@@ -867,8 +867,10 @@ def yield_recipe_architecture(config, argv):
     """A flagfile's model source yields to the command line: `--model`,
     `--pretrained` or `--arch` there drops the recipe's other two, and the
     recipe's builder flags that no longer apply (all but the new arch's);
-    `--model` also drops the recipe's contract flags and `--finetune` (a model
-    that trains on keeps its input), and `--arch` its `--finetune`."""
+    `--model` also drops the recipe's contract flags, `--finetune` and
+    `--dropout` (a model that trains on keeps its input and head), and an
+    `--arch` without dropout the `--dropout`. A recipe's `--finetune=complete`
+    is the default, so it stays."""
     from keras_r3d import registry
 
     given = command_line_flags(argv)
@@ -878,10 +880,10 @@ def yield_recipe_architecture(config, argv):
     dropped = [name for name in sources if name not in given]
     kept = registry.builder_kwargs(config["arch"]) if "arch" in given and config["arch"] else ()
     dropped += [name for name in registry.ARCHITECTURE_FLAGS if name not in given and name not in kept]
-    if "pretrained" not in given:
-        dropped += [name for name in ("finetune",) if name not in given]
+    if "dropout" not in given and ("model" in given or "arch" in given and "dropout" not in kept):
+        dropped.append("dropout")  # --pretrained fine-tunes with the recipe's
     if "model" in given:
-        dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS if name not in given]
+        dropped += [name for name in CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS + ("finetune",) if name not in given]
     return {**config, **{name: None for name in dropped}}
 
 

@@ -1,6 +1,7 @@
 """Reading videos (PyAV) and frame folders into uint8 RGB arrays."""
 import pathlib
 import re
+import sys
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class _Frames:
         self.size = image.shape
         frame = self.transform(image) if self.transform else image
         if self.array is None:
-            self.array = np.empty((max(capacity, 1), *frame.shape), np.uint8)
+            self.array = np.empty((max(capacity, 1), *frame.shape), frame.dtype)
         elif self.count == len(self.array):
             self.array = np.concatenate([self.array, np.empty_like(self.array)])
         self.array[self.count] = frame
@@ -113,7 +114,8 @@ def _read_folder(path, frames):
 
 def _check_one_sequence(path, files):
     """Refuses a folder that holds several frame sequences (mmaction2's
-    img_/x_/y_ frames, a stray cover.jpg) or a numbering with a gap."""
+    img_/x_/y_ frames, a stray cover.jpg) or a frame number twice; warns of a
+    gap in the numbering (the frames are read as consecutive)."""
     sequences = {}
     for file in files:
         match = re.fullmatch(r"(.*?)(\d+)(\D*)", file.name)
@@ -124,10 +126,29 @@ def _check_one_sequence(path, files):
         raise VideoError(f"{path}: frames of {len(sequences)} sequences ({kinds}); keep one per folder")
     (members,) = sequences.values()
     steps = [b[0] - a[0] for a, b in zip(members, members[1:])]
-    step = min(steps, default=1)
     for (_, before), (_, after), gap in zip(members, members[1:], steps):
-        if gap != step:
-            raise VideoError(f"{path}: frames are missing from the numbering: {before} then {after}")
+        if gap == 0:
+            raise VideoError(f"{path}: {before} and {after} have the same frame number")
+    step = min(steps, default=1)
+    gaps = [(before, after) for (_, before), (_, after), gap in zip(members, members[1:], steps) if gap != step]
+    if gaps:
+        print(f"warning: {path}: frames missing from the numbering ({gaps[0][0]} then {gaps[0][1]}"
+              f"{f' and {len(gaps) - 1} more gaps' if len(gaps) > 1 else ''}): read as consecutive", file=sys.stderr)
+
+
+def _video_seconds(container, stream):
+    """The video track's duration by its header, or None: the stream's own,
+    else Matroska's DURATION tag (HH:MM:SS.fraction), else the container's
+    where the video is its only stream (an audio track may run longer)."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION", "")
+    if re.fullmatch(r"\d+:\d\d:\d\d(\.\d+)?", tag):
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1e6
+    return None
 
 
 def _read_file(path, frames, complete):
@@ -140,8 +161,8 @@ def _read_file(path, frames, complete):
                 raise VideoError(f"{path}: no video stream")
             stream = container.streams.video[0]
             declared = stream.frames  # from the header; 0 where the container does not say (Matroska, WebM)
-            seconds = (float(stream.duration * stream.time_base) if stream.duration
-                       else container.duration / 1e6 if container.duration else None)
+            seconds = _video_seconds(container, stream)
+            start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
             last_time = None
@@ -163,7 +184,7 @@ def _read_file(path, frames, complete):
     if frames.count < declared - max(2, declared // 20):
         raise VideoError(f"{path}: decoded {frames.count} of the {declared} frames its header declares: "
                          "truncated or corrupt")
-    decoded = last_time + 1 / fps if last_time is not None and fps else None
+    decoded = last_time - start + 1 / fps if last_time is not None and fps else None
     if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
         raise VideoError(f"{path}: decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: "
                          "truncated or corrupt")

@@ -74,6 +74,25 @@ def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
     assert 0 < len(read_video(cut)[0]) < 50  # what decoded, where completeness is not asked
     with pytest.raises(VideoError, match=r"cut.mkv: decoded [\d.]+ s of the 2.00 s its header declares: truncated"):
         read_video(cut, complete=True)
+    # A whole file whose audio runs longer than its video is complete.
+    longer_audio = tmp_path / "audio.mkv"
+    with av.open(str(longer_audio), "w") as container:
+        video_stream = container.add_stream("libx264", rate=25)
+        video_stream.width, video_stream.height, video_stream.pix_fmt = 64, 48, "yuv420p"
+        audio_stream = container.add_stream("aac", rate=16000)
+        for frame in noise[:25]:
+            for packet in video_stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video_stream.encode():
+            container.mux(packet)
+        for i in range(3 * 16000 // 1024):  # 3 s of silence against 1 s of video
+            silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            silence.sample_rate, silence.pts = 16000, i * 1024
+            for packet in audio_stream.encode(silence):
+                container.mux(packet)
+        for packet in audio_stream.encode():
+            container.mux(packet)
+    assert len(read_video(longer_audio, complete=True)[0]) == 25
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +193,7 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
         keras_r3d.list_models("ShuffleNetV2")
 
 
-def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
+def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path, capsys):
     """Phone videos' display rotation, a frame size that changes, macOS `._`
     files among the frames, and 16-bit grayscale PNG frames."""
     import shutil
@@ -216,9 +235,14 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path):
     with pytest.raises(VideoError, match=r"frames of 2 sequences \(N.jpg: 68, flow_x_N.jpg: 1\); keep one per folder"):
         read_video(folder)
     (folder / "flow_x_00001.jpg").unlink()
-    (folder / "00030.jpg").unlink()
-    with pytest.raises(VideoError, match="frames are missing from the numbering: 00029.jpg then 00031.jpg"):
+    shutil.copy(folder / "00001.jpg", folder / "1.jpg")
+    with pytest.raises(VideoError, match="00001.jpg and 1.jpg have the same frame number"):
         read_video(folder)
+    (folder / "1.jpg").unlink()
+    (folder / "00030.jpg").unlink()  # a gap: warned of, read as consecutive
+    assert len(read_video(folder)[0]) == 67
+    assert "frames missing from the numbering (00029.jpg then 00031.jpg): read as consecutive" in \
+        capsys.readouterr().err
     shutil.copy(GESTURES["thumb_up"] / "00030.jpg", folder)
 
     deep = tmp_path / "deep"

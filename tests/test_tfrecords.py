@@ -116,14 +116,9 @@ def test_jester_20bn_csv_gives_the_official_class_order(jester_tree):
 
 
 @pytest.fixture
-def ucf_tree(fixtures_dir, tmp_path):
+def ucf_tree(fixtures_dir, tmp_path, ucf_notes):
     link(AVI, tmp_path / "videos" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
     link(AVI2, tmp_path / "videos" / "Archery" / "v_Archery_g01_c01.avi")
-    notes = tmp_path / "annotations"
-    notes.mkdir()
-    shutil.copy(ANNOTATIONS / "ucf101_classInd.txt", notes / "classInd.txt")
-    (notes / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n")
-    (notes / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
     return tmp_path
 
 
@@ -332,10 +327,18 @@ def test_a_worker_that_dies_stops_the_run_with_a_message(fixtures_dir, tmp_path,
     assert tool.main(["--format", "folders", "--input", str(source), "--output", str(out), "--workers", "2"]) == 1
     assert "error: a worker process died (killed by the system: out of memory?)" in capsys.readouterr().err
     monkeypatch.setattr(tool, "encode_item", encode)
+    # The same command resumes.
+    assert tool.convert("folders", source, out, workers=2, progress=False)["splits"]["train"]["videos"] == 4
     (out / "train-00000-of-00009.tfrecord").write_bytes(b"")
     with pytest.raises(AnnotationError, match="holds shards that this conversion does not write "
                                               "\\(train-00000-of-00009.tfrecord\\)"):
         tool.convert("folders", source, out, workers=2, progress=False)
+    fresh = tmp_path / "fresh"  # refused before any work: no plan written
+    fresh.mkdir()
+    (fresh / "val-00000-of-00002.tfrecord").write_bytes(b"")
+    with pytest.raises(AnnotationError, match="holds shards that this conversion does not write"):
+        tool.convert("folders", source, fresh, progress=False)
+    assert not (fresh / tool.PLAN).exists()
 
 
 def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):
@@ -416,7 +419,8 @@ def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
     inspected = subprocess.run([sys.executable, "-m", "tfrecords_tools.inspect", str(out), "--sheet", ""], cwd=REPO,
                                env=env, capture_output=True, text=True)
     absent = sorted(set(plan) - {shard.name for shard in finished})
-    assert inspected.returncode == 1 and f"{len(absent)} shards of this set are missing ({absent[0]}" in \
+    assert inspected.returncode == 1 and f"{len(absent)} shards of this set are missing (the conversion did not " \
+        f"finish; the same tfrecords_tools.convert command resumes it): {absent[0]}" in \
         inspected.stderr, inspected.stderr
     one = subprocess.run([sys.executable, "-m", "tfrecords_tools.inspect", str(finished[0]), "--sheet", ""],
                          cwd=REPO, env=env, capture_output=True, text=True)  # its siblings are on disk

@@ -80,7 +80,8 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     stale = tmp_path / "train-00000-of-00009.tfrecord"
     stale.write_bytes(sorted(tmp_path.glob("train-*.tfrecord"))[0].read_bytes())
     assert inspect.main([str(tmp_path), "--sheet", ""]) == 1
-    assert "error: 1 shards are not in the manifest.json beside them (train-00000-of-00009.tfrecord)" \
+    assert "error: 1 shards are not in the manifest.json beside them (left by another conversion; training " \
+        "refuses them): train-00000-of-00009.tfrecord" \
         in capsys.readouterr().err
     stale.unlink()
     assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2

@@ -354,7 +354,7 @@ def test_the_command_line_replaces_a_recipes_architecture():
     assert _parse("--flagfile", "configs/demo.flags")["output_dir"] == "runs/demo"
     # A command-line --arch drops a recipe's --pretrained and --finetune too (ucf101 fine-tunes a checkpoint).
     scratch = _parse("--recipe=ucf101", "--arch=mobilenetv2", "--width_mult=0.2")
-    assert (scratch["arch"], scratch["pretrained"], scratch["finetune"]) == ("mobilenetv2", None, None)
+    assert (scratch["arch"], scratch["pretrained"], scratch["finetune"]) == ("mobilenetv2", None, "complete")
     assert r3d_train.build_model(scratch, ["a", "b"]).architecture["width_mult"] == 0.2
     with pytest.raises(ValueError, match="--groups does not apply to --arch=mobilenetv2"):
         r3d_train.build_model(_parse("--recipe=jester", "--arch=mobilenetv2", "--groups=3"), ["a", "b"])

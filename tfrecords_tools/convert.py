@@ -140,10 +140,20 @@ def load_or_make_plan(output, items, arguments, labels):
                 f"{output} holds a conversion of other videos or classes than --input lists now "
                 f"({len(planned)} videos planned, {len(listed)} listed; labels {plan.get('labels')} then, "
                 f"{labels} now); use another --output, or delete {output} to start over")
+        _refuse_foreign_shards(output, plan)
         return plan
     plan = {"arguments": arguments, "labels": labels, "shards": make_plan(items, arguments)}
+    _refuse_foreign_shards(output, plan)
     write_atomic(path, json.dumps(plan))
     return plan
+
+
+def _refuse_foreign_shards(output, plan):
+    foreign = sorted(shard.name for shard in output.glob("*.tfrecord") if shard.name not in plan["shards"])
+    if foreign:
+        raise AnnotationError(
+            f"{output} holds shards that this conversion does not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): they would join its set; delete them or use another --output")
 
 
 def _done(output, name):
@@ -196,11 +206,6 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         **({"fps": fps} if fps else {}),  # absent, as before --fps existed, so older outputs resume
     }
     plan = load_or_make_plan(output, items, arguments, labels)
-    foreign = sorted(path.name for path in output.glob("*.tfrecord") if path.name not in plan["shards"])
-    if foreign:
-        raise AnnotationError(
-            f"{output} holds shards that this conversion does not write ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}): they would join its set; delete them or use another --output")
     pending = {name: [Item(**entry) for entry in entries]
                for name, entries in plan["shards"].items() if not _done(output, name)}
     for stale in output.glob(".*.tfrecord.tmp-*"):
@@ -216,6 +221,10 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         results = _in_order(executor, jobs, ahead=4 * workers) if executor else map(_encode_star, jobs)
         for name, entries in pending.items():
             _write_shard(output, name, entries, results, bar, schema, tf)
+    except BaseException:  # Ctrl-C, a dead worker: the videos being encoded are not waited for
+        for process in (executor._processes or {}).values() if executor else ():
+            process.terminate()
+        raise
     finally:
         bar.close()
         if executor:

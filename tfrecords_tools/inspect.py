@@ -149,18 +149,15 @@ def main(argv=None):
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
         print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns, len(summary['labels']))}")
-    if summary["unlisted"]:
-        print(f"error: {len(summary['unlisted'])} shards are not in the manifest.json beside them ("
-              f"{', '.join(pathlib.Path(m).name for m in summary['unlisted'][:3])}"
-              f"{', ...' if len(summary['unlisted']) > 3 else ''}): left by another conversion; training "
-              "refuses them", file=sys.stderr)
-        return 1
-    if summary["missing"]:
-        print(f"error: {len(summary['missing'])} shards of this set are missing ("
-              f"{', '.join(pathlib.Path(m).name for m in summary['missing'][:3])}"
-              f"{', ...' if len(summary['missing']) > 3 else ''}): the conversion did not finish; the same "
-              "tfrecords_tools.convert command resumes it", file=sys.stderr)
-        return 1
+    for key, what in (("unlisted", "are not in the manifest.json beside them (left by another conversion; "
+                                    "training refuses them)"),
+                      ("missing", "of this set are missing (the conversion did not finish; the same "
+                                  "tfrecords_tools.convert command resumes it)")):
+        if summary[key]:
+            names = [pathlib.Path(shard).name for shard in summary[key]]
+            print(f"error: {len(names)} shards {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
