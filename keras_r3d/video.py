@@ -43,8 +43,9 @@ def read_video(path, complete=False, frame_transform=None):
             decoded (a resize, say), so that a long high-resolution video is
             never held at full size.
     Returns:
-        (frames, fps): uint8 `(T, H, W, 3)` RGB frames and the frame rate, or
-        None where the source does not say (frame folders).
+        (frames, fps): uint8 `(T, H, W, 3)` RGB frames (as `frame_transform`
+        returns them, where given) and the frame rate, or None where the
+        source does not say (frame folders).
     Raises:
         VideoError: the path is missing, unreadable, or holds no frames.
     """
