@@ -228,6 +228,11 @@ def _decode_clip(video, start, seed, contract, crop, hflip, position):
     return tf.ensure_shape(frames, [contract.frames, size, size, 3])  # float 0..255, not re-quantized
 
 
+def manifest_shards(manifest):
+    """The shards a `manifest.json` (its dict) lists: file name -> its entry."""
+    return {shard["file"]: shard for entry in manifest.get("splits", {}).values() for shard in entry["shards"]}
+
+
 def read_manifest(file_pattern):
     """The label names and per-video frame counts of the matching shards, from
     the `manifest.json` beside them: `(labels, num_frames)`, num_frames a list
@@ -245,7 +250,7 @@ def read_manifest(file_pattern):
         if labels is not None and manifest["labels"] != labels:
             raise ValueError(f"{manifest_path}: other labels than the other shards")
         labels = manifest["labels"]
-        shards = {s["file"]: s for entry in manifest["splits"].values() for s in entry["shards"]}
+        shards = manifest_shards(manifest)
         if path.name not in shards:
             raise ValueError(f"{path} is not listed in {manifest_path}")
         num_frames += shards[path.name]["num_frames"]

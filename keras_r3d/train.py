@@ -84,7 +84,7 @@ def build_model(config, class_names):
     num_classes = len(class_names)
     if config.get("model"):
         model = load(config["model"])
-        if model.output_shape[-1] != num_classes or model.class_names not in (None, list(class_names)):
+        if not _has_classes(model, class_names):
             raise ValueError(f"--model {config['model']} has {model.output_shape[-1]} outputs for other classes "
                              f"than the data's {num_classes}; use --pretrained to replace the head")
         contract = _override_contract(model.preprocessing, config)
@@ -110,6 +110,12 @@ def build_model(config, class_names):
     return registry.build(arch, num_classes=num_classes, class_names=list(class_names),
                           input_shape=(preprocessing.frames, preprocessing.size, preprocessing.size, 3),
                           preprocessing=preprocessing, **kwargs)
+
+
+def _has_classes(model, class_names):
+    """Whether `model`'s head is for `class_names`, in that order (a model
+    without names: for as many)."""
+    return model.output_shape[-1] == len(class_names) and model.class_names in (None, list(class_names))
 
 
 def _override_contract(preprocessing, config):
@@ -637,7 +643,7 @@ def _train(config):
             if "settings" in state:  # runs of earlier versions did not record them
                 check_resumable(state, config)
             model = run.load_checkpoint(state)
-            if model.output_shape[-1] != len(class_names) or model.class_names not in (None, list(class_names)):
+            if not _has_classes(model, class_names):
                 raise ValueError(f"--resume: the run's model is for other classes ({model.output_shape[-1]}) than "
                                  f"the {len(class_names)} of --train_data; give the run's data, or start a new "
                                  "--output_dir (--pretrained with its last.keras to fine-tune from it)")

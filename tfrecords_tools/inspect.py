@@ -74,12 +74,13 @@ def unlisted_shards(files):
     there by another conversion."""
     import tensorflow as tf
 
+    from keras_r3d.data import manifest_shards
+
     unlisted = []
     for folder, names in itertools.groupby(files, key=lambda file: file.rsplit("/", 1)[0] if "/" in file else "."):
         manifest = f"{folder}/manifest.json"
         if tf.io.gfile.exists(manifest):
-            splits = json.loads(tf.io.gfile.GFile(manifest).read()).get("splits", {})
-            listed = {shard["file"] for split in splits.values() for shard in split["shards"]}
+            listed = manifest_shards(json.loads(tf.io.gfile.GFile(manifest).read()))
             unlisted += [name for name in names if name.rsplit("/", 1)[-1] not in listed]
     return unlisted
 
