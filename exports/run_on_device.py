@@ -20,6 +20,7 @@ import collections
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 
@@ -76,6 +77,7 @@ def read_frames(path, size=None):
                                 for kind, names in (("videos", videos), ("frame folders", folders)) if names)
             hint = ": it holds {}; pass those".format(held) if held else ""
             raise ValueError("{}: a folder with no {} frames{}".format(path, "/".join(FRAME_SUFFIXES), hint))
+        _check_one_sequence(path, names)
         images = ((n, _read_image(os.path.join(path, n), cv2)) for n in names)
         return _collect(path, images, size), None
     if path.lower().endswith(FRAME_SUFFIXES) and os.path.isfile(path):
@@ -84,6 +86,31 @@ def read_frames(path, size=None):
         raise ValueError("{}: no such file or folder".format(path))
     fps, frames = open_video(path)
     return _collect(path, (("frame {}".format(i), f) for i, f in enumerate(frames)), size), fps
+
+
+def _check_one_sequence(path, names):
+    """keras_r3d.video's check: one numbered sequence per folder (not
+    mmaction2's img_/x_/y_ frames), no frame number twice; a gap is warned of."""
+    sequences = collections.OrderedDict()
+    for name in names:
+        match = re.fullmatch(r"(.*?)(\d+)(\D*)", name)
+        key = (match.group(1), match.group(3).lower()) if match else (name, "")
+        sequences.setdefault(key, []).append((int(match.group(2)) if match else 0, name))
+    if len(sequences) > 1:
+        kinds = ", ".join("{}N{}: {}".format(prefix, suffix, len(members))
+                          for (prefix, suffix), members in sequences.items())
+        raise ValueError("{}: frames of {} sequences ({}); keep one per folder".format(path, len(sequences), kinds))
+    members = next(iter(sequences.values()))
+    pairs = [(a, b, b[0] - a[0]) for a, b in zip(members, members[1:])]
+    for before, after, step in pairs:
+        if step == 0:
+            raise ValueError("{}: {} and {} have the same frame number".format(path, before[1], after[1]))
+    usual = min((step for _, _, step in pairs), default=1)
+    gaps = [(before[1], after[1]) for before, after, step in pairs if step != usual]
+    if gaps:
+        more = " and {} more gaps".format(len(gaps) - 1) if len(gaps) > 1 else ""
+        print("warning: {}: frames missing from the numbering ({} then {}{}): read as consecutive".format(
+            path, gaps[0][0], gaps[0][1], more), file=sys.stderr)
 
 
 def _collect(path, images, size):
@@ -166,7 +193,6 @@ def _upright_rgb(frame):
 
 
 def _natural_key(name):
-    import re
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 

@@ -215,26 +215,34 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     runner = _load_runner()
     assert (runner.FRAME_SUFFIXES, runner.VIDEO_SUFFIXES) == (video.FRAME_SUFFIXES, video.VIDEO_SUFFIXES)
     frames = sorted(GESTURES["thumb_up"].iterdir())
-    short, mixed = tmp_path / "short", tmp_path / "mixed"
-    for folder in (short, mixed):
+    short, mixed, sequences, gap = (tmp_path / name for name in ("short", "mixed", "sequences", "gap"))
+    for folder in (short, mixed, sequences, gap):
         folder.mkdir()
         for frame in frames[:5]:
             shutil.copy(frame, folder)
     Image.open(frames[0]).resize((40, 30)).save(mixed / frames[0].name)
-    video = write_rotated_video(tmp_path / "clip.mp4")
+    (sequences / frames[4].name).rename(sequences / "flow_x_00001.jpg")  # mmaction2's rawframes
+    (gap / frames[2].name).unlink()
+    clip = write_rotated_video(tmp_path / "clip.mp4")
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     monkeypatch.setattr(runner, "_has_pyav", lambda: False)  # no decoder for the video
     model = str(jester["dir"] / "model.onnx")
-    inputs = [video, frames[0], GESTURES["thumb_up"].parent, mixed, short]
+    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap]
     # Options between the inputs, as Python 3.6's argparse must take them too.
     assert runner.main([model, *map(str, inputs[:2]), "--top_k", "1", *map(str, inputs[2:])]) == 1
-    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    printed = capsys.readouterr()
+    results = [json.loads(line) for line in printed.out.splitlines()[1:]]
     assert [r["path"] for r in results] == list(map(str, inputs))
-    errors = [r.get("error", "") for r in results[:4]]
+    errors = [r.get("error", "") for r in results[:5]]
     assert "needs OpenCV or PyAV" in errors[0] and "one image, not a video" in errors[1]
     assert "it holds frame folders (stop_sign, thumb_down, thumb_up); pass those" in errors[2]
     assert errors[3].endswith("frames of different sizes: (40, 30) then (320, 240) at 00002.jpg")
-    assert results[4]["top"][0]["label"] and results[4]["note"].startswith("5 frames, fewer than the 32")
+    with pytest.raises(video.VideoError) as refused:
+        video.read_video(sequences)
+    assert errors[4] == str(refused.value)
+    for short_clip in results[5:]:
+        assert short_clip["top"][0]["label"] and short_clip["note"].startswith(("5 frames", "4 frames"))
+    assert f"{gap}: frames missing from the numbering (00002.jpg then 00004.jpg): read as consecutive" in printed.err
 
     bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
     bad_onnx.write_bytes(b"not a protobuf")
