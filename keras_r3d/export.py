@@ -44,7 +44,7 @@ import numpy as np
 from keras_r3d import runtimes
 from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
-from keras_r3d.models import fold_batch_norm
+from keras_r3d.models import float32_model, fold_batch_norm
 from keras_r3d.preprocessing import preprocess
 
 FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
@@ -509,6 +509,11 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                          f"{REPORT_NAME} go")
     _tf()
     contract = model.preprocessing
+    exported = float32_model(model)
+    if exported is not model:
+        log(f"note: {model.name} computes in mixed or half precision (as --precision trains); "
+            "exporting it in float32 (--quantize float16 makes a half-precision TFLite file)")
+        model = exported
 
     calibration_clips = None
     if calibration is not None:

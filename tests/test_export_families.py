@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
+from keras_r3d.models import float32_model
 from tests.conftest import GESTURES, use_data_statistics
 
 FLOAT_COSINE = 0.98
@@ -143,6 +144,30 @@ def test_export_model_folds_batch_norm_once(tiny_model, tmp_path, monkeypatch):
     export.export_model(tiny_model, tmp_path, ["tflite"], quantize="int8",
                         calibration=runtimes.random_frames(2, tiny_model.input_shape[1:]))
     assert folds == []  # full int8 quantizes the unfolded model
+
+
+def test_a_mixed_precision_model_exports_in_float32(tiny_model, tmp_path):
+    """`train --precision mixed_*` saves layers that compute in half precision,
+    which TFLite cannot convert: the export starts from a float32 copy."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(tiny_model.get_weights())
+    assert mixed.get_layer("features_0").compute_dtype == "float16"
+    assert mixed.outputs[0].dtype == "float32"  # the head computes in float32 (Keras' advice)
+    assert float32_model(tiny_model) is tiny_model
+    copy = float32_model(mixed)
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    clips = preprocess(runtimes.random_frames(2, tiny_model.input_shape[1:]), tiny_model.preprocessing)
+    np.testing.assert_array_equal(copy.predict_on_batch(clips), tiny_model.predict_on_batch(clips))
+    half, full = mixed.predict_on_batch(clips), copy.predict_on_batch(clips)
+    assert np.abs(half - full).max() < 0.02 * np.abs(full).max()  # float16's rounding, random weights' scale
+
+    lines = []
+    report = export.export_model(mixed, tmp_path, ["tflite", "onnx"], log=lines.append)
+    assert report["passed"] and "exporting it in float32" in lines[0]
 
 
 def test_argument_checks(tiny_model, tmp_path):

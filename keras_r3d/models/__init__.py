@@ -1,6 +1,6 @@
 """One builder per family; `BUILDERS` maps the official arch names to them."""
 from keras_r3d.models.c3d import C3D
-from keras_r3d.models.common import VideoClassifier, fold_batch_norm
+from keras_r3d.models.common import VideoClassifier, float32_model, fold_batch_norm
 from keras_r3d.models.mobilenet import MobileNet3D
 from keras_r3d.models.mobilenet_v2 import MobileNetV2_3D
 from keras_r3d.models.resnet import ResNeXt3D, ResNet3D

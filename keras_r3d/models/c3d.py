@@ -46,7 +46,8 @@ def C3D(num_classes=600, input_shape=(16, 112, 112, 3), include_top=True, poolin
             x = keras.layers.Dense(FC_UNITS, name=f"{fc}_0")(x)
             x = common.relu(x, f"{fc}_1")
             x = keras.layers.Dropout(dropout, name=f"{fc}_2")(x)
-        return keras.layers.Dense(num_classes, activation=classifier_activation, name="fc_0")(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name="fc_0",
+                                  dtype=common.output_dtype())(x)
 
     inputs, features = common.build_graph("c3d", shape, body)
     return common.finish_model(

@@ -18,6 +18,7 @@ BN_MOMENTUM = 0.9
 # The heads: logits (None, "linear") or probabilities ("softmax"), which every tool reads
 # from `VideoClassifier.outputs_probabilities`.
 CLASSIFIER_ACTIVATIONS = (None, "linear", "softmax")
+HALF_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -194,13 +195,20 @@ def conv(x, filters, kernel_size, name, strides=1, groups=1, use_bias=False, pad
                              use_bias=use_bias, name=name)(x)
 
 
+def output_dtype():
+    """The output layer's dtype: float32 under a mixed policy (Keras' advice,
+    for a stable softmax and loss), else the global policy's."""
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed_") else None
+
+
 def classifier(num_classes, dropout, classifier_activation):
     """Global average pool, dropout, linear: the efficient nets' head."""
 
     def head(x):
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
         x = keras.layers.Dropout(dropout, name="classifier_0")(x)
-        return keras.layers.Dense(num_classes, activation=classifier_activation, name="classifier_1")(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name="classifier_1",
+                                  dtype=output_dtype())(x)
 
     return head
 
@@ -248,6 +256,25 @@ def fold_batch_norm(model):
         elif layer.name not in bn_names:
             layer.set_weights(source.get_weights())
     return folded
+
+
+def float32_model(model):
+    """`model` computing in float32: a copy with the same weights where a
+    layer computes in (mixed) float16 or bfloat16, as `train --precision`
+    builds, else `model` itself. What an export starts from (TFLite cannot
+    convert half-precision ops)."""
+    config = model.get_config()
+    halved = False
+    for entry in config["layers"]:
+        dtype = entry["config"].get("dtype")
+        if isinstance(dtype, dict) and dtype["config"]["name"] in HALF_PRECISION_POLICIES:
+            entry["config"]["dtype"], halved = "float32", True
+    if not halved:
+        return model
+    copy = model.__class__.from_config(config)
+    for layer in copy.layers:
+        layer.set_weights([w.astype(np.float32) for w in model.get_layer(layer.name).get_weights()])
+    return copy
 
 
 def _folded_conv(conv, bn):

@@ -62,7 +62,8 @@ def _resnet(arch, arch_kwargs, kind, stage_blocks, planes, shortcut, cardinality
     def head(x):
         # AvgPool3d over the last feature map, then fc: no dropout.
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
-        return keras.layers.Dense(num_classes, activation=classifier_activation, name="fc")(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name="fc",
+                                  dtype=common.output_dtype())(x)
 
     inputs, features = common.build_graph(arch, shape, body)
     return common.finish_model(

@@ -65,7 +65,8 @@ def SqueezeNet3D(version=1.1, num_classes=600, input_shape=(16, 112, 112, 3), in
         x = common.conv(x, num_classes, 1, "classifier_1", use_bias=True)
         x = common.relu(x, "classifier_2")
         x = keras.layers.GlobalAveragePooling3D(name="classifier_3")(x)
-        return keras.layers.Activation(classifier_activation or "linear", name="predictions")(x)
+        return keras.layers.Activation(classifier_activation or "linear", name="predictions",
+                                       dtype=common.output_dtype())(x)
 
     inputs, features = common.build_graph("squeezenet", shape, body)
     return common.finish_model(
