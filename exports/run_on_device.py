@@ -18,7 +18,9 @@ normalization itself is inside the exported graph.
 import argparse
 import collections
 import importlib.util
+import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -149,7 +151,9 @@ def open_video(source):
         capture = cv2.VideoCapture(int(source) if camera else source)
         if not capture.isOpened():
             raise ValueError("{}: cannot open".format(source))
-        return capture.get(cv2.CAP_PROP_FPS) or None, _capture_frames(capture, cv2)
+        fps = capture.get(cv2.CAP_PROP_FPS) or None
+        frames = _capture_frames(capture, cv2)
+        return fps, ((image for image, _ in frames) if camera else _on_time_line(frames, fps))
     if camera:
         raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
     if not _has_pyav():
@@ -165,15 +169,39 @@ def open_video(source):
         raise ValueError("{}: no video stream".format(source))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-    return fps, _pyav_frames(container, stream)
+    return fps, _on_time_line(_pyav_frames(container, stream), fps)
 
 
 def _pyav_frames(container, stream):
     try:
         for frame in container.decode(stream):
-            yield _upright_rgb(frame)
+            yield _upright_rgb(frame), frame.time
     finally:
         container.close()
+
+
+def _on_time_line(timed_frames, fps):
+    """keras_r3d.video's timeline: (RGB frame, seconds) pairs of a file as
+    frames at `fps` from the first one's time, each slot the frame nearest to
+    it (a variable-frame-rate video is resampled by time); a gap is held for
+    at most a second."""
+    held, start, filled = None, None, 0
+    for image, seconds in itertools.chain(timed_frames, [(None, None)]):
+        if held is not None:
+            held_image, held_seconds = held
+            if fps and start is not None and held_seconds is not None:
+                until = held_seconds + ((seconds if seconds is not None else held_seconds + 1.0 / fps)
+                                        - held_seconds) / 2
+                end = int(math.ceil((until - start) * fps - 1e-6))
+                copies = max(0, min(end - filled, int(math.ceil(fps))))
+            else:
+                copies = 1
+            filled += copies
+            for _ in range(copies):
+                yield held_image
+        if start is None:
+            start = seconds
+        held = (image, seconds)
 
 
 def _has_pyav():
@@ -218,7 +246,7 @@ def _capture_frames(capture, cv2):
             ok, frame = capture.read()
             if not ok:
                 return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
     finally:
         capture.release()
 

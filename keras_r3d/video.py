@@ -1,4 +1,5 @@
 """Reading videos (PyAV) and frame folders into uint8 RGB arrays."""
+import math
 import pathlib
 import re
 import sys
@@ -75,19 +76,57 @@ class _Frames:
         self.path, self.transform = path, transform
         self.array, self.count, self.size = None, 0, None
 
-    def append(self, image, capacity, name=None):
-        """Adds an RGB frame (`name`: its file, in a frame folder)."""
+    def append(self, image, capacity, name=None, copies=1):
+        """Adds an RGB frame `copies` times (`name`: its file, in a frame folder)."""
         if self.size and image.shape != self.size:
             raise VideoError(f"{self.path}: frames of different sizes: {self.size[1::-1]} then "
                              f"{image.shape[1::-1]} at {name or f'frame {self.count}'}")
         self.size = image.shape
+        if not copies:
+            return
         frame = self.transform(image) if self.transform else image
         if self.array is None:
-            self.array = np.empty((max(capacity, 1), *frame.shape), frame.dtype)
-        elif self.count == len(self.array):
+            self.array = np.empty((max(capacity, copies), *frame.shape), frame.dtype)
+        while self.count + copies > len(self.array):
             self.array = np.concatenate([self.array, np.empty_like(self.array)])
-        self.array[self.count] = frame
-        self.count += 1
+        self.array[self.count:self.count + copies] = frame
+        self.count += copies
+
+
+class _ConstantRate:
+    """Puts decoded frames on a timeline of `fps` (the average rate) from the
+    first frame's time, each slot holding the frame nearest to it: a
+    variable-frame-rate video (a phone in low light) is then resampled by
+    time, not by index. A constant-rate video's frames pass one for one."""
+
+    def __init__(self, frames, fps, capacity):
+        self.frames, self.fps, self.capacity = frames, fps, capacity
+        self.held, self.start, self.filled = None, None, 0  # the last frame and its time, slots filled
+
+    def add(self, image, seconds):
+        if self.held is not None:
+            self._release(seconds)
+        if self.start is None:
+            self.start = seconds
+        self.held = (image, seconds)
+
+    def close(self):
+        """Releases the last frame (also after a decoding error)."""
+        if self.held is not None:
+            self._release(None)
+
+    def _release(self, next_seconds):
+        """Gives the held frame the slots nearer to it than to the next frame
+        (at most a second's worth: a longer gap is a jump in the time stamps)."""
+        (image, seconds), self.held = self.held, None
+        if self.fps and self.start is not None and seconds is not None:
+            until = seconds + (1 / self.fps if next_seconds is None else (next_seconds - seconds)) / 2
+            end = math.ceil((until - self.start) * self.fps - 1e-6)
+            copies = max(0, min(end - self.filled, math.ceil(self.fps)))
+        else:
+            copies = 1
+        self.filled += copies
+        self.frames.append(image, self.capacity, copies=copies)
 
 
 def _read_folder(path, frames):
@@ -166,13 +205,16 @@ def _read_file(path, frames, complete):
             start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
+            timeline = _ConstantRate(frames, fps, declared or 64)
             last_time = None
-            for frame in container.decode(stream):
-                last_time = frame.time
-                image = frame.to_ndarray(format="rgb24")
-                turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
-                frames.append(np.ascontiguousarray(np.rot90(image, turns)) if turns else image,
-                              declared or 64)
+            try:
+                for frame in container.decode(stream):
+                    last_time = frame.time
+                    image = frame.to_ndarray(format="rgb24")
+                    turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
+                    timeline.add(np.ascontiguousarray(np.rot90(image, turns)) if turns else image, frame.time)
+            finally:
+                timeline.close()
     except av.error.FFmpegError as error:
         if not frames.count:
             raise VideoError(f"{path}: cannot decode ({error})") from None

@@ -94,3 +94,29 @@ def write_rotated_video(path, frames=5):
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+VARIABLE_RATE_STEP = 14  # the gray level of frame i is 14 i
+
+
+def write_variable_rate_video(path):
+    """A 32x32 mpeg4 video of 17 gray frames at irregular times (10 fps, then
+    25, then 5); returns the path and the frames' times in milliseconds."""
+    import fractions
+
+    import av
+
+    milliseconds = [0, 100, 200, 300, 400, 440, 480, 520, 560, 600, 640, 680, 720, 760, 800, 1000, 1200]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for index, time in enumerate(milliseconds):
+            gray = np.full((32, 32, 3), index * VARIABLE_RATE_STEP, np.uint8)
+            frame = av.VideoFrame.from_ndarray(gray, format="rgb24")
+            frame.pts, frame.time_base = time, fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path, milliseconds

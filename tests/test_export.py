@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from keras_r3d import export, preprocessing, runtimes
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video
+from tests.conftest import (GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video,
+                            write_variable_rate_video)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = REPO / "exports" / "run_on_device.py"
@@ -174,21 +175,25 @@ def _load_runner():
 
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch):
     """A phone video's display rotation and macOS `._` files among the frames
-    (the PyAV path: OpenCV rotates by itself); a video shorter than one
-    window; options between the model and the inputs."""
+    (the PyAV path: OpenCV rotates by itself); a variable frame rate (both
+    paths); a video shorter than one window; options between the model and
+    the inputs."""
     import shutil
 
     from keras_r3d.predict import read_cropped
     from keras_r3d.video import read_video
 
     runner = _load_runner()
+    variable, _ = write_variable_rate_video(tmp_path / "variable.mp4")
+    if runner._cv2() is not None:  # OpenCV's time stamps
+        np.testing.assert_array_equal(runner.read_frames(str(variable))[0], read_video(variable)[0])
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     rotated = write_rotated_video(tmp_path / "rotated.mp4")
     folder = tmp_path / "thumb_up"
     shutil.copytree(GESTURES["thumb_up"], folder)
     (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
     contract = preprocessing.DATASET_PREPROCESSING["jester"]
-    for path in (rotated, folder):
+    for path in (rotated, folder, variable):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
         # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
         np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],

@@ -9,7 +9,8 @@ import pytest
 
 import keras_r3d
 from keras_r3d import predict, video
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO, write_rotated_video
+from tests.conftest import (GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO, VARIABLE_RATE_STEP,
+                            write_rotated_video, write_variable_rate_video)
 
 
 def test_window_indices_follow_the_official_center_crop():
@@ -24,6 +25,17 @@ def test_window_indices_follow_the_official_center_crop():
 def test_resample_indices_follow_time():
     np.testing.assert_array_equal(video.resample_indices(10, 24.0, 12.0), [0, 2, 4, 6, 8])
     np.testing.assert_array_equal(video.resample_indices(4, None, 12.0), [0, 1, 2, 3])
+
+
+def test_a_variable_frame_rate_video_is_read_on_a_time_line(tmp_path):
+    """A phone's video slows down in the dark: the frames come at the average
+    rate, each the one nearest in time, not one per decoded frame."""
+    path, milliseconds = write_variable_rate_video(tmp_path / "variable.mp4")
+    frames, fps = video.read_video(path)
+    slots = np.arange(len(frames)) / fps
+    nearest = np.abs(slots[:, None] - np.array(milliseconds) / 1000).argmin(axis=1)
+    assert len(frames) == round(milliseconds[-1] / 1000 * fps) + 1
+    np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), nearest * VARIABLE_RATE_STEP, atol=3)
 
 
 def test_clips_reproduce_the_official_frames(fixtures_dir):
