@@ -464,3 +464,19 @@ def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthet
     assert "the training videos run at [12.0] fps, but the model's contract says 25 fps" in capsys.readouterr().err
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(), "training")
     assert capsys.readouterr().err == ""  # no fps in the contract: frames as decoded
+
+
+def test_every_epoch_draws_other_clips_and_the_same_epoch_the_same(synthetic, tmp_path):
+    # Audit: an epoch seed without the epoch trained every epoch on the same windows and crops.
+    import keras_r3d
+
+    config = r3d_train.default_config(**TINY, **synthetic, output_dir=str(tmp_path / "run"))
+    contract = keras_r3d.Preprocessing(frames=8, size=32)
+
+    def first_batch(epoch):
+        clips, _ = next(iter(r3d_train.train_dataset(config, contract, 8, epoch=epoch, batch_size=4)))
+        return clips.numpy()
+
+    np.testing.assert_array_equal(first_batch(1), first_batch(1))
+    assert not np.array_equal(first_batch(0), first_batch(1))
+
