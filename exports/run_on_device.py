@@ -18,7 +18,6 @@ normalization itself is inside the exported graph.
 import argparse
 import collections
 import importlib.util
-import itertools
 import json
 import math
 import os
@@ -184,24 +183,32 @@ def _on_time_line(timed_frames, fps):
     """keras_r3d.video's timeline: (RGB frame, seconds) pairs of a file as
     frames at `fps` from the first one's time, each slot the frame nearest to
     it (a variable-frame-rate video is resampled by time); a gap is held for
-    at most a second."""
-    held, start, filled = None, None, 0
-    for image, seconds in itertools.chain(timed_frames, [(None, None)]):
+    at most a second; from the first missing or non-increasing time stamp
+    on (AVI's B-frames), one frame each."""
+    held, start, filled, timed = None, None, 0, bool(fps)
+
+    def slots(seconds, next_seconds):
+        """The slots nearer to the frame at `seconds` than to the next one."""
+        nonlocal filled
+        count = 1
+        if timed:
+            until = seconds + ((seconds + 1.0 / fps if next_seconds is None else next_seconds) - seconds) / 2
+            count = max(0, min(int(math.ceil((until - start) * fps - 1e-6)) - filled, int(math.ceil(fps))))
+        filled += count
+        return count
+
+    for image, seconds in timed_frames:
+        if timed and (seconds is None or (held is not None and seconds <= held[1])):
+            timed = False
         if held is not None:
-            held_image, held_seconds = held
-            if fps and start is not None and held_seconds is not None:
-                until = held_seconds + ((seconds if seconds is not None else held_seconds + 1.0 / fps)
-                                        - held_seconds) / 2
-                end = int(math.ceil((until - start) * fps - 1e-6))
-                copies = max(0, min(end - filled, int(math.ceil(fps))))
-            else:
-                copies = 1
-            filled += copies
-            for _ in range(copies):
-                yield held_image
+            for _ in range(slots(held[1], seconds)):
+                yield held[0]
         if start is None:
             start = seconds
         held = (image, seconds)
+    if held is not None:
+        for _ in range(slots(held[1], None)):
+            yield held[0]
 
 
 def _has_pyav():

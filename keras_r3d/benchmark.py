@@ -36,6 +36,7 @@ import numpy as np
 
 from keras_r3d.export import ONNX_CONVERTERS
 from keras_r3d.files import savefig_atomic, write_atomic
+from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, implementation, unavailable, xla_by_default
 from keras_r3d.runtimes import random_frames
 
@@ -433,6 +434,7 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
         row["load_1min"] = os.getloadavg()[0]
         row["usable_cpus"] = cpu_count()
         on_row(row)
+        raise_if_interrupted()
 
 
 def not_applicable(base, batch_sizes, why, on_row):
@@ -1517,7 +1519,8 @@ def main(argv):
         raise SystemExit(f"error: --output_dir {f.output_dir} is a file, not a folder")
     json_path, started = pathlib.Path(f.output_dir) / f"{tag}.json", time.time()
     try:
-        results = run_benchmark(settings, f.output_dir, tag, command)
+        with sticky_interrupts():
+            results = run_benchmark(settings, f.output_dir, tag, command)
     except CannotStart as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:

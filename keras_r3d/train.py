@@ -33,6 +33,7 @@ import zipfile
 import numpy as np
 
 from keras_r3d.files import copy_atomic, save_model_atomic, savefig_atomic, write_atomic
+from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 # The models a run folder holds (evaluate names its results after the folder for them).
@@ -330,6 +331,7 @@ def fit_epoch(model, dataset, epoch, steps, batch_size, description):
 
     class Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
+            raise_if_interrupted()
             if not stats.update(logs["loss"], logs["accuracy"]):
                 self.model.stop_training = True
 
@@ -411,6 +413,7 @@ class CustomStepEpoch:
         iterator = iter(dataset)
         loss_sum = correct_sum = 0.0
         for step in range(steps):
+            raise_if_interrupted()
             loss, correct = self.train_step(iterator)
             loss_sum += float(loss)
             correct_sum += float(correct)
@@ -679,6 +682,7 @@ def _train(config):
     predict = _direct_predict(model) if custom_step else None
     segment_start = wall_start  # data generation and model building count too
     for epoch in range(state["epoch"], config["epochs"]):
+        raise_if_interrupted()
         description = f"epoch {epoch + 1}/{config['epochs']}"
         reseed_dropout(model, config["seed"], epoch)
         learning_rate = current_learning_rate(model.optimizer)
@@ -965,7 +969,8 @@ def main(argv, full_argv):
     from keras_r3d.data import damaged_records_message
 
     try:
-        train(config)
+        with sticky_interrupts():
+            train(config)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -97,13 +97,18 @@ class _ConstantRate:
     """Puts decoded frames on a timeline of `fps` (the average rate) from the
     first frame's time, each slot holding the frame nearest to it: a
     variable-frame-rate video (a phone in low light) is then resampled by
-    time, not by index. A constant-rate video's frames pass one for one."""
+    time, not by index. A constant-rate video's frames pass one for one, as
+    do all from the first missing or non-increasing time stamp on (AVI has
+    none: FFmpeg gives its B-frames their decoding times)."""
 
     def __init__(self, frames, fps, capacity):
         self.frames, self.fps, self.capacity = frames, fps, capacity
         self.held, self.start, self.filled = None, None, 0  # the last frame and its time, slots filled
+        self.timed = bool(fps)
 
     def add(self, image, seconds):
+        if self.timed and (seconds is None or (self.held is not None and seconds <= self.held[1])):
+            self.timed = False
         if self.held is not None:
             self._release(seconds)
         if self.start is None:
@@ -119,7 +124,7 @@ class _ConstantRate:
         """Gives the held frame the slots nearer to it than to the next frame
         (at most a second's worth: a longer gap is a jump in the time stamps)."""
         (image, seconds), self.held = self.held, None
-        if self.fps and self.start is not None and seconds is not None:
+        if self.timed:
             until = seconds + (1 / self.fps if next_seconds is None else (next_seconds - seconds)) / 2
             end = math.ceil((until - self.start) * self.fps - 1e-6)
             copies = max(0, min(end - self.filled, math.ceil(self.fps)))

@@ -12,6 +12,7 @@ OFFICIAL_CHECKPOINT = FIXTURES / "official" / "jester_shufflenet_0.5x_G3_RGB_16_
 REFERENCE = FIXTURES / "reference" / "jester_shufflenet_0.5x_G3"
 GESTURES = {name: FIXTURES / "clips" / "gestures" / name for name in ("thumb_up", "thumb_down", "stop_sign")}
 GESTURE_LABELS = {"thumb_up": "Thumb_Up", "thumb_down": "Thumb_Down", "stop_sign": "Stop_Sign"}
+AVI = FIXTURES / "clips" / "ucf101" / "mmaction2_tests_test_ApplyEyeMakeup.avi"  # MPEG-4 with B-frames, 25 fps
 
 
 def pytest_addoption(parser):

@@ -10,11 +10,10 @@ from PIL import Image
 
 import keras_r3d
 from keras_r3d import data
-from tests.conftest import FIXTURES, GESTURES, REPO
+from tests.conftest import AVI, GESTURES, REPO
 from tfrecords_tools import convert as tool
 from tfrecords_tools import schema
 
-AVI = FIXTURES / "clips" / "ucf101" / "mmaction2_tests_test_ApplyEyeMakeup.avi"
 CONTRACT = keras_r3d.Preprocessing(frames=8, size=64, temporal_downsample=2)
 
 
@@ -247,3 +246,37 @@ def test_test_windows_start_before_the_last_frame_as_the_official_loop():
     for window in (8, 16, 32):
         for n in range(1, 100):
             assert int(data.window_count(n, window)) == max(1, len(range(1, n, window))), (n, window)
+
+
+GRAY_FRAMES = 20  # frames of a video whose frame i is the gray level 10 i + 5
+GRAY_CONTRACT = keras_r3d.Preprocessing(frames=4, size=16, temporal_downsample=2, mean=(0.0, 0.0, 0.0))
+GRAY_WINDOW = GRAY_CONTRACT.frames * GRAY_CONTRACT.temporal_downsample
+
+
+def _gray_records(tmp_path):
+    folder = tmp_path / "in" / "only" / "video"
+    folder.mkdir(parents=True)
+    for i in range(GRAY_FRAMES):
+        Image.fromarray(np.full((16, 24, 3), 10 * i + 5, np.uint8)).save(folder / f"{i + 1:05d}.jpg", quality=100)
+    tool.convert("folders", tmp_path / "in", tmp_path / "out", short_side=0, progress=False)
+    return str(tmp_path / "out" / "train-*.tfrecord")
+
+
+def _frame_numbers(clips):
+    """(clips, frames) frame indices from the gray levels."""
+    levels = clips.reshape(clips.shape[0], clips.shape[1], -1).mean(-1)
+    return np.rint((levels - 5) / 10).astype(int)
+
+
+def test_train_and_val_windows_are_the_official_ones(tmp_path):
+    """Read back from the pixels: which frames each clip holds."""
+    pattern = _gray_records(tmp_path)
+    train = data.make_dataset(pattern, "train", GRAY_CONTRACT, 1, shuffle_seed=0, repeat=True, crop="center")
+    indices = _frame_numbers(np.concatenate([clip.numpy() for clip, _ in train.take(300)]))
+    starts = indices[:, 0]
+    # Official TemporalRandomCrop: begin in [0, max(0, n - window - 1)], every downsample-th frame kept.
+    np.testing.assert_array_equal(indices, starts[:, None] + GRAY_CONTRACT.temporal_downsample * np.arange(4))
+    assert set(starts.tolist()) == set(range(GRAY_FRAMES - GRAY_WINDOW)), sorted(set(starts.tolist()))
+    # Official TemporalCenterCrop: begin at n // 2 - window // 2.
+    (clip, _), = data.make_dataset(pattern, "val", GRAY_CONTRACT, 1).as_numpy_iterator()
+    assert _frame_numbers(clip).tolist() == [[6, 8, 10, 12]]

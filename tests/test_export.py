@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import export, preprocessing, runtimes
-from tests.conftest import (GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video,
+from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video,
                             write_variable_rate_video)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     shutil.copytree(GESTURES["thumb_up"], folder)
     (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
     contract = preprocessing.DATASET_PREPROCESSING["jester"]
-    for path in (rotated, folder, variable):
+    for path in (rotated, folder, variable, AVI):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
         # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
         np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],
@@ -387,3 +387,17 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(
                      "its files stay, out of the new report" for key in changes]
     assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {}
     assert len(lines) == len(changes)
+
+
+def test_compare_fails_artifacts_off_in_either_direction():
+    """The verdict of every export equivalence test can say no."""
+    reference = np.random.default_rng(0).standard_normal((3, 7)) * 5
+    bound = export.FLOAT32_TOLERANCE * max(1.0, np.abs(reference).max())
+    assert export.compare(reference + 0.5 * bound, reference, "none")["passed"]
+    for off in (reference + 3 * bound, reference - 3 * bound):
+        result = export.compare(off, reference, "none")
+        assert not result["passed"] and result["max_abs_diff"] > 2 * bound, result
+        assert result["top1_agreement"] == 1.0  # the same top-1 is not enough in float32
+    swapped = np.roll(reference, 1, axis=1)  # another top-1 in every row
+    for quantize in ("float16", "int8"):
+        assert not export.compare(swapped, reference, quantize)["passed"]

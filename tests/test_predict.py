@@ -9,8 +9,8 @@ import pytest
 
 import keras_r3d
 from keras_r3d import predict, video
-from tests.conftest import (GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO, VARIABLE_RATE_STEP,
-                            write_rotated_video, write_variable_rate_video)
+from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO,
+                            VARIABLE_RATE_STEP, write_rotated_video, write_variable_rate_video)
 
 
 def test_window_indices_follow_the_official_center_crop():
@@ -24,18 +24,28 @@ def test_window_indices_follow_the_official_center_crop():
 
 def test_resample_indices_follow_time():
     np.testing.assert_array_equal(video.resample_indices(10, 24.0, 12.0), [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(video.resample_indices(10, 30.0, 12.0), [0, 2, 5, 8])  # nearest, not floor
     np.testing.assert_array_equal(video.resample_indices(4, None, 12.0), [0, 1, 2, 3])
 
 
-def test_a_variable_frame_rate_video_is_read_on_a_time_line(tmp_path):
+def test_a_variable_frame_rate_video_is_read_on_a_time_line(fixtures_dir, tmp_path):
     """A phone's video slows down in the dark: the frames come at the average
-    rate, each the one nearest in time, not one per decoded frame."""
+    rate, each the one nearest in time, not one per decoded frame. An AVI's
+    time stamps are its B-frames' decoding times, out of order: its frames
+    come as decoded."""
+    import av
+
     path, milliseconds = write_variable_rate_video(tmp_path / "variable.mp4")
     frames, fps = video.read_video(path)
     slots = np.arange(len(frames)) / fps
     nearest = np.abs(slots[:, None] - np.array(milliseconds) / 1000).argmin(axis=1)
     assert len(frames) == round(milliseconds[-1] / 1000 * fps) + 1
     np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), nearest * VARIABLE_RATE_STEP, atol=3)
+
+    with av.open(str(AVI)) as container:
+        decoded = [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    assert any(b[0] <= a[0] for a, b in zip(decoded, decoded[1:]))  # what the case is about
+    np.testing.assert_array_equal(video.read_video(AVI)[0], np.stack([image for _, image in decoded]))
 
 
 def test_clips_reproduce_the_official_frames(fixtures_dir):

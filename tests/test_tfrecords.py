@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FIXTURES, GESTURE_LABELS, GESTURES, REPO
+from tests.conftest import AVI, FIXTURES, GESTURE_LABELS, GESTURES, REPO
 from tfrecords_tools import convert as tool
 from tfrecords_tools import schema, sources
 from tfrecords_tools.sources import AnnotationError
 
 CLIPS = FIXTURES / "clips"
-AVI = CLIPS / "ucf101" / "mmaction2_tests_test_ApplyEyeMakeup.avi"
 AVI2 = CLIPS / "ucf101" / "paddlevideo_example_archery.avi"
 MP4 = CLIPS / "kinetics" / "mmaction2_demo_arm_wrestling_k400.mp4"
 MP4_2 = CLIPS / "kinetics" / "mmaction2_tests_test_cleaning_pool_k400.mp4"

@@ -30,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from keras_r3d.files import write_atomic
+from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
 PLAN = ".plan.json"
@@ -254,6 +255,7 @@ def _write_shard(output, name, entries, results, bar, schema, tf):
     with tf.io.TFRecordWriter(str(temporary)) as writer:
         for _ in entries:
             status, item, result = next(results)
+            raise_if_interrupted()
             bar.update(1)
             if status == "skip":
                 skipped.append({"source": item.source, "video_id": item.video_id,
@@ -318,7 +320,8 @@ def main(argv=None):
     args = vars(parser.parse_args(argv))
     output = args["output"]
     try:
-        manifest = convert(args.pop("format"), args.pop("input"), args.pop("output"), **args)
+        with sticky_interrupts():
+            manifest = convert(args.pop("format"), args.pop("input"), args.pop("output"), **args)
     except AnnotationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

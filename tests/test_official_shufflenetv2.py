@@ -1,8 +1,8 @@
-"""ShuffleNet V2 against a PyTorch port of the official Efficient-3DCNNs
-models/shufflenetv2.py (MIT, Okan Köpüklü), random weights and BN statistics
-(audit: the tagged-state test checks that every tensor lands in one weight,
-not how the blocks wire them, e.g. the order of a downsampling block's
-branches before the shuffle)."""
+"""ShuffleNet V2 against a PyTorch model written to the official
+Efficient-3DCNNs models/shufflenetv2.py (MIT, Okan Köpüklü), with random
+weights and BN statistics: test_convert's tagged-state test checks that every
+tensor lands in one weight, not how the blocks wire them (the order of a
+downsampling block's branches before the shuffle, say)."""
 import gzip
 import json
 import pathlib

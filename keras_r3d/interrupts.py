@@ -1,0 +1,44 @@
+"""A Ctrl-C that is never lost.
+
+Python runs the SIGINT handler at the next bytecode boundary; where that
+falls inside a finalizer (a `__del__`, a weakref callback: TensorFlow and
+matplotlib run many), the KeyboardInterrupt is printed as "Exception ignored"
+and dropped, and a long job runs on. `sticky_interrupts` remembers a Ctrl-C,
+and `raise_if_interrupted` raises it again at the job's next safe point.
+"""
+import contextlib
+import signal
+import threading
+
+_interrupted = False
+
+
+def _remember_and_raise(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sticky_interrupts():
+    """Within it, a Ctrl-C raises KeyboardInterrupt as usual and is remembered
+    for `raise_if_interrupted`. Does nothing outside the main thread, or where
+    SIGINT is not Python's default (ignored in a background job, say)."""
+    global _interrupted
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    _interrupted = False
+    previous = signal.signal(signal.SIGINT, _remember_and_raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted = False
+
+
+def raise_if_interrupted():
+    """Raises KeyboardInterrupt again where a Ctrl-C came and was swallowed."""
+    if _interrupted:
+        raise KeyboardInterrupt
