@@ -218,7 +218,8 @@ def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
             calls.append((name, side, settings["repeats"]))
             status = "error: lost" if (side, len(calls)) == ("official", 6) else "ok"
             on_row({"model": name, "runtime": side, "batch_size": 2, "status": status,
-                    "latencies_s": [latency] * settings["repeats"], "peak_rss_mib": len(calls)})
+                    "latencies_s": [latency] * settings["repeats"], "peak_rss_mib": [3, 9, 4][len(calls) // 2 % 3],
+                    "compile_s": len(calls)})
         return measure
 
     monkeypatch.setattr(benchmark, "measure_exported",
@@ -230,7 +231,9 @@ def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
     # Each model's cells take turns, 2 of the 5 timed calls a round (rounded up).
     assert calls == [(m, side, 2) for m in "AB" for _ in range(3) for side in ("onnx", "official")]
     a_onnx, a_official, b_onnx, b_official = rows
-    assert a_onnx["repeats"] == 6 and a_onnx["rounds"] == 3 and a_onnx["peak_rss_mib"] == 5
+    # The largest peak of the rounds (not the last), the first round's compile time.
+    assert a_onnx["repeats"] == 6 and a_onnx["rounds"] == 3 and a_onnx["peak_rss_mib"] == 9
+    assert a_onnx["compile_s"] == 1
     assert a_onnx["clips_per_s"]["median"] == pytest.approx(20.0) and "latencies_s" not in a_onnx
     assert a_official["status"] == "error: lost"  # a failed round fails the cell
     assert b_official["status"] == "ok" and b_official["clips_per_s"]["median"] == pytest.approx(10.0)
