@@ -68,6 +68,8 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     # The CLI takes the records' folder too, and names a file that is not a TFRecord.
     assert inspect.main([str(tmp_path), "--sheet", str(tmp_path / "folder.png"), "--clips", "2"]) == 0
     assert "24 videos, 240 frames" in capsys.readouterr().out and (tmp_path / "folder.png").exists()
+    # Rows are 64 px high, not as high as the set has labels (8).
+    assert Image.open(tmp_path / "folder.png").size == (160 + 8 * 64, 2 * 64)
     # With fewer labels than --clips, the sheet stops reading once it has them all and --clips videos.
     train, read, read_videos = str(tmp_path / "train-*.tfrecord"), [], schema.read_videos
     two = sorted({v["label_index"] for v in read_videos(train)})[:2]

@@ -85,7 +85,7 @@ def unlisted_shards(files):
     return unlisted
 
 
-def contact_sheet(file_pattern, path, clips=8, columns=8, height=64, num_labels=None):
+def contact_sheet(file_pattern, path, clips=8, columns=8, *, height=64, num_labels=None):
     """Writes a PNG of `clips` videos (one per label first), `columns` frames
     each; `num_labels` (the set's, where known) ends the reading early."""
     from PIL import Image, ImageDraw
@@ -149,7 +149,8 @@ def main(argv=None):
     for (index, label), count in summary["labels"].items():
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
-        print(f"contact sheet: {contact_sheet(pattern, args.sheet, args.clips, args.columns, len(summary['labels']))}")
+        sheet = contact_sheet(pattern, args.sheet, args.clips, args.columns, num_labels=len(summary["labels"]))
+        print(f"contact sheet: {sheet}")
     for key, what in (("unlisted", "are not in the manifest.json beside them (left by another conversion; "
                                     "training refuses them)"),
                       ("missing", "of this set are missing (the conversion did not finish; the same "
