@@ -229,6 +229,21 @@ def check_resumable(state, config):
                          f"start a new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 
+def check_steps_per_epoch(state, config, steps_per_epoch):
+    """Records the run's steps per epoch in `state`; on resume, refuses
+    training data that makes another number of them where the learning-rate
+    schedule counts optimizer steps: the compiled schedule places its epochs
+    by the run's count, so LR steps (or the cosine decay) would move to other
+    epochs. Runs that did not record it are not compared."""
+    recorded = state.get("steps_per_epoch")
+    if recorded is not None and recorded != steps_per_epoch and config["lr_schedule"] != "constant":
+        raise ValueError(f"--resume: --train_data now makes {steps_per_epoch} steps of {config['batch_size']} "
+                         f"clips per epoch, but the run's {config['lr_schedule']} schedule counts {recorded}: "
+                         f"its learning-rate changes would fall in other epochs. Give the run's data, or start a "
+                         f"new --output_dir (--pretrained with its last.keras to fine-tune from it)")
+    state["steps_per_epoch"] = steps_per_epoch
+
+
 def current_learning_rate(optimizer):
     lr = optimizer.learning_rate
     return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
@@ -668,6 +683,7 @@ def _train(config):
         steps_per_epoch = videos // config["batch_size"]
         if steps_per_epoch < 1:
             raise ValueError(f"{videos} training videos make no batch of {config['batch_size']}")
+        check_steps_per_epoch(state, config, steps_per_epoch)
         if not resumed:
             compile_model(model, config, steps_per_epoch)
     custom_step = CustomStepEpoch(model, strategy, config) \

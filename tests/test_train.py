@@ -431,6 +431,23 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
         r3d_train.train({**config, "output_dir": str(tmp_path / "a_file" / "run")})
 
 
+def test_resume_refuses_data_that_would_move_the_lr_schedule():
+    # The compiled schedule places epochs by the run's steps per epoch: with
+    # 4 steps instead of 18, --lr_steps=4 took effect in epoch 7.
+    state = {}
+    for schedule in ("steps", "cosine"):
+        config = {"lr_schedule": schedule, "batch_size": 2}
+        r3d_train.check_steps_per_epoch(state, config, 18)
+        assert state["steps_per_epoch"] == 18
+        with pytest.raises(ValueError, match=f"now makes 4 steps of 2 clips per epoch, but the run's {schedule} "
+                                             "schedule counts 18"):
+            r3d_train.check_steps_per_epoch(state, config, 4)
+        assert state["steps_per_epoch"] == 18
+    r3d_train.check_steps_per_epoch(state, {"lr_schedule": "constant", "batch_size": 2}, 4)
+    assert state["steps_per_epoch"] == 4
+    r3d_train.check_steps_per_epoch({"epoch": 3}, {"lr_schedule": "steps", "batch_size": 2}, 4)  # not recorded
+
+
 def test_a_crash_after_the_resume_point_is_repaired_on_resume(synthetic, tmp_path, monkeypatch, capsys):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, output_dir=str(tmp_path / "run"))
     run = tmp_path / "run"
