@@ -48,6 +48,15 @@ def test_frame_indices_follow_the_official_code(n, begin, frames, downsample):
     assert actual == official_indices(n, begin, frames, downsample)
 
 
+def test_a_folder_of_shards_is_answered_with_a_glob_per_split(tmp_path):
+    # Not always the val glob: --train_data=FOLDER must not be told to read val shards.
+    for name in ("val-00000-of-00001.tfrecord", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=f"is a folder: pass a glob of its shards, e.g. '{tmp_path}/train-\\*"
+                                         f"\\.tfrecord' or '{tmp_path}/val-\\*\\.tfrecord'$"):
+        data.make_dataset(str(tmp_path), "train", CONTRACT, 2)
+
+
 def test_crop_windows_stay_inside_and_use_the_official_scales():
     height, width, short = 128, 171, 128
     sides = {int(short * s) for s in data.SCALES}
