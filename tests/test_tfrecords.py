@@ -310,6 +310,16 @@ def test_cli_reports_annotation_errors_and_nothing_converted(tmp_path, capsys):
     assert "error: --output " + str(tmp_path / "file") + ": cannot make the folder" in capsys.readouterr().err
 
 
+def test_cli_warns_of_a_class_left_without_videos(fixtures_dir, tmp_path, capsys):
+    link(GESTURES["thumb_up"], tmp_path / "in" / "up" / "clip")
+    (tmp_path / "in" / "broken").mkdir()
+    (tmp_path / "in" / "broken" / "cut.avi").write_bytes(b"not a video")
+    assert tool.main(["--format", "folders", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                      "--workers", "1", "--short_side", "32"]) == 0
+    assert "warning: 1 of the 2 classes have no video in any split: broken (a model still gets an output for " \
+        "each)" in capsys.readouterr().err
+
+
 def test_a_worker_that_dies_stops_the_run_with_a_message(fixtures_dir, tmp_path, monkeypatch, capsys):
     """A worker killed mid-run (by the out-of-memory killer, say) must not hang the
     conversion; stale shards of another run in --output are refused."""

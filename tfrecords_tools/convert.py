@@ -339,6 +339,12 @@ def main(argv=None):
     for split in manifest["empty_splits"]:
         print(f"warning: no {split} videos: every one the annotations list was skipped or missing",
               file=sys.stderr)
+    converted = {label for entry in manifest["splits"].values() for label in entry["per_class"]}
+    empty = [label for label in manifest["labels"] if label not in converted]
+    if empty and converted:  # a class whose videos were all skipped, or that the annotations never list
+        print(f"warning: {len(empty)} of the {len(manifest['labels'])} classes have no video in any split: "
+              f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
+              "each)", file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/manifest.json):")
         for entry in manifest["skipped"][:10]:
