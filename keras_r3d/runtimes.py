@@ -200,6 +200,10 @@ class _TFLiteRuntime(Runtime):
         notes = ""
         try:
             interpreter = litert.Interpreter(model_path=path, num_threads=num_threads)
+        except ValueError as error:  # not a TFLite flatbuffer: say which file, as for the other runtimes
+            raise ValueError("{}: the TFLite interpreter cannot load it: {}".format(
+                path, (str(error).splitlines() or [type(error).__name__])[0])) from None
+        try:
             interpreter.allocate_tensors()
             name = "tflite+xnnpack"
         except RuntimeError as error:

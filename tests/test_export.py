@@ -262,6 +262,13 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
         assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv
 
 
+def test_a_file_that_is_not_tflite_is_named_in_the_error(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"hello\n")
+    with pytest.raises(ValueError, match=f"^{bad}: the TFLite interpreter cannot load it: "):
+        runtimes.load_runtime(bad)
+
+
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
     """JetPack 4.6 and 5 (Python 3.6, 3.8) have tflite-runtime wheels, not ai-edge-litert."""
     import types
