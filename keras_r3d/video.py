@@ -223,15 +223,19 @@ def _read_file(path, frames, complete):
     except av.error.FFmpegError as error:
         if not frames.count:
             raise VideoError(f"{path}: cannot decode ({error})") from None
+        problem = f"decoding failed after {frames.count} frames ({error}): truncated or corrupt"
         if complete:
-            raise VideoError(f"{path}: decoding failed after {frames.count} frames ({error}): truncated or "
-                             "corrupt") from None
-        # A truncated file: keep the frames that decoded.
-    if not complete:
+            raise VideoError(f"{path}: {problem}") from None
+        # A truncated file: keep the frames that decoded, and say so (convert skips such a file).
+        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
         return fps
     if frames.count < declared - max(2, declared // 20):
-        raise VideoError(f"{path}: decoded {frames.count} of the {declared} frames its header declares: "
-                         "truncated or corrupt")
+        problem = f"decoded {frames.count} of the {declared} frames its header declares: truncated or corrupt"
+        if complete:
+            raise VideoError(f"{path}: {problem}")
+        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
+    if not complete:
+        return fps
     decoded = last_time - start + 1 / fps if last_time is not None and fps else None
     if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
         raise VideoError(f"{path}: decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: "

@@ -117,6 +117,21 @@ def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
     assert len(read_video(longer_audio, complete=True)[0]) == 25
 
 
+def test_a_cut_video_is_read_with_a_warning(fixtures_dir, tmp_path, capsys):
+    """predict classifies what decoded of a cut file, as before, but says so
+    (tfrecords_tools.convert skips such a file)."""
+    from keras_r3d.video import read_video
+
+    avi = fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi"
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[:30000])
+    frames, _ = read_video(cut)
+    assert 0 < len(frames) < 131
+    assert (f"warning: {cut}: decoded {len(frames)} of the 131 frames its header declares: truncated or corrupt; "
+            "read as the frames that decoded") in capsys.readouterr().err
+    assert len(read_video(avi)[0]) == 131 and "warning" not in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def jester_model(fixtures_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "jester.keras"
