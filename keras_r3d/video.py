@@ -104,9 +104,10 @@ class _ConstantRate:
     def __init__(self, frames, fps, capacity):
         self.frames, self.fps, self.capacity = frames, fps, capacity
         self.held, self.start, self.filled = None, None, 0  # the last frame and its time, slots filled
-        self.timed = bool(fps)
+        self.timed, self.decoded = bool(fps), 0
 
     def add(self, image, seconds):
+        self.decoded += 1
         if self.timed and (seconds is None or (self.held is not None and seconds <= self.held[1])):
             self.timed = False
         if self.held is not None:
@@ -223,14 +224,14 @@ def _read_file(path, frames, complete):
     except av.error.FFmpegError as error:
         if not frames.count:
             raise VideoError(f"{path}: cannot decode ({error})") from None
-        problem = f"decoding failed after {frames.count} frames ({error}): truncated or corrupt"
+        problem = f"decoding failed after {timeline.decoded} frames ({error}): truncated or corrupt"
         if complete:
             raise VideoError(f"{path}: {problem}") from None
         # A truncated file: keep the frames that decoded, and say so (convert skips such a file).
         print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
         return fps
-    if frames.count < declared - max(2, declared // 20):
-        problem = f"decoded {frames.count} of the {declared} frames its header declares: truncated or corrupt"
+    if timeline.decoded < declared - max(2, declared // 20):
+        problem = f"decoded {timeline.decoded} of the {declared} frames its header declares: truncated or corrupt"
         if complete:
             raise VideoError(f"{path}: {problem}")
         print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
