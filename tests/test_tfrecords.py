@@ -242,6 +242,7 @@ def test_fps_resamples_video_files_and_a_cut_video_is_skipped(fixtures_dir, tmp_
     ("unknown_index", "unknown class index 28"),
     ("bad_line", "expected '<video id> <class index>'"),
     ("unknown_csv_label", "unknown label 'Waving'"),
+    ("a_file", "trainlist.txt: a file; it takes the folder that holds the class list and the train and val lists"),
 ])
 def test_bad_jester_annotations_fail_before_any_work(jester_tree, case, message):
     root, _, _ = jester_tree
@@ -255,6 +256,8 @@ def test_bad_jester_annotations_fail_before_any_work(jester_tree, case, message)
         (notes / "vallist.txt").write_text("1003 28\n")
     elif case == "bad_line":
         (notes / "trainlist.txt").write_text("1001\n")
+    elif case == "a_file":
+        notes = notes / "trainlist.txt"
     else:
         for name in ("classInd.txt", "trainlist.txt", "vallist.txt"):
             (notes / name).unlink()

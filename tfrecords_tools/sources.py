@@ -41,6 +41,15 @@ def _require_file(path, what):
     return path
 
 
+def _annotation_folder(annotations, what):
+    """--annotations of the formats that take a folder of lists."""
+    folder = pathlib.Path(annotations)
+    if not folder.is_dir():
+        raise AnnotationError(f"--annotations {folder}: {'a file' if folder.exists() else 'no such folder'}; "
+                              f"it takes the folder that holds {what}")
+    return folder
+
+
 def _read_annotation(read, path):
     """`read(path)`, with its ValueError (malformed, not UTF-8) as an AnnotationError."""
     try:
@@ -118,7 +127,7 @@ def list_jester(input_dir, annotations, **_):
     class order. A missing train or val list is warned about: no such split."""
     if annotations is None:
         raise AnnotationError("--annotations is required for --format jester")
-    folder = pathlib.Path(annotations)
+    folder = _annotation_folder(annotations, "the class list and the train and val lists")
     if class_list := _first_file(folder, JESTER_OFFICIAL["classes"]):
         names, parse = JESTER_OFFICIAL, _parse_index_line
         labels = _read_annotation(read_labels, class_list)
@@ -178,7 +187,7 @@ def list_ucf101(input_dir, annotations, split=1, **_):
         raise AnnotationError("--annotations is required for --format ucf101")
     if split not in (1, 2, 3):
         raise AnnotationError(f"--split must be 1, 2 or 3 for UCF-101, got {split}")
-    folder = pathlib.Path(annotations)
+    folder = _annotation_folder(annotations, "classInd.txt and the trainlist/testlist files")
     labels = _read_annotation(read_labels, _require_file(folder / "classInd.txt", "UCF-101 class list"))
     lists = {"train": _require_file(folder / f"trainlist0{split}.txt", f"UCF-101 split {split} train list"),
              "val": _require_file(folder / f"testlist0{split}.txt", f"UCF-101 split {split} test list")}
