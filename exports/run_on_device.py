@@ -151,8 +151,10 @@ def open_video(source):
         if not capture.isOpened():
             raise ValueError("{}: cannot open".format(source))
         fps = capture.get(cv2.CAP_PROP_FPS) or None
-        frames = _capture_frames(capture, cv2)
-        return fps, ((image for image, _ in frames) if camera else _on_time_line(frames, fps))
+        if camera:
+            return fps, (image for image, _ in _capture_frames(source, capture, cv2, 0))
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return fps, _on_time_line(_capture_frames(source, capture, cv2, declared), fps)
     if camera:
         raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
     if not _has_pyav():
@@ -168,15 +170,35 @@ def open_video(source):
         raise ValueError("{}: no video stream".format(source))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-    return fps, _on_time_line(_pyav_frames(container, stream), fps)
+    return fps, _on_time_line(_pyav_frames(source, container, stream), fps)
 
 
-def _pyav_frames(container, stream):
+def _pyav_frames(source, container, stream):
+    import av
+    decoded = 0
     try:
         for frame in container.decode(stream):
+            decoded += 1
             yield _upright_rgb(frame), frame.time
+    except av.error.FFmpegError as error:
+        if not decoded:
+            raise ValueError("{}: cannot decode ({})".format(source, error))
+        _warn_cut(source, "decoding failed after {} frames ({}): truncated or corrupt".format(decoded, error))
+        return
     finally:
         container.close()
+    _check_count(source, decoded, stream.frames)
+
+
+def _check_count(source, decoded, declared):
+    """keras_r3d.video's check of a file cut short: fewer frames than its header declares."""
+    if decoded < declared - max(2, declared // 20):
+        _warn_cut(source, "decoded {} of the {} frames its header declares: truncated or corrupt".format(
+            decoded, declared))
+
+
+def _warn_cut(source, problem):
+    print("warning: {}: {}; read as the frames that decoded".format(source, problem), file=sys.stderr)
 
 
 def _on_time_line(timed_frames, fps):
@@ -247,15 +269,18 @@ def _read_image(path, cv2):
         return np.asarray(image.convert("RGB"))
 
 
-def _capture_frames(capture, cv2):
+def _capture_frames(source, capture, cv2, declared):
+    decoded = 0
     try:
         while True:
             ok, frame = capture.read()
             if not ok:
-                return
+                break
+            decoded += 1
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
     finally:
         capture.release()
+    _check_count(source, decoded, declared)
 
 
 def scale_center_crop(frame, size):

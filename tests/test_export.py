@@ -173,11 +173,11 @@ def _load_runner():
     return runner
 
 
-def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch):
+def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
     """A phone video's display rotation and macOS `._` files among the frames
     (the PyAV path: OpenCV rotates by itself); a variable frame rate (both
     paths); a video shorter than one window; options between the model and
-    the inputs."""
+    the inputs; a cut file is read as far as it decodes, with a warning."""
     import shutil
 
     from keras_r3d.predict import read_cropped
@@ -193,12 +193,17 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     shutil.copytree(GESTURES["thumb_up"], folder)
     (folder / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
     contract = preprocessing.DATASET_PREPROCESSING["jester"]
-    for path in (rotated, folder, variable, AVI):
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(AVI.read_bytes()[:30000])
+    for path in (rotated, folder, variable, AVI, cut):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
         # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
         np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],
                                       read_cropped(path, contract)[0])
 
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 4 and len(set(warnings)) == 1  # the runner's and predict's, alike, twice
+    assert warnings[0].startswith(f"warning: {cut}: decoded ") and "truncated or corrupt" in warnings[0]
     # 5 frames at 25 fps: 2 at the model's 12 fps, short of its 32-frame window.
     command = [sys.executable, str(RUNNER), str(jester["dir"] / "model.onnx"), "--top_k", "1",
                str(folder), "--stream", str(rotated), "--no_spin"]
