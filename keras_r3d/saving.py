@@ -69,7 +69,9 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
         dropout: the head's dropout rate; by default the official fine-tuning
             0.9 for the efficient nets (ResNets and C3D have their own).
         preprocessing: a new input contract (other frames or size, say; as
-            `keras_r3d.build` takes it); by default the model's.
+            `keras_r3d.build` takes it); by default the model's. A dict
+            changes only the fields it names: `{"size": 64}` keeps the
+            model's mean, channel order, temporal downsample and fps.
     """
     from keras_r3d import registry
 
@@ -82,7 +84,12 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
     architecture.pop("num_classes", None)
     dropout = FINETUNE_DROPOUT.get(arch) if dropout is None else dropout
     architecture = registry.with_dropout(arch, architecture, dropout)
-    contract = model.preprocessing if preprocessing is None else as_contract(preprocessing)
+    if preprocessing is None:
+        contract = model.preprocessing
+    elif isinstance(preprocessing, dict):  # fields not named stay the model's, not the defaults
+        contract = Preprocessing.from_dict({**model.preprocessing.to_dict(), **preprocessing})
+    else:
+        contract = as_contract(preprocessing)
     new = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
                          preprocessing=contract, input_shape=(contract.frames, contract.size, contract.size, 3),
                          **architecture)

@@ -541,3 +541,17 @@ def test_each_epoch_reseeds_dropout_and_data_by_its_number_also_on_resume(synthe
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().split("\n")[1:]
     # lr_steps=[2]: the schedule goes on from the restored optimizer step: 0.01, then 0.001.
     assert [float(r.split(",")[1]) for r in rows] == pytest.approx([0.01, 0.001])
+
+
+def test_finetune_preprocessing_dict_changes_only_the_fields_it_names():
+    import keras_r3d
+
+    source = keras_r3d.ShuffleNetV2_3D(0.25, num_classes=3, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
+    tuned = keras_r3d.finetune(source, ["a", "b"], preprocessing={"size": 48})
+    assert tuned.input_shape == (None, 8, 48, 48, 3)
+    assert tuned.preprocessing == source.preprocessing.replace(size=48)  # BGR and the rest kept
+    jester = keras_r3d.ShuffleNetV2_3D(0.25, num_classes=3, input_shape=(8, 32, 32, 3), preprocessing="jester")
+    tuned = keras_r3d.finetune(jester, ["a", "b"], preprocessing={"frames": 16})
+    assert (tuned.preprocessing.temporal_downsample, tuned.preprocessing.fps, tuned.input_shape[1]) == (2, 12.0, 16)
+    with pytest.raises(ValueError, match="Unknown preprocessing keys"):
+        keras_r3d.finetune(jester, ["a", "b"], preprocessing={"sizes": 48})
