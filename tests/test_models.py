@@ -66,6 +66,7 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("resnext", {"cardinality": True}, "cardinality must be a positive int, got True"),
     ("resnet", {"depth": 18.0}, "depth must be one of .*, got 18.0"),
     ("mobilenet", {"class_names": "ab", "num_classes": 2}, "class_names must be a list of names, got 'ab'"),
+    ("mobilenet", {"class_names": ["a", "b", "a"], "num_classes": 3}, "class_names name 'a' more than once"),
     ("mobilenet", {"include_top": "yes"}, "include_top must be True or False, got 'yes'"),
     ("resnet", {"depth": 20}, "depth must be one of"),
     ("resnet", {"shortcut": "C"}, "shortcut must be one of"),

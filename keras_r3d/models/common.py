@@ -4,6 +4,7 @@ Layer names are the official PyTorch module paths with "." replaced by "_"
 (the torch backend forbids dots): state-dict key `features.3.banch2.0.weight`
 lives in layer `features_3_banch2_0`.
 """
+import collections
 import re
 
 import keras
@@ -125,6 +126,9 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
             raise ValueError(f"{arch}: class_names must be a list of names, got {class_names!r}")
         if len(class_names) != num_classes:
             raise ValueError(f"{arch}: {len(class_names)} class names for num_classes={num_classes}")
+        repeated = sorted(name for name, count in collections.Counter(class_names).items() if count > 1)
+        if repeated:
+            raise ValueError(f"{arch}: class_names name {', '.join(map(repr, repeated[:3]))} more than once")
     else:
         if class_names is not None:
             raise ValueError(f"{arch}: class_names name the head's outputs, and include_top=False has none")
