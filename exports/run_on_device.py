@@ -118,13 +118,15 @@ def _collect(path, images, size):
     """Stacks (name, frame) pairs, cropped to `size` where given, into one array
     that doubles as it fills, as keras_r3d.video does (kept frames in a list
     among large per-frame temporaries fragment the heap)."""
-    array, count, shape = None, 0, None
+    array, count, shape, last = None, 0, None, (None, None)
     for name, image in images:
         if shape and image.shape != shape:
             raise ValueError("{}: frames of different sizes: {} then {} at {}".format(
                 path, shape[1::-1], image.shape[1::-1], name))
         shape = image.shape
-        frame = scale_center_crop(image, size) if size else image
+        if image is not last[0]:  # a frame the timeline repeats is cropped once
+            last = (image, scale_center_crop(image, size) if size else image)
+        frame = last[1]
         if array is None:
             array = np.empty((64,) + frame.shape, np.uint8)
         elif count == len(array):
@@ -153,7 +155,9 @@ def open_video(source):
         fps = capture.get(cv2.CAP_PROP_FPS) or None
         if camera:
             return fps, (image for image, _ in _capture_frames(source, capture, cv2, 0))
-        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        # Matroska/WebM count no frames: OpenCV's estimate from the duration is no header count.
+        matroska = source.lower().endswith((".mkv", ".webm"))
+        declared = 0 if matroska else int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         return fps, _on_time_line(_capture_frames(source, capture, cv2, declared), fps)
     if camera:
         raise ValueError("a camera needs OpenCV (pip install opencv-python-headless)")
@@ -170,10 +174,10 @@ def open_video(source):
         raise ValueError("{}: no video stream".format(source))
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
-    return fps, _on_time_line(_pyav_frames(source, container, stream), fps)
+    return fps, _on_time_line(_pyav_frames(source, container, stream, stream.frames), fps)
 
 
-def _pyav_frames(source, container, stream):
+def _pyav_frames(source, container, stream, declared):
     import av
     decoded = 0
     try:
@@ -187,7 +191,7 @@ def _pyav_frames(source, container, stream):
         return
     finally:
         container.close()
-    _check_count(source, decoded, stream.frames)
+    _check_count(source, decoded, declared)
 
 
 def _check_count(source, decoded, declared):
@@ -205,18 +209,20 @@ def _on_time_line(timed_frames, fps):
     """keras_r3d.video's timeline: (RGB frame, seconds) pairs of a file as
     frames at `fps` from the first one's time, each slot the frame nearest to
     it (a variable-frame-rate video is resampled by time); a gap is held for
-    at most a second; from the first missing or non-increasing time stamp
-    on (AVI's B-frames), one frame each."""
+    at most a second on each side (the rest of it is skipped); from the first
+    missing or non-increasing time stamp on (AVI's B-frames), one frame each."""
     held, start, filled, timed = None, None, 0, bool(fps)
 
     def slots(seconds, next_seconds):
         """The slots nearer to the frame at `seconds` than to the next one."""
         nonlocal filled
-        count = 1
-        if timed:
-            until = seconds + ((seconds + 1.0 / fps if next_seconds is None else next_seconds) - seconds) / 2
-            count = max(0, min(int(math.ceil((until - start) * fps - 1e-6)) - filled, int(math.ceil(fps))))
-        filled += count
+        if not timed:
+            filled += 1
+            return 1
+        until = seconds + ((seconds + 1.0 / fps if next_seconds is None else next_seconds) - seconds) / 2
+        end = int(math.ceil((until - start) * fps - 1e-6))
+        count = max(0, min(end - filled, int(math.ceil(fps))))
+        filled = max(filled, end)
         return count
 
     for image, seconds in timed_frames:

@@ -46,7 +46,8 @@ def _files(file_pattern):
         if pathlib.Path(pattern).is_dir():
             found = sorted(pathlib.Path(pattern).glob("*.tfrecord"))
             if found:  # a glob per split found, so that training is never pointed at val shards
-                globs = dict.fromkeys(f"'{pathlib.Path(pattern) / f.name.split('-')[0]}-*.tfrecord'" for f in found)
+                globs = dict.fromkeys(f"'{pathlib.Path(pattern) / f.name.split('-')[0]}-*.tfrecord'"
+                                      if "-" in f.name else f"'{pathlib.Path(pattern)}/*.tfrecord'" for f in found)
                 raise ValueError(f"{pattern} is a folder: pass a glob of its shards, e.g. {' or '.join(globs)}")
             raise ValueError(f"{pattern} is a folder without .tfrecord shards: {shards}")
     files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(str(pattern))})

@@ -4,7 +4,8 @@ Python runs the SIGINT handler at the next bytecode boundary; where that
 falls inside a finalizer (a `__del__`, a weakref callback: TensorFlow and
 matplotlib run many), the KeyboardInterrupt is printed as "Exception ignored"
 and dropped, and a long job runs on. `sticky_interrupts` remembers a Ctrl-C,
-and `raise_if_interrupted` raises it again at the job's next safe point.
+and `raise_if_interrupted` raises it again at the job's next safe point (one
+swallowed after the last of them is dropped: the job has done its work).
 """
 import contextlib
 import signal
@@ -30,8 +31,9 @@ def sticky_interrupts():
         yield
         return
     _interrupted = False
-    previous = signal.signal(signal.SIGINT, _remember_and_raise)
-    try:
+    previous = signal.getsignal(signal.SIGINT)
+    try:  # a Ctrl-C right after the handler is set still restores the previous one
+        signal.signal(signal.SIGINT, _remember_and_raise)
         yield
     finally:
         signal.signal(signal.SIGINT, previous)

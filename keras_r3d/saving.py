@@ -68,10 +68,11 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
             layers are frozen, their BatchNorm statistics included.
         dropout: the head's dropout rate; by default the official fine-tuning
             0.9 for the efficient nets (ResNets and C3D have their own).
-        preprocessing: a new input contract (other frames or size, say; as
-            `keras_r3d.build` takes it); by default the model's. A dict
-            changes only the fields it names: `{"size": 64}` keeps the
-            model's mean, channel order, temporal downsample and fps.
+        preprocessing: a new input contract (other frames or size, say); by
+            default the model's. A dict changes only the fields it names
+            (`{"size": 64}` keeps the model's mean, channel order, temporal
+            downsample and fps), where `keras_r3d.build` takes one as a whole
+            contract; a name or a `Preprocessing` replaces the contract.
     """
     from keras_r3d import registry
 

@@ -229,14 +229,18 @@ def check_resumable(state, config):
                          f"start a new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 
-def check_steps_per_epoch(state, config, steps_per_epoch):
+def check_steps_per_epoch(state, config, steps_per_epoch, resumed):
     """Records the run's steps per epoch in `state`; on resume, refuses
     training data that makes another number of them where the learning-rate
     schedule counts optimizer steps: the compiled schedule places its epochs
     by the run's count, so LR steps (or the cosine decay) would move to other
-    epochs. Runs that did not record it are not compared."""
+    epochs. Runs that did not record it are not compared (nor given a count
+    that may not be theirs)."""
     recorded = state.get("steps_per_epoch")
-    if recorded is not None and recorded != steps_per_epoch and config["lr_schedule"] != "constant":
+    if resumed and recorded is None:
+        return
+    scheduled = config["lr_schedule"] == "cosine" or (config["lr_schedule"] == "steps" and config["lr_steps"])
+    if recorded is not None and recorded != steps_per_epoch and scheduled:
         raise ValueError(f"--resume: --train_data now makes {steps_per_epoch} steps of {config['batch_size']} "
                          f"clips per epoch, but the run's {config['lr_schedule']} schedule counts {recorded}: "
                          f"its learning-rate changes would fall in other epochs. Give the run's data, or start a "
@@ -683,7 +687,7 @@ def _train(config):
         steps_per_epoch = videos // config["batch_size"]
         if steps_per_epoch < 1:
             raise ValueError(f"{videos} training videos make no batch of {config['batch_size']}")
-        check_steps_per_epoch(state, config, steps_per_epoch)
+        check_steps_per_epoch(state, config, steps_per_epoch, resumed)
         if not resumed:
             compile_model(model, config, steps_per_epoch)
     custom_step = CustomStepEpoch(model, strategy, config) \

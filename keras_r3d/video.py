@@ -78,12 +78,12 @@ class _Frames:
 
     def append(self, image, capacity, name=None, copies=1):
         """Adds an RGB frame `copies` times (`name`: its file, in a frame folder)."""
+        if not copies:
+            return
         if self.size and image.shape != self.size:
             raise VideoError(f"{self.path}: frames of different sizes: {self.size[1::-1]} then "
                              f"{image.shape[1::-1]} at {name or f'frame {self.count}'}")
         self.size = image.shape
-        if not copies:
-            return
         frame = self.transform(image) if self.transform else image
         if self.array is None:
             self.array = np.empty((max(capacity, copies), *frame.shape), frame.dtype)
@@ -122,16 +122,18 @@ class _ConstantRate:
             self._release(None)
 
     def _release(self, next_seconds):
-        """Gives the held frame the slots nearer to it than to the next frame
-        (at most a second's worth: a longer gap is a jump in the time stamps)."""
+        """Gives the held frame the slots nearer to it than to the next frame,
+        at most a second's worth: of a longer gap (a jump in the time stamps),
+        each side holds a second and the rest is skipped."""
         (image, seconds), self.held = self.held, None
         if self.timed:
             until = seconds + (1 / self.fps if next_seconds is None else (next_seconds - seconds)) / 2
             end = math.ceil((until - self.start) * self.fps - 1e-6)
             copies = max(0, min(end - self.filled, math.ceil(self.fps)))
+            self.filled = max(self.filled, end)
         else:
             copies = 1
-        self.filled += copies
+            self.filled += 1
         self.frames.append(image, self.capacity, copies=copies)
 
 

@@ -55,6 +55,12 @@ def test_a_folder_of_shards_is_answered_with_a_glob_per_split(tmp_path):
     with pytest.raises(ValueError, match=f"is a folder: pass a glob of its shards, e.g. '{tmp_path}/train-\\*"
                                          f"\\.tfrecord' or '{tmp_path}/val-\\*\\.tfrecord'$"):
         data.make_dataset(str(tmp_path), "train", CONTRACT, 2)
+    other = tmp_path / "other"  # shards named otherwise: one glob of them all
+    other.mkdir()
+    for name in ("ucf101.tfrecord", "ucf101_val.tfrecord"):
+        (other / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=f"e.g. '{other}/\\*\\.tfrecord'$"):
+        data.make_dataset(str(other), "train", CONTRACT, 2)
 
 
 def test_crop_windows_stay_inside_and_use_the_official_scales():

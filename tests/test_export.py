@@ -185,8 +185,7 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
 
     runner = _load_runner()
     variable, _ = write_variable_rate_video(tmp_path / "variable.mp4")
-    if runner._cv2() is not None:  # OpenCV's time stamps
-        np.testing.assert_array_equal(runner.read_frames(str(variable))[0], read_video(variable)[0])
+    matroska, _ = write_variable_rate_video(tmp_path / "variable.mkv")  # no frame count in its header
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     rotated = write_rotated_video(tmp_path / "rotated.mp4")
     folder = tmp_path / "thumb_up"
@@ -195,7 +194,7 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     contract = preprocessing.DATASET_PREPROCESSING["jester"]
     cut = tmp_path / "cut.avi"
     cut.write_bytes(AVI.read_bytes()[:30000])
-    for path in (rotated, folder, variable, AVI, cut):
+    for path in (rotated, folder, variable, matroska, AVI, cut):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
         # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
         np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],
@@ -213,6 +212,39 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     assert lines[1]["top"][0]["label"] == "Thumb_Up"
     assert lines[2] == {"source": str(rotated), "frames": 5,
                         "error": "shorter than one window: 32 frames at 12 fps (2.7 s) needed"}
+
+
+def test_run_on_device_reads_videos_with_opencv_as_predict_does(tmp_path, capsys):
+    """OpenCV's path (the runner's first choice): its time stamps and frame counts."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed (the runner's PyAV path is tested without it)")
+    from keras_r3d.video import read_video
+
+    runner = _load_runner()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(AVI.read_bytes()[:30000])
+    videos = [write_variable_rate_video(tmp_path / f"variable.{suffix}")[0] for suffix in ("mp4", "mkv")]
+    for path in (*videos, AVI, cut):
+        np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and all(line.startswith(f"warning: {cut}: decoded ") for line in warnings)
+
+
+def test_the_runner_and_predict_share_one_timeline():
+    """The same slots from both readers: 10 fps, a time stamp jump of 10 s
+    (each side of it held a second), 10 fps again."""
+    from keras_r3d import video
+
+    times = [i / 10 for i in range(10)] + [10.9 + i / 10 for i in range(10)]
+    frames = [np.full((1, 1, 3), i, np.uint8) for i in range(len(times))]
+    collected = video._Frames("clip", None)
+    timeline = video._ConstantRate(collected, 10.0, 8)
+    for frame, seconds in zip(frames, times):
+        timeline.add(frame, seconds)
+    timeline.close()
+    slots = collected.array[:collected.count, 0, 0, 0].tolist()
+    assert slots == list(range(9)) + [9] * 10 + [10] * 10 + list(range(11, 20))
+    runner = _load_runner()
+    assert [int(f[0, 0, 0]) for f in runner._on_time_line(zip(frames, times), 10.0)] == slots
 
 
 def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_path, monkeypatch, capsys):

@@ -149,11 +149,12 @@ def test_export_model_folds_batch_norm_once(tiny_model, tmp_path, monkeypatch):
 def test_a_mixed_precision_model_exports_in_float32(tiny_model, tmp_path):
     """`train --precision mixed_*` saves layers that compute in half precision,
     which TFLite cannot convert: the export starts from a float32 copy."""
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
         mixed = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3))
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(previous)
     mixed.set_weights(tiny_model.get_weights())
     assert mixed.get_layer("features_0").compute_dtype == "float16"
     assert mixed.outputs[0].dtype == "float32"  # the head computes in float32 (Keras' advice)

@@ -436,16 +436,19 @@ def test_resume_refuses_data_that_would_move_the_lr_schedule():
     # 4 steps instead of 18, --lr_steps=4 took effect in epoch 7.
     state = {}
     for schedule in ("steps", "cosine"):
-        config = {"lr_schedule": schedule, "batch_size": 2}
-        r3d_train.check_steps_per_epoch(state, config, 18)
+        config = {"lr_schedule": schedule, "lr_steps": [40], "batch_size": 2}
+        r3d_train.check_steps_per_epoch(state, config, 18, resumed=False)
         assert state["steps_per_epoch"] == 18
         with pytest.raises(ValueError, match=f"now makes 4 steps of 2 clips per epoch, but the run's {schedule} "
                                              "schedule counts 18"):
-            r3d_train.check_steps_per_epoch(state, config, 4)
+            r3d_train.check_steps_per_epoch(state, config, 4, resumed=True)
         assert state["steps_per_epoch"] == 18
-    r3d_train.check_steps_per_epoch(state, {"lr_schedule": "constant", "batch_size": 2}, 4)
-    assert state["steps_per_epoch"] == 4
-    r3d_train.check_steps_per_epoch({"epoch": 3}, {"lr_schedule": "steps", "batch_size": 2}, 4)  # not recorded
+    for config in ({"lr_schedule": "constant", "lr_steps": [40]}, {"lr_schedule": "steps", "lr_steps": []}):
+        r3d_train.check_steps_per_epoch(state, {**config, "batch_size": 2}, 4, resumed=True)  # the LR never moves
+        assert state["steps_per_epoch"] == 4
+    older = {"epoch": 3}  # a run made before the count was recorded: not compared, not given one
+    r3d_train.check_steps_per_epoch(older, {"lr_schedule": "steps", "lr_steps": [40], "batch_size": 2}, 4, resumed=True)
+    assert "steps_per_epoch" not in older
 
 
 def test_a_crash_after_the_resume_point_is_repaired_on_resume(synthetic, tmp_path, monkeypatch, capsys):
@@ -536,6 +539,7 @@ def test_each_epoch_reseeds_dropout_and_data_by_its_number_also_on_resume(synthe
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1,
                                       output_dir=str(tmp_path / "run"))
     r3d_train.train(config)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["steps_per_epoch"] > 0  # checked on resume
     r3d_train.train({**config, "epochs": 2, "resume": True})
     assert reseeds == [(TINY["seed"], 0), (TINY["seed"], 1)] and datasets == [0, 1]
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().split("\n")[1:]
