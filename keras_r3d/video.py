@@ -237,10 +237,10 @@ def _read_file(path, frames, complete):
         if complete:
             raise VideoError(f"{path}: {problem}")
         print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
-    if not complete:
-        return fps
     decoded = last_time - start + 1 / fps if last_time is not None and fps else None
     if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
-        raise VideoError(f"{path}: decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: "
-                         "truncated or corrupt")
+        problem = f"decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: truncated or corrupt"
+        if complete:
+            raise VideoError(f"{path}: {problem}")
+        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
     return fps

@@ -1,5 +1,6 @@
 """predict: the official evaluation protocol, the CLI and its errors."""
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -74,8 +75,9 @@ def test_frames_cropped_as_they_decode_give_the_same_clips(fixtures_dir):
                                   predict.clips_from_frames(full, contract, fps, clips=3))
 
 
-def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
-    """Matroska and WebM headers count no frames: their duration shows the cut."""
+def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path, capsys):
+    """Matroska and WebM headers count no frames: their duration shows the cut
+    (refused where completeness is asked, else warned of)."""
     import av
 
     from keras_r3d.video import VideoError, read_video
@@ -94,6 +96,8 @@ def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     assert 0 < len(read_video(cut)[0]) < 50  # what decoded, where completeness is not asked
+    assert re.search(r"warning: .*cut.mkv: decoded [\d.]+ s of the 2.00 s its header declares: truncated or corrupt; "
+                     "read as the frames that decoded", capsys.readouterr().err)
     with pytest.raises(VideoError, match=r"cut.mkv: decoded [\d.]+ s of the 2.00 s its header declares: truncated"):
         read_video(cut, complete=True)
     # A whole file whose audio runs longer than its video is complete.
@@ -115,6 +119,7 @@ def test_a_cut_matroska_file_is_refused_where_completeness_is_asked(tmp_path):
         for packet in audio_stream.encode():
             container.mux(packet)
     assert len(read_video(longer_audio, complete=True)[0]) == 25
+    assert len(read_video(longer_audio)[0]) == 25 and "warning" not in capsys.readouterr().err
 
 
 def test_a_cut_video_is_read_with_a_warning(fixtures_dir, tmp_path, capsys):

@@ -372,7 +372,7 @@ def _parse(*argv):
 def test_the_command_line_replaces_a_recipes_architecture():
     finetune = _parse("--recipe=jester", "--pretrained=x.keras")
     assert (finetune["pretrained"], finetune["arch"], finetune["groups"]) == ("x.keras", None, None)
-    assert finetune["lr_steps"] == [40, 55, 65] and finetune["output_dir"] == "runs/jester"  # the recipe's
+    assert finetune["lr_steps"] == [40, 55, 65, 70] and finetune["output_dir"] == "runs/jester"  # the recipe's
     other = _parse("--recipe", "jester", "--arch=mobilenetv2", "--frames=8", "--size=32")  # space form too
     assert (other["arch"], other["groups"], other["width_mult"]) == ("mobilenetv2", None, 0.5)
     assert r3d_train.build_model(other, ["a", "b"]).architecture == {"arch": "mobilenetv2", "width_mult": 0.5,
