@@ -226,21 +226,19 @@ def _read_file(path, frames, complete):
     except av.error.FFmpegError as error:
         if not frames.count:
             raise VideoError(f"{path}: cannot decode ({error})") from None
-        problem = f"decoding failed after {timeline.decoded} frames ({error}): truncated or corrupt"
-        if complete:
-            raise VideoError(f"{path}: {problem}") from None
-        # A truncated file: keep the frames that decoded, and say so (convert skips such a file).
-        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
+        _cut_short(path, f"decoding failed after {timeline.decoded} frames ({error})", complete)
         return fps
     if timeline.decoded < declared - max(2, declared // 20):
-        problem = f"decoded {timeline.decoded} of the {declared} frames its header declares: truncated or corrupt"
-        if complete:
-            raise VideoError(f"{path}: {problem}")
-        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
+        _cut_short(path, f"decoded {timeline.decoded} of the {declared} frames its header declares", complete)
     decoded = last_time - start + 1 / fps if last_time is not None and fps else None
     if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
-        problem = f"decoded {decoded:.2f} s of the {seconds:.2f} s its header declares: truncated or corrupt"
-        if complete:
-            raise VideoError(f"{path}: {problem}")
-        print(f"warning: {path}: {problem}; read as the frames that decoded", file=sys.stderr)
+        _cut_short(path, f"decoded {decoded:.2f} s of the {seconds:.2f} s its header declares", complete)
     return fps
+
+
+def _cut_short(path, problem, complete):
+    """Refuses a truncated or corrupt file where completeness is asked (convert
+    skips it); else warns that its frames are those that decoded."""
+    if complete:
+        raise VideoError(f"{path}: {problem}: truncated or corrupt") from None
+    print(f"warning: {path}: {problem}: truncated or corrupt; read as the frames that decoded", file=sys.stderr)
