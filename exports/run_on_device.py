@@ -187,7 +187,7 @@ def _pyav_frames(source, container, stream, declared):
     except av.error.FFmpegError as error:
         if not decoded:
             raise ValueError("{}: cannot decode ({})".format(source, error))
-        _warn_cut(source, "decoding failed after {} frames ({}): truncated or corrupt".format(decoded, error))
+        _warn_cut(source, "decoding failed after {} frames ({})".format(decoded, error))
         return
     finally:
         container.close()
@@ -197,12 +197,13 @@ def _pyav_frames(source, container, stream, declared):
 def _check_count(source, decoded, declared):
     """keras_r3d.video's check of a file cut short: fewer frames than its header declares."""
     if decoded < declared - max(2, declared // 20):
-        _warn_cut(source, "decoded {} of the {} frames its header declares: truncated or corrupt".format(
-            decoded, declared))
+        _warn_cut(source, "decoded {} of the {} frames its header declares".format(decoded, declared))
 
 
 def _warn_cut(source, problem):
-    print("warning: {}: {}; read as the frames that decoded".format(source, problem), file=sys.stderr)
+    """keras_r3d.video's warning of a file cut short."""
+    print("warning: {}: {}: truncated or corrupt; read as the frames that decoded".format(source, problem),
+          file=sys.stderr)
 
 
 def _on_time_line(timed_frames, fps):
