@@ -66,6 +66,34 @@ def read_video(path, complete=False, frame_transform=None):
     return frames.array[: frames.count], fps
 
 
+def sample_frame(path):
+    """A frame from the middle of a video file or frame folder, with the frame
+    count and rate (None for folders) that its header declares: what its frames
+    will take, without decoding them all."""
+    from PIL import Image
+
+    path = pathlib.Path(path)
+    if path.is_dir():
+        files = frame_files(path)
+        if not files:
+            raise VideoError(f"{path}: a folder with no frames")
+        with Image.open(files[len(files) // 2]) as image:
+            return np.asarray(image.convert("RGB")), len(files), None
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else None
+        seconds = _video_seconds(container, stream)
+        count = stream.frames or (round(seconds * fps) if seconds and fps else 0)
+        if seconds:
+            container.seek(round((stream.start_time or 0) + seconds / 2 / stream.time_base), stream=stream)
+        frame = next(container.decode(stream), None)
+        if frame is None:
+            raise VideoError(f"{path}: no frames could be decoded")
+        return frame.to_ndarray(format="rgb24"), count, fps
+
+
 class _Frames:
     """Decoded frames, transformed and copied into one array that doubles as it
     fills: a list of many kept frames among large per-frame temporaries

@@ -186,6 +186,16 @@ def test_folders_mixed_inputs_and_hashed_val_split(fixtures_dir, tmp_path):
         list_folders(source, val_fraction=1.5)
 
 
+@pytest.mark.parametrize("short_side", [64, 0])
+def test_shards_are_sized_by_the_frames_as_they_will_be_encoded(fixtures_dir, tmp_path, short_side):
+    source = folders_tree(tmp_path)
+    tool.convert("folders", source, tmp_path / "one", short_side=short_side, progress=False)
+    written = sum(path.stat().st_size for path in (tmp_path / "one").glob("train-*.tfrecord"))
+    tool.convert("folders", source, tmp_path / "three", short_side=short_side,
+                 shard_size_mb=written / 2.5 / 2**20, progress=False)
+    assert len(list((tmp_path / "three").glob("train-*.tfrecord"))) == 3  # an estimate within 20 %
+
+
 def test_bad_inputs_are_skipped_with_a_reason(fixtures_dir, tmp_path):
     good = link(GESTURES["thumb_up"], tmp_path / "in" / "a" / "good")
     (tmp_path / "in" / "a" / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))

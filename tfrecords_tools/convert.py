@@ -36,12 +36,6 @@ from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 PLAN = ".plan.json"
 PROGRESS = ".progress"
 MANIFEST = "manifest.json"
-# Bytes a frame of the source takes once re-encoded, as a multiple of the source
-# bytes, to size shards before any encoding: frame-folder JPEGs stay about the
-# same; compressed video grows about 10x as JPEG frames (fixtures: 8-14x).
-SIZE_FACTOR = {"folder": 1.0, "video": 10.0}
-
-
 def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
@@ -53,20 +47,11 @@ def encode_item(item, short_side, jpeg_quality, min_frames, fps=None):
 
     Returns ("ok", item, dict) or ("skip", item, reason).
     """
-    from PIL import Image
-
     from keras_r3d.video import VideoError, read_video, resample_indices
 
-    def shrink(frame):  # the shorter side to short_side, never upscaled; applied as each frame decodes
-        height, width = frame.shape[:2]
-        scale = short_side / min(height, width) if short_side else 1.0
-        if scale >= 1.0:
-            return frame
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
-
-    try:
-        frames, source_fps = read_video(item.source, complete=True, frame_transform=shrink)
+    try:  # each frame shrunk as it decodes
+        frames, source_fps = read_video(item.source, complete=True,
+                                        frame_transform=lambda frame: _shrink(frame, short_side))
     except VideoError as error:
         return "skip", item, str(error)
     except Exception as error:  # a decoder crash on a corrupt file is a bad input, not a stop
@@ -76,30 +61,50 @@ def encode_item(item, short_side, jpeg_quality, min_frames, fps=None):
     if len(frames) < min_frames:
         return "skip", item, f"too short: {len(frames)} frames < --min_frames {min_frames}"
     height, width = frames.shape[1:3]
-    jpegs = []
-    for frame in frames:
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="JPEG", quality=jpeg_quality)
-        jpegs.append(buffer.getvalue())
+    jpegs = [_jpeg(frame, jpeg_quality) for frame in frames]
     return "ok", item, {"jpegs": jpegs, "fps": fps, "height": height, "width": width}
+
+
+def _shrink(frame, short_side):
+    """The shorter side to `short_side` (0: kept), never upscaled."""
+    from PIL import Image
+
+    height, width = frame.shape[:2]
+    scale = short_side / min(height, width) if short_side else 1.0
+    if scale >= 1.0:
+        return frame
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+
+
+def _jpeg(frame, quality):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def _encode_star(args):
     return encode_item(*args)
 
 
-def _estimated_bytes(items):
-    """Encoded size of the items, from the sizes of up to 64 of them."""
+def _estimated_bytes(items, arguments):
+    """Encoded size of the items: for up to 64 of them, a middle frame encoded
+    as they will be, times their frame count."""
+    from keras_r3d.video import resample_indices, sample_frame
+
     if not items:
         return 0
     sample = items[:: max(1, len(items) // 64)][:64]
     total = 0
     for item in sample:
-        path = pathlib.Path(item.source)
-        if path.is_dir():
-            total += SIZE_FACTOR["folder"] * sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-        elif path.is_file():
-            total += SIZE_FACTOR["video"] * path.stat().st_size
+        try:
+            frame, count, source_fps = sample_frame(item.source)
+        except Exception:  # an unreadable video is skipped when converted: it takes no room
+            continue
+        frames = len(resample_indices(count, source_fps, arguments.get("fps")))
+        total += frames * len(_jpeg(_shrink(frame, arguments["short_side"]), arguments["jpeg_quality"]))
     return total / len(sample) * len(items)
 
 
@@ -113,7 +118,7 @@ def make_plan(items, arguments):
         if arguments["num_shards"]:
             count = arguments["num_shards"]
         else:
-            count = math.ceil(_estimated_bytes(members) / (arguments["shard_size_mb"] * 2**20))
+            count = math.ceil(_estimated_bytes(members, arguments) / (arguments["shard_size_mb"] * 2**20))
         count = max(1, min(count, len(members)))
         bounds = [round(i * len(members) / count) for i in range(count + 1)]
         for index in range(count):
