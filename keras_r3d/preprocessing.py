@@ -115,7 +115,8 @@ def preprocess(frames, contract):
     `as_contract` takes).
 
     Accepts numpy arrays and TensorFlow tensors (in tf.data and exported
-    graphs), and returns float32 of the same kind.
+    graphs, where float32 pixel values 0..255 also go), and returns float32
+    of the same kind.
     """
     contract = as_contract(contract)
     scale, shift = contract.affine()
@@ -124,7 +125,11 @@ def preprocess(frames, contract):
 
         x = tf.cast(frames, tf.float32)
     else:
-        x = np.asarray(frames).astype(np.float32)
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8:  # 0..1 floats would pass as a nearly black clip
+            raise ValueError(f"Expected uint8 frames (0..255, as decoded), got {frames.dtype}; from floats "
+                             "in 0..1: (frames * 255).round().astype(np.uint8)")
+        x = frames.astype(np.float32)
     if x.shape[-1] != 3:
         raise ValueError(f"Expected frames with 3 channels last, got shape {tuple(x.shape)}")
     if contract.channel_order == "BGR":

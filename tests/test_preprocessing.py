@@ -20,6 +20,11 @@ def test_bgr_range_and_std():
     np.testing.assert_allclose(preprocess(frames, contract)[0, 0, 0], [0, 0, 2.0])
 
 
+def test_float_frames_are_refused():
+    with pytest.raises(ValueError, match=r"uint8 frames .*got float32.*\* 255"):
+        preprocess(np.full((1, 2, 2, 3), 0.5, np.float32), Preprocessing())
+
+
 def test_tensorflow_tensors_give_the_same_result():
     tf = pytest.importorskip("tensorflow")
     frames = random_frames(2, (3, 4, 4, 3))
