@@ -1,6 +1,7 @@
 """Video-level evaluation by the paper's test protocol.
 
     python -m keras_r3d.evaluate --model best.keras --data "data/val-*.tfrecord"
+    python -m keras_r3d.evaluate --model export/model_int8.tflite --data "data/val-*.tfrecord"
 
 Every video is cut into consecutive non-overlapping windows of the model's
 `frames * temporal_downsample` frames (the last one loop-padded); the softmax
@@ -9,7 +10,9 @@ when its label is among the k best averaged scores. `--clips 1` scores the one
 center window per video instead (the official per-epoch validation), and
 `--clips N` keeps the N central windows of each video. `--crops 3` scores three
 squares per window (both ends and the center of the longer side) and averages
-them with the windows. Reports clip-level and
+them with the windows. An exported model (`--model` a .tflite, .onnx or .engine
+file or a SavedModel folder) is evaluated as a device runs it: uint8 frames into
+its runtime, which normalizes them (an int8 file's accuracy). Reports clip-level and
 video-level top-1/top-5 and per-class video accuracy, and writes a results
 JSON and a confusion-matrix PNG.
 """
@@ -157,11 +160,43 @@ def align_labels(model_names, data_names, num_outputs):
     return np.asarray([index[name] for name in data_names])
 
 
+class ExportedModel:
+    """An artifact of `keras_r3d.export` (a .tflite, .onnx or .engine file or
+    a SavedModel folder) as `evaluate` takes a model: the contract, class names
+    and output kind come from its metadata, and it takes pixel values (its
+    graph normalizes them), rounded to uint8 as a device's decoder gives them."""
+
+    def __init__(self, path, num_threads=None):
+        from keras_r3d.preprocessing import Preprocessing
+        from keras_r3d.runtimes import load_runtime
+
+        self.runtime = load_runtime(path, num_threads=num_threads)
+        metadata = self.runtime.metadata
+        if not metadata:
+            raise ValueError(f"{path} carries no keras_r3d metadata (contract, class names): "
+                             "make it with python -m keras_r3d.export")
+        self.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        self.class_names = metadata["class_names"] or None
+        self.outputs_probabilities = metadata["output"]["kind"] == "probabilities"
+        self.normalized_in_graph = metadata["input"]["normalized_in_graph"]
+
+    def predict_on_batch(self, pixels):
+        from keras_r3d.preprocessing import preprocess
+
+        frames = np.round(pixels).astype(np.uint8)
+        return self.runtime(frames if self.normalized_in_graph else preprocess(frames, self.preprocessing))
+
+    def num_outputs(self):
+        shape = (1,) + self.runtime.input_shape[1:]
+        return self.runtime(np.zeros(shape, self.runtime.input_dtype)).shape[-1]
+
+
 def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False, class_names=None,
              predict=None):
     """Evaluates `model` on the video TFRecords `data` (a glob).
 
     Args:
+        model: a Keras model of the zoo, or an `ExportedModel`.
         clips: 0 for every non-overlapping window (the paper's test protocol),
             1 for the center window, N for the N central windows per video.
         crops: 1 (the center square) or 3 (both ends and the center).
@@ -178,11 +213,18 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
         raise ValueError(f"clips must be an integer >= 0, got {clips!r}")
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops!r}")
+    exported = isinstance(model, ExportedModel)
     names = class_names or model.class_names
     # Before the pass over the data: a class mismatch is known from the manifest.
-    num_outputs = len(names) if names is not None else model.outputs[0].shape[-1]
+    if names is not None:
+        num_outputs = len(names)
+    else:
+        num_outputs = model.num_outputs() if exported else model.outputs[0].shape[-1]
     label_map = align_labels(names, r3d_data.label_names(data), num_outputs)
     contract = model.preprocessing
+    if exported:  # the artifact normalizes: the data gives RGB pixel values
+        contract = contract.replace(channel_order="RGB", value_range=(0.0, 255.0), mean=(0.0, 0.0, 0.0),
+                                    std=(1.0, 1.0, 1.0))
     split = "val" if clips == 1 else "test"
     crop = "three" if crops == 3 else "center"
     # A seed makes the test windows come in order, which `central_windows` needs.
@@ -271,11 +313,12 @@ def main(argv):
         print(f"error: --output {output}: {error}", file=sys.stderr)
         return 1
     try:
-        model = load(f.model)
+        path = pathlib.Path(f.model)
+        model = load(path) if path.suffix in (".keras", ".pth") else ExportedModel(path, f.threads)
         r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
         results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                            reverse_time=f.reverse_time)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except tf.errors.DataLossError as error:
@@ -301,7 +344,8 @@ def main(argv):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("model", None, "A .keras model (or official .pth).", required=True)
+    flags.DEFINE_string("model", None, "A .keras model, an official .pth, or an artifact of "
+                        "keras_r3d.export (.tflite, .onnx, .engine, SavedModel folder).", required=True)
     flags.DEFINE_string("data", None, "Glob of video TFRecords.", required=True)
     flags.DEFINE_integer("clips", 0, "Windows per video: 0 = all (paper), 1 = center, N = N central.",
                          lower_bound=0)
@@ -309,6 +353,8 @@ def _define_flags():
     flags.register_validator("crops", lambda crops: crops in (1, 3), "--crops must be 1 or 3")
     flags.DEFINE_integer("batch_size", 16, "Clips per batch.", lower_bound=1)
     flags.DEFINE_bool("reverse_time", False, "Play every clip backwards.")
+    flags.DEFINE_integer("threads", None, "CPU threads of an exported model's runtime (default: its own).",
+                         lower_bound=1)
     flags.DEFINE_string("output", None, "Results JSON (default <model file stem>_eval.json in the "
                         "working folder, <run folder>_best_eval.json for a run's best.keras); the "
                         "confusion matrix PNG goes beside it.")

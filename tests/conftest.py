@@ -121,3 +121,21 @@ def write_variable_rate_video(path):
         for packet in stream.encode():
             container.mux(packet)
     return path, milliseconds
+
+
+def gesture_records(fixtures_dir, tmp_path):
+    """A Jester-format TFRecord of the three gesture frame folders."""
+    from tfrecords_tools.convert import convert
+
+    labels = [line.split()[1] for line in
+              (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text().split("\n")
+              if line.strip()]
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "classInd.txt").write_text(
+        (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text())
+    (annotations / "vallist.txt").write_text(
+        "".join(f"{name} {labels.index(GESTURE_LABELS[name]) + 1}\n" for name in GESTURES))
+    convert("jester", GESTURES["thumb_up"].parent, tmp_path / "records", annotations=annotations,
+            progress=False)
+    return str(tmp_path / "records" / "val-*.tfrecord")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import evaluate
-from tests.conftest import GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REPO
+from tests.conftest import GESTURE_LABELS, OFFICIAL_CHECKPOINT, REPO, gesture_records
 
 
 def test_summarize_matches_a_hand_computation():
@@ -51,31 +51,13 @@ def test_central_windows_keeps_the_middle_of_each_video():
     assert evaluate.central_windows(ids, 3).tolist() == [1, 2, 3, 5, 6, 7]
 
 
-def _gesture_records(fixtures_dir, tmp_path):
-    """A Jester-format TFRecord of the three gesture frame folders."""
-    from tfrecords_tools.convert import convert
-
-    labels = [line.split()[1] for line in
-              (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text().split("\n")
-              if line.strip()]
-    annotations = tmp_path / "annotations"
-    annotations.mkdir()
-    (annotations / "classInd.txt").write_text(
-        (fixtures_dir / "official" / "annotations" / "jester_classInd.txt").read_text())
-    (annotations / "vallist.txt").write_text(
-        "".join(f"{name} {labels.index(GESTURE_LABELS[name]) + 1}\n" for name in GESTURES))
-    convert("jester", GESTURES["thumb_up"].parent, tmp_path / "records", annotations=annotations,
-            progress=False)
-    return str(tmp_path / "records" / "val-*.tfrecord")
-
-
 @pytest.mark.slow
 def test_official_jester_checkpoint_scores_the_gestures(fixtures_dir, tmp_path):
     """The CLI on the converted official checkpoint: 3/3 with --clips 1; the
     full protocol (every window) is written beside it for the README."""
     from keras_r3d.convert import convert_checkpoint
 
-    data = _gesture_records(fixtures_dir, tmp_path)
+    data = gesture_records(fixtures_dir, tmp_path)
     model_path = tmp_path / "jester.keras"
     convert_checkpoint(OFFICIAL_CHECKPOINT).save(model_path)
     outputs = {}

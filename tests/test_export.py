@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from keras_r3d import export, preprocessing, runtimes
-from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, write_rotated_video,
-                            write_variable_rate_video)
+from keras_r3d import evaluate, export, preprocessing, runtimes
+from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, gesture_records,
+                            write_rotated_video, write_variable_rate_video)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = REPO / "exports" / "run_on_device.py"
@@ -87,6 +87,24 @@ def test_metadata_travels_in_every_artifact(jester):
         assert metadata["preprocessing"] == json.loads(json.dumps(model.preprocessing.to_dict())), name
         assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["normalized_in_graph"]
     assert runtimes.read_metadata(jester["dir"] / "model_int8.tflite")["quantize"] == "int8"
+
+
+def test_evaluate_scores_every_artifact_as_a_device_runs_it(jester, fixtures_dir, tmp_path):
+    data = gesture_records(fixtures_dir, tmp_path)
+    expected = evaluate.evaluate(jester["model"], data, clips=1)["videos"]
+    assert all(video["prediction"] == video["label"] for video in expected)
+    raw = export.export_model(jester["model"], tmp_path / "raw", ["onnx"], raw_input=True,
+                              verification=jester["clips"], log=lambda *_: None)["formats"]["onnx"]["path"]
+    for key, path in [*((key, result["path"]) for key, result in jester["formats"].items()), ("raw onnx", raw)]:
+        videos = evaluate.evaluate(evaluate.ExportedModel(path), data, clips=1)["videos"]
+        assert [v["prediction"] for v in videos] == [v["prediction"] for v in expected], key
+        if key != "tflite_int8":  # uint8 pixels instead of the pipeline's floats: scores move a little
+            np.testing.assert_allclose([v["score"] for v in videos], [v["score"] for v in expected], atol=3e-3,
+                                       err_msg=key)
+    output = tmp_path / "int8.json"
+    subprocess.run([sys.executable, "-m", "keras_r3d.evaluate", f"--model={jester['dir'] / 'model_int8.tflite'}",
+                    f"--data={data}", "--clips=1", f"--output={output}"], check=True, cwd=REPO, timeout=300)
+    assert json.loads(output.read_text())["video_top1"] == 1.0
 
 
 def test_runtimes_take_any_batch_size(jester):
