@@ -160,43 +160,12 @@ def align_labels(model_names, data_names, num_outputs):
     return np.asarray([index[name] for name in data_names])
 
 
-class ExportedModel:
-    """An artifact of `keras_r3d.export` (a .tflite, .onnx or .engine file or
-    a SavedModel folder) as `evaluate` takes a model: the contract, class names
-    and output kind come from its metadata, and it takes pixel values (its
-    graph normalizes them), rounded to uint8 as a device's decoder gives them."""
-
-    def __init__(self, path, num_threads=None):
-        from keras_r3d.preprocessing import Preprocessing
-        from keras_r3d.runtimes import load_runtime
-
-        self.runtime = load_runtime(path, num_threads=num_threads)
-        metadata = self.runtime.metadata
-        if not metadata:
-            raise ValueError(f"{path} carries no keras_r3d metadata (contract, class names): "
-                             "make it with python -m keras_r3d.export")
-        self.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
-        self.class_names = metadata["class_names"] or None
-        self.outputs_probabilities = metadata["output"]["kind"] == "probabilities"
-        self.normalized_in_graph = metadata["input"]["normalized_in_graph"]
-
-    def predict_on_batch(self, pixels):
-        from keras_r3d.preprocessing import preprocess
-
-        frames = np.round(pixels).astype(np.uint8)
-        return self.runtime(frames if self.normalized_in_graph else preprocess(frames, self.preprocessing))
-
-    def num_outputs(self):
-        shape = (1,) + self.runtime.input_shape[1:]
-        return self.runtime(np.zeros(shape, self.runtime.input_dtype)).shape[-1]
-
-
 def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False, class_names=None,
              predict=None):
     """Evaluates `model` on the video TFRecords `data` (a glob).
 
     Args:
-        model: a Keras model of the zoo, or an `ExportedModel`.
+        model: a Keras model of the zoo, or a `saving.ExportedModel`.
         clips: 0 for every non-overlapping window (the paper's test protocol),
             1 for the center window, N for the N central windows per video.
         crops: 1 (the center square) or 3 (both ends and the center).
@@ -208,6 +177,7 @@ def evaluate(model, data, *, clips=0, crops=1, batch_size=16, reverse_time=False
         crop counts as a clip.
     """
     from keras_r3d import data as r3d_data
+    from keras_r3d.saving import ExportedModel
 
     if int(clips) != clips or clips < 0:
         raise ValueError(f"clips must be an integer >= 0, got {clips!r}")
@@ -300,7 +270,7 @@ def main(argv):
     from absl import flags
 
     from keras_r3d import data as r3d_data
-    from keras_r3d.saving import load
+    from keras_r3d.saving import load_for_inference
 
     f = flags.FLAGS
     if len(argv) > 1:
@@ -313,8 +283,7 @@ def main(argv):
         print(f"error: --output {output}: {error}", file=sys.stderr)
         return 1
     try:
-        path = pathlib.Path(f.model)
-        model = load(path) if path.suffix in (".keras", ".pth") else ExportedModel(path, f.threads)
+        model = load_for_inference(f.model, f.threads)
         r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
         results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                            reverse_time=f.reverse_time)

@@ -86,10 +86,10 @@ def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
         the `top_k` most likely classes by the averaged window softmax, and a
         "note" where the video is shorter than one window.
     """
-    if isinstance(model, (str, pathlib.Path)):
-        from keras_r3d.saving import load
+    from keras_r3d.saving import ExportedModel, load_for_inference
 
-        model = load(model)
+    if isinstance(model, (str, pathlib.Path)):
+        model = load_for_inference(model)
     if not getattr(model, "class_names", None):
         raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
                          "include_top=False, or not a keras_r3d model)")
@@ -103,7 +103,7 @@ def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
     else:
         frames = path_or_frames
     windows = clips_from_frames(frames, contract, fps, clips)
-    outputs = model.predict_on_batch(preprocess(windows, contract))
+    outputs = model.predict_on_batch(windows if isinstance(model, ExportedModel) else preprocess(windows, contract))
     probs = class_scores(model, outputs).mean(axis=0)
     best = np.argsort(-probs)[:top_k]
     result = {"top": [{"label": model.class_names[i], "prob": float(probs[i])} for i in best],
@@ -120,7 +120,7 @@ def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
 def main(argv):
     from absl import flags
 
-    from keras_r3d.saving import load
+    from keras_r3d.saving import load_for_inference
 
     f = flags.FLAGS
     paths = argv[1:]
@@ -128,8 +128,8 @@ def main(argv):
         print("error: give one or more video files or frame folders", file=sys.stderr)
         return 2
     try:
-        model = load(f.model)
-    except (ValueError, FileNotFoundError) as error:
+        model = load_for_inference(f.model, f.threads)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     failed = False
@@ -153,7 +153,10 @@ def main(argv):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("model", None, "A .keras model (or an official .pth).", required=True)
+    flags.DEFINE_string("model", None, "A .keras model, an official .pth, or an artifact of "
+                        "keras_r3d.export (.tflite, .onnx, .engine, SavedModel folder).", required=True)
+    flags.DEFINE_integer("threads", None, "CPU threads of an exported model's runtime (default: its own).",
+                         lower_bound=1)
     flags.DEFINE_bool("json", False, "One JSON object per input on stdout.")
     flags.DEFINE_integer("clips", 1, "Windows averaged per video (1: the center window).",
                          lower_bound=1)

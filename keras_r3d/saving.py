@@ -4,9 +4,10 @@ import pathlib
 import zipfile
 
 import keras
+import numpy as np
 
 from keras_r3d.models import VideoClassifier
-from keras_r3d.preprocessing import Preprocessing, as_contract
+from keras_r3d.preprocessing import Preprocessing, as_contract, preprocess
 
 # The output layer of each family: the one `finetune` replaces.
 HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
@@ -38,6 +39,42 @@ def load(path, **convert_kwargs):
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # not a Keras model
         raise ValueError(f"{path} is not a loadable .keras model: {error}"[:500]) from None
+
+
+class ExportedModel:
+    """An artifact of `keras_r3d.export` (a .tflite, .onnx or .engine file or a
+    SavedModel folder) as `evaluate` and `classify` take a model: the contract,
+    class names and output kind come from its metadata, and it takes pixel
+    values (its graph normalizes them), rounded to uint8 as a decoder gives them."""
+
+    def __init__(self, path, num_threads=None):
+        from keras_r3d.runtimes import load_runtime
+
+        self.runtime = load_runtime(path, num_threads=num_threads)
+        metadata = self.runtime.metadata
+        if not metadata:
+            raise ValueError(f"{path} carries no keras_r3d metadata (contract, class names): "
+                             "make it with python -m keras_r3d.export")
+        self.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        self.class_names = metadata["class_names"] or None
+        self.outputs_probabilities = metadata["output"]["kind"] == "probabilities"
+        self.normalized_in_graph = metadata["input"]["normalized_in_graph"]
+
+    def predict_on_batch(self, pixels):
+        frames = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+        return self.runtime(frames if self.normalized_in_graph else preprocess(frames, self.preprocessing))
+
+    def num_outputs(self):
+        shape = (1,) + self.runtime.input_shape[1:]
+        return self.runtime(np.zeros(shape, self.runtime.input_dtype)).shape[-1]
+
+
+def load_for_inference(path, num_threads=None):
+    """`load` for a .keras model or official .pth; an `ExportedModel` for an
+    artifact of `keras_r3d.export` (`num_threads`: its runtime's CPU threads)."""
+    if pathlib.Path(path).suffix in (".keras", ".pth") or not pathlib.Path(path).exists():
+        return load(path)
+    return ExportedModel(path, num_threads)
 
 
 def clone_model(model, **kwargs):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_r3d import evaluate, export, preprocessing, runtimes
+from keras_r3d import classify, evaluate, export, preprocessing, runtimes, saving
 from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, gesture_records,
                             write_rotated_video, write_variable_rate_video)
 
@@ -89,14 +89,17 @@ def test_metadata_travels_in_every_artifact(jester):
     assert runtimes.read_metadata(jester["dir"] / "model_int8.tflite")["quantize"] == "int8"
 
 
-def test_evaluate_scores_every_artifact_as_a_device_runs_it(jester, fixtures_dir, tmp_path):
+def test_evaluate_and_predict_run_every_artifact_as_a_device_does(jester, fixtures_dir, tmp_path):
     data = gesture_records(fixtures_dir, tmp_path)
     expected = evaluate.evaluate(jester["model"], data, clips=1)["videos"]
     assert all(video["prediction"] == video["label"] for video in expected)
     raw = export.export_model(jester["model"], tmp_path / "raw", ["onnx"], raw_input=True,
                               verification=jester["clips"], log=lambda *_: None)["formats"]["onnx"]["path"]
     for key, path in [*((key, result["path"]) for key, result in jester["formats"].items()), ("raw onnx", raw)]:
-        videos = evaluate.evaluate(evaluate.ExportedModel(path), data, clips=1)["videos"]
+        exported = saving.load_for_inference(path)
+        videos = evaluate.evaluate(exported, data, clips=1)["videos"]
+        top = classify(exported, GESTURES["stop_sign"])["top"][0]  # predict takes artifacts too
+        assert top["label"] == "Stop_Sign" and top["prob"] > 0.9, (key, top)
         assert [v["prediction"] for v in videos] == [v["prediction"] for v in expected], key
         if key != "tflite_int8":  # uint8 pixels instead of the pipeline's floats: scores move a little
             np.testing.assert_allclose([v["score"] for v in videos], [v["score"] for v in expected], atol=3e-3,
