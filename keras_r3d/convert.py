@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_r3d import registry
 from keras_r3d.files import save_model_atomic
+from keras_r3d.models import HEAD_LAYERS
 from keras_r3d.preprocessing import DATASET_PREPROCESSING
 
 LABELS_DIR = pathlib.Path(__file__).with_name("labels")
@@ -35,11 +36,6 @@ OFFICIAL_SHA256 = {
 OFFICIAL_NAME = re.compile(
     r"^(?P<dataset>jester|kinetics|ucf101)_(?P<arch>[a-z0-9]+)_"
     r"(?:(?P<width>\d+(?:\.\d+)?)x(?:_G(?P<groups>\d+))?|(?P<depth>\d+))_RGB_\d+_best\.pth$")
-# The output layer's weight key per arch; its first dimension is the class count.
-CLASSIFIER_KEYS = {"shufflenet": "classifier.1.weight", "shufflenetv2": "classifier.1.weight",
-                   "mobilenet": "classifier.1.weight", "mobilenetv2": "classifier.1.weight",
-                   "squeezenet": "classifier.1.weight", "resnet": "fc.weight",
-                   "resnext": "fc.weight", "c3d": "fc.0.weight"}
 # Keras weight names per layer type, in PyTorch parameter order.
 BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 IGNORED_BUFFERS = ("num_batches_tracked",)
@@ -178,8 +174,10 @@ def resolve_settings(file_name, state, overrides, checkpoint_arch=None):
         warnings.warn(f"{file_name}: the file name says {'; '.join(differ)}: converting the checkpoint's "
                       "(pass the settings as flags to choose)", stacklevel=3)
     settings = {**named, **found, **overrides}
-    classifier_key = CLASSIFIER_KEYS[arch]
-    if classifier_key in state:
+    # The head's kernel, by the official name of its layer: its first dimension is the class count.
+    head_weight = f"{HEAD_LAYERS[arch]}_weight"
+    classifier_key = next((key for key in state if key.replace(".", "_") == head_weight), None)
+    if classifier_key is not None:
         classes = int(state[classifier_key].shape[0])
         if settings.setdefault("num_classes", classes) != classes:
             raise ValueError(f"num_classes={settings['num_classes']}, but the checkpoint's classifier "

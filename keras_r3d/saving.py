@@ -6,13 +6,9 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_r3d.models import VideoClassifier
+from keras_r3d.models import HEAD_LAYERS, VideoClassifier
 from keras_r3d.preprocessing import Preprocessing, as_contract, preprocess
 
-# The output layer of each family: the one `finetune` replaces.
-HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
-               "mobilenetv2": "classifier_1", "squeezenet": "classifier_1", "resnet": "fc",
-               "resnext": "fc", "c3d": "fc_0"}
 # The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
 FINETUNE_DROPOUT = {"shufflenet": 0.9, "shufflenetv2": 0.9, "mobilenet": 0.9, "mobilenetv2": 0.9}
 

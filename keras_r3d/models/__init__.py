@@ -18,3 +18,8 @@ BUILDERS = {
     "resnext": ResNeXt3D,
     "c3d": C3D,
 }
+# The output layer of each family: the one `finetune` replaces, and whose
+# kernel gives a checkpoint's class count.
+HEAD_LAYERS = {"shufflenet": "classifier_1", "shufflenetv2": "classifier_1", "mobilenet": "classifier_1",
+               "mobilenetv2": "classifier_1", "squeezenet": "classifier_1", "resnet": "fc",
+               "resnext": "fc", "c3d": "fc_0"}
