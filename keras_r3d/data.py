@@ -244,7 +244,7 @@ def read_manifest(file_pattern):
     manifests = {}
     for file in _files(file_pattern):
         path = pathlib.Path(file)
-        manifest_path = path.parent / "manifest.json"
+        manifest_path = path.parent / schema.MANIFEST
         if manifest_path not in manifests:
             if not manifest_path.exists():
                 raise FileNotFoundError(f"{manifest_path}: no manifest beside {path.name}")

@@ -259,11 +259,12 @@ def ensure_synthetic(config):
     """Generates the synthetic set into `--synthetic_dir` unless it is there,
     made with the same settings; a set made with others is an error, so that
     a run never trains on stale data."""
+    from tfrecords_tools import schema
     from tfrecords_tools.synthetic import SyntheticConfig, made_with, make_synthetic
 
     directory = pathlib.Path(config["synthetic_dir"])
     wanted = SyntheticConfig(videos_per_class=config["synthetic_videos_per_class"], size=config["synthetic_size"])
-    if (directory / "manifest.json").exists() and made_with(directory) == wanted:
+    if (directory / schema.MANIFEST).exists() and made_with(directory) == wanted:
         return
     print(f"Generating the synthetic set in {directory} ({wanted})", file=sys.stderr)
     make_synthetic(directory, wanted)  # refuses a folder made with other settings

@@ -31,11 +31,13 @@ import numpy as np
 
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
+from tfrecords_tools.schema import MANIFEST
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
 PLAN = ".plan.json"
 PROGRESS = ".progress"
-MANIFEST = "manifest.json"
+
+
 def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
@@ -306,7 +308,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--input", required=True, help="the dataset's video or frame-folder root")
-    parser.add_argument("--output", required=True, help="the folder for shards and manifest.json")
+    parser.add_argument("--output", required=True, help=f"the folder for shards and {MANIFEST}")
     parser.add_argument("--annotations", help="annotation folder (jester, ucf101) or CSV (kinetics)")
     parser.add_argument("--split", type=int, default=1, help="UCF-101 split: 1, 2 or 3")
     sizes = parser.add_mutually_exclusive_group()
@@ -351,7 +353,7 @@ def main(argv=None):
               f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
               "each)", file=sys.stderr)
     if manifest["skipped"]:
-        print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/manifest.json):")
+        print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{MANIFEST}):")
         for entry in manifest["skipped"][:10]:
             source, reason = entry["source"], entry["reason"]
             print(f"  {reason if reason.startswith(source) else f'{source}: {reason}'}")

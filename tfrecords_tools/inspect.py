@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from tfrecords_tools import schema
+
 
 def shard_pattern(pattern):
     """A glob of shards as it is; a folder as the glob of its .tfrecord files."""
@@ -29,8 +31,6 @@ def summarize(file_pattern, progress=False):
     shards of their set that are missing or not in its manifest.json."""
     import tensorflow as tf
     from tqdm import tqdm
-
-    from tfrecords_tools import schema
 
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
@@ -78,7 +78,7 @@ def unlisted_shards(files):
 
     unlisted = []
     for folder, names in itertools.groupby(files, key=lambda file: file.rsplit("/", 1)[0] if "/" in file else "."):
-        manifest = f"{folder}/manifest.json"
+        manifest = f"{folder}/{schema.MANIFEST}"
         if tf.io.gfile.exists(manifest):
             listed = manifest_shards(json.loads(tf.io.gfile.GFile(manifest).read()))
             unlisted += [name for name in names if name.rsplit("/", 1)[-1] not in listed]
@@ -89,8 +89,6 @@ def contact_sheet(file_pattern, path, clips=8, columns=8, *, height=64, num_labe
     """Writes a PNG of `clips` videos (one per label first), `columns` frames
     each; `num_labels` (the set's, where known) ends the reading early."""
     from PIL import Image, ImageDraw
-
-    from tfrecords_tools import schema
 
     wanted_firsts = min(clips, num_labels or clips)
     firsts, others = {}, []  # the first video of each label, then the rest
@@ -151,8 +149,8 @@ def main(argv=None):
     if args.sheet:
         sheet = contact_sheet(pattern, args.sheet, args.clips, args.columns, num_labels=len(summary["labels"]))
         print(f"contact sheet: {sheet}")
-    for key, what in (("unlisted", "are not in the manifest.json beside them (left by another conversion; "
-                                    "training refuses them)"),
+    for key, what in (("unlisted", f"are not in the {schema.MANIFEST} beside them (left by another "
+                                    "conversion; training refuses them)"),
                       ("missing", "of this set are missing (the conversion did not finish; the same "
                                   "tfrecords_tools.convert command resumes it)")):
         if summary[key]:

@@ -10,6 +10,8 @@ import re
 import numpy as np
 
 SCHEMA_VERSION = 1
+# The file beside a set's shards that lists their labels, videos and frame counts.
+MANIFEST = "manifest.json"
 
 LABEL_INDEX = "clip/label/index"
 LABEL_TEXT = "clip/label/text"

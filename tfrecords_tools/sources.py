@@ -17,6 +17,7 @@ import sys
 
 from keras_r3d.convert import read_labels, read_lines
 from keras_r3d.video import FRAME_SUFFIXES, VIDEO_SUFFIXES
+from tfrecords_tools.schema import MANIFEST
 
 
 class AnnotationError(ValueError):
@@ -62,7 +63,7 @@ def _warn_left_out(what, entries):
     """Prints a warning naming up to three of the left-out `entries`."""
     names = ", ".join(source for source, _, _ in entries[:3])
     more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
-    print(f"warning: {what}: {names}{more} (reasons in manifest.json)", file=sys.stderr)
+    print(f"warning: {what}: {names}{more} (reasons in {MANIFEST})", file=sys.stderr)
 
 
 def _index_videos(root, suffixes=VIDEO_SUFFIXES):
