@@ -370,7 +370,7 @@ def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):
     captured = capsys.readouterr()
     assert "train: 1 videos in 1 shards" in captured.out
     assert "warning: no val videos: every one the annotations list was skipped or missing" in captured.err
-    assert json.loads((ucf_tree / "o" / tool.MANIFEST).read_text())["empty_splits"] == ["val"]
+    assert json.loads((ucf_tree / "o" / schema.MANIFEST).read_text())["empty_splits"] == ["val"]
 
 
 def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, tmp_path):
@@ -385,7 +385,7 @@ def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, 
     shards[1].rename(out / f".{shards[1].name}.tmp-12345")
     # Killed between renaming shard 2 into place and writing its record: redone too.
     (out / tool.PROGRESS / f"{shards[2].name}.json").unlink()
-    (out / tool.MANIFEST).unlink()
+    (out / schema.MANIFEST).unlink()
     second = tool.convert("folders", source, out, num_shards=3, short_side=32, progress=False)
     assert second == first
     assert (shards[0].stat().st_ino, shards[0].stat().st_mtime_ns) == stamps[shards[0].name]
@@ -431,7 +431,7 @@ def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    if (out / tool.MANIFEST).exists():
+    if (out / schema.MANIFEST).exists():
         pytest.skip("the conversion finished before it could be killed")
     finished = sorted(out.glob("train-*.tfrecord"))
     assert 1 <= len(finished) < 4
@@ -450,7 +450,7 @@ def test_resume_after_the_process_is_killed(fixtures_dir, tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True)  # its siblings are on disk
     assert f"{len(absent)} shards of this set are missing" in one.stderr, one.stderr
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
-    manifest = json.loads((out / tool.MANIFEST).read_text())
+    manifest = json.loads((out / schema.MANIFEST).read_text())
     assert manifest["splits"]["train"]["videos"] == 4 and len(records(out)) == 4
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
-from tfrecords_tools.schema import MANIFEST
+from tfrecords_tools import schema
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
 PLAN = ".plan.json"
@@ -177,10 +177,7 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         AnnotationError: wrong or missing annotations, an unknown label, or an
             output made with other arguments; raised before any work.
     """
-    import tensorflow as tf
     from tqdm import tqdm
-
-    from tfrecords_tools import schema
 
     if format not in FORMATS:
         raise AnnotationError(f"--format must be one of {sorted(FORMATS)}, got {format!r}")
@@ -228,7 +225,7 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
     try:
         results = _in_order(executor, jobs, ahead=4 * workers) if executor else map(_encode_star, jobs)
         for name, entries in pending.items():
-            _write_shard(output, name, entries, results, bar, schema, tf)
+            _write_shard(output, name, entries, results, bar)
     except BaseException:  # Ctrl-C, a dead worker: the videos being encoded are not waited for
         for process in (executor._processes or {}).values() if executor else ():
             process.terminate()
@@ -241,7 +238,7 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
     # The splits that the annotations name (or the folders' hash gave videos) but that hold none.
     named = {item.split for item in items} | {split for _, _, split in missing if split}
     manifest["empty_splits"] = sorted(named - {s for s, entry in manifest["splits"].items() if entry["videos"]})
-    write_atomic(output / MANIFEST, json.dumps(manifest, indent=1))
+    write_atomic(output / schema.MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -256,7 +253,9 @@ def _in_order(executor, jobs, ahead):
         yield result
 
 
-def _write_shard(output, name, entries, results, bar, schema, tf):
+def _write_shard(output, name, entries, results, bar):
+    import tensorflow as tf
+
     temporary = output / f".{name}.tmp-{os.getpid()}"
     videos, skipped = [], []
     with tf.io.TFRecordWriter(str(temporary)) as writer:
@@ -293,14 +292,8 @@ def _manifest(output, plan, labels, missing):
         skipped += done["skipped"]
     for entry in splits.values():  # in label order
         entry["per_class"] = {label: entry["per_class"][label] for label in labels if label in entry["per_class"]}
-    return {"schema_version": _schema_version(), "labels": labels, "splits": splits,
+    return {"schema_version": schema.SCHEMA_VERSION, "labels": labels, "splits": splits,
             "arguments": plan["arguments"], "skipped": skipped}
-
-
-def _schema_version():
-    from tfrecords_tools.schema import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
 
 
 def main(argv=None):
@@ -308,7 +301,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--input", required=True, help="the dataset's video or frame-folder root")
-    parser.add_argument("--output", required=True, help=f"the folder for shards and {MANIFEST}")
+    parser.add_argument("--output", required=True, help=f"the folder for shards and {schema.MANIFEST}")
     parser.add_argument("--annotations", help="annotation folder (jester, ucf101) or CSV (kinetics)")
     parser.add_argument("--split", type=int, default=1, help="UCF-101 split: 1, 2 or 3")
     sizes = parser.add_mutually_exclusive_group()
@@ -353,7 +346,7 @@ def main(argv=None):
               f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
               "each)", file=sys.stderr)
     if manifest["skipped"]:
-        print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{MANIFEST}):")
+        print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{schema.MANIFEST}):")
         for entry in manifest["skipped"][:10]:
             source, reason = entry["source"], entry["reason"]
             print(f"  {reason if reason.startswith(source) else f'{source}: {reason}'}")

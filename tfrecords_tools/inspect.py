@@ -62,9 +62,11 @@ def missing_shards(files):
             present[(match[1], int(match[3]))].add(int(match[2]))
     import tensorflow as tf
 
+    from tfrecords_tools.convert import shard_name
+
     missing = []
     for (prefix, count), found in sorted(present.items()):
-        names = (f"{prefix}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count) if i not in found)
+        names = (shard_name(prefix, i, count) for i in range(count) if i not in found)
         missing += [name for name in names if not tf.io.gfile.exists(name)]
     return missing
 
