@@ -19,6 +19,9 @@ from keras import ops
 
 from keras_r3d.layers import PACKAGE
 
+# The official step schedule multiplies the learning rate by this at each step.
+STEP_FACTOR = 0.1
+
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class OfficialSGD(keras.optimizers.Optimizer):
@@ -83,9 +86,9 @@ class OfficialSGD(keras.optimizers.Optimizer):
         return config
 
 
-def step_schedule(learning_rate, steps_per_epoch, lr_steps, factor=0.1):
+def step_schedule(learning_rate, steps_per_epoch, lr_steps):
     """The official schedule: in (1-based) epoch e the rate is
-    `learning_rate * factor ** #{s in lr_steps: s <= e}`."""
+    `learning_rate * STEP_FACTOR ** #{s in lr_steps: s <= e}`."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch!r}")
     lr_steps = sorted(int(s) for s in lr_steps)
@@ -93,7 +96,7 @@ def step_schedule(learning_rate, steps_per_epoch, lr_steps, factor=0.1):
         return float(learning_rate)
     if lr_steps[0] < 2:
         raise ValueError(f"lr_steps must be epochs >= 2 (a step at epoch 1 is a lower --lr), got {lr_steps}")
-    values = [float(learning_rate) * factor ** i for i in range(len(lr_steps) + 1)]
+    values = [float(learning_rate) * STEP_FACTOR ** i for i in range(len(lr_steps) + 1)]
     # The optimizer's step counter starts at 0; epoch s begins at step (s - 1) * steps_per_epoch.
     boundaries = [(s - 1) * steps_per_epoch - 1 for s in lr_steps]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

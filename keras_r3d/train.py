@@ -794,6 +794,7 @@ def define_flags(flag_values=None):
     from absl import flags
 
     from keras_r3d import registry
+    from keras_r3d.optimizers import STEP_FACTOR
     from keras_r3d.preprocessing import DATASET_PREPROCESSING
     from tfrecords_tools import synthetic
 
@@ -839,7 +840,7 @@ def define_flags(flag_values=None):
     d.DEFINE_enum("optimizer", "official_sgd", ["official_sgd", "adamw"], "Optimizer.")
     d.DEFINE_float("lr", 0.1, "Learning rate (peak, for cosine).", lower_bound=0.0)
     d.DEFINE_enum("lr_schedule", "steps", ["steps", "cosine", "constant"], "Learning-rate schedule.")
-    d.DEFINE_list("lr_steps", ["40", "55", "65", "70", "200", "250"], "Epochs where lr *= 0.1.")
+    d.DEFINE_list("lr_steps", ["40", "55", "65", "70", "200", "250"], f"Epochs where lr *= {STEP_FACTOR:g}.")
     d.DEFINE_float("warmup_epochs", 0.0, "Linear warmup before cosine decay.", lower_bound=0.0)
     d.DEFINE_float("momentum", 0.9, "SGD momentum.")
     d.DEFINE_float("dampening", 0.9, "SGD dampening (the official code's 0.9).")
