@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from keras_r3d.export import ONNX_CONVERTERS
+from keras_r3d import export
 from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, implementation, unavailable, xla_by_default
@@ -638,8 +638,8 @@ def measure_exported(name, runtimes, settings, on_row):
                             backend=loaded.name, notes=loaded.notes)
                 if runtime == "onnxruntime" and converter == "auto":  # which converter "auto" chose
                     base["converted_by"] = (loaded.metadata or {}).get("converter")
-                if runtime == "tflite":
-                    base["tflite_op_counts"] = tflite_op_counts(artifact)
+                if runtime == "tflite":  # the op mix (reshapes, slices, BatchNorm MUL/ADD) bounds small models
+                    base["tflite_op_counts"] = export.tflite_ops(pathlib.Path(artifact).read_bytes())[0]
                 if loaded.name == "onnxruntime":
                     base["onnxruntime_op_time"] = onnxruntime_op_time(
                         artifact, settings["threads"], random_frames(1, settings["input_shape"]))
@@ -662,8 +662,6 @@ class NotMeasured(Exception):
 def export_artifact(model, runtime, precision, workdir, settings, onnx_converter="auto"):
     """The artifact file of `runtime` at `precision`, written in `workdir`
     (ONNX by `export.export_onnx`'s `onnx_converter`)."""
-    from keras_r3d import export
-
     workdir = pathlib.Path(workdir)
     if runtime == "tflite":
         quantize = {"float32": "none", "float16": "float16", "int8": "int8"}[precision]
@@ -681,19 +679,6 @@ def export_artifact(model, runtime, precision, workdir, settings, onnx_converter
     return export.build_tensorrt_engine(onnx_path, workdir / f"model_{precision}.engine",
                                         {"float32": "fp32", "float16": "fp16"}[precision],
                                         settings["input_shape"])
-
-
-def tflite_op_counts(path):
-    """{builtin op: how many} of a `.tflite` file, most frequent first: the
-    op mix (reshapes, slices, unfused BatchNorm MUL/ADD) bounds small models."""
-    import collections
-
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(pathlib.Path(path).read_bytes()))
-    counts = collections.Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
-                                 for subgraph in model.subgraphs for op in subgraph.operators)
-    return dict(counts.most_common())
 
 
 def onnxruntime_op_time(path, threads, clips, calls=10):
@@ -1472,7 +1457,7 @@ def settings_from_flags(f):
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
         "layers": choices(f.layers, IMPLEMENTATIONS, "layers"),
         "batch_norm": choices(f.batch_norm, ("separate", "folded"), "batch_norm"),
-        "onnx_converters": choices(f.onnx_converters, ONNX_CONVERTERS, "onnx_converters"),
+        "onnx_converters": choices(f.onnx_converters, export.ONNX_CONVERTERS, "onnx_converters"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
         "official_channels_last": f.official_channels_last,
         "profile_layers": f.profile_layers,

@@ -242,17 +242,18 @@ def add_tflite_metadata(flatbuffer, name, payload):
 
 
 def tflite_ops(flatbuffer):
-    """`(op names, tensor dtypes)` of a `.tflite` flatbuffer, from its schema."""
+    """`({op name: how many}, tensor dtypes)` of a `.tflite` flatbuffer, from
+    its schema; the most frequent op first."""
+    import collections
+
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    ops, types = set(), set()
+    ops, types = collections.Counter(), set()
     for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            ops.add(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex))
-        for tensor in subgraph.tensors:
-            types.add(flatbuffer_utils.type_to_name(tensor.type))
-    return ops, types
+        ops.update(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in subgraph.operators)
+        types.update(flatbuffer_utils.type_to_name(tensor.type) for tensor in subgraph.tensors)
+    return dict(ops.most_common()), types
 
 
 def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtype="uint8",

@@ -68,8 +68,8 @@ def test_tflite_files_are_builtin_only_and_int8_throughout(jester):
     int8_ops, int8_types = export.tflite_ops((jester["dir"] / "model_int8.tflite").read_bytes())
     for ops in (float_ops, int8_ops):
         assert not {op for op in ops if "FLEX" in op.upper() or op == "CUSTOM"}, ops
-        assert not {"CONV_3D", "CONV_3D_TRANSPOSE"} & ops  # traced as 2D ops
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"} <= int8_ops
+        assert not {"CONV_3D", "CONV_3D_TRANSPOSE"} & ops.keys()  # traced as 2D ops
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"} <= int8_ops.keys()
     assert int8_types == {"UINT8", "INT8", "INT32"}  # uint8 frames in; no float tensor at all
     assert "INT8" not in float_types and "UINT8" in float_types
     from ai_edge_litert.interpreter import Interpreter
