@@ -38,7 +38,7 @@ from keras_r3d import export
 from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, implementation, unavailable, xla_by_default
-from keras_r3d.runtimes import random_frames
+from keras_r3d.runtimes import load_runtime, random_frames
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
@@ -263,10 +263,17 @@ def configure_backend(threads, tf32):
         return str(jax.devices()[0].platform).upper()
     import torch
 
+    configure_torch(threads, tf32)
+    return "GPU" if torch.cuda.is_available() else "CPU"
+
+
+def configure_torch(threads, tf32):
+    """Thread count and TF32 for PyTorch: the Keras torch backend's and the official code's."""
+    import torch
+
     torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    return "GPU" if torch.cuda.is_available() else "CPU"
 
 
 def pins_jax(backend, threads):
@@ -565,9 +572,7 @@ def measure_official(name, settings, on_row):
     and batch size, on this process's PyTorch (any Keras backend)."""
     import torch
 
-    torch.set_num_threads(settings["threads"])
-    torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
-    torch.backends.cudnn.allow_tf32 = settings["tf32"]
+    configure_torch(settings["threads"], settings["tf32"])
     input_shape = settings["input_shape"]
     for mode in settings["official_modes"]:
         for precision in settings["precisions"]:
@@ -624,7 +629,7 @@ def measure_exported(name, runtimes, settings, on_row):
                     start = time.perf_counter()
                     artifact = export_artifact(model, runtime, precision, workdir, settings, converter)
                     export_s = time.perf_counter() - start
-                    loaded = load_artifact(artifact, settings["threads"])
+                    loaded = load_runtime(artifact, num_threads=settings["threads"])
                 except NotMeasured as why:
                     for batch in settings["batch_sizes"]:
                         on_row({**base, "batch_size": batch, "status": f"not measured: {why}"})
@@ -663,8 +668,8 @@ def export_artifact(model, runtime, precision, workdir, settings, onnx_converter
     """The artifact file of `runtime` at `precision`, written in `workdir`
     (ONNX by `export.export_onnx`'s `onnx_converter`)."""
     workdir = pathlib.Path(workdir)
+    quantize = {"float32": "none", "float16": "float16", "int8": "int8"}[precision]  # as export names them
     if runtime == "tflite":
-        quantize = {"float32": "none", "float16": "float16", "int8": "int8"}[precision]
         clips = random_frames(CALIBRATION_CLIPS, settings["input_shape"], seed=1) \
             if quantize == "int8" else None
         return export.export_tflite(model, workdir / f"model_{quantize}.tflite", quantize=quantize,
@@ -677,8 +682,7 @@ def export_artifact(model, runtime, precision, workdir, settings, onnx_converter
     onnx_path = export.export_onnx(model, workdir / f"model_trt_{onnx_converter}.onnx", input_dtype="float32",
                                    converter=onnx_converter)
     return export.build_tensorrt_engine(onnx_path, workdir / f"model_{precision}.engine",
-                                        {"float32": "fp32", "float16": "fp16"}[precision],
-                                        settings["input_shape"])
+                                        export.tensorrt_precision(quantize), settings["input_shape"])
 
 
 def onnxruntime_op_time(path, threads, clips, calls=10):
@@ -710,12 +714,6 @@ def onnxruntime_op_time(path, threads, clips, calls=10):
             nodes[event["args"]["op_name"]] += 1
     total = sum(time_us.values()) or 1
     return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
-
-
-def load_artifact(path, threads):
-    from keras_r3d import runtimes
-
-    return runtimes.load_runtime(path, num_threads=threads)
 
 
 # ---------------------------------------------------------------- per-layer profile
