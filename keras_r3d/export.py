@@ -639,19 +639,21 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     build it; else the exact trtexec command for the target."""
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
-    plan = plan_tensorrt(onnx_path, out / "model.engine", tensorrt_precision(quantize), frames_shape)
+    engine_path = out / "model.engine"
+    plan = plan_tensorrt(onnx_path, engine_path, tensorrt_precision(quantize), frames_shape)
     if quantize == "dynamic":
         log("tensorrt: TensorRT has no dynamic-range quantization; the engine is FP32")
     # The engine's metadata sidecar (runtimes.read_metadata), also for an engine built by trtexec.
+    sidecar = runtimes.metadata_sidecar(engine_path)
     metadata = export_metadata(model, raw_input=False, input_dtype="float32", quantize=quantize)
-    write_atomic(out / "model.json", json.dumps(metadata, indent=1).encode())
+    write_atomic(sidecar, json.dumps(metadata, indent=1).encode())
     engine = None
     if plan["path"] == "build":
-        engine = build_tensorrt_engine(onnx_path, out / "model.engine", plan["precision"], frames_shape)
+        engine = build_tensorrt_engine(onnx_path, engine_path, plan["precision"], frames_shape)
         log(f"tensorrt: built {engine} ({plan['precision']}) with the tensorrt Python package")
     else:
         log("tensorrt: no engine built here: " + "; ".join(plan["missing"]) + ".\n"
-            f"  Wrote {onnx_path} (float32 pixel input) and {out / 'model.json'} (keep it beside the "
+            f"  Wrote {onnx_path} (float32 pixel input) and {sidecar} (keep it beside the "
             f"engine). On the target, run:\n  {plan['trtexec']}")
     return plan, engine
 

@@ -118,8 +118,13 @@ def read_metadata(path):
 
         props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
         return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
-    sidecar = os.path.splitext(path)[0] + ".json"  # TensorRT engines: a JSON beside them
+    sidecar = metadata_sidecar(path)
     return _load_json(sidecar) if os.path.isfile(sidecar) else None
+
+
+def metadata_sidecar(engine_path):
+    """The metadata file of a TensorRT engine: a JSON beside it, of the same name."""
+    return os.path.splitext(str(engine_path))[0] + ".json"
 
 
 def _load_json(path):
