@@ -30,8 +30,6 @@ import numpy as np
 # Forward class, then the class its reversed videos belong to.
 PAIRS = (("swipe_right", "swipe_left"), ("swipe_down", "swipe_up"),
          ("zoom_in", "zoom_out"), ("rotate_counterclockwise", "rotate_clockwise"))
-CLASSES = tuple(sorted(name for pair in PAIRS for name in pair))
-REVERSED = {a: b for pair in PAIRS for a, b in (pair, pair[::-1])}
 
 
 @dataclasses.dataclass(frozen=True)
