@@ -34,7 +34,7 @@ OFFICIAL_SHA256 = {
     "kinetics_resnet_18_RGB_16_best.pth": "f8a7ff0676257957998414d95bb86e662be1cebee86e899f73893bd09efd60a2",
 }
 OFFICIAL_NAME = re.compile(
-    r"^(?P<dataset>jester|kinetics|ucf101)_(?P<arch>[a-z0-9]+)_"
+    rf"^(?P<dataset>{'|'.join(DATASETS)})_(?P<arch>[a-z0-9]+)_"
     r"(?:(?P<width>\d+(?:\.\d+)?)x(?:_G(?P<groups>\d+))?|(?P<depth>\d+))_RGB_\d+_best\.pth$")
 # Keras weight names per layer type, in PyTorch parameter order.
 BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
