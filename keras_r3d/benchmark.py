@@ -37,7 +37,7 @@ import numpy as np
 from keras_r3d import export
 from keras_r3d.files import savefig_atomic, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
-from keras_r3d.layers import IMPLEMENTATIONS, implementation, unavailable, xla_by_default
+from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
 from keras_r3d.runtimes import load_runtime, random_frames
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -489,8 +489,8 @@ def measure_keras(name, settings, on_row):
 
 
 def tf_jit_choices(values):
-    """`--tf_jit_compile` values -> booleans ("auto": `xla_by_default()`)."""
-    return list(dict.fromkeys(xla_by_default() if value == "auto" else value == "true"
+    """`--tf_jit_compile` values -> booleans (`layers.jit_compile`)."""
+    return list(dict.fromkeys(jit_compile(value)
                               for value in values))
 
 
@@ -1451,7 +1451,7 @@ def settings_from_flags(f):
         "rounds": f.rounds,
         "threads": f.threads or cpu_count(),
         "tf32": f.tf32,
-        "tf_jit_compile": choices(f.tf_jit_compile, ("auto", "true", "false"), "tf_jit_compile"),
+        "tf_jit_compile": choices(f.tf_jit_compile, JIT_COMPILE_CHOICES, "tf_jit_compile"),
         "official_modes": choices(f.official_modes, OFFICIAL_MODES, "official_modes"),
         "layers": choices(f.layers, IMPLEMENTATIONS, "layers"),
         "batch_norm": choices(f.batch_norm, ("separate", "folded"), "batch_norm"),

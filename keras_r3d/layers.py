@@ -92,12 +92,18 @@ def _lowering():
     return "native"
 
 
-def xla_by_default():
-    """Whether "auto" XLA-compiles a TF step (jit_compile): yes where TF sees a
-    GPU, no on CPU only, where XLA ran the zoo 2.8-4.4x slower at inference
+JIT_COMPILE_CHOICES = ("auto", "true", "false")
+
+
+def jit_compile(choice):
+    """Whether a step is XLA-compiled (`jit_compile`) for a flag value of
+    JIT_COMPILE_CHOICES. "auto": on TF where it sees a GPU, not on CPU only,
+    where XLA ran the zoo 2.8-4.4x slower at inference
     (benchmarks/cpu2-tf-xla-vs-graph.md) and the demo recipe 2.5x slower in
-    training, though not every model and input (README, "Train and evaluate").
+    training, though not every model and input (README, "Train and evaluate");
     JAX always compiles; torch runs eager."""
+    if choice != "auto":
+        return choice == "true"
     if keras.backend.backend() != "tensorflow":
         return keras.backend.backend() == "jax"
     import tensorflow as tf

@@ -34,6 +34,7 @@ import numpy as np
 
 from keras_r3d.files import copy_atomic, save_model_atomic, savefig_atomic, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
+from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 # The models a run folder holds (evaluate names its results after the folder for them).
@@ -171,13 +172,6 @@ def make_optimizer(config, steps_per_epoch):
     raise ValueError(f"optimizer must be official_sgd or adamw, got {name!r}")
 
 
-def jit_compile(config):
-    """--jit_compile as a bool."""
-    from keras_r3d.layers import xla_by_default
-
-    return xla_by_default() if config["jit_compile"] == "auto" else config["jit_compile"] == "true"
-
-
 def compile_model(model, config, steps_per_epoch):
     import keras
 
@@ -186,7 +180,7 @@ def compile_model(model, config, steps_per_epoch):
         loss=keras.losses.CategoricalCrossentropy(from_logits=not model.outputs_probabilities,
                                                   label_smoothing=config["label_smoothing"]),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile(config))
+        jit_compile=jit_compile(config["jit_compile"]))
 
 
 def fixed_settings(config):
@@ -670,7 +664,7 @@ def _train(config):
                 raise ValueError(f"--resume: the run's model is for other classes ({model.output_shape[-1]}) than "
                                  f"the {len(class_names)} of --train_data; give the run's data, or start a new "
                                  "--output_dir (--pretrained with its last.keras to fine-tune from it)")
-            model.jit_compile = jit_compile(config)
+            model.jit_compile = jit_compile(config["jit_compile"])
             if chief:  # a crash after state.json may have left them behind it
                 run.write_derived(state)
             if state["epoch"] >= config["epochs"]:
@@ -849,7 +843,7 @@ def define_flags(flag_values=None):
     d.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Precision.")
     d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
-    d.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA-compile the train and "
+    d.DEFINE_enum("jit_compile", "auto", list(JIT_COMPILE_CHOICES), "XLA-compile the train and "
                   "predict steps; auto: yes on JAX and on TF with a GPU, no on CPU-only TF, where XLA "
                   "trains the demo recipe 2.5x slower (but ShuffleNetV2-1.0x at 8x32x32 2.1x faster).")
     d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "

@@ -349,14 +349,16 @@ def test_contract_flags_override_the_normalization():
 def test_jit_compile_auto_is_off_on_cpu_only_tensorflow(monkeypatch):
     import keras
 
-    assert [r3d_train.jit_compile({"jit_compile": v}) for v in ("true", "false")] == [True, False]
+    from keras_r3d.layers import jit_compile
+
+    assert [jit_compile(v) for v in ("true", "false")] == [True, False]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        assert r3d_train.jit_compile({"jit_compile": "auto"}) is bool(gpus)
+        assert jit_compile("auto") is bool(gpus)
         monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"])
-        assert r3d_train.jit_compile({"jit_compile": "auto"}) is True
+        assert jit_compile("auto") is True
 
 
 def _parse(*argv):
