@@ -476,6 +476,8 @@ class RunDirectory:
         self.path = pathlib.Path(path)
         self.checkpoints = self.path / "checkpoints"
         self.state_path = self.path / "state.json"
+        self.summary_path = self.path / "metrics.json"
+        self.workers = self.path / "workers"  # multi-worker runs: each worker's files
 
     def read_state(self):
         if not self.state_path.exists():
@@ -544,7 +546,7 @@ class RunDirectory:
         reversed_rows = [row for row in history if row.get("val_reversed_video_top1") is not None]
         if reversed_rows:  # measured on the last epoch (or every epoch)
             summary["val_reversed_video_top1"] = reversed_rows[-1]["val_reversed_video_top1"]
-        write_atomic(self.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
+        write_atomic(self.summary_path, json.dumps(summary, indent=1) + "\n")
         plot_accuracy(history, self.path / "accuracy.png", state["best_epoch"])
 
 
@@ -670,7 +672,7 @@ def _train(config):
             if state["epoch"] >= config["epochs"]:
                 print(f"{run.path}: all {config['epochs']} epochs are done; nothing to train (last.keras, "
                       "best.keras and the metrics are up to date)", file=sys.stderr)
-                return json.loads((run.path / "metrics.json").read_text()) if chief else None
+                return json.loads(run.summary_path.read_text()) if chief else None
             print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
         else:
             model = build_model(config, class_names)
@@ -732,7 +734,7 @@ def _train(config):
                                         predict=predict)
             row["val_reversed_video_top1"] = reversed_results["video_top1"]
         if not chief:
-            scratch = run.path / "workers" / f"worker_{worker_index()}.keras"
+            scratch = run.workers / f"worker_{worker_index()}.keras"
             scratch.parent.mkdir(parents=True, exist_ok=True)
             model.save(scratch)
             scratch.unlink()
@@ -748,13 +750,12 @@ def _train(config):
         write_tensorboard(run.path / "tensorboard", row)
         print(_epoch_line(row, config["epochs"]), file=sys.stderr)
     if strategy is not None:
-        workers = run.path / "workers"
-        workers.mkdir(parents=True, exist_ok=True)
-        write_atomic(workers / f"worker_{worker_index()}.json",
-                          json.dumps(weights_fingerprint(model), indent=1) + "\n")
+        run.workers.mkdir(parents=True, exist_ok=True)
+        write_atomic(run.workers / f"worker_{worker_index()}.json",
+                     json.dumps(weights_fingerprint(model), indent=1) + "\n")
     if not chief:
         return None
-    return json.loads((run.path / "metrics.json").read_text())
+    return json.loads(run.summary_path.read_text())
 
 
 def _direct_predict(model):
