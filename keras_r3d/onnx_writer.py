@@ -459,11 +459,12 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
                            f"{x.shape} is not supported by the ONNX writer")
 
 
-def model_proto(model, contract=None, *, opset=13, raw_input=False, input_dtype="uint8"):
+def model_proto(model, contract=None, *, opset, raw_input=False, input_dtype="uint8"):
     """The ONNX `ModelProto` of `model`: frames `(N, T, S, S, 3)` in, normalized
     in the graph by `contract` (a Preprocessing; default: the model's), logits out.
 
     Args:
+        opset: the ONNX opset (`keras_r3d.export` chooses it).
         raw_input: take normalized float32 input instead.
         input_dtype: "uint8" frames, or "float32" pixel values 0..255.
     Raises:

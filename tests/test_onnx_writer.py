@@ -41,7 +41,7 @@ def _assert_matches(logits, model, clips):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_matches_keras_without_layout_transposes(name):
     model = _model(name, **FAMILIES[name])
-    proto = onnx_writer.model_proto(fold_batch_norm(model))
+    proto = onnx_writer.model_proto(fold_batch_norm(model), opset=export.DEFAULT_OPSET)
     clips = runtimes.random_frames(3, SMALL["input_shape"], seed=2)
     _assert_matches(_run(proto, clips), model, clips)
     ops = [node.op_type for node in proto.graph.node]
@@ -56,7 +56,7 @@ def test_every_family_matches_keras_without_layout_transposes(name):
 
 def test_unfolded_batch_norm_and_dynamic_batch():
     model = _model("ShuffleNetV2-0.25x")
-    proto = onnx_writer.model_proto(model)
+    proto = onnx_writer.model_proto(model, opset=export.DEFAULT_OPSET)
     assert "BatchNormalization" in [node.op_type for node in proto.graph.node]
     for batch in (1, 4):
         clips = runtimes.random_frames(batch, SMALL["input_shape"], seed=batch)
@@ -69,10 +69,10 @@ def test_contract_is_applied_in_the_graph_for_every_input_form():
     model = _model("MobileNetV2-0.2x", contract)
     folded = fold_batch_norm(model)
     clips = runtimes.random_frames(2, SMALL["input_shape"], seed=3)
-    _assert_matches(_run(onnx_writer.model_proto(folded), clips), model, clips)
-    pixels = onnx_writer.model_proto(folded, input_dtype="float32")
+    _assert_matches(_run(onnx_writer.model_proto(folded, opset=export.DEFAULT_OPSET), clips), model, clips)
+    pixels = onnx_writer.model_proto(folded, input_dtype="float32", opset=export.DEFAULT_OPSET)
     _assert_matches(_run(pixels, clips.astype(np.float32)), model, clips)
-    raw = onnx_writer.model_proto(folded, raw_input=True)
+    raw = onnx_writer.model_proto(folded, raw_input=True, opset=export.DEFAULT_OPSET)
     _assert_matches(_run(raw, preprocess(clips, contract)), model, clips)
     assert [node.op_type for node in raw.graph.node][:2] == ["Transpose", "Reshape"]  # no normalization
 
@@ -94,7 +94,7 @@ def test_other_layers_fall_back_to_tf2onnx(tmp_path):
     custom = type(model)(model.input, leaky, preprocessing=model.preprocessing,
                          class_names=model.class_names, architecture=model.architecture)
     with pytest.raises(onnx_writer.UnsupportedLayer, match="'leaky' \\(LeakyReLU\\)"):
-        onnx_writer.model_proto(custom)
+        onnx_writer.model_proto(custom, opset=export.DEFAULT_OPSET)
     with pytest.raises(onnx_writer.UnsupportedLayer, match="--onnx_converter auto or tf2onnx"):
         export.export_onnx(custom, tmp_path / "writer.onnx", converter="keras_r3d")
     lines = []
@@ -131,7 +131,8 @@ def test_strided_taps_are_sliced_before_an_expansion(frames):
     x = keras.layers.ReLU(max_value=6.0)(x)
     x = r3d_layers.Conv3D(16, 3, strides=2, padding=1, groups=16, use_bias=True)(x)
     model = keras.Model(clips, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
-    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=12), raw_input=True)
+    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=12), raw_input=True,
+                                    opset=export.DEFAULT_OPSET)
     batch = np.random.default_rng(0).normal(size=(2, frames, 12, 12, 3)).astype(np.float32)
     np.testing.assert_allclose(_run(proto, batch), model.predict_on_batch(batch), rtol=1e-4, atol=1e-5)
     # The stem's taps slice the 3-channel input, the strided taps the 4-channel stem output; with
@@ -155,7 +156,8 @@ def test_strided_taps_shift_the_output_of_another_taps_frames(window, padding, f
     clips = keras.Input((frames, 8, 8, 3))
     x = r3d_layers.Conv3D(5, (window, 3, 3), strides=2, padding=(padding, 1, 1), use_bias=True)(clips)
     model = keras.Model(clips, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
-    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=8), raw_input=True)
+    proto = onnx_writer.model_proto(model, Preprocessing(frames=frames, size=8), raw_input=True,
+                                    opset=export.DEFAULT_OPSET)
     batch = np.random.default_rng(0).normal(size=(2, frames, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(_run(proto, batch), model.predict_on_batch(batch), rtol=1e-4, atol=1e-5)
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
