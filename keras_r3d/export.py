@@ -600,8 +600,12 @@ def _earlier_formats(out, report, redone=(), log=print):
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    kept = {key: result for key, result in earlier.get("formats", {}).items()
-            if key not in redone and result.get("path") and pathlib.Path(result["path"]).exists()}
+    kept = {}
+    for key, result in earlier.get("formats", {}).items():
+        # Artifacts lie in `out`; the earlier run may have named it from another working folder.
+        path = out / pathlib.Path(result.get("path") or "").name
+        if key not in redone and result.get("path") and path.exists():
+            kept[key] = dict(result, path=str(path))
     differ = [key for key in SAME_EXPORT_KEYS  # compared as JSON holds them (tuples as lists)
               if earlier.get(key) != json.loads(json.dumps(report[key]))]
     if differ:

@@ -433,11 +433,15 @@ def test_tensorrt_runtime_allocates_device_buffers_once_per_batch_shape(tmp_path
     assert len(allocations) == 4 and allocations[-2].nbytes == clips[:1].nbytes
 
 
+# What an export report says of the model, for _earlier_formats.
+SAME_EXPORT = {"architecture": {"arch": "mobilenet", "width_mult": 1.0}, "weights_sha256": "abc",
+               "preprocessing": {"frames": 16, "mean": (0.0, 0.0, 0.0)}, "class_names": ["a", "b"],
+               "outputs_probabilities": False, "raw_input": False}
+
+
 def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
-    same = {"architecture": {"arch": "mobilenet", "width_mult": 1.0}, "weights_sha256": "abc",
-            "preprocessing": {"frames": 16, "mean": (0.0, 0.0, 0.0)}, "class_names": ["a", "b"],
-            "outputs_probabilities": False, "raw_input": False}
+    same = SAME_EXPORT
     earlier = {**same, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
                                    "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
@@ -452,6 +456,18 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(
                      "its files stay, out of the new report" for key in changes]
     assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {}
     assert len(lines) == len(changes)
+
+
+def test_an_export_keeps_the_earlier_report_of_an_export_run_from_another_folder(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"x")
+    # The earlier export ran in tmp_path with --output out; this one runs in out with --output .
+    earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": "out/model.onnx", "passed": True}}}
+    (out / export.REPORT_NAME).write_text(json.dumps(earlier))
+    monkeypatch.chdir(out)
+    kept = export._earlier_formats(pathlib.Path("."), SAME_EXPORT)
+    assert kept == {"onnx": {"path": "model.onnx", "passed": True}}
 
 
 def test_compare_fails_artifacts_off_in_either_direction():
