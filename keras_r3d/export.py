@@ -561,7 +561,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
-    report["formats"] = _earlier_formats(out, report, redone, log)
+    report.update(_earlier_report(out, report, redone, log))
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} "
             "(same model, contract and input)")
@@ -592,14 +592,16 @@ SAME_EXPORT_KEYS = ("architecture", "weights_sha256", "preprocessing", "class_na
                     "outputs_probabilities", "raw_input")
 
 
-def _earlier_formats(out, report, redone=(), log=print):
-    """The verified formats, but `redone`, of an earlier export into `out`
-    that agrees with `report` on SAME_EXPORT_KEYS and whose files are still
-    there, so that exports run one after another into one folder keep one report."""
+def _earlier_report(out, report, redone=(), log=print):
+    """What to keep of an earlier export's report in `out`, so that exports run
+    one after another into one folder keep one report: `{"formats": ...}`, its
+    verified formats but `redone` whose files are still there, if it agrees with
+    `report` on SAME_EXPORT_KEYS, and its "tensorrt" plan (the engine's trtexec
+    command) with a kept "tensorrt_onnx"."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
-        return {}
+        return {"formats": {}}
     kept = {}
     for key, result in earlier.get("formats", {}).items():
         # Artifacts lie in `out`; the earlier run may have named it from another working folder.
@@ -613,8 +615,10 @@ def _earlier_formats(out, report, redone=(), log=print):
             names = ", ".join(pathlib.Path(result["path"]).name for result in kept.values())
             log(f"{REPORT_NAME}: the earlier export here ({names}) differs in {', '.join(differ)}; "
                 "its files stay, out of the new report")
-        return {}
-    return kept
+        return {"formats": {}}
+    if "tensorrt_onnx" in kept and "tensorrt" in earlier:
+        return {"formats": kept, "tensorrt": earlier["tensorrt"]}
+    return {"formats": kept}
 
 
 def _check_opset(opset):

@@ -433,7 +433,7 @@ def test_tensorrt_runtime_allocates_device_buffers_once_per_batch_shape(tmp_path
     assert len(allocations) == 4 and allocations[-2].nbytes == clips[:1].nbytes
 
 
-# What an export report says of the model, for _earlier_formats.
+# What an export report says of the model, for _earlier_report.
 SAME_EXPORT = {"architecture": {"arch": "mobilenet", "width_mult": 1.0}, "weights_sha256": "abc",
                "preprocessing": {"frames": 16, "mean": (0.0, 0.0, 0.0)}, "class_names": ["a", "b"],
                "outputs_probabilities": False, "raw_input": False}
@@ -446,15 +446,15 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(
                                    "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
     lines = []
-    assert list(export._earlier_formats(tmp_path, same, log=lines.append)) == ["onnx"]
-    assert export._earlier_formats(tmp_path, same, {"onnx"}, lines.append) == {}  # written again now
+    assert list(export._earlier_report(tmp_path, same, log=lines.append)["formats"]) == ["onnx"]
+    assert export._earlier_report(tmp_path, same, {"onnx"}, lines.append) == {"formats": {}}  # written again now
     changes = {"weights_sha256": "def", "raw_input": True, "class_names": ["a", "c"],
                "preprocessing": {"frames": 32, "mean": (0.0, 0.0, 0.0)}}
     for key, value in changes.items():
-        assert export._earlier_formats(tmp_path, {**same, key: value}, log=lines.append) == {}
+        assert export._earlier_report(tmp_path, {**same, key: value}, log=lines.append) == {"formats": {}}
     assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) differs in {key}; "
                      "its files stay, out of the new report" for key in changes]
-    assert export._earlier_formats(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {}
+    assert export._earlier_report(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {"formats": {}}
     assert len(lines) == len(changes)
 
 
@@ -466,8 +466,18 @@ def test_an_export_keeps_the_earlier_report_of_an_export_run_from_another_folder
     earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": "out/model.onnx", "passed": True}}}
     (out / export.REPORT_NAME).write_text(json.dumps(earlier))
     monkeypatch.chdir(out)
-    kept = export._earlier_formats(pathlib.Path("."), SAME_EXPORT)
-    assert kept == {"onnx": {"path": "model.onnx", "passed": True}}
+    kept = export._earlier_report(pathlib.Path("."), SAME_EXPORT)
+    assert kept == {"formats": {"onnx": {"path": "model.onnx", "passed": True}}}
+
+
+def test_an_export_keeps_the_tensorrt_plan_of_the_earlier_tftrt_export(tmp_path):
+    (tmp_path / "model_trt.onnx").write_bytes(b"x")
+    plan = {"path": "trtexec", "precision": "fp16", "missing": ["no GPU"], "trtexec": "trtexec --fp16"}
+    earlier = {**SAME_EXPORT, "tensorrt": plan,
+               "formats": {"tensorrt_onnx": {"path": str(tmp_path / "model_trt.onnx")}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
+    assert export._earlier_report(tmp_path, SAME_EXPORT)["tensorrt"] == plan  # e.g. --tflite after --tftrt
+    assert "tensorrt" not in export._earlier_report(tmp_path, SAME_EXPORT, {"tensorrt_onnx", "tensorrt"})
 
 
 def test_compare_fails_artifacts_off_in_either_direction():
