@@ -452,6 +452,8 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
         activation = layer.get_config()["activation"]
         if activation == "relu":
             y = graph.op("Relu", [y], layer.name)
+        elif activation == "softmax":  # classifier_activation="softmax"
+            y = graph.op("Softmax", [y], layer.name, axis=1)
         elif activation != "linear":
             raise UnsupportedLayer(f"{layer.name}: Dense activation {activation!r}")
         return _Value(y, output_shape, "keras")

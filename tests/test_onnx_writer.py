@@ -87,6 +87,14 @@ def test_newer_opset():
         onnx_writer.model_proto(model, opset=10)
 
 
+def test_a_softmax_head_is_written_without_tf2onnx():
+    model = _model("ShuffleNetV2-0.25x", classifier_activation="softmax")
+    proto = onnx_writer.model_proto(fold_batch_norm(model))
+    assert [node.op_type for node in proto.graph.node][-2:] == ["Softmax", "Identity"]  # Identity: the output name
+    clips = runtimes.random_frames(2, SMALL["input_shape"], seed=6)
+    _assert_matches(_run(proto, clips), model, clips)
+
+
 def test_other_layers_fall_back_to_tf2onnx(tmp_path):
     model = _model("SqueezeNet-1.1")
     # The same graph with one layer the writer lacks: a leaky ReLU on the logits.
