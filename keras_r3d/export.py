@@ -565,6 +565,14 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} "
             "(same model, contract and input)")
+
+    def save():
+        report["passed"] = all(r["passed"] for r in report["formats"].values())
+        write_atomic(out / REPORT_NAME, json.dumps(report, indent=1).encode())
+
+    # Written first (no entry left of the files about to be replaced) and after
+    # each artifact: a crash or Ctrl-C part way loses none of those verified.
+    save()
     for key, precision, write in exports:
         start = time.perf_counter()
         path = write()
@@ -577,14 +585,14 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             f"cos={result['min_cosine']:.5f}  {result['size_bytes'] / 1e6:.2f} MB  [{result['runtime']}"
             f"{', ' + result['converter'] if 'converter' in result else ''}]  "
             f"{result['seconds']}s")
+        save()
         if key == "tensorrt_onnx":
             report["tensorrt"], engine = _tensorrt_engine(model, out, path, quantize, log)
             if engine is not None:
                 trt_precision = {"fp32": "none", "fp16": "float16"}[report["tensorrt"]["precision"]]
                 report["formats"]["tensorrt"] = verify(engine, clips, reference, trt_precision,
                                                        raw_input, contract)
-    report["passed"] = all(r["passed"] for r in report["formats"].values())
-    write_atomic(out / REPORT_NAME, json.dumps(report, indent=1).encode())
+            save()
     return report
 
 

@@ -192,6 +192,24 @@ def test_argument_checks(tiny_model, tmp_path):
         assert not out.exists() or not any(out.iterdir())
 
 
+def test_an_export_that_stops_part_way_reports_the_artifacts_it_verified(tiny_model, tmp_path, monkeypatch):
+    # An earlier export of other weights into the folder: its entries must not outlive the files.
+    stale = {"weights_sha256": "other", "passed": True,
+             "formats": {"tflite_none": {"path": str(tmp_path / "model_none.tflite"), "passed": True}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(stale))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # or a converter's crash, or a TensorRT build that fails
+
+    monkeypatch.setattr(export, "export_onnx", interrupted)  # written after the TFLite file
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(tiny_model, tmp_path, ["onnx", "tflite"])
+    report = json.loads((tmp_path / export.REPORT_NAME).read_text())
+    assert report["weights_sha256"] == export.weights_digest(tiny_model)
+    assert list(report["formats"]) == ["tflite_none"] and report["formats"]["tflite_none"]["passed"]
+    assert report["passed"]
+
+
 def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, raw_input_tflite):
     _, path = raw_input_tflite
     data = export.add_tflite_metadata(path.read_bytes(), "other", b"\x00\x01payload")
