@@ -377,6 +377,9 @@ def benchmark(runtime, batch_sizes, warmup, iterations):
 def _contract(runtime):
     metadata = runtime.metadata
     if not metadata:
+        if runtime.name == "tensorrt":  # built by trtexec under another name than model.engine
+            sys.exit("error: {}: no {} beside it; copy the model.json that export --tftrt wrote there, "
+                     "under that name".format(runtime.path, runtimes.metadata_sidecar(runtime.path)))
         sys.exit("error: {} carries no keras_r3d metadata; re-export it".format(runtime.path))
     if not metadata["input"]["normalized_in_graph"]:
         sys.exit("error: {} was exported with --raw_input (it expects normalized input); "

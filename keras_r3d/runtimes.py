@@ -123,7 +123,8 @@ def read_metadata(path):
 
 
 def metadata_sidecar(engine_path):
-    """The metadata file of a TensorRT engine: a JSON beside it, of the same name."""
+    """Where a TensorRT engine's metadata lies: `model.engine` -> `model.json`,
+    as `export --tftrt` writes it (an engine holds none)."""
     return os.path.splitext(str(engine_path))[0] + ".json"
 
 

@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -194,6 +195,13 @@ def _load_runner():
     return runner
 
 
+def test_run_on_device_names_the_metadata_file_an_engine_lacks():
+    runner = _load_runner()
+    engine = types.SimpleNamespace(path="/board/shufflenet_fp16.engine", name="tensorrt", metadata=None)
+    with pytest.raises(SystemExit, match="no /board/shufflenet_fp16.json beside it; copy the model.json"):
+        runner._contract(engine)
+
+
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
     """A phone video's display rotation and macOS `._` files among the frames
     (the PyAV path: OpenCV rotates by itself); a variable frame rate (both
@@ -329,8 +337,6 @@ def test_a_file_that_is_not_tflite_is_named_in_the_error(tmp_path):
 
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
     """JetPack 4.6 and 5 (Python 3.6, 3.8) have tflite-runtime wheels, not ai-edge-litert."""
-    import types
-
     from ai_edge_litert import interpreter
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert` fails
@@ -361,7 +367,6 @@ def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):
 def test_tensorrt_runtime_allocates_device_buffers_once_per_batch_shape(tmp_path, monkeypatch):
     """The TensorRT runtime (TensorRT 10's tensor API) with stand-ins for
     tensorrt and pycuda: timed calls of one batch size allocate nothing."""
-    import types
 
     memory, allocations = {}, []
 
