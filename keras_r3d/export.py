@@ -91,6 +91,8 @@ def export_metadata(model, *, raw_input, input_dtype, quantize="none"):
             "name": runtimes.INPUT_NAME,
             "dtype": input_dtype,
             "layout": "NDHWC",
+            # Frames come in as decoded (RGB), and the graph reorders them to the contract's order.
+            "channel_order": contract.channel_order if raw_input else "RGB",
             "shape": [None, contract.frames, contract.size, contract.size, 3],
             "normalized_in_graph": not raw_input,
         },

@@ -210,6 +210,15 @@ def test_an_export_that_stops_part_way_reports_the_artifacts_it_verified(tiny_mo
     assert report["passed"]
 
 
+def test_metadata_says_the_input_channel_order():
+    """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
+    model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
+    frames = export.export_metadata(model, raw_input=False, input_dtype="uint8")
+    assert frames["preprocessing"]["channel_order"] == "BGR" and frames["input"]["channel_order"] == "RGB"
+    normalized = export.export_metadata(model, raw_input=True, input_dtype="float32")
+    assert normalized["input"]["channel_order"] == "BGR"
+
+
 def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, raw_input_tflite):
     _, path = raw_input_tflite
     data = export.add_tflite_metadata(path.read_bytes(), "other", b"\x00\x01payload")
