@@ -252,6 +252,29 @@ def test_export_refuses_other_backends(tmp_path):
     assert done.returncode != 0 and "needs the TensorFlow backend" in done.stderr
 
 
+def test_the_recipes_export_and_run_commands_take_their_flags():
+    """Every `keras_r3d.export` and `run_on_device.py` command of the READMEs names flags that
+    exist, and an export names its --model and --output (both required)."""
+    import re
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    known = {"keras_r3d.export": set(re.findall(r'DEFINE_\w+\("(\w+)"', (repo / "keras_r3d/export.py").read_text())),
+             "run_on_device.py": set(re.findall(r'add_argument\("--(\w+)"',
+                                                (repo / "exports/run_on_device.py").read_text()))}
+    commands = 0
+    for doc in [repo / "README.md", *sorted((repo / "exports").glob("*.md"))]:
+        text = doc.read_text().replace("\\\n", " ")  # continued lines
+        for program, rest in re.findall(r"(keras_r3d\.export|run_on_device\.py)([^`\n#]*)", text):
+            flags = set(re.findall(r"(?:^|\s)--(\w+)", rest))
+            if not flags:  # the name in prose
+                continue
+            commands += 1
+            assert flags <= known[program], (doc.name, rest)
+            if program == "keras_r3d.export":
+                assert {"model", "output"} <= flags, (doc.name, rest)
+    assert commands >= 15
+
+
 @pytest.mark.parametrize("path", ["keras_r3d/runtimes.py", "exports/run_on_device.py"])
 def test_device_files_are_python36_and_standalone(path):
     import ast
