@@ -706,8 +706,10 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"report: {pathlib.Path(f.output) / REPORT_NAME}")
-    if not report["passed"]:
-        print("error: an artifact does not match the Keras model within tolerance", file=sys.stderr)
+    if not report["passed"]:  # a kept earlier artifact too
+        failed = ", ".join(f"{key} ({pathlib.Path(result['path']).name})"
+                           for key, result in report["formats"].items() if not result["passed"])
+        print(f"error: not within tolerance of the Keras model: {failed}", file=sys.stderr)
         return 1
     return 0
 

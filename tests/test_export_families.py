@@ -241,6 +241,14 @@ def test_cli_exports_and_reports(tiny_model, tmp_path):
     none = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={model_path}",
                            f"--output={out}"], capture_output=True, text=True, timeout=300)
     assert none.returncode == 2 and "choose at least one" in none.stderr
+    # An earlier export into the folder that failed fails this one too, which names it.
+    report["formats"]["tflite_int8"] = {"path": str(out / "model_int8.tflite"), "passed": False}
+    (out / "model_int8.tflite").write_bytes(b"x")
+    (out / export.REPORT_NAME).write_text(json.dumps(report))
+    again = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={model_path}",
+                            f"--output={out}", "--onnx"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stderr
+    assert "not within tolerance of the Keras model: tflite_int8 (model_int8.tflite)" in again.stderr
 
 
 def test_export_refuses_other_backends(tmp_path):
