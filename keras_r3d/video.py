@@ -67,9 +67,10 @@ def read_video(path, complete=False, frame_transform=None):
 
 
 def sample_frame(path):
-    """A frame from the middle of a video file or frame folder, with the frame
-    count and rate (None for folders) that its header declares: what its frames
-    will take, without decoding them all."""
+    """A frame from about the middle of a video file (the key frame at or
+    before it) or frame folder, with the frame count and rate (None for
+    folders) that its header declares: what its frames will take, without
+    decoding them all."""
     from PIL import Image
 
     path = pathlib.Path(path)

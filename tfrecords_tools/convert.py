@@ -92,7 +92,7 @@ def _encode_star(args):
 
 
 def _estimated_bytes(items, arguments):
-    """Encoded size of the items: for up to 64 of them, a middle frame encoded
+    """Encoded size of the items: for up to 64 of them, a frame near the middle encoded
     as they will be, times their frame count."""
     from keras_r3d.video import resample_indices, sample_frame
 
