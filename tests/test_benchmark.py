@@ -1,6 +1,7 @@
 """keras_r3d.benchmark: a CLI smoke run on tiny settings (TF in process, JAX
 through its worker subprocess), the official-code path against a stand-in
-checkout, and the reporting logic. No timing is asserted."""
+checkout; and the reporting logic, keras_r3d.benchmark_report. No timing is
+asserted."""
 import json
 import os
 import pathlib
@@ -13,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from keras_r3d import benchmark
+from keras_r3d import benchmark, benchmark_report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0, "warmup_s": 0.0,
@@ -124,12 +125,12 @@ def test_onnxruntime_rows_say_where_the_time_goes():
     rows = []
     benchmark.measure_exported("ShuffleNetV2-0.25x", ["onnxruntime"], TINY, rows.append)
     assert rows[0]["status"] == "ok", rows[0]
-    assert benchmark.series_label(rows[0]) == "ONNX Runtime (auto: keras_r3d ONNX) float32"  # the one chosen
+    assert benchmark_report.series_label(rows[0]) == "ONNX Runtime (auto: keras_r3d ONNX) float32"  # the one chosen
     ops = rows[0]["onnxruntime_op_time"]
     shares = [share for share, _ in ops.values()]
     assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)
     assert {"Conv", "FusedConv"} & set(ops) and all(nodes >= 1 for _, nodes in ops.values())
-    section = "\n".join(benchmark._onnxruntime_op_section(rows))
+    section = "\n".join(benchmark_report._onnxruntime_op_section(rows))
     top_op, (top_share, top_nodes) = next(iter(ops.items()))
     assert f"- **ShuffleNetV2-0.25x**: {top_op} {top_share:.0%} ({top_nodes})" in section
 
@@ -140,11 +141,11 @@ def test_onnx_rows_for_each_converter():
     benchmark.measure_exported("SqueezeNet-1.1", ["onnxruntime"],
                                {**TINY, "onnx_converters": ["keras_r3d", "tf2onnx"]}, rows.append)
     assert [row["status"] for row in rows] == ["ok", "ok"]
-    assert [benchmark.series_label(row) for row in rows] == [
+    assert [benchmark_report.series_label(row) for row in rows] == [
         "ONNX Runtime (keras_r3d ONNX) float32", "ONNX Runtime (tf2onnx ONNX) float32"]
     transposes = [row["onnxruntime_op_time"].get("Transpose", [0, 0])[1] for row in rows]
     assert transposes[0] <= 1 < transposes[1], transposes  # the writer transposes the input only
-    section = "\n".join(benchmark._onnxruntime_op_section(rows))
+    section = "\n".join(benchmark_report._onnxruntime_op_section(rows))
     for converter in ("keras_r3d", "tf2onnx"):
         assert f"- **SqueezeNet-1.1**, {converter} ONNX: " in section
 
@@ -156,7 +157,7 @@ def test_keras_rows_with_batch_norm_folded():
                             rows.append)
     assert [row["status"] for row in rows] == ["ok", "ok"]
     assert [row.get("batch_norm") for row in rows] == [None, "folded"]
-    assert benchmark.series_label(rows[1]) == "Keras (tensorflow, BN folded) float32"
+    assert benchmark_report.series_label(rows[1]) == "Keras (tensorflow, BN folded) float32"
 
 
 def _official_stand_in(folder):
@@ -302,20 +303,20 @@ def test_markdown_reports_the_cpu_target(tmp_path):
                     _row("B", "official-eager", 30.0), _row("B", "onnxruntime", 60.0, backend="onnxruntime"),
                     {**_row("B", "tflite", 1.0, backend="tflite"), "status": "error: boom"}],
     }
-    markdown = benchmark.render_markdown(results)
+    markdown = benchmark_report.render_markdown(results)
     assert "| A | TFLite int8 | 150.0 | not measured | — | official PyTorch torch.compile float32 " \
            "| 40.0 | 3.75× | yes |" in markdown
     assert "| B | ONNX Runtime float32 | 60.0 |" in markdown and "| 2.00× | **no** |" in markdown
     assert "shared and busy" in markdown  # load 3.5 on 2 cores, 2 of it the benchmark's threads
     results["run"]["load_1min_before"] = 2.2  # the benchmark's own two threads, and a little more
-    assert "busy" not in benchmark.render_markdown(results)
+    assert "busy" not in benchmark_report.render_markdown(results)
     assert "| 1.91 / 1.90 | 195 / 195 | 243 | 44 |" in markdown
     assert "error: boom" in markdown
     assert "Unfinished" not in markdown and "ratios may differ" in markdown
 
     del results["run"]["finished_utc"]  # a run stopped early, rendered again from its JSON
     (tmp_path / "t.json").write_text(json.dumps(results))
-    benchmark.rerender(tmp_path / "t.json")
+    benchmark_report.rerender(tmp_path / "t.json")
     assert "**Unfinished run**: it was stopped after 6 measurements. Not measured: none" \
         in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
@@ -342,7 +343,7 @@ def test_markdown_reports_the_gpu_targets():
             {**_row("SqueezeNet-1.1", "official-compile", 1000.0, batch=8), **gpu},
         ],
     }
-    markdown = benchmark.render_markdown(results)
+    markdown = benchmark_report.render_markdown(results)
     # Efficient model: 2x >= 1.5x at batch 8; 1.6x < 2x at batch 256; bound 4e12 / 1e7 B.
     assert "| 2.00× | yes (≥ 1.5×) |" in markdown and "| 1.60× | **no** (≥ 2.0×) |" in markdown
     assert "| 400,000 (10.0 MB/clip, bfloat16) | 20% (**< 30%**) |" in markdown
@@ -370,8 +371,8 @@ def test_layer_profile_names_the_bounding_layers():
     fake = [{"layer": "a", "kind": "conv", "output_shape": [1], "ms": 3.0},
             {"layer": "b", "kind": "BN", "output_shape": [1], "ms": 1.0},
             {"layer": "c", "kind": "conv", "output_shape": [1], "ms": 1.0}]
-    assert benchmark.profile_by_kind(fake) == {"conv": (4.0, 2), "BN": (1.0, 1)}
-    section = "\n".join(benchmark._profile_section({"Net": fake}))
+    assert benchmark_report.profile_by_kind(fake) == {"conv": (4.0, 2), "BN": (1.0, 1)}
+    section = "\n".join(benchmark_report._profile_section({"Net": fake}))
     assert "**Net** (5 ms summed): conv 80% (2), BN 20% (1). Slowest: `a` conv [1] 3.0 ms" in section
 
 
