@@ -289,6 +289,10 @@ def reseed_dropout(model, seed, epoch):
     epoch draws the same dropout masks as an uninterrupted one."""
     import keras
 
+    if keras.backend.backend() == "torch":  # there the layers' Dropout draws from torch's global RNG
+        import torch
+
+        torch.manual_seed(seed * 100003 + epoch * 1009)
     index = 0
     for layer in model._flatten_layers():
         generator = getattr(layer, "seed_generator", None)
@@ -342,6 +346,12 @@ def fit_epoch(model, dataset, epoch, steps, batch_size, description):
     import keras
 
     stats = EpochStats(steps, batch_size, description)
+    # Keras on JAX and torch (and TF under a strategy) builds a model's unbuilt loss and metrics
+    # from a batch that it reads and throws away, then restarts the dataset, whose next pass draws
+    # other clips: the first epoch after a --resume then trained on other clips than the
+    # uninterrupted run's. Built from the dataset's shapes, nothing is read.
+    model._symbolic_build(data_batch=tuple(keras.KerasTensor(tuple(spec.shape), spec.dtype.name)
+                                           for spec in dataset.element_spec))
 
     class Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
