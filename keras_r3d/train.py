@@ -7,8 +7,8 @@ flags that the new arch does not take. Everything a run writes lives in `--outpu
 (default `runs/<flagfile stem>`):
 
     checkpoints/epoch_NNNN.keras   model + optimizer state after epoch NNNN
-    state.json                     the resume point: epoch, history, best, wall time, and the
-                                   optimizer and schedule flags that --resume keeps
+    state.json                     the resume point: epoch, history, best, wall time, the Keras
+                                   backend, and the optimizer and schedule flags that --resume keeps
     best.keras, last.keras         by validation video top-1; the latest epoch
     metrics.csv, metrics.json      per-epoch metrics; the summary of the run
     accuracy.png, tensorboard/     curves
@@ -213,7 +213,15 @@ def _flag_text(name, value):
 
 
 def check_resumable(state, config):
+    import keras
+
     # Settings that a run of an earlier version did not record are not compared.
+    backend = state.get("backend")
+    if backend and backend != keras.backend.backend():
+        raise ValueError(f"--resume: the run trained on KERAS_BACKEND={backend}: its checkpoint holds that backend's "
+                         f"optimizer, and the backends draw dropout differently; resume it with "
+                         f"KERAS_BACKEND={backend}, or start a new --output_dir (--model with its last.keras "
+                         f"trains on without the optimizer state)")
     changed = [f"{_flag_text(name, state['settings'][name])} (now {_flag_text(name, value)})"
                for name, value in fixed_settings(config).items()
                if name in state["settings"] and state["settings"][name] != value]
@@ -687,7 +695,7 @@ def _train(config):
         else:
             model = build_model(config, class_names)
             state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
-                     "settings": fixed_settings(config)}
+                     "settings": fixed_settings(config), "backend": keras.backend.backend()}
         contract = model.preprocessing
         r3d_data.warn_about_frame_rates(config["train_data"], contract, "training")
         videos = r3d_data.count_clips(config["train_data"], "train", contract)

@@ -442,6 +442,14 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
         r3d_train.train({**config, "dropout": 0.5, "hflip": True, "lr_steps": [5], "resume": True})
     r3d_train.train({**config, "resume": True})
     assert "all 1 epochs are done; nothing to train" in capsys.readouterr().err
+    # A checkpoint compiled on torch crashed in TensorFlow's and JAX's first step.
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["backend"] == "tensorflow"
+    state_path.write_text(json.dumps({**state, "backend": "torch"}))
+    with pytest.raises(ValueError, match="the run trained on KERAS_BACKEND=torch: .* resume it with KERAS_BACKEND=torch"):
+        r3d_train.train({**config, "resume": True})
+    state_path.write_text(json.dumps(state))
     # Data of other classes is refused before any training.
     from keras_r3d import data as r3d_data
 
