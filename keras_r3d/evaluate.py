@@ -49,7 +49,9 @@ def predict_clips(model, dataset, *, reverse_time=False, total=None, description
     scores, labels, video_ids = [], [], []
     for batch in tqdm(dataset.as_numpy_iterator(), total=total, desc=description, unit="batch",
                       leave=False, file=sys.stderr):
-        clips, batch_labels = batch[0], batch[1]
+        # A copy: tf.data's arrays are views of TensorFlow's buffers, which torch.compile (a
+        # model compiled with jit_compile=True on torch) refuses.
+        clips, batch_labels = np.array(batch[0]), batch[1]
         if reverse_time:
             clips = clips[:, ::-1]
         scores.append(class_scores(model, predict(clips)))

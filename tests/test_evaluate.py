@@ -174,6 +174,26 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     assert "function_node" not in done.stderr and "tfrecords_tools.inspect names it" in done.stderr
 
 
+_PREDICT_COMPILED_ON_TORCH = """
+import keras, numpy as np, tensorflow as tf
+from keras_r3d.evaluate import predict_clips
+model = keras.Sequential([keras.Input((2, 4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+model.compile(loss="mse", jit_compile=True)  # torch.compile
+clips = tf.data.Dataset.from_tensor_slices((np.ones((4, 2, 4, 4, 3), "float32"), np.arange(4))).batch(2)
+for reverse_time in (False, True):
+    print(predict_clips(model, clips, reverse_time=reverse_time)[0].shape)
+"""
+
+
+def test_a_model_compiled_with_torch_compile_takes_the_records_clips():
+    # train --jit_compile=true on torch trained, then crashed in its first validation:
+    # "Expected np.nditer base, got <class 'tensorflow_wrapper'>".
+    result = subprocess.run([sys.executable, "-c", _PREDICT_COMPILED_ON_TORCH], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["(4,", "3)", "(4,", "3)"]
+
+
 def test_data_labels_map_to_the_model_outputs_by_name():
     assert evaluate.align_labels(["a", "b", "c"], ["a", "b", "c"], 3).tolist() == [0, 1, 2]
     assert evaluate.align_labels(["a", "b", "c"], ["c", "a"], 3).tolist() == [2, 0]
