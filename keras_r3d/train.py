@@ -863,10 +863,12 @@ def define_flags(flag_values=None):
     d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
     d.DEFINE_enum("jit_compile", "auto", list(JIT_COMPILE_CHOICES), "XLA-compile the train and "
-                  "predict steps; auto: yes on JAX and on TF with a GPU, no on CPU-only TF, where XLA "
-                  "trains the demo recipe 2.5x slower (but ShuffleNetV2-1.0x at 8x32x32 2.1x faster).")
+                  "predict steps (true on torch: torch.compile); auto: yes on JAX and on TF with a GPU, no on "
+                  "CPU-only TF, where XLA trains the demo recipe 2.5x slower (but ShuffleNetV2-1.0x at 8x32x32 "
+                  "2.1x faster), and no on torch.")
     d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "
-                  "a resumed run then reproduces an uninterrupted one bit for bit.")
+                  "a resumed run then reproduces an uninterrupted one bit for bit (on a GPU with TensorFlow only: "
+                  "JAX's and torch's GPU kernels are left as they are).")
     d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
                      lower_bound=0)
     d.DEFINE_bool("reverse_time_eval", False, "Also evaluate on time-reversed validation clips.")
