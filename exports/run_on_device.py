@@ -142,6 +142,8 @@ def open_video(source):
     """(fps or None, an iterator of RGB frames) of a video file, or of a camera
     index (OpenCV only). Decodes with OpenCV, else PyAV."""
     camera = str(source).isdigit()
+    if str(source).lower().endswith(runtimes.ARTIFACT_SUFFIXES):
+        raise ValueError("{}: a model, not a video: give the model first, then the inputs".format(source))
     if not camera and not os.path.isfile(source):
         raise ValueError("{}: {}".format(source, "a folder: --stream takes a video file or a camera index"
                                          if os.path.isdir(source) else "no such file"))

@@ -25,6 +25,9 @@ import numpy as np
 METADATA_KEY = "keras_r3d"
 INPUT_NAME = "frames"
 OUTPUT_NAME = "logits"
+# The files `load_runtime` takes, besides SavedModel folders.
+TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
+ARTIFACT_SUFFIXES = (".tflite", ".onnx") + TENSORRT_SUFFIXES
 
 
 class Runtime(object):
@@ -91,7 +94,7 @@ def load_runtime(path, num_threads=None, spin=True):
         return _TFLiteRuntime(path, num_threads)
     if suffix == ".onnx":
         return _OnnxRuntime(path, num_threads, spin)
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in TENSORRT_SUFFIXES:
         return _TensorRTRuntime(path)
     raise ValueError("{}: expected a .tflite, .onnx or .engine file or a SavedModel folder".format(path))
 

@@ -179,8 +179,10 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
     assert len(windows) >= 3
     assert all(w["top"][0]["label"] in jester["model"].class_names for w in windows)
     assert windows[0]["frame"] == 65 and all(b["frame"] - a["frame"] >= 50 for a, b in zip(windows, windows[1:]))
+    (tmp_path / "garbage.mp4").write_bytes(b"not a video")
     for source, message in ((tmp_path / "nope.mp4", "no such file"), (fixtures_dir / "clips", "a folder"),
-                            (jester["dir"] / "model.onnx", "cannot open")):
+                            (tmp_path / "garbage.mp4", "cannot open"),
+                            (jester["dir"] / "model.onnx", "a model, not a video")):
         command[command.index("--stream") + 1] = str(source)
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -298,7 +300,7 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     monkeypatch.setattr(runner, "_has_pyav", lambda: False)  # no decoder for the video
     model = str(jester["dir"] / "model.onnx")
-    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap]
+    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap, model]
     # Options between the inputs, as Python 3.6's argparse must take them too.
     assert runner.main([model, *map(str, inputs[:2]), "--top_k", "1", *map(str, inputs[2:])]) == 1
     printed = capsys.readouterr()
@@ -311,8 +313,9 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     with pytest.raises(video.VideoError) as refused:
         video.read_video(sequences)
     assert errors[4] == str(refused.value)
-    for short_clip in results[5:]:
+    for short_clip in results[5:7]:
         assert short_clip["top"][0]["label"] and short_clip["note"].startswith(("5 frames", "4 frames"))
+    assert results[7]["error"] == f"{model}: a model, not a video: give the model first, then the inputs"
     assert f"{gap}: frames missing from the numbering (00002.jpg then 00004.jpg): read as consecutive" in printed.err
 
     bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
