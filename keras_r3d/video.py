@@ -84,7 +84,7 @@ def sample_frame(path):
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else None
+        fps = _frame_rate(stream)
         seconds = _video_seconds(container, stream)
         count = stream.frames or (round(seconds * fps) if seconds and fps else 0)
         if seconds:
@@ -213,6 +213,12 @@ def _check_one_sequence(path, files):
               f"{f' and {len(gaps) - 1} more gaps' if len(gaps) > 1 else ''}): read as consecutive", file=sys.stderr)
 
 
+def _frame_rate(stream):
+    """The rate a video is read at: its average (frames over duration, so a
+    variable-rate video's timeline), or None where the header does not say."""
+    return float(stream.average_rate) if stream.average_rate else None
+
+
 def _video_seconds(container, stream):
     """The video track's duration by its header, or None: the stream's own,
     else Matroska's DURATION tag (HH:MM:SS.fraction), else the container's
@@ -241,7 +247,7 @@ def _read_file(path, frames, complete):
             seconds = _video_seconds(container, stream)
             start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
             stream.thread_type = "AUTO"
-            fps = float(stream.average_rate) if stream.average_rate else None
+            fps = _frame_rate(stream)
             timeline = _ConstantRate(frames, fps, declared or 64)
             last_time = None
             try:
