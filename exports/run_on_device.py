@@ -185,7 +185,7 @@ def _pyav_frames(source, container, stream, declared):
     try:
         for frame in container.decode(stream):
             decoded += 1
-            yield _upright_rgb(frame), frame.time
+            yield _upright_rgb(frame, stream.sample_aspect_ratio), frame.time
     except av.error.FFmpegError as error:
         if not decoded:
             raise ValueError("{}: cannot decode ({})".format(source, error))
@@ -250,10 +250,24 @@ def _has_pyav():
         return False
 
 
-def _upright_rgb(frame):
-    """A PyAV frame as RGB, turned by its display rotation (phone videos), as
-    keras_r3d.predict reads it."""
-    image = frame.to_ndarray(format="rgb24")
+def _square_pixels_size(width, height, aspect):
+    """keras_r3d.video's display size of a frame whose pixels are not square
+    (sample aspect ratio `aspect`): one side shrunk; None where they are square."""
+    if not aspect or aspect == 1:
+        return None
+    if aspect > 1:
+        return width, max(1, int(round(height / aspect)))
+    return max(1, int(round(width * aspect))), height
+
+
+def _upright_rgb(frame, aspect):
+    """A PyAV frame as RGB with square pixels, turned by its display rotation
+    (phone videos), as keras_r3d.predict reads it."""
+    size = _square_pixels_size(frame.width, frame.height, aspect)
+    if size is None:
+        image = frame.to_ndarray(format="rgb24")
+    else:
+        image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
     turns = int(round(getattr(frame, "rotation", 0) / 90.0)) % 4  # counterclockwise
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
@@ -279,6 +293,8 @@ def _read_image(path, cv2):
 
 
 def _capture_frames(source, capture, cv2, declared):
+    denominator = capture.get(getattr(cv2, "CAP_PROP_SAR_DEN", -1))  # OpenCV leaves pixels as stored
+    aspect = capture.get(cv2.CAP_PROP_SAR_NUM) / denominator if denominator > 0 else None
     decoded = 0
     try:
         while True:
@@ -286,6 +302,9 @@ def _capture_frames(source, capture, cv2, declared):
             if not ok:
                 break
             decoded += 1
+            size = _square_pixels_size(frame.shape[1], frame.shape[0], aspect)
+            if size:
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
     finally:
         capture.release()

@@ -44,9 +44,10 @@ def read_video(path, complete=False, frame_transform=None):
             decoded (a resize, say), so that a long high-resolution video is
             never held at full size.
     Returns:
-        (frames, fps): uint8 `(T, H, W, 3)` RGB frames (as `frame_transform`
-        returns them, where given) and the frame rate, or None where the
-        source does not say (frame folders).
+        (frames, fps): uint8 `(T, H, W, 3)` RGB frames as shown (upright,
+        square pixels; then as `frame_transform` returns them, where given)
+        and the frame rate, or None where the source does not say (frame
+        folders).
     Raises:
         VideoError: the path is missing, unreadable, or holds no frames.
     """
@@ -92,7 +93,7 @@ def sample_frame(path):
         frame = next(container.decode(stream), None)
         if frame is None:
             raise VideoError(f"{path}: no frames could be decoded")
-        return frame.to_ndarray(format="rgb24"), count, fps
+        return _square_rgb(frame, stream.sample_aspect_ratio), count, fps
 
 
 class _Frames:
@@ -234,6 +235,25 @@ def _video_seconds(container, stream):
     return None
 
 
+def _square_pixels_size(width, height, aspect):
+    """The (width, height) that shows a frame whose pixels have the sample
+    aspect ratio `aspect` (anamorphic DV, DVD and broadcast video) with square
+    ones: one side shrunk, never enlarged; None where they are square."""
+    if not aspect or aspect == 1:
+        return None
+    if aspect > 1:
+        return width, max(1, round(height / aspect))
+    return max(1, round(width * aspect)), height
+
+
+def _square_rgb(frame, aspect):
+    """A decoded frame as RGB with square pixels (area-averaged where a side shrinks)."""
+    size = _square_pixels_size(frame.width, frame.height, aspect)
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+
+
 def _read_file(path, frames, complete):
     """Decodes into `frames`; returns the frame rate."""
     import av
@@ -248,12 +268,13 @@ def _read_file(path, frames, complete):
             start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
             stream.thread_type = "AUTO"
             fps = _frame_rate(stream)
+            aspect = stream.sample_aspect_ratio
             timeline = _ConstantRate(frames, fps, declared or 64)
             last_time = None
             try:
                 for frame in container.decode(stream):
                     last_time = frame.time
-                    image = frame.to_ndarray(format="rgb24")
+                    image = _square_rgb(frame, aspect)
                     turns = round(frame.rotation / 90) % 4  # the display matrix (phones), counterclockwise
                     timeline.add(np.ascontiguousarray(np.rot90(image, turns)) if turns else image, frame.time)
             finally:

@@ -97,6 +97,25 @@ def write_rotated_video(path, frames=5):
     return path
 
 
+def write_anamorphic_video(path, aspect, frames=3):
+    """A 64x48 mpeg4 video whose left half is white, with pixels `aspect`
+    (a fraction) as wide as they are high: shown 64x48 times that ratio."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = aspect
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[:, :32] = 255
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 VARIABLE_RATE_STEP = 14  # the gray level of frame i is 14 i
 
 

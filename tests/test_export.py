@@ -13,7 +13,7 @@ import pytest
 
 from keras_r3d import classify, evaluate, export, preprocessing, runtimes, saving
 from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, gesture_records,
-                            write_rotated_video, write_variable_rate_video)
+                            write_anamorphic_video, write_rotated_video, write_variable_rate_video)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = REPO / "exports" / "run_on_device.py"
@@ -209,9 +209,11 @@ def test_run_on_device_names_the_metadata_file_an_engine_lacks():
 
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
     """A phone video's display rotation and macOS `._` files among the frames
-    (the PyAV path: OpenCV rotates by itself); a variable frame rate (both
-    paths); a video shorter than one window; options between the model and
-    the inputs; a cut file is read as far as it decodes, with a warning."""
+    (the PyAV path: OpenCV rotates by itself); a variable frame rate and
+    pixels that are not square (both paths); a video shorter than one window;
+    options between the model and the inputs; a cut file is read as far as it
+    decodes, with a warning."""
+    import fractions
     import shutil
 
     from keras_r3d.predict import read_cropped
@@ -228,7 +230,8 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     contract = preprocessing.DATASET_PREPROCESSING["jester"]
     cut = tmp_path / "cut.avi"
     cut.write_bytes(AVI.read_bytes()[:30000])
-    for path in (rotated, folder, variable, matroska, AVI, cut):
+    anamorphic = write_anamorphic_video(tmp_path / "anamorphic.avi", fractions.Fraction(16, 11))
+    for path in (rotated, folder, variable, matroska, AVI, cut, anamorphic):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
         # Cropped as they decode, with Pillow's bilinear filter, as predict crops them.
         np.testing.assert_array_equal(runner.read_frames(str(path), contract.size)[0],
@@ -249,8 +252,11 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
 
 
 def test_run_on_device_reads_videos_with_opencv_as_predict_does(tmp_path, capsys):
-    """OpenCV's path (the runner's first choice): its time stamps and frame counts."""
+    """OpenCV's path (the runner's first choice): its time stamps, frame
+    counts, and pixels that are not square (OpenCV scales them otherwise)."""
     pytest.importorskip("cv2", reason="OpenCV is not installed (the runner's PyAV path is tested without it)")
+    import fractions
+
     from keras_r3d.video import read_video
 
     runner = _load_runner()
@@ -259,6 +265,10 @@ def test_run_on_device_reads_videos_with_opencv_as_predict_does(tmp_path, capsys
     videos = [write_variable_rate_video(tmp_path / f"variable.{suffix}")[0] for suffix in ("mp4", "mkv")]
     for path in (*videos, AVI, cut):
         np.testing.assert_array_equal(runner.read_frames(str(path))[0], read_video(path)[0])
+    for aspect in (fractions.Fraction(16, 11), fractions.Fraction(8, 9)):  # PAL widescreen, NTSC DV
+        anamorphic = write_anamorphic_video(tmp_path / f"anamorphic_{aspect.numerator}.avi", aspect)
+        frames, expected = runner.read_frames(str(anamorphic))[0], read_video(anamorphic)[0]
+        assert frames.shape == expected.shape and np.abs(frames - expected.astype(int)).mean() < 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2 and all(line.startswith(f"warning: {cut}: decoded ") for line in warnings)
 

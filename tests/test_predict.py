@@ -11,7 +11,7 @@ import pytest
 import keras_r3d
 from keras_r3d import predict, video
 from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, REPO,
-                            VARIABLE_RATE_STEP, write_rotated_video, write_variable_rate_video)
+                            VARIABLE_RATE_STEP, write_anamorphic_video, write_rotated_video, write_variable_rate_video)
 
 
 def test_window_indices_follow_the_official_center_crop():
@@ -236,8 +236,10 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
 
 
 def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path, capsys):
-    """Phone videos' display rotation, a frame size that changes, macOS `._`
-    files among the frames, and 16-bit grayscale PNG frames."""
+    """Phone videos' display rotation, pixels that are not square, a frame
+    size that changes, macOS `._` files among the frames, and 16-bit
+    grayscale PNG frames."""
+    import fractions
     import shutil
 
     import av
@@ -248,6 +250,14 @@ def test_odd_videos_and_frame_folders(fixtures_dir, tmp_path, capsys):
     frames, _ = read_video(write_rotated_video(tmp_path / "rotated.mp4"))
     assert frames.shape == (5, 64, 32, 3)  # upright: 32 wide, 64 high
     assert frames[0, 40:].mean() > 200 and frames[0, :24].mean() < 50  # the white half now at the bottom
+
+    # Pixels that are not square (DV, DVD, broadcast): shown as a player shows them, one side shrunk.
+    (tmp_path / "anamorphic").mkdir()
+    for aspect, shape in ((fractions.Fraction(2), (24, 64)), (fractions.Fraction(1, 2), (48, 32))):
+        frames, _ = read_video(write_anamorphic_video(tmp_path / "anamorphic" / f"{aspect.numerator}.avi", aspect))
+        assert frames.shape == (3, *shape, 3)
+        half = shape[1] // 2  # the white half stays the left half
+        assert frames[0, :, :half - 2].mean() > 240 and frames[0, :, half + 2:].mean() < 15
 
     parts = []
     for width in (64, 96):  # one stream whose size changes midway: MPEG-TS segments joined
