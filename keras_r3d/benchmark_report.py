@@ -108,7 +108,7 @@ def render_markdown(results):
                      f"Not measured: {', '.join(missing) or 'none'}; the last model measured may "
                      "lack some of its rows.")
     if not run["gpus"]:
-        lines.append("- No GPU on this machine: no GPU rows.")
+        lines.append("- GPU rows: **not measured**, this machine has no GPU.")
     if (frames, height, width, settings["num_classes"]) != (16, 112, 112, 600):
         lines.append("- **Not Table 8's setting** (16×112×112 clips, 600 classes): the paper's params, "
                      "MFLOPs and clips/s beside ours are for that setting, not this run's.")
