@@ -260,7 +260,7 @@ def default_output(model_path):
     """`<model stem>_eval.json`, with the run folder's name first for a run's
     best.keras and last.keras (`runs/a/best.keras` -> `a_best_eval.json`),
     so that the runs' results do not overwrite each other."""
-    from keras_r3d.train import BEST_MODEL, LAST_MODEL
+    from keras_r3d.runs import BEST_MODEL, LAST_MODEL
 
     path = pathlib.Path(model_path).absolute()
     run = f"{path.parent.name}_" if path.name in (BEST_MODEL, LAST_MODEL) and path.parent.name else ""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import train as r3d_train
+from keras_r3d.runs import RunDirectory
 from tests.conftest import OFFICIAL_CHECKPOINT, REPO
 
 # A tiny model and input: the tests check the machinery, not the accuracy.
@@ -496,7 +497,7 @@ def test_a_crash_after_the_resume_point_is_repaired_on_resume(synthetic, tmp_pat
         raise RuntimeError("killed after state.json")
 
     with monkeypatch.context() as patch:
-        patch.setattr(r3d_train.RunDirectory, "write_derived", crash)
+        patch.setattr(RunDirectory, "write_derived", crash)
         with pytest.raises(RuntimeError, match="killed"):
             r3d_train.train(config)
     assert (run / "state.json").exists() and not any((run / n).exists() for n in ("last.keras", "best.keras",
