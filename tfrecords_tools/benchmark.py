@@ -6,9 +6,10 @@ Converts the real fixture clips (videos and frame folders, shorter side 128)
 and a synthetic set rendered at 128 px, then measures `keras_r3d.data` train
 batches of 16 x 112 x 112 clips (batch 16): wall-clock clips/s, CPU time per
 clip, and the CPU time of each stage (parse, decode, resize, the rest) to say
-what bounds it. Also times the default synthetic set (not the demo's) end to end. Writes
-`data_pipeline.json` and `data_pipeline.md`, with the CPU model and the load
-average (other processes share the cores: wall figures drop under load).
+what bounds it. Also times the default synthetic set (`SyntheticConfig()`, not
+the demo's) end to end. Writes `data_pipeline.json` and `data_pipeline.md`, with
+the CPU model and the load average (other processes share the cores: wall
+figures drop under load).
 """
 import argparse
 import datetime
@@ -157,8 +158,8 @@ def run(work, seconds, workers, repeats):
     synthetic = SyntheticConfig(size=128, videos_per_class=16)
     results["conversion"]["synthetic_128px_render_and_convert"] = timed_conversion(
         make_synthetic, work / "synthetic", synthetic, workers=workers, progress=False)
-    results["conversion"]["demo_synthetic_default_render_and_convert"] = timed_conversion(
-        make_synthetic, work / "demo", DEFAULTS, workers=workers, progress=False)
+    results["conversion"]["default_synthetic_render_and_convert"] = timed_conversion(
+        make_synthetic, work / "default", DEFAULTS, workers=workers, progress=False)
     results["pipeline"]["natural_fixtures"] = pipeline(str(work / "natural" / "train-*.tfrecord"), seconds,
                                                        repeats)
     results["pipeline"]["synthetic_128px"] = pipeline(str(work / "synthetic" / "train-*.tfrecord"), seconds,
@@ -178,7 +179,7 @@ def run(work, seconds, workers, repeats):
         "settings": {"clip": CLIP, "batch": BATCH, "short_side": 128, "jpeg_quality": 90,
                      "conversion_workers": workers, "seconds_per_measurement": seconds,
                      "measurements_per_pipeline": repeats,
-                     "synthetic_128px": dataclass_dict(synthetic), "demo_synthetic": dataclass_dict(DEFAULTS)},
+                     "synthetic_128px": dataclass_dict(synthetic), "default_synthetic": dataclass_dict(DEFAULTS)},
         **results,
     }
 
