@@ -34,6 +34,10 @@ from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
 from keras_r3d.runs import RunDirectory, write_tensorboard
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
+FINETUNE_MODES = ("complete", "last_layer")  # the whole model, or the head only
+OPTIMIZERS = ("official_sgd", "adamw")
+LR_SCHEDULES = ("steps", "cosine", "constant")
+STRATEGIES = ("none", "mirrored", "multi_worker")
 
 # The flags that override a contract's timing and sizes, and its normalization (comma-separated).
 CONTRACT_SCALAR_FLAGS = ("frames", "size", "temporal_downsample", "fps")
@@ -125,8 +129,8 @@ def finetune_model(source, class_names, config):
     from keras_r3d.saving import finetune
 
     mode = config.get("finetune", "complete")
-    if mode not in ("complete", "last_layer"):
-        raise ValueError(f"finetune must be 'complete' or 'last_layer', got {mode!r}")
+    if mode not in FINETUNE_MODES:
+        raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {mode!r}")
     return finetune(source, class_names, head_only=mode == "last_layer", dropout=config.get("dropout"),
                     preprocessing=_override_contract(source.preprocessing, config))
 
@@ -152,7 +156,7 @@ def make_optimizer(config, steps_per_epoch):
     elif schedule_name == "constant":
         schedule = lr
     else:
-        raise ValueError(f"lr_schedule must be steps, cosine or constant, got {schedule_name!r}")
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule_name!r}")
     clip = {"global_clipnorm": config["clipnorm"]} if config.get("clipnorm") else {}
     name = config["optimizer"]
     if name == "official_sgd":
@@ -160,7 +164,7 @@ def make_optimizer(config, steps_per_epoch):
                            l2_weight_decay=config["weight_decay"], **clip)
     if name == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"], **clip)
-    raise ValueError(f"optimizer must be official_sgd or adamw, got {name!r}")
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
 def compile_model(model, config, steps_per_epoch):
@@ -461,7 +465,7 @@ def make_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs TF_CONFIG (the cluster and this task)")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be none, mirrored or multi_worker, got {name!r}")
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 def worker_index():
@@ -688,7 +692,7 @@ def define_flags(flag_values=None):
                    "the efficient nets).")
     d.DEFINE_string("model", None, "A .keras model file to continue training (same classes).")
     d.DEFINE_string("pretrained", None, "A .keras or official .pth to fine-tune (new head).")
-    d.DEFINE_enum("finetune", "complete", ["complete", "last_layer"], "What trains when fine-tuning.")
+    d.DEFINE_enum("finetune", "complete", list(FINETUNE_MODES), "What trains when fine-tuning.")
     d.DEFINE_enum("preprocessing", None, list(DATASET_PREPROCESSING),
                   "Contract of a model trained from scratch (default: 0..255 minus the ActivityNet mean).")
     d.DEFINE_integer("frames", None, "Clip length (overrides the contract).", lower_bound=1)
@@ -705,9 +709,9 @@ def define_flags(flag_values=None):
     d.DEFINE_string("cache", None, "Cache the training records: 'memory' or a file prefix.")
     d.DEFINE_integer("batch_size", 16, "Global batch size (split across replicas).", lower_bound=1)
     d.DEFINE_integer("epochs", 10, "Epochs to train in total.", lower_bound=1)
-    d.DEFINE_enum("optimizer", "official_sgd", ["official_sgd", "adamw"], "Optimizer.")
+    d.DEFINE_enum("optimizer", "official_sgd", list(OPTIMIZERS), "Optimizer.")
     d.DEFINE_float("lr", 0.1, "Learning rate (peak, for cosine).", lower_bound=0.0)
-    d.DEFINE_enum("lr_schedule", "steps", ["steps", "cosine", "constant"], "Learning-rate schedule.")
+    d.DEFINE_enum("lr_schedule", "steps", list(LR_SCHEDULES), "Learning-rate schedule.")
     d.DEFINE_list("lr_steps", ["40", "55", "65", "70", "200", "250"], f"Epochs where lr *= {STEP_FACTOR:g}.")
     d.DEFINE_float("warmup_epochs", 0.0, "Linear warmup before cosine decay.", lower_bound=0.0)
     d.DEFINE_float("momentum", 0.9, "SGD momentum.")
@@ -731,7 +735,7 @@ def define_flags(flag_values=None):
     d.DEFINE_string("output_dir", None, "Run directory (default runs/<flagfile stem>).")
     d.DEFINE_bool("resume", False, "Continue the run in --output_dir.")
     d.DEFINE_integer("keep_checkpoints", 2, "Epoch checkpoints to keep.", lower_bound=1)
-    d.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "Distribution strategy.")
+    d.DEFINE_enum("strategy", "none", list(STRATEGIES), "Distribution strategy.")
 
 
 def list_recipes():
