@@ -356,6 +356,23 @@ def test_recipes_parse_and_name_valid_architectures():
     assert (REPO / "configs" / "demo.flags").exists()  # the top-level symlink
 
 
+def test_the_ucf101_recipe_gives_a_kinetics_checkpoint_ucf101s_frame_rate(tmp_path):
+    """The Kinetics contract names no fps: a UCF-101 model fine-tuned from it
+    said none, so predict and the exports fed a 60 fps video unresampled to a
+    model trained on 25 fps records. The recipe gives the records' rate."""
+    import keras_r3d
+    from keras_r3d.preprocessing import DATASET_PREPROCESSING
+
+    kinetics = keras_r3d.build("shufflenetv2", width_mult=0.25, num_classes=3, class_names=["x", "y", "z"],
+                               preprocessing=DATASET_PREPROCESSING["kinetics"])
+    assert kinetics.preprocessing.fps is None
+    kinetics.save(tmp_path / "kinetics.keras")
+    config = _parse("--recipe=ucf101", f"--pretrained={tmp_path / 'kinetics.keras'}")
+    contract = r3d_train.build_model(config, ["a", "b"]).preprocessing
+    assert contract.fps == DATASET_PREPROCESSING["ucf101"].fps == 25
+    assert contract.channel_order == "BGR"  # the rest of the checkpoint's contract stays
+
+
 def test_contract_flags_override_the_normalization():
     from absl import flags
 
