@@ -524,8 +524,12 @@ def _train(config):
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
-    if r3d_data.label_names(config["val_data"]) != class_names:
-        raise ValueError("--train_data and --val_data have different class lists")
+    unknown = [name for name in r3d_data.label_names(config["val_data"]) if name not in class_names]
+    if unknown:  # val's classes, in any order, are scored by name (evaluate.align_labels)
+        raise ValueError(f"--val_data has classes that --train_data has not, which the model gets no output for: "
+                         f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}; convert both splits in "
+                         "one tfrecords_tools.convert run (one --annotations, or --val_fraction for folders), or "
+                         "leave those classes out of --val_data")
     if chief:
         run.check_writable()
     keras.utils.set_random_seed(config["seed"])
