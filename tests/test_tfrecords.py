@@ -500,6 +500,28 @@ def test_ucf101_follows_symlinked_class_folders_and_ends_link_loops(fixtures_dir
         str(videos / "Archery" / "v_Archery_g01_c01.avi")]
 
 
+def test_ucf101_takes_the_official_codes_frame_folders(fixtures_dir, tmp_path, ucf_notes):
+    """The official code extracts UCF-101 to `Class/v_X/image_00001.jpg` frame
+    folders; they were all 'missing: no such .avi', and nothing converted."""
+    frames = tmp_path / "UCF-101-jpg"
+    folder = frames / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01"
+    folder.mkdir(parents=True)
+    for index in range(1, 4):
+        Image.new("RGB", (16, 12), (80 * index, 0, 0)).save(folder / f"image_{index:05d}.jpg")
+    link(GESTURES["stop_sign"], frames / "Archery" / "v_Archery_g01_c01")
+    manifest = tool.convert("ucf101", frames, tmp_path / "out", annotations=ucf_notes, short_side=0, progress=False)
+    assert manifest["skipped"] == []
+    videos = records(tmp_path / "out")
+    assert [(v["label_index"], v["label_text"], v["num_frames"], v["fps"]) for v in videos.values()] == [
+        (0, "ApplyEyeMakeup", 3, None), (2, "Archery", 68, None)]
+    # An .avi and a frame folder of the listed name: the .avi at the listed path is converted.
+    avi = touch(frames / "Archery" / "v_Archery_g01_c01.avi")
+    _, items, missing = sources.list_ucf101(frames, ucf_notes)
+    assert [item.source for item in items if item.split == "val"] == [str(avi)]
+    assert missing == [(str(frames / "Archery" / "v_Archery_g01_c01"), f"the same name as {avi}, which is converted",
+                        "val")]
+
+
 def test_a_video_name_found_twice_prefers_the_listed_path_and_reports_the_other(
         fixtures_dir, tmp_path, ucf_notes, capsys):
     videos = tmp_path / "UCF-101"

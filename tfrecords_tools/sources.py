@@ -66,9 +66,10 @@ def _warn_left_out(what, entries):
     print(f"warning: {what}: {names}{more} (reasons in {MANIFEST})", file=sys.stderr)
 
 
-def _index_videos(root, suffixes=VIDEO_SUFFIXES):
+def _index_videos(root, suffixes=VIDEO_SUFFIXES, frame_folders=False):
     """Maps file stem -> the paths of the videos of that name under `root`, in
-    path order. Symlinked folders are followed, each real folder once (so a
+    path order; with `frame_folders`, folders that hold frame images too, by
+    their name. Symlinked folders are followed, each real folder once (so a
     link loop ends)."""
     found, seen = {}, set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
@@ -78,6 +79,8 @@ def _index_videos(root, suffixes=VIDEO_SUFFIXES):
             continue
         seen.add(real)
         subfolders.sort()  # the same folder is reached by the same path on every run
+        if frame_folders and any(pathlib.Path(name).suffix.lower() in FRAME_SUFFIXES for name in files):
+            found.setdefault(pathlib.Path(folder).name, []).append(pathlib.Path(folder))
         for name in files:
             path = pathlib.Path(folder, name)
             if path.suffix.lower() in suffixes and path.is_file():
@@ -180,10 +183,11 @@ def _parse_csv_line(line, index_of, where):
 
 
 def list_ucf101(input_dir, annotations, split=1, **_):
-    """UCF-101 `.avi` videos found recursively, with the official `classInd.txt`,
-    `trainlist0N.txt` (`Class/v_X.avi <index>`) and `testlist0N.txt`
-    (`Class/v_X.avi`). The test list becomes the `val` split. Of videos of one
-    name, the one at the listed path under INPUT is converted."""
+    """UCF-101 `.avi` videos, or the frame folders `Class/v_X/image_00001.jpg`
+    that the official code extracts from them, found recursively, with the
+    official `classInd.txt`, `trainlist0N.txt` (`Class/v_X.avi <index>`) and
+    `testlist0N.txt` (`Class/v_X.avi`). The test list becomes the `val` split.
+    Of videos of one name, the one at the listed path under INPUT is converted."""
     if annotations is None:
         raise AnnotationError("--annotations is required for --format ucf101")
     if split not in (1, 2, 3):
@@ -193,7 +197,7 @@ def list_ucf101(input_dir, annotations, split=1, **_):
     lists = {"train": _require_file(folder / f"trainlist0{split}.txt", f"UCF-101 split {split} train list"),
              "val": _require_file(folder / f"testlist0{split}.txt", f"UCF-101 split {split} test list")}
     index_of = {label: index for index, label in enumerate(labels)}
-    videos = _index_videos(input_dir, (".avi",))
+    videos = _index_videos(input_dir, (".avi",), frame_folders=True)
     items, missing, duplicates = [], [], []
     for subset, path in lists.items():
         for number, line in enumerate(_read_annotation(read_lines, path), 1):
@@ -210,9 +214,11 @@ def list_ucf101(input_dir, annotations, split=1, **_):
                                       f"({label_index + 1} in classInd.txt)")
             stem = pathlib.PurePosixPath(name).stem
             if stem not in videos:
-                missing.append((name, "missing: no such .avi under --input", subset))
+                missing.append((name, "missing: no such .avi or frame folder under --input", subset))
                 continue
-            source = _pick(videos[stem], subset, duplicates, preferred=pathlib.Path(input_dir, name))
+            listed = pathlib.Path(input_dir, name)
+            source = _pick(videos[stem], subset, duplicates,
+                           preferred=listed if listed in videos[stem] else listed.with_suffix(""))
             items.append(Item(str(source), stem, label_index, class_name, subset))
     return _finish(items, missing, duplicates, labels, folder)
 
