@@ -33,6 +33,8 @@ OFFICIAL_SHA256 = {
     "kinetics_shufflenetv2_0.25x_RGB_16_best.pth": "8d61b847a21ef1a39f95ccc30ec1d64a10ec1438f91b299425641fd200812acb",
     "kinetics_resnet_18_RGB_16_best.pth": "f8a7ff0676257957998414d95bb86e662be1cebee86e899f73893bd09efd60a2",
 }
+# Where users download the official checkpoints (its README links the folder).
+OFFICIAL_CHECKPOINTS = "https://github.com/okankop/Efficient-3DCNNs (README: Pretrained models)"
 OFFICIAL_NAME = re.compile(
     rf"^(?P<dataset>{'|'.join(DATASETS)})_(?P<arch>[a-z0-9]+)_"
     r"(?:(?P<width>\d+(?:\.\d+)?)x(?:_G(?P<groups>\d+))?|(?P<depth>\d+))_RGB_\d+_best\.pth$")

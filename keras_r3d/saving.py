@@ -19,7 +19,11 @@ def load(path, **convert_kwargs):
     (`convert_kwargs` as in `keras_r3d.convert.convert_checkpoint`)."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"No model file at {path}")
+        from keras_r3d.convert import OFFICIAL_CHECKPOINTS, OFFICIAL_NAME
+
+        hint = (f": {path.name} is an official checkpoint; download it from {OFFICIAL_CHECKPOINTS}"
+                if OFFICIAL_NAME.match(path.name) else "")
+        raise FileNotFoundError(f"No model file at {path}{hint}")
     if path.suffix == ".pth":
         from keras_r3d.convert import convert_checkpoint
 

@@ -149,6 +149,14 @@ def test_load_converts_pth_in_memory(fixtures_dir):
     assert model.architecture["groups"] == 3
 
 
+def test_a_missing_official_checkpoint_says_where_to_download_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"kinetics_shufflenet_0.5x_G3_RGB_16_best.pth is an official "
+                                                r"checkpoint; download it from https://github.com/okankop"):
+        keras_r3d.load(tmp_path / "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth")
+    with pytest.raises(FileNotFoundError, match=r"No model file at \S+mine.pth$"):
+        keras_r3d.load(tmp_path / "mine.pth")
+
+
 def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
     renamed = tmp_path / "mycopy.pth"
     renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
