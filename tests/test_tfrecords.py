@@ -289,6 +289,8 @@ def test_bad_ucf_kinetics_and_folders_annotations(ucf_tree, fixtures_dir, tmp_pa
         tool.convert("ucf101", ucf_tree / "videos", tmp_path / "out", annotations=notes, progress=False)
     with pytest.raises(AnnotationError, match="missing annotation file"):
         tool.convert("ucf101", ucf_tree / "videos", tmp_path / "out", annotations=tmp_path, progress=False)
+    with pytest.raises(AnnotationError, match=f"{notes} is a folder: give the Kinetics CSV file itself"):
+        tool.convert("kinetics", ucf_tree / "videos", tmp_path / "out", annotations=notes, progress=False)
     csv = tmp_path / "k.csv"
     csv.write_text("label,youtube_id,split\nzumba,abc,train\n")
     with pytest.raises(AnnotationError, match=r"missing columns \['time_start', 'time_end'\]"):

@@ -37,6 +37,8 @@ class Item:
 
 def _require_file(path, what):
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise AnnotationError(f"{path} is a folder: give the {what} file itself")
     if not path.is_file():
         raise AnnotationError(f"missing annotation file {path} ({what})")
     return path
