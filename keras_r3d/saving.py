@@ -1,12 +1,13 @@
 """Loading models and reading what they carry."""
 import json
 import pathlib
+import sys
 import zipfile
 
 import keras
 import numpy as np
 
-from keras_r3d.models import HEAD_LAYERS, VideoClassifier
+from keras_r3d.models import HEAD_LAYERS, VideoClassifier, float32_model
 from keras_r3d.preprocessing import Preprocessing, as_contract, preprocess
 
 # The official fine-tuning head: Dropout(0.9) + Linear for the efficient nets.
@@ -70,10 +71,18 @@ class ExportedModel:
 
 
 def load_for_inference(path, num_threads=None):
-    """`load` for a .keras model or official .pth; an `ExportedModel` for an
-    artifact of `keras_r3d.export` (`num_threads`: its runtime's CPU threads)."""
+    """`load` for a .keras model or official .pth, computing in float32 as its
+    exports do: a model that `train --precision` saved in mixed precision runs
+    as a float32 copy with the same weights (so evaluate scores what is
+    deployed), with a note on stderr. An `ExportedModel` for an artifact of
+    `keras_r3d.export` (`num_threads`: its runtime's CPU threads)."""
     if pathlib.Path(path).suffix in (".keras", ".pth") or not pathlib.Path(path).exists():
-        return load(path)
+        model = load(path)
+        full = float32_model(model)
+        if full is not model:
+            print(f"note: {path} computes in mixed or half precision (train --precision); running it in "
+                  "float32 with the same weights, as its exports compute", file=sys.stderr)
+        return full
     return ExportedModel(path, num_threads)
 
 

@@ -203,6 +203,42 @@ def test_a_softmax_head_is_not_softmaxed_again(tmp_path):
     assert export.export_metadata(logits, raw_input=False, input_dtype="uint8")["output"]["kind"] == "logits"
 
 
+def test_a_mixed_precision_model_is_run_in_float32_and_resumed_as_saved(tmp_path, capsys):
+    """`train --precision mixed_*` saves layers that compute in float16:
+    evaluate and predict run a float32 copy, as the exports compute; training
+    (--model, --resume) goes on with the model as saved."""
+    import keras
+
+    from keras_r3d import train as r3d_train
+    from keras_r3d.saving import load_for_inference
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = keras_r3d.SqueezeNet3D(num_classes=3, input_shape=(8, 32, 32, 3), class_names=["a", "b", "c"],
+                                       preprocessing="jester")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    path = tmp_path / "mixed.keras"
+    mixed.save(path)
+    model = load_for_inference(path)
+    assert f"note: {path} computes in mixed or half precision" in capsys.readouterr().err
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+    assert keras_r3d.model_info(model) == keras_r3d.model_info(path)  # contract, class names, architecture
+    for a, b in zip(model.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    clips = keras_r3d.preprocess(np.random.default_rng(0).integers(0, 256, (2, 8, 32, 32, 3), np.uint8),
+                                 model.preprocessing)
+    half, full = mixed.predict_on_batch(clips), model.predict_on_batch(clips)
+    assert np.abs(half - full).max() < 0.02 * np.abs(full).max()  # float16's rounding
+    model.save(tmp_path / "float32.keras")  # a float32 model loads as it is, without a note
+    assert load_for_inference(tmp_path / "float32.keras").get_layer("features_0").compute_dtype == "float32"
+    assert "note" not in capsys.readouterr().err
+    assert keras_r3d.load(path).get_layer("features_0").compute_dtype == "float16"
+    resumed = r3d_train.RunDirectory(tmp_path).load_checkpoint({"checkpoint": "mixed.keras", "epoch": 1})
+    assert resumed.get_layer("features_0").compute_dtype == "float16"
+
+
 def test_python_api_mistakes_are_clear_errors(tmp_path):
     import keras
 

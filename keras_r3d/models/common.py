@@ -266,7 +266,7 @@ def float32_model(model):
     """`model` computing in float32: a copy with the same weights where a
     layer computes in (mixed) float16 or bfloat16, as `train --precision`
     builds, else `model` itself. What an export starts from (TFLite cannot
-    convert half-precision ops)."""
+    convert half-precision ops), and what `load_for_inference` returns."""
     config = model.get_config()
     halved = False
     for entry in config["layers"]:
