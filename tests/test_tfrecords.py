@@ -1,5 +1,6 @@
 """tfrecords_tools: each format from real fixtures, bad inputs, bad annotations, resume."""
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -364,6 +365,40 @@ def test_a_worker_that_dies_stops_the_run_with_a_message(fixtures_dir, tmp_path,
     with pytest.raises(AnnotationError, match="holds shards that this conversion does not write"):
         tool.convert("folders", source, fresh, progress=False)
     assert not (fresh / tool.PLAN).exists()
+
+
+def test_a_ctrl_c_stops_the_workers_at_once(fixtures_dir, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C does not wait for the videos being encoded (a long one takes
+    minutes): the workers exit at once, the shards under their final names
+    are the finished ones, and the same command resumes."""
+    source = folders_tree(tmp_path)
+    encode = tool.encode_item
+
+    def interrupted_on_one(item, *args):  # the forked workers see this module's patched function
+        if item.video_id.endswith("clip_b"):
+            os.kill(os.getppid(), signal.SIGINT)
+            time.sleep(600)
+        return encode(item, *args)
+
+    monkeypatch.setattr(tool, "encode_item", interrupted_on_one)
+    out = tmp_path / "out"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also in a background job
+    start = time.monotonic()
+    try:
+        code = tool.main(["--format", "folders", "--input", str(source), "--output", str(out), "--workers", "2",
+                          "--num_shards", "4"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130
+    assert time.monotonic() - start < 60
+    assert "interrupted: the finished shards in" in capsys.readouterr().err
+    assert not multiprocessing.active_children()
+    plan = json.loads((out / tool.PLAN).read_text())["shards"]
+    for shard in out.glob("*.tfrecord"):  # a final name always holds a complete shard
+        assert [v["video_id"] for v in schema.read_videos(str(shard))] == [e["video_id"] for e in plan[shard.name]]
+    monkeypatch.setattr(tool, "encode_item", encode)
+    resumed = tool.convert("folders", source, out, workers=2, num_shards=4, progress=False)
+    assert resumed["splits"]["train"]["videos"] == 4
 
 
 def test_cli_warns_when_a_listed_split_ends_up_empty(ucf_tree, capsys):

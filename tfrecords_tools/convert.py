@@ -24,6 +24,7 @@ import pathlib
 import random
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -216,30 +217,47 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
     for stale in output.glob(".*.tfrecord.tmp-*"):
         stale.unlink()
     jobs = [(item, short_side, jpeg_quality, min_frames, fps) for entries in pending.values() for item in entries]
+    stop_read, stop_write = multiprocessing.Pipe(duplex=False)  # closing stop_write stops the workers
     # Fork before TensorFlow runs anything (it is imported, but no op has run):
     # workers then start at once instead of importing Keras again.
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) \
-        if workers > 1 and jobs else None  # Ctrl-C stops the main process, which cancels the rest
+                                   initializer=_start_worker, initargs=(stop_read, stop_write)) \
+        if workers > 1 and jobs else None
     bar = tqdm(total=len(jobs), unit="video", desc="converting", disable=not progress, dynamic_ncols=True)
     try:
         results = _in_order(executor, jobs, ahead=4 * workers) if executor else map(_encode_star, jobs)
         for name, entries in pending.items():
             _write_shard(output, name, entries, results, bar)
     except BaseException:  # Ctrl-C, a dead worker: the videos being encoded are not waited for
-        for process in (executor._processes or {}).values() if executor else ():
-            process.terminate()
+        stop_write.close()  # the workers exit
         raise
     finally:
         bar.close()
         if executor:
             executor.shutdown(wait=True, cancel_futures=True)
+        stop_read.close()
+        stop_write.close()
     manifest = _manifest(output, plan, labels, missing)
     # The splits that the annotations name (or the folders' hash gave videos) but that hold none.
     named = {item.split for item in items} | {split for _, _, split in missing if split}
     manifest["empty_splits"] = sorted(named - {s for s, entry in manifest["splits"].items() if entry["videos"]})
     write_atomic(output / schema.MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def _start_worker(stop_read, stop_write):
+    """A worker's initializer: Ctrl-C is the main process's to handle, and the
+    worker exits at once, whatever it is encoding, when the main process
+    closes `stop_write` (or dies). ProcessPoolExecutor has no public way to
+    terminate its workers (before Python 3.14)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_write.close()  # the main process's is then the only one
+    threading.Thread(target=_exit_at_eof, args=(stop_read,), daemon=True).start()
+
+
+def _exit_at_eof(stop_read):
+    stop_read.poll(None)  # readable at the end of file, once no process holds the write end
+    os._exit(1)
 
 
 def _in_order(executor, jobs, ahead):
