@@ -53,7 +53,7 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| ShuffleNetV2-0.25x | 0.83 / " in markdown  # paper params beside ours
     assert "Keras (tensorflow) float32 b2" in markdown and "Keras (jax) float32 b1" in markdown
-    assert "No GPU on this machine" in markdown or run["gpus"]
+    assert "GPU rows: **not measured**, this machine has no GPU." in markdown or run["gpus"]
     assert "**Not Table 8's setting** (16×112×112 clips, 600 classes)" in markdown  # 8×32×32, 5 classes
     png = (tmp_path / "smoke.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
