@@ -275,6 +275,20 @@ def count_clips(file_pattern, split, contract, crop=None):
     return crops * len(num_frames)
 
 
+def frame_rates_text(videos_per_rate, listed=4):
+    """Frame rates (rate -> videos; 0 where unknown, as for frame folders) in
+    words: each with its count, or the min, median and max of the videos'
+    rates where more than `listed` differ; then the videos without a rate."""
+    rated = {rate: count for rate, count in videos_per_rate.items() if rate}
+    parts = [f"{rate:g} fps: {count}" for rate, count in sorted(rated.items())]
+    if len(rated) > listed:
+        rates = np.repeat(list(rated), list(rated.values()))  # one per video
+        parts = [f"{len(rated)} rates, min {rates.min():g}, median {np.median(rates):g}, max {rates.max():g} fps"]
+    if videos_per_rate.get(0.0):
+        parts.append(f"{videos_per_rate[0.0]} without a rate (frame folders)")
+    return ", ".join(parts)
+
+
 def frame_rates(file_pattern, videos=16):
     """The distinct frame rates (rounded to 0.01; 0 where unknown) of the
     first `videos` videos of the first matching shard."""

@@ -248,6 +248,24 @@ def test_fps_resamples_video_files_and_a_cut_video_is_skipped(fixtures_dir, tmp_
         tool.convert("folders", tmp_path / "in", tmp_path / "out2", fps=0, progress=False)
 
 
+def test_inspect_shows_the_frame_rates(fixtures_dir, tmp_path, capsys):
+    """inspect showed no frame rate: a set converted at the wrong one went unseen."""
+    from tfrecords_tools import inspect
+
+    for name, clip in (("a", AVI), ("b", MP4), ("c", MP4_2)):  # 25, 28 and 30 fps
+        link(clip, tmp_path / "in" / name / clip.name)
+    link(GESTURES["thumb_up"], tmp_path / "in" / "d" / "frames")
+    tool.convert("folders", tmp_path / "in", tmp_path / "out", short_side=16, progress=False)
+    assert inspect.main([str(tmp_path / "out"), "--sheet", ""]) == 0
+    assert "frame rates: 25 fps: 1, 28 fps: 1, 30 fps: 1, 1 without a rate (frame folders)\n" \
+        in capsys.readouterr().out
+    # Many rates: their spread over the videos.
+    from keras_r3d.data import frame_rates_text
+
+    assert frame_rates_text({12.0: 1, 15.0: 1, 25.0: 5, 29.97: 2, 60.0: 1}) == \
+        "5 rates, min 12, median 25, max 60 fps"
+
+
 @pytest.mark.parametrize("case, message", [
     ("no_class_list", r"found no class list \(classInd.txt, categories.txt, jester-v1-labels.csv\)"),
     ("no_lists", "no train or validation list"),

@@ -2,9 +2,9 @@
 
     python -m tfrecords_tools.inspect 'DIR/train-*.tfrecord' [--sheet sheet.png --clips 8 --columns 8]
 
-Counts videos and frames, the label distribution and the frame sizes (reading
-the record contexts, no JPEG decoding), then writes a PNG with one row per
-sampled video (one per label first) and `--columns` evenly spaced frames.
+Counts videos and frames, the label distribution, the frame sizes and rates
+(reading the record contexts, no JPEG decoding), then writes a PNG with one
+row per sampled video (one per label first) and `--columns` evenly spaced frames.
 """
 import argparse
 import collections
@@ -27,20 +27,22 @@ def shard_pattern(pattern):
 
 
 def summarize(file_pattern, progress=False):
-    """Counts of the matching shards: videos, frames, sizes and labels, and the
-    shards of their set that are missing or not in its manifest.json."""
+    """Counts of the matching shards: videos, frames, sizes, frame rates (rounded
+    to 0.01; 0 for frame folders, which have none) and labels, and the shards
+    of their set that are missing or not in its manifest.json."""
     import tensorflow as tf
     from tqdm import tqdm
 
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
-    labels, sizes, frames = collections.Counter(), collections.Counter(), []
+    labels, sizes, rates, frames = collections.Counter(), collections.Counter(), collections.Counter(), []
     for file in tqdm(files, unit="shard", desc="reading", disable=not progress, leave=False):
         try:
             for video in tf.data.TFRecordDataset([file]).map(schema.parse_video):
                 labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
                 sizes[(int(video["height"]), int(video["width"]))] += 1
+                rates[round(float(video["fps"]), 2)] += 1
                 frames.append(int(video["num_frames"]))
         except tf.errors.DataLossError as error:
             raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
@@ -49,7 +51,8 @@ def summarize(file_pattern, progress=False):
     return {"files": len(files), "missing": missing_shards(files), "unlisted": unlisted_shards(files),
             "videos": len(frames), "frames": sum(frames),
             "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
-            "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common())}
+            "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common()),
+            "frame_rates": dict(sorted(rates.items()))}
 
 
 def missing_shards(files):
@@ -142,10 +145,13 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from keras_r3d.data import frame_rates_text
+
     low, mean, high = summary["frames_per_video"] or (0, 0, 0)
     print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "
           f"frames per video min {low}, mean {mean:.1f}, max {high}")
     print("frame sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in summary["sizes"].items()))
+    print(f"frame rates: {frame_rates_text(summary['frame_rates'])}")
     for (index, label), count in summary["labels"].items():
         print(f"{index:5d} {label:40s} {count}")
     if args.sheet:
