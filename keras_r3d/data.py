@@ -22,6 +22,7 @@ Only the sampled frames are decoded, and only inside the crop window; the
 crop is resized bilinearly (antialiased when it shrinks by more than 1.25x),
 and whole batches are normalized by `keras_r3d.preprocess`.
 """
+import collections
 import json
 import pathlib
 import sys
@@ -289,20 +290,30 @@ def frame_rates_text(videos_per_rate, listed=4):
     return ", ".join(parts)
 
 
-def frame_rates(file_pattern, videos=16):
-    """The distinct frame rates (rounded to 0.01; 0 where unknown) of the
-    first `videos` videos of the first matching shard."""
-    records = tf.data.TFRecordDataset(_files(file_pattern)[:1]).take(videos).map(schema.parse_video)
-    return sorted({round(float(video["fps"]), 2) for video in records.as_numpy_iterator()})
+def frame_rates(file_pattern, videos=128, shards=32):
+    """How many videos of a sample of the matching shards run at each frame
+    rate (rounded to 0.01; 0 where unknown): the first videos of up to `shards`
+    shards spread evenly over the set, `videos` in all (at most), so that a set
+    of thousands of shards costs a few records of each of a few. Returns the
+    counts, the number of shards read and the number of shards."""
+    files = _files(file_pattern)
+    spread = np.linspace(0, len(files) - 1, min(shards, len(files))).round().astype(int)
+    sampled = [files[i] for i in spread]
+    per_shard = videos // len(sampled)
+    records = tf.data.Dataset.from_tensor_slices(sampled).interleave(  # shards opened in parallel
+        lambda file: tf.data.TFRecordDataset(file).take(per_shard), num_parallel_calls=tf.data.AUTOTUNE)
+    rates = [round(float(video["fps"]), 2) for video in records.map(schema.parse_video).as_numpy_iterator()]
+    return collections.Counter(rates), len(sampled), len(files)
 
 
 def warn_about_frame_rates(file_pattern, contract, use):
     """Training and evaluation take the records' frames as converted, but
     predict and the exports resample videos to the contract's fps: a
     difference means the model sees motion at another speed than deployed."""
-    rates = [rate for rate in frame_rates(file_pattern) if rate]
-    if contract.fps and any(abs(rate - contract.fps) > 0.5 for rate in rates):
-        print(f"warning: the {use} videos run at {rates} fps, but the model's contract says "
+    counts, shards_read, shards = frame_rates(file_pattern)
+    if contract.fps and any(rate and abs(rate - contract.fps) > 0.5 for rate in counts):
+        print(f"warning: the {use} videos' frame rates (of {sum(counts.values())} looked at, in {shards_read} of "
+              f"the {shards} shards) are {frame_rates_text(counts)}, but the model's contract says "
               f"{contract.fps:g} fps, to which predict and the exports resample videos: the deployed "
               f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps "
               f"(python -m tfrecords_tools.convert ... --fps {contract.fps:g}), or give the model the "

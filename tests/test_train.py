@@ -588,9 +588,32 @@ def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthet
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=12.0), "training")
     assert capsys.readouterr().err == ""  # the synthetic videos are 12 fps
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0), "training")
-    assert "the training videos run at [12.0] fps, but the model's contract says 25 fps" in capsys.readouterr().err
+    assert "the training videos' frame rates (of 14 looked at, in 4 of the 4 shards) are 12 fps: 14, but the " \
+        "model's contract says 25 fps" in capsys.readouterr().err
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(), "training")
     assert capsys.readouterr().err == ""  # no fps in the contract: frames as decoded
+
+
+def test_the_frame_rate_warning_samples_shards_across_the_set(tmp_path, capsys):
+    """Only the first 16 videos of the first shard were looked at: a mixed-rate
+    set whose later shards run at another rate trained without a warning."""
+    import tensorflow as tf
+
+    import keras_r3d
+    from keras_r3d import data as r3d_data
+    from tfrecords_tools import schema
+
+    jpeg = tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy()
+    shards = [[25.0] * 20] + [[25.0] * 2] * 38 + [[29.97] * 2]  # the last shard's videos run at 29.97 fps
+    for index, rates in enumerate(shards):
+        with tf.io.TFRecordWriter(str(tmp_path / f"train-{index:05d}-of-{len(shards):05d}.tfrecord")) as writer:
+            for number, fps in enumerate(rates):
+                writer.write(schema.encode_video([jpeg], label_index=0, label_text="a", video_id=f"{index}-{number}",
+                                                 fps=fps, height=8, width=8, source="s"))
+    r3d_data.warn_about_frame_rates(str(tmp_path / "train-*.tfrecord"), keras_r3d.Preprocessing(fps=25.0), "training")
+    # 32 shards spread over the 40, the first 4 videos of each (128 at most): 4 + 31 * 2.
+    assert "the training videos' frame rates (of 66 looked at, in 32 of the 40 shards) are 25 fps: 64, " \
+        "29.97 fps: 2, but the model's contract says 25 fps" in capsys.readouterr().err
 
 
 def test_every_epoch_draws_other_clips_and_the_same_epoch_the_same(synthetic, tmp_path):
