@@ -1,12 +1,14 @@
 """The scripts in benchmarks/ that are not keras_r3d.benchmark, on tiny settings
 on the CPU: training throughput, the per-layer kernel profile (XLA's CPU thunks
 stand in for GPU kernels), the stem and depthwise formulations, the demo probe
-and onnxruntime's thread settings over time. No timing is asserted."""
+onnxruntime's thread settings over time, and the stacked-frames depthwise conv.
+No timing is asserted."""
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -155,3 +157,33 @@ def test_onnxruntime_threads_alternates_the_settings(tmp_path):
     markdown = (tmp_path / "threads.md").read_text()
     assert "| 1 thread | 1 |" in markdown and "beat 2 spinning threads in" in markdown
     assert (tmp_path / "threads.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_onnx_stacked_frames_computes_the_depthwise_conv_of_the_time_taps(tmp_path):
+    import importlib.util
+
+    import onnxruntime as ort
+
+    spec = importlib.util.spec_from_file_location("stacked", REPO / "benchmarks" / "onnx_stacked_frames.py")
+    stacked = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stacked)
+    rng = np.random.default_rng(1)
+    frames, channels, size = 3, 2, 5
+    kernel = rng.standard_normal((3, channels, 1, 3, 3)).astype(np.float32)  # (time tap, C, 1, kh, kw)
+    clip = rng.standard_normal((frames, channels, size, size)).astype(np.float32)
+    padded = np.pad(clip, ((1, 1), (0, 0), (1, 1), (1, 1)))  # a depthwise 3x3x3 conv, padding 1, then ReLU
+    expected = np.maximum(0, sum(kernel[j, None, :, 0, a, b, None, None]
+                                 * padded[j:j + frames, :, a:a + size, b:b + size]
+                                 for j in range(3) for a in range(3) for b in range(3)))
+    for build, feed in ((stacked.time_taps_graph, clip), (stacked.stacked_graph, stacked.stack(clip))):
+        session = ort.InferenceSession(build(kernel, frames, size).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        out = session.run(None, {"x": feed})[0]
+        out = stacked.unstack(out, frames) if out.shape[0] == 1 else out
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+    _run("onnx_stacked_frames.py", ["--shapes=2,8,6", "--calls=2", "--rounds=1", "--threads=1",
+                                    f"--output={tmp_path / 'stacked'}"], "tensorflow")
+    (row,) = json.loads((tmp_path / "stacked.json").read_text())["rows"]
+    assert row["max_abs_difference"] < 1e-4 * row["max_abs_output"] and row["speedup"] > 0
+    assert "| 2 × 8 × 6 × 6 | 1 |" in (tmp_path / "stacked.md").read_text()
