@@ -292,9 +292,19 @@ def _read_image(path, cv2):
         return np.asarray(image.convert("RGB"))
 
 
-def _capture_frames(source, capture, cv2, declared):
-    denominator = capture.get(getattr(cv2, "CAP_PROP_SAR_DEN", -1))  # OpenCV leaves pixels as stored
+def _capture_aspect(capture, cv2):
+    """The sample aspect ratio of the frames `capture` gives, or None where it
+    says none: OpenCV leaves pixels as stored, and where it turns a phone video
+    upright a quarter turn, their width is the frames' height."""
+    denominator = capture.get(getattr(cv2, "CAP_PROP_SAR_DEN", -1))
     aspect = capture.get(cv2.CAP_PROP_SAR_NUM) / denominator if denominator > 0 else None
+    turned = (hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO") and capture.get(cv2.CAP_PROP_ORIENTATION_AUTO)
+              and int(round(capture.get(cv2.CAP_PROP_ORIENTATION_META) / 90.0)) % 2)
+    return 1.0 / aspect if aspect and turned else aspect
+
+
+def _capture_frames(source, capture, cv2, declared):
+    aspect = _capture_aspect(capture, cv2)
     decoded = 0
     try:
         while True:

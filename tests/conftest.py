@@ -97,15 +97,18 @@ def write_rotated_video(path, frames=5):
     return path
 
 
-def write_anamorphic_video(path, aspect, frames=3):
+def write_anamorphic_video(path, aspect, frames=3, rotation=0):
     """A 64x48 mpeg4 video whose left half is white, with pixels `aspect`
-    (a fraction) as wide as they are high: shown 64x48 times that ratio."""
+    (a fraction) as wide as they are high: shown 64x48 times that ratio
+    (turned by a display `rotation` where given, in an .mp4)."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.sample_aspect_ratio = aspect
+        if rotation:
+            stream.set_display_rotation(rotation)
         frame = np.zeros((48, 64, 3), np.uint8)
         frame[:, :32] = 255
         for _ in range(frames):

@@ -269,6 +269,11 @@ def test_run_on_device_reads_videos_with_opencv_as_predict_does(tmp_path, capsys
         anamorphic = write_anamorphic_video(tmp_path / f"anamorphic_{aspect.numerator}.avi", aspect)
         frames, expected = runner.read_frames(str(anamorphic))[0], read_video(anamorphic)[0]
         assert frames.shape == expected.shape and np.abs(frames - expected.astype(int)).mean() < 2
+    # Turned upright by OpenCV: the ratio is of the stored width, now the height.
+    turned = write_anamorphic_video(tmp_path / "anamorphic_turned.mp4", fractions.Fraction(2), rotation=90)
+    frames, expected = runner.read_frames(str(turned))[0], read_video(turned)[0]
+    assert expected.shape == (3, 64, 24, 3) and frames.shape == expected.shape
+    assert np.abs(frames - expected.astype(int)).mean() < 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2 and all(line.startswith(f"warning: {cut}: decoded ") for line in warnings)
 
