@@ -600,7 +600,7 @@ def _train(config):
                 f"or check the data.")
         # Every worker validates and saves alike (non-chief workers to a scratch
         # file), so that any collective op they involve runs on all workers.
-        results = evaluate(model, config["val_data"], clips=config["val_clips"],
+        results = evaluate(model, config["val_data"], clips=config["val_clips"], class_names=class_names,
                            batch_size=config["batch_size"], predict=predict)
         row = {"epoch": epoch + 1, "learning_rate": float(f"{learning_rate:.6g}"),
                "loss": float(f"{stats.loss:.6g}"), "train_clip_top1": float(f"{stats.accuracy:.6g}"),  # float32
@@ -611,8 +611,8 @@ def _train(config):
         last_epoch = epoch + 1 == config["epochs"]
         if config["reverse_time_eval"] and (last_epoch or config["reverse_time_eval_every_epoch"]):
             reversed_results = evaluate(model, config["val_data"], clips=config["val_clips"],
-                                        batch_size=config["batch_size"], reverse_time=True,
-                                        predict=predict)
+                                        class_names=class_names, batch_size=config["batch_size"],
+                                        reverse_time=True, predict=predict)
             row["val_reversed_video_top1"] = reversed_results["video_top1"]
         if not chief:
             scratch = run.workers / f"worker_{worker_index()}.keras"

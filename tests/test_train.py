@@ -373,13 +373,15 @@ def test_the_ucf101_recipe_gives_a_kinetics_checkpoint_ucf101s_frame_rate(tmp_pa
     assert contract.channel_order == "BGR"  # the rest of the checkpoint's contract stays
 
 
-def test_val_records_converted_apart_may_hold_some_of_the_training_classes(tmp_path):
+def test_val_records_converted_apart_may_hold_some_of_the_training_classes(tmp_path, monkeypatch):
     """Splits converted apart (train/<class> and val/<class> folders) get
     their own class lists: training stopped on any difference, even val
     lacking a class, which evaluate scores by name. Now only a class the
     model has no output for stops it, named, with the cure."""
     from PIL import Image
 
+    import keras_r3d
+    from keras_r3d import evaluate
     from tfrecords_tools.convert import convert
 
     for split, classes in (("train", ("cat", "dog", "eel")), ("val", ("cat", "eel")), ("val2", ("cat", "fox"))):
@@ -393,6 +395,21 @@ def test_val_records_converted_apart_may_hold_some_of_the_training_classes(tmp_p
                                       val_data=str(tmp_path / "val_records" / "val-*.tfrecord"),
                                       output_dir=str(tmp_path / "run"))
     assert r3d_train.train(config)["epochs"] == 1
+    # A --model without class names (its outputs are the train classes, in order) scores val by name too.
+    nameless = keras_r3d.load(tmp_path / "run" / "last.keras")
+    nameless.class_names = None
+    nameless.save(tmp_path / "nameless.keras")
+    maps, align_labels = [], evaluate.align_labels
+
+    def recorded(*args):
+        maps.append(align_labels(*args))
+        return maps[-1]
+
+    monkeypatch.setattr(evaluate, "align_labels", recorded)
+    model_config = {**config, "arch": None, "version": None, "model": str(tmp_path / "nameless.keras"),
+                    "output_dir": str(tmp_path / "run_nameless")}
+    assert r3d_train.train(model_config)["epochs"] == 1
+    assert [list(label_map) for label_map in maps] == [[0, 2]]  # cat, eel
     config.update(val_data=str(tmp_path / "val2_records" / "val-*.tfrecord"), output_dir=str(tmp_path / "run2"))
     with pytest.raises(ValueError, match=r"--val_data has classes that --train_data has not, .*: fox; convert both "
                                          r"splits in one tfrecords_tools.convert run"):
