@@ -297,7 +297,7 @@ def frame_rates(file_pattern, videos=128, shards=32):
     of thousands of shards costs a few records of each of a few. Returns the
     counts, the number of shards read and the number of shards."""
     files = _files(file_pattern)
-    spread = np.linspace(0, len(files) - 1, min(shards, len(files))).round().astype(int)
+    spread = np.linspace(0, len(files) - 1, min(shards, videos, len(files))).round().astype(int)
     sampled = [files[i] for i in spread]
     per_shard = videos // len(sampled)
     records = tf.data.Dataset.from_tensor_slices(sampled).interleave(  # shards opened in parallel

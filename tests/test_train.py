@@ -631,6 +631,9 @@ def test_the_frame_rate_warning_samples_shards_across_the_set(tmp_path, capsys):
     # 32 shards spread over the 40, the first 4 videos of each (128 at most): 4 + 31 * 2.
     assert "the training videos' frame rates (of 66 looked at, in 32 of the 40 shards) are 25 fps: 64, " \
         "29.97 fps: 2, but the model's contract says 25 fps" in capsys.readouterr().err
+    # Fewer videos asked than shards: one video of as many shards, not none.
+    counts, shards_read, _ = r3d_data.frame_rates(str(tmp_path / "train-*.tfrecord"), videos=8)
+    assert (sum(counts.values()), shards_read) == (8, 8)
 
 
 def test_every_epoch_draws_other_clips_and_the_same_epoch_the_same(synthetic, tmp_path):
