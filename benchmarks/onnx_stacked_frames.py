@@ -17,7 +17,9 @@ OUTPUT.md:
     python benchmarks/onnx_stacked_frames.py --output benchmarks/cpu2-xeon-onnx-stacked-frames
 """
 import argparse
+import datetime
 import json
+import os
 import pathlib
 import time
 
@@ -127,6 +129,8 @@ def measure(shapes, threads, calls, rounds, seed=0):
 def render(result):
     lines = ["# A depthwise 3×3×3 conv in onnxruntime: time taps or stacked frames", "",
              f"- Command: `{result['command']}`", f"- Machine: {result['cpu']}; onnxruntime {result['onnxruntime']}",
+             f"- Started {result['started_utc']}, git {result['git']}; 1-minute load {result['load_1min_before']:.2f} "
+             f"before, {result['load_1min_after']:.2f} after",
              f"- {result['calls']} timed calls per formulation in each of {result['rounds']} alternating rounds; "
              "median. One stride-1 depthwise conv (padding 1) and a ReLU.", "",
              "| T × C × H × W | threads | time taps, ms | stacked frames, ms | speedup | max abs difference |",
@@ -143,7 +147,7 @@ def main(argv=None):
 
     import onnxruntime
 
-    from keras_r3d.benchmark import cpu_model
+    from keras_r3d.benchmark import cpu_model, git_commit
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="OUTPUT.json and OUTPUT.md")
@@ -154,11 +158,13 @@ def main(argv=None):
                         help="frames,channels,size;... (size: height = width)")
     args = parser.parse_args(argv)
     shapes = [tuple(int(v) for v in item.split(",")) for item in args.shapes.split(";")]
+    started, load_before = datetime.datetime.now(datetime.timezone.utc), os.getloadavg()[0]
     rows = [row for threads in args.threads.split(",") for row in measure(shapes, int(threads), args.calls,
                                                                            args.rounds)]
     result = {"command": " ".join(["python", "benchmarks/onnx_stacked_frames.py"] + (argv or sys.argv[1:])),
-              "cpu": cpu_model(), "onnxruntime": onnxruntime.__version__,
-              "calls": args.calls, "rounds": args.rounds, "rows": rows}
+              "cpu": cpu_model(), "onnxruntime": onnxruntime.__version__, "git": git_commit(),
+              "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "load_1min_before": load_before,
+              "load_1min_after": os.getloadavg()[0], "calls": args.calls, "rounds": args.rounds, "rows": rows}
     output = pathlib.Path(args.output)
     output.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     output.with_suffix(".md").write_text(render(result))
