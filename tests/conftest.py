@@ -77,46 +77,39 @@ def use_data_statistics(model, clips):
         layer.moving_variance.assign(np.maximum(variance, np.median(variance)))
 
 
-def write_rotated_video(path, frames=5):
-    """A 64x32 mpeg4 video whose left half is white, stored with a 90° display
-    rotation (as phones record): upright, it is 32 wide and 64 high, white at
-    the bottom."""
+def write_half_white_video(path, width, height, frames, rotation=0, aspect=None):
+    """An mpeg4 video of `frames` frames, stored `width`x`height`, whose left
+    half is white; with a display `rotation` (degrees, counterclockwise, as
+    phones record) and pixels `aspect` (a fraction) as wide as high, where given."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
-        stream.set_display_rotation(90)  # played turned a quarter counterclockwise
-        frame = np.zeros((32, 64, 3), np.uint8)
-        frame[:, :32] = 255
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if aspect:
+            stream.codec_context.sample_aspect_ratio = aspect
+        if rotation:
+            stream.set_display_rotation(rotation)
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:, :width // 2] = 255
         for _ in range(frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_rotated_video(path, frames=5):
+    """A 64x32 video whose left half is white, stored with a 90° display
+    rotation: upright, it is 32 wide and 64 high, white at the bottom."""
+    return write_half_white_video(path, 64, 32, frames, rotation=90)
 
 
 def write_anamorphic_video(path, aspect, frames=3, rotation=0):
-    """A 64x48 mpeg4 video whose left half is white, with pixels `aspect`
-    (a fraction) as wide as they are high: shown 64x48 times that ratio
-    (turned by a display `rotation` where given, in an .mp4)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.sample_aspect_ratio = aspect
-        if rotation:
-            stream.set_display_rotation(rotation)
-        frame = np.zeros((48, 64, 3), np.uint8)
-        frame[:, :32] = 255
-        for _ in range(frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """A 64x48 video whose left half is white, with pixels `aspect` as wide as
+    high: shown 64x48 times that ratio (turned by `rotation`, where given)."""
+    return write_half_white_video(path, 64, 48, frames, rotation, aspect)
 
 
 VARIABLE_RATE_STEP = 14  # the gray level of frame i is 14 i
