@@ -10,9 +10,9 @@ input: each takes the three time taps as kernel rows `H+1` apart (a dilation)
 and one row of the spatial kernel (a row offset, as its pads), and a mask
 zeroes the separator rows again. No copies between the convs.
 
-This builds both graphs for one stride-1 depthwise conv followed by a ReLU,
-checks that they agree, times them alternately and writes OUTPUT.json and
-OUTPUT.md:
+This builds both graphs for one stride-1 depthwise conv followed by a ReLU
+(and, with `--pointwise yes`, a 1x1 conv, as a MobileNet V1 block), checks
+that they agree, times them alternately and writes OUTPUT.json and OUTPUT.md:
 
     python benchmarks/onnx_stacked_frames.py --output benchmarks/cpu2-xeon-onnx-stacked-frames
 """
@@ -37,7 +37,19 @@ def _model(nodes, initializers, input_shape, output_shape):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def time_taps_graph(kernel, frames, height):
+def _pointwise(nodes, initializers, pointwise, source, output):
+    """A 1x1 conv of `source` into `output` where `pointwise` weights are given
+    (a MobileNet V1 block), else `source` renamed."""
+    from onnx import helper, numpy_helper
+
+    if pointwise is None:
+        nodes.append(helper.make_node("Identity", [source], [output]))
+        return
+    initializers.append(numpy_helper.from_array(pointwise, "pointwise"))
+    nodes.append(helper.make_node("Conv", [source, "pointwise"], [output]))
+
+
+def time_taps_graph(kernel, frames, height, pointwise=None):
     """The writer's formulation: the center tap reads the input, the others
     slices of it padded in time; the three convs are summed."""
     from onnx import helper, numpy_helper
@@ -56,11 +68,12 @@ def time_taps_graph(kernel, frames, height):
     for j, tap in enumerate(("tap0", "x", "tap2")):
         nodes.append(helper.make_node("Conv", [tap, f"k{j}"], [f"term{j}"], group=channels, pads=[1, 1, 1, 1]))
     nodes += [helper.make_node("Add", ["term0", "term1"], ["sum"]), helper.make_node("Add", ["sum", "term2"], ["d"]),
-              helper.make_node("Relu", ["d"], ["y"])]
+              helper.make_node("Relu", ["d"], ["r"])]
+    _pointwise(nodes, initializers, pointwise, "r", "y")
     return _model(nodes, initializers, shape, shape)
 
 
-def stacked_graph(kernel, frames, height):
+def stacked_graph(kernel, frames, height, pointwise=None):
     """Frames stacked in height, a zero row under each: three dilated convs,
     one per row of the spatial kernel, then the mask."""
     from onnx import helper, numpy_helper
@@ -77,7 +90,9 @@ def stacked_graph(kernel, frames, height):
         nodes.append(helper.make_node("Conv", ["x", f"k{row}"], [f"term{row}"], group=channels,
                                       dilations=[height + 1, 1], pads=[height + 1 - row, 1, height + 1 + row, 1]))
     nodes += [helper.make_node("Add", ["term-1", "term0"], ["sum"]), helper.make_node("Add", ["sum", "term1"], ["d"]),
-              helper.make_node("Relu", ["d"], ["r"]), helper.make_node("Mul", ["r", "mask"], ["y"])]
+              helper.make_node("Relu", ["d"], ["r"])]
+    _pointwise(nodes, initializers, pointwise, "r", "p")
+    nodes.append(helper.make_node("Mul", ["p", "mask"], ["y"]))
     shape = [1, channels, rows, height]
     return _model(nodes, initializers, shape, shape)
 
@@ -94,7 +109,7 @@ def unstack(stacked, frames):
     return stacked.reshape(channels, frames, rows // frames, width)[:, :, :-1].transpose(1, 0, 2, 3)
 
 
-def measure(shapes, threads, calls, rounds, seed=0):
+def measure(shapes, threads, calls, rounds, pointwise=False, seed=0):
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
@@ -102,9 +117,11 @@ def measure(shapes, threads, calls, rounds, seed=0):
     for frames, channels, height in shapes:
         kernel = rng.standard_normal((3, channels, 1, 3, 3)).astype(np.float32)
         clip = rng.standard_normal((frames, channels, height, height)).astype(np.float32)
+        weights = rng.standard_normal((channels, channels, 1, 1)).astype(np.float32) / channels**0.5 \
+            if pointwise else None
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        sessions = {name: (ort.InferenceSession(build(kernel, frames, height).SerializeToString(), options,
+        sessions = {name: (ort.InferenceSession(build(kernel, frames, height, weights).SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"]), feed)
                     for name, build, feed in (("time taps", time_taps_graph, clip),
                                               ("stacked frames", stacked_graph, stack(clip)))}
@@ -120,7 +137,7 @@ def measure(shapes, threads, calls, rounds, seed=0):
                     session.run(None, {"x": feed})
                     times[name].append(time.perf_counter() - start)
         medians = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
-        rows.append({"frames": frames, "channels": channels, "size": height, "threads": threads,
+        rows.append({"frames": frames, "channels": channels, "size": height, "threads": threads, "pointwise": pointwise,
                      "median_ms": medians, "speedup": medians["time taps"] / medians["stacked frames"],
                      "max_abs_difference": difference, "max_abs_output": float(np.abs(outputs["time taps"]).max())})
     return rows
@@ -132,11 +149,14 @@ def render(result):
              f"- Started {result['started_utc']}, git {result['git']}; 1-minute load {result['load_1min_before']:.2f} "
              f"before, {result['load_1min_after']:.2f} after",
              f"- {result['calls']} timed calls per formulation in each of {result['rounds']} alternating rounds; "
-             "median. One stride-1 depthwise conv (padding 1) and a ReLU.", "",
-             "| T × C × H × W | threads | time taps, ms | stacked frames, ms | speedup | max abs difference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "median. One stride-1 depthwise conv (padding 1) and a ReLU, then, in the rows marked so, a 1×1 conv "
+             "to as many channels (a MobileNet V1 block).", "",
+             "| T × C × H × W | then 1×1 conv | threads | time taps, ms | stacked frames, ms | speedup | "
+             "max abs difference |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in result["rows"]:
-        lines.append(f"| {row['frames']} × {row['channels']} × {row['size']} × {row['size']} | {row['threads']} | "
+        lines.append(f"| {row['frames']} × {row['channels']} × {row['size']} × {row['size']} | "
+                     f"{'yes' if row['pointwise'] else 'no'} | {row['threads']} | "
                      f"{row['median_ms']['time taps']:.3f} | {row['median_ms']['stacked frames']:.3f} | "
                      f"{row['speedup']:.2f}× | {row['max_abs_difference']:.1e} (of {row['max_abs_output']:.0f}) |")
     return "\n".join(lines) + "\n"
@@ -154,13 +174,15 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2", help="onnxruntime intra-op threads, comma-separated")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--pointwise", default="no,yes",
+                        help="without and/or with a 1x1 conv after the depthwise conv: no, yes or no,yes")
     parser.add_argument("--shapes", default=";".join(",".join(map(str, s)) for s in SHAPES),
                         help="frames,channels,size;... (size: height = width)")
     args = parser.parse_args(argv)
     shapes = [tuple(int(v) for v in item.split(",")) for item in args.shapes.split(";")]
     started, load_before = datetime.datetime.now(datetime.timezone.utc), os.getloadavg()[0]
-    rows = [row for threads in args.threads.split(",") for row in measure(shapes, int(threads), args.calls,
-                                                                           args.rounds)]
+    rows = [row for pointwise in args.pointwise.split(",") for threads in args.threads.split(",")
+            for row in measure(shapes, int(threads), args.calls, args.rounds, pointwise == "yes")]
     result = {"command": " ".join(["python", "benchmarks/onnx_stacked_frames.py"] + (argv or sys.argv[1:])),
               "cpu": cpu_model(), "onnxruntime": onnxruntime.__version__, "git": git_commit(),
               "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "load_1min_before": load_before,

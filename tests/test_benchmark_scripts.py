@@ -184,6 +184,7 @@ def test_onnx_stacked_frames_computes_the_depthwise_conv_of_the_time_taps(tmp_pa
 
     _run("onnx_stacked_frames.py", ["--shapes=2,8,6", "--calls=2", "--rounds=1", "--threads=1",
                                     f"--output={tmp_path / 'stacked'}"], "tensorflow")
-    (row,) = json.loads((tmp_path / "stacked.json").read_text())["rows"]
-    assert row["max_abs_difference"] < 1e-4 * row["max_abs_output"]
-    assert "| 2 × 8 × 6 × 6 | 1 |" in (tmp_path / "stacked.md").read_text()
+    rows = json.loads((tmp_path / "stacked.json").read_text())["rows"]
+    assert [row["pointwise"] for row in rows] == [False, True]  # without and with a 1x1 conv after
+    assert all(row["max_abs_difference"] < 1e-4 * row["max_abs_output"] for row in rows)
+    assert "| 2 × 8 × 6 × 6 | yes | 1 |" in (tmp_path / "stacked.md").read_text()
