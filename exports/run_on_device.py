@@ -181,11 +181,12 @@ def open_video(source):
 
 def _pyav_frames(source, container, stream, declared):
     import av
+    aspect = stream.sample_aspect_ratio  # FFmpeg's guess from the container and codec, once
     decoded = 0
     try:
         for frame in container.decode(stream):
             decoded += 1
-            yield _upright_rgb(frame, stream.sample_aspect_ratio), frame.time
+            yield _upright_rgb(frame, aspect), frame.time
     except av.error.FFmpegError as error:
         if not decoded:
             raise ValueError("{}: cannot decode ({})".format(source, error))
