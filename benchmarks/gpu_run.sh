@@ -43,7 +43,7 @@ for step in $steps; do
         --repeats 100 --official_modes "${OFFICIAL_MODES:-compile}" ;;
     large) timeout "${LARGE_LIMIT_S:-200}" "$python" -m keras_r3d.benchmark "${common[@]}" \
         --tag "$tag-b256-bf16" --batch_norm "${LARGE_BATCH_NORM:-separate,folded}" --batch_sizes 256 \
-        --precision bfloat16 --repeats 30 --official_modes compile --official_channels_last ;;
+        --precision bfloat16 --repeats 30 --official_modes compile --official_memory_formats channels_last_3d ;;
     table8) timeout "${TABLE8_LIMIT_S:-300}" "$python" -m keras_r3d.benchmark --models "${TABLE8_MODELS:-all}" \
         --backends jax --runtimes keras --tf32 --warmup 10 --warmup_s 1 --output_dir "$out" \
         --layers "${LAYERS:-taps_matmul}" --batch_norm folded --batch_sizes 8 --precision float32 \

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Time and run a keras_r3d export on a device: a Jetson board, a desktop GPU
 box, or any Linux machine. Needs numpy, the runtime of the artifact (LiteRT /
-tflite-runtime, onnxruntime, or TensorRT + pycuda) and, to decode video,
+tflite-runtime, onnxruntime, OpenVINO, or TensorRT + pycuda) and, to decode video,
 OpenCV or PyAV (+ Pillow). No TensorFlow, no keras_r3d: copy this file and
 keras_r3d/runtimes.py into one folder. Python 3.6+ (JetPack 4.6).
 
     python3 run_on_device.py model_int8.tflite --benchmark --threads 2
     python3 run_on_device.py model.engine --benchmark --batch_sizes 1,8
     python3 run_on_device.py model.onnx clip.mp4 frames_folder/ --top_k 3
+    python3 run_on_device.py model_openvino.onnx --benchmark --threads 2   # OpenVINO
     python3 run_on_device.py model.onnx --stream 0            # camera 0 (OpenCV)
     python3 run_on_device.py model.onnx --stream video.mp4 --every 4
 
@@ -480,9 +481,13 @@ def main(argv=None):
     parser.add_argument("--batch_sizes", default="1,8")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (TFLite, onnxruntime)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (TFLite, onnxruntime, OpenVINO)")
     parser.add_argument("--no_spin", action="store_true", help="onnxruntime: threads wait without "
-                        "spinning (for cores shared with other busy processes, e.g. a camera pipeline)")
+                        "spinning, OpenVINO: threads not pinned to cores (for cores shared with other "
+                        "busy processes, e.g. a camera pipeline)")
+    parser.add_argument("--onnx_runtime", choices=runtimes.ONNX_RUNTIMES, default=None,
+                        help="what runs an .onnx file (default: OpenVINO for the file of export "
+                        "--openvino where it is installed, else onnxruntime)")
     parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
     parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
     parser.add_argument("--top_k", type=int, default=5)
@@ -503,7 +508,8 @@ def main(argv=None):
         parser.error("batch sizes, --iterations, --every and --top_k must be >= 1")
 
     try:
-        runtime = runtimes.load_runtime(args.model, num_threads=args.threads, spin=not args.no_spin)
+        runtime = runtimes.load_runtime(args.model, num_threads=args.threads, spin=not args.no_spin,
+                                        onnx_runtime=args.onnx_runtime)
     except (ValueError, OSError, ImportError) as error:  # OSError: a missing file too
         parser.exit(2, "error: {}\n".format(error))
     header = {"model": args.model, "runtime": runtime.name, "input": runtime.input_dtype.name,

@@ -42,16 +42,17 @@ from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, plot_sp
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
-from keras_r3d.runtimes import load_runtime, random_frames
+from keras_r3d.runtimes import ONNX_RUNTIMES, OPENVINO_CONFIG, OPENVINO_LAYOUT, load_runtime, random_frames
 
 BACKENDS = ("tensorflow", "jax", "torch")
-RUNTIMES = ("keras", "tflite", "onnxruntime", "tensorrt")
+RUNTIMES = ("keras", "tflite", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+OFFICIAL_MEMORY_FORMATS = ("contiguous", "channels_last_3d")  # PyTorch's, for the official code
 # Model groups accepted by --models besides registry names.
 MODEL_GROUPS = ("all", "efficient", "1.0x")
 # Libraries whose versions a run records (distribution names).
 VERSIONED = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
-             "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorrt", "tf2onnx")
+             "onnxruntime", "onnxruntime-gpu", "openvino", "ai-edge-litert", "tensorrt", "tf2onnx")
 MIB = 1024 * 1024
 
 
@@ -568,36 +569,36 @@ def official_runner(model, x_ncdhw, mode, precision, channels_last):
 
 
 def measure_official(name, settings, on_row):
-    """The official code's model `name`, eager and compiled, every precision
-    and batch size, on this process's PyTorch (any Keras backend)."""
+    """The official code's model `name`, eager and compiled, every precision,
+    memory format and batch size, on this process's PyTorch (any Keras backend)."""
     import torch
 
     configure_torch(settings["threads"], settings["tf32"])
     input_shape = settings["input_shape"]
-    for mode in settings["official_modes"]:
-        for precision in settings["precisions"]:
-            base = {"model": name, "runtime": f"official-{mode}", "backend": "torch",
-                    "precision": precision, "channels_last_3d": settings["official_channels_last"]}
-            if precision == "int8":
-                not_applicable(base, settings["batch_sizes"], "the official code has no int8", on_row)
-                continue
-            torch.manual_seed(0)
-            model = build_official(settings["official_repo"], name, settings["num_classes"],
-                                   input_shape)
-            measure(base, settings["batch_sizes"],
-                    lambda batch: official_runner(model, random_clips(batch, input_shape, "ncdhw"),
-                                                  mode, precision,
-                                                  settings["official_channels_last"]),
-                    settings, on_row)
-            if mode == "compile":
-                torch._dynamo.reset()  # frees the compiled graphs of this model
+    for mode, memory_format, precision in itertools.product(
+            settings["official_modes"], settings["official_memory_formats"], settings["precisions"]):
+        channels_last = memory_format == "channels_last_3d"
+        base = {"model": name, "runtime": f"official-{mode}", "backend": "torch",
+                "precision": precision, "channels_last_3d": channels_last}
+        if precision == "int8":
+            not_applicable(base, settings["batch_sizes"], "the official code has no int8", on_row)
+            continue
+        torch.manual_seed(0)
+        model = build_official(settings["official_repo"], name, settings["num_classes"],
+                               input_shape)
+        measure(base, settings["batch_sizes"],
+                lambda batch: official_runner(model, random_clips(batch, input_shape, "ncdhw"),
+                                              mode, precision, channels_last),
+                settings, on_row)
+        if mode == "compile":
+            torch._dynamo.reset()  # frees the compiled graphs of this model
 
 
 # ---------------------------------------------------------------- exported runtimes
 
-ONNX_RUNTIMES = ("onnxruntime", "tensorrt")  # run ONNX exports: --onnx_converters applies
+CONVERTED_RUNTIMES = ("onnxruntime", "tensorrt")  # --onnx_converters applies
 EXPORT_PRECISIONS = {"tflite": ("float32", "float16", "int8"), "onnxruntime": ("float32",),
-                     "tensorrt": ("float32", "float16")}
+                     "openvino": ("float32",), "tensorrt": ("float32", "float16")}
 CALIBRATION_CLIPS = 2  # int8 calibration clips: they set the scales, not the speed
 
 
@@ -616,7 +617,7 @@ def measure_exported(name, runtimes, settings, on_row):
                          input_shape=settings["input_shape"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_export_") as workdir:
         for runtime in runtimes:
-            converters = settings["onnx_converters"] if runtime in ONNX_RUNTIMES else ["auto"]
+            converters = settings["onnx_converters"] if runtime in CONVERTED_RUNTIMES else ["auto"]
             for precision, converter in itertools.product(settings["precisions"], converters):
                 base = {"model": name, "runtime": runtime, "backend": runtime, "precision": precision}
                 if converter != "auto":
@@ -629,7 +630,8 @@ def measure_exported(name, runtimes, settings, on_row):
                     start = time.perf_counter()
                     artifact = export_artifact(model, runtime, precision, workdir, settings, converter)
                     export_s = time.perf_counter() - start
-                    loaded = load_runtime(artifact, num_threads=settings["threads"])
+                    loaded = load_runtime(artifact, num_threads=settings["threads"],
+                                          onnx_runtime=runtime if runtime in ONNX_RUNTIMES else None)
                 except NotMeasured as why:
                     for batch in settings["batch_sizes"]:
                         on_row({**base, "batch_size": batch, "status": f"not measured: {why}"})
@@ -645,8 +647,9 @@ def measure_exported(name, runtimes, settings, on_row):
                     base["converted_by"] = (loaded.metadata or {}).get("converter")
                 if runtime == "tflite":  # the op mix (reshapes, slices, BatchNorm MUL/ADD) bounds small models
                     base["tflite_op_counts"] = export.tflite_ops(pathlib.Path(artifact).read_bytes())[0]
-                if loaded.name == "onnxruntime":
-                    base["onnxruntime_op_time"] = onnxruntime_op_time(
+                if loaded.name in ("onnxruntime", "openvino"):
+                    op_time = onnxruntime_op_time if loaded.name == "onnxruntime" else openvino_op_time
+                    base[f"{loaded.name}_op_time"] = op_time(
                         artifact, settings["threads"], random_frames(1, settings["input_shape"]))
                 measure(base, settings["batch_sizes"],
                         lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
@@ -676,6 +679,9 @@ def export_artifact(model, runtime, precision, workdir, settings, onnx_converter
                                     calibration_clips=clips)
     if runtime == "onnxruntime":
         return export.export_onnx(model, workdir / f"model_{onnx_converter}.onnx", converter=onnx_converter)
+    if runtime == "openvino":
+        return export.export_onnx(model, workdir / "model_openvino.onnx", converter=onnx_converter,
+                                  layout=OPENVINO_LAYOUT)
     missing = export.tensorrt_missing()
     if missing:
         raise NotMeasured("; ".join(missing))
@@ -712,6 +718,35 @@ def onnxruntime_op_time(path, threads, clips, calls=10):
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= timed_from:
             time_us[event["args"]["op_name"]] += event["dur"]
             nodes[event["args"]["op_name"]] += 1
+    total = sum(time_us.values()) or 1
+    return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
+
+
+def openvino_op_time(path, threads, clips, calls=10):
+    """`onnxruntime_op_time` for OpenVINO: {node type of its compiled graph
+    (e.g. GroupConvolution, Reorder): [share of the kernel time, nodes run
+    per call]} from its performance counters, over `calls` runs after one
+    warm-up, compiled as `keras_r3d.runtimes` compiles it (float32, static
+    shapes)."""
+    import collections
+
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape(list(clips.shape))
+    config = dict(OPENVINO_CONFIG, PERF_COUNT=True)
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    request.infer([clips])
+    time_us, nodes = collections.Counter(), collections.Counter()
+    for _ in range(calls):
+        request.infer([clips])
+        for info in request.get_profiling_info():
+            if info.status == info.Status.EXECUTED:
+                time_us[info.node_type] += info.real_time.total_seconds() * 1e6
+                nodes[info.node_type] += 1
     total = sum(time_us.values()) or 1
     return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
 
@@ -1023,7 +1058,8 @@ def _define_flags():
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
     flags.DEFINE_string("official_repo", None,
                         "A checkout of okankop/Efficient-3DCNNs to time side by side.")
-    flags.DEFINE_bool("official_channels_last", False, "Run the official models channels_last_3d.")
+    flags.DEFINE_list("official_memory_formats", ["contiguous"], "Memory formats of the official "
+                      f"models and clips: {', '.join(OFFICIAL_MEMORY_FORMATS)}.")
     flags.DEFINE_string("input_shape", "16,112,112", "FRAMES,HEIGHT,WIDTH of the clips.")
     flags.DEFINE_integer("num_classes", 600, "Classifier size (Table 8: Kinetics-600).",
                          lower_bound=1)
@@ -1089,7 +1125,8 @@ def settings_from_flags(f):
         "batch_norm": choices(f.batch_norm, ("separate", "folded"), "batch_norm"),
         "onnx_converters": choices(f.onnx_converters, export.ONNX_CONVERTERS, "onnx_converters"),
         "official_repo": str(pathlib.Path(f.official_repo).resolve()) if f.official_repo else None,
-        "official_channels_last": f.official_channels_last,
+        "official_memory_formats": choices(f.official_memory_formats, OFFICIAL_MEMORY_FORMATS,
+                                           "official_memory_formats"),
         "profile_layers": f.profile_layers,
     }
 

@@ -18,9 +18,11 @@ EFFICIENT_ARCHS = ("shufflenet", "shufflenetv2", "mobilenet", "mobilenetv2")
 BUSY_LOAD_PER_CORE = 0.25
 
 RUNTIME_LABELS = {"keras": "Keras", "tflite": "TFLite", "onnxruntime": "ONNX Runtime",
-                  "tensorrt": "TensorRT", "official-eager": "official PyTorch eager",
+                  "openvino": "OpenVINO", "tensorrt": "TensorRT", "official-eager": "official PyTorch eager",
                   "official-compile": "official PyTorch torch.compile"}
-DEPLOYABLE = ("tflite", "onnxruntime", "tensorrt")
+DEPLOYABLE = ("tflite", "onnxruntime", "openvino", "tensorrt")
+# Runtimes whose rows carry `<runtime>_op_time`: {op type: [share of the kernel time, nodes per call]}.
+OP_PROFILED = {"onnxruntime": "ONNX op type", "openvino": "OpenVINO node type"}
 OFFICIAL = tuple(f"official-{mode}" for mode in OFFICIAL_MODES)
 CPU_TARGET_RATIO = 3.0  # the CPU target: best deployable >= 3x official clips/s, batch 1, 2 cores
 
@@ -37,6 +39,8 @@ def series_label(row):
         details += [f"{row['onnx_converter']} ONNX"] if row.get("onnx_converter") else \
             [f"auto: {row['converted_by']} ONNX"] if row.get("converted_by") else []
         label += f" ({', '.join(details)})" if details else ""
+    elif row["runtime"] in OFFICIAL and row.get("channels_last_3d"):
+        label += " (channels_last_3d)"
     return f"{label} {row['precision']}"
 
 
@@ -137,7 +141,8 @@ def render_markdown(results):
     lines += _gpu_target_section(models, rows, run.get("gpu_copy_gb_per_s"))
 
     lines += _profile_section(results.get("layer_profiles"))
-    lines += _onnxruntime_op_section(rows)
+    for runtime in OP_PROFILED:
+        lines += _op_time_section(rows, runtime)
 
     lines += ["## Every measurement", "",
               _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
@@ -303,15 +308,15 @@ def _profile_section(profiles, top=6):
     return lines + [""]
 
 
-def _onnxruntime_op_section(rows, top=6):
-    """Where the time goes in onnxruntime, per model (and ONNX converter): its
-    largest op types."""
-    shares = {(row["model"], row.get("onnx_converter")): row["onnxruntime_op_time"]
-              for row in rows if row.get("onnxruntime_op_time")}
+def _op_time_section(rows, runtime, top=6):
+    """Where the time goes in `runtime` (one of OP_PROFILED), per model (and
+    ONNX converter): its largest op types."""
+    shares = {(row["model"], row.get("onnx_converter")): row[f"{runtime}_op_time"]
+              for row in rows if row.get(f"{runtime}_op_time")}
     if not shares:
         return []
-    lines = ["## Where the time goes in onnxruntime (CPU, batch 1, its own profiler)", "",
-             "Share of the summed kernel time by ONNX op type (nodes per call).", ""]
+    lines = [f"## Where the time goes in {runtime} (CPU, batch 1, its own profiler)", "",
+             f"Share of the summed kernel time by {OP_PROFILED[runtime]} (nodes per call).", ""]
     for (name, converter), ops in shares.items():
         label = f"**{name}**" + (f", {converter} ONNX" if converter else "")
         lines.append(f"- {label}: " + ", ".join(f"{op} {share:.0%} ({nodes})"

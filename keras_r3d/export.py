@@ -1,7 +1,7 @@
 """Export a keras_r3d model to deployable artifacts, each verified against Keras.
 
     python -m keras_r3d.export --model model.keras --output export/ \\
-        --saved_model --tflite --onnx [--tftrt] [--quantize none|float16|dynamic|int8] \\
+        --saved_model --tflite --onnx [--openvino] [--tftrt] [--quantize none|float16|dynamic|int8] \\
         [--calibration PATH] [--calibration_samples 100] [--verification PATH] \\
         [--raw_input] [--opset 13] [--onnx_converter auto|keras_r3d|tf2onnx]
 
@@ -19,6 +19,8 @@ names and the architecture travel in the artifact's metadata
     DIR/model_<quant>.tflite builtin ops only; traced as 2D ops so int8 is int8 throughout
     DIR/model.onnx           keras_r3d.onnx_writer (channels first, no layout transposes;
                              tf2onnx for other layers) at an opset TensorRT 8.2 parses (13)
+    DIR/model_openvino.onnx  the writer's 3D-conv layout, for OpenVINO on Intel CPUs (runs
+                             on onnxruntime too, slowly)
     DIR/model_trt.onnx       float32-pixel input for TensorRT (TensorRT 8.2 has no UINT8 input)
     DIR/model.engine         TensorRT engine, only where tensorrt and a GPU exist
     DIR/model.json           the engine's metadata (written by --tftrt in any case)
@@ -47,7 +49,7 @@ from keras_r3d.layers import implementation
 from keras_r3d.models import float32_model, fold_batch_norm
 from keras_r3d.preprocessing import preprocess
 
-FORMATS = ("saved_model", "tflite", "onnx", "tftrt")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino", "tftrt")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # TensorRT 8.2 (JetPack 4.6, Jetson TX2) parses ONNX up to opset 13.
 DEFAULT_OPSET = 13
@@ -259,14 +261,17 @@ def tflite_ops(flatbuffer):
 
 
 def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtype="uint8",
-                converter="auto", log=print):
-    """An ONNX file, metadata (with the converter used) in `metadata_props`.
+                converter="auto", layout="frames", log=print):
+    """An ONNX file, metadata (with the converter used, and the writer's
+    layout) in `metadata_props`.
 
     Args:
         converter: "keras_r3d" (`keras_r3d.onnx_writer`: channels first, no layout
             transposes; faster in onnxruntime: benchmarks/cpu2-onnx-writer-*.md),
             "tf2onnx" (the TF graph), or "auto": the writer, and tf2onnx for a
             model with layers the writer lacks.
+        layout: the writer's layout: "frames" for onnxruntime, or "ncdhw" (3D
+            convs) for OpenVINO (`runtimes.OPENVINO_LAYOUT`).
     """
     import onnx
 
@@ -279,7 +284,7 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
     if converter != "tf2onnx":
         try:
             proto = onnx_writer.model_proto(fold_batch_norm(model), opset=int(opset),
-                                            raw_input=raw_input, input_dtype=input_dtype)
+                                            raw_input=raw_input, input_dtype=input_dtype, layout=layout)
         except onnx_writer.UnsupportedLayer as error:
             if converter == "keras_r3d":
                 raise onnx_writer.UnsupportedLayer(
@@ -297,6 +302,8 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
     metadata = export_metadata(model, raw_input=raw_input,
                                input_dtype="float32" if raw_input else input_dtype)
     metadata["converter"] = proto.producer_name
+    if proto.producer_name == "keras_r3d":
+        metadata["onnx_layout"] = layout
     onnx.helper.set_model_props(proto, {runtimes.METADATA_KEY: json.dumps(metadata)})
     write_atomic(path, proto.SerializeToString())
     return pathlib.Path(path)
@@ -504,7 +511,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
                          "videos / frame folders)")
     if raw_input and "tftrt" in formats:
         raise ValueError("--tftrt builds from float-pixel input; it cannot be combined with --raw_input")
-    if {"onnx", "tftrt"} & set(formats):
+    if {"onnx", "openvino", "tftrt"} & set(formats):
         _check_opset(opset)  # before any format is written
     out = pathlib.Path(output_dir)
     if out.exists() and not out.is_dir():
@@ -558,6 +565,10 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         exports.append(("onnx", "none", lambda: export_onnx(
             folded(), out / "model.onnx", opset=opset, raw_input=raw_input, converter=onnx_converter,
             log=log)))
+    if "openvino" in formats:
+        exports.append(("openvino", "none", lambda: export_onnx(
+            folded(), out / "model_openvino.onnx", opset=opset, raw_input=raw_input,
+            converter=onnx_converter, layout=runtimes.OPENVINO_LAYOUT, log=log)))
     if "tftrt" in formats:
         exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
@@ -694,7 +705,7 @@ def main(argv):
         return 2
     formats = [name for name in FORMATS if getattr(f, name)]
     if not formats:
-        print("error: choose at least one of --saved_model --tflite --onnx --tftrt", file=sys.stderr)
+        print("error: choose at least one of --saved_model --tflite --onnx --openvino --tftrt", file=sys.stderr)
         return 2
     try:
         model = load(f.model)
@@ -722,6 +733,8 @@ def _define_flags():
     flags.DEFINE_bool("saved_model", False, "Write DIR/saved_model/.")
     flags.DEFINE_bool("tflite", False, "Write DIR/model_<quantize>.tflite (builtin ops only).")
     flags.DEFINE_bool("onnx", False, "Write DIR/model.onnx.")
+    flags.DEFINE_bool("openvino", False, "Write DIR/model_openvino.onnx: 3D convs, for OpenVINO on Intel "
+                      "CPUs (verified there where the openvino package is installed).")
     flags.DEFINE_bool("tftrt", False, "TensorRT: build DIR/model.engine from ONNX where tensorrt and "
                       "a GPU exist, else write DIR/model_trt.onnx and print the trtexec command.")
     flags.DEFINE_enum("quantize", "none", QUANTIZATIONS, "TFLite (and TensorRT) precision.")

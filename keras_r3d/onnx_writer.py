@@ -1,4 +1,4 @@
-"""Writes a zoo model straight to ONNX, frames-major and channels-first.
+"""Writes a zoo model straight to ONNX, channels-first, in one of two layouts.
 
 tf2onnx translates the TF graph of the NDHWC model: it wraps every per-frame
 conv in NHWC<->NCHW transposes that the per-frame reshapes keep from
@@ -13,6 +13,11 @@ of `keras_r3d.layers`), with the same weights. Moving between `(N*T, ...)` and
 `(N, T, ...)` is a free reshape, so the graph transposes only the input, in
 the channel shuffles, and for a `Permute` or a `Flatten` (C3D's head).
 
+That is the "frames" layout, for onnxruntime. The "ncdhw" layout keeps
+every activation as `(N, C, T, H, W)` and each conv as one 3D `Conv` (pools as
+3D pools): as PyTorch exports the official models, and what OpenVINO's 3D
+convs are fast on (README.md, "Benchmarks"), where onnxruntime's are slow.
+
 It supports the layers of the zoo (`SUPPORTED`); `UnsupportedLayer` names any
 other. Fold the BatchNorms first (`fold_batch_norm`); unfolded ones become
 `BatchNormalization` nodes.
@@ -23,6 +28,7 @@ import numpy as np
 from keras_r3d import layers as r3d_layers
 from keras_r3d import runtimes
 
+LAYOUTS = ("frames", "ncdhw")
 SUPPORTED = ("InputLayer", "Conv3D", "BatchNormalization", "ReLU", "Activation", "Add",
              "Concatenate", "ChannelShuffle", "ChannelSlice", "MaxPool3D", "AvgPool3D",
              "GlobalAveragePooling3D", "Dropout", "Identity", "Dense", "Flatten", "Permute",
@@ -35,9 +41,10 @@ class UnsupportedLayer(ValueError):
 
 
 class _Value:
-    """An ONNX tensor name with the Keras tensor it holds, in one of two layouts:
-    "frames" `(N*T, C, H, W)` for the NDHWC `(N, T, H, W, C)`, or "keras" (as in
-    Keras, for flat tensors and after a `Permute`). `per_frame`, when set, is
+    """An ONNX tensor name with the Keras tensor it holds, in one of three
+    layouts: "frames" `(N*T, C, H, W)` or "ncdhw" `(N, C, T, H, W)` for the
+    NDHWC `(N, T, H, W, C)`, or "keras" (as in Keras, for flat tensors and
+    after a `Permute`). `per_frame`, when set, is
     `(source, layers)`: the value is `layers` (pointwise convs, activations)
     applied to `source` frame by frame, so they commute with time slicing."""
 
@@ -52,6 +59,10 @@ class _Value:
     @property
     def channels(self):
         return self.shape[-1]
+
+    @property
+    def channels_first(self):
+        return self.layout in LAYOUTS
 
 
 class _Graph:
@@ -129,11 +140,25 @@ class _Graph:
             self.shapes[value.name] = [f"N*{t}", c, h, w]
         return value
 
+    def five_d(self, value):
+        """(the 5D tensor of a channels-first value, where NDHWC axes 0-4 lie in
+        it): `(N, T, C, H, W)` of a "frames" value, an "ncdhw" value itself."""
+        if value.layout == "frames":
+            return self.split_time(value), (0, 1, 3, 4, 2)
+        return value.name, (0, 2, 3, 4, 1)
+
+    def from_five_d(self, name, shape, layout):
+        """The `layout` value of the 5D tensor `name` (as `five_d` gives it)."""
+        if layout == "frames":
+            return self.merge_time(name, shape)
+        return _Value(name, shape, layout)
+
     def to_keras(self, value):
-        """The NDHWC tensor of a "frames" value."""
+        """The NDHWC tensor of a channels-first value."""
         if value.layout == "keras":
             return value
-        ndhwc = self.op("Transpose", [self.split_time(value)], "to_ndhwc", perm=[0, 1, 3, 4, 2])
+        name, axes = self.five_d(value)
+        ndhwc = self.op("Transpose", [name], "to_ndhwc", perm=list(axes))
         return _Value(ndhwc, value.shape, "keras")
 
     def time_taps(self, value, window, stride, padding, output_shifts=False):
@@ -229,8 +254,8 @@ class _Graph:
         return out
 
 
-def _input(graph, contract, raw_input, input_dtype):
-    """The graph input and the normalized "frames" value it becomes, as
+def _input(graph, contract, raw_input, input_dtype, layout):
+    """The graph input and the normalized `layout` value it becomes, as
     `keras_r3d.preprocess` normalizes: uint8 or float32 pixels `(N, T, S, S, 3)`,
     or already normalized float32 with `raw_input`."""
     frames, size = contract.frames, contract.size
@@ -241,8 +266,12 @@ def _input(graph, contract, raw_input, input_dtype):
     spec = graph.onnx.helper.make_tensor_value_info(runtimes.INPUT_NAME, types[dtype],
                                                     ["N", frames, size, size, 3])
     # Transposed first: uint8 moves a quarter of the bytes.
-    x = graph.op("Transpose", [runtimes.INPUT_NAME], "channels_first", perm=[0, 1, 4, 2, 3])
-    x = graph.op("Reshape", [x, graph.constant("shape", [-1, 3, size, size], np.int64)], "merge_time")
+    if layout == "frames":
+        x = graph.op("Transpose", [runtimes.INPUT_NAME], "channels_first", perm=[0, 1, 4, 2, 3])
+        x = graph.op("Reshape", [x, graph.constant("shape", [-1, 3, size, size], np.int64)], "merge_time")
+    else:
+        x = graph.op("Transpose", [runtimes.INPUT_NAME], "channels_first", perm=[0, 4, 1, 2, 3])
+    per_channel = (3,) + (1,) * (2 if layout == "frames" else 3)
     if dtype == "uint8":
         x = graph.op("Cast", [x], "to_float", to=graph.onnx.TensorProto.FLOAT)
     if not raw_input:
@@ -250,10 +279,10 @@ def _input(graph, contract, raw_input, input_dtype):
             x = graph.op("Gather", [x, graph.constant("bgr", [2, 1, 0], np.int64)], "bgr", axis=1)
         scale, shift = contract.affine()
         if (scale != 1.0).any():
-            x = graph.op("Mul", [x, graph.constant("scale", scale.reshape(3, 1, 1))], "scale")
+            x = graph.op("Mul", [x, graph.constant("scale", scale.reshape(per_channel))], "scale")
         if shift.any():
-            x = graph.op("Add", [x, graph.constant("shift", shift.reshape(3, 1, 1))], "shift")
-    return spec, graph.declare(_Value(x, (None, frames, size, size, 3), "frames"))
+            x = graph.op("Add", [x, graph.constant("shift", shift.reshape(per_channel))], "shift")
+    return spec, graph.declare(_Value(x, (None, frames, size, size, 3), layout))
 
 
 def _conv(graph, layer, x, output_shape):
@@ -275,6 +304,17 @@ def _conv(graph, layer, x, output_shape):
             term = graph.shift_time(_Value(term, output_shape, "frames"), shift).name
         terms.append(term)
     return _Value(graph.total(terms, layer.name), output_shape, "frames")
+
+
+def _conv_3d(graph, layer, x, output_shape):
+    """An "ncdhw" conv: one 3D `Conv` with the layer's groups."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kt, kh, kw, in/groups, out)
+    inputs = [x.name, graph.weight(f"{layer.name}_w", kernel.transpose(4, 3, 0, 1, 2))]
+    if layer.use_bias:
+        inputs.append(graph.weight(f"{layer.name}_b", keras.ops.convert_to_numpy(layer.bias)))
+    y = graph.op("Conv", inputs, layer.name, group=layer.groups, strides=list(layer.strides),
+                 pads=list(layer.padding) * 2, kernel_shape=list(layer.kernel_size))
+    return _Value(y, output_shape, "ncdhw")
 
 
 def _partner(j, reads, real, stride, t):
@@ -313,17 +353,24 @@ def _is_pointwise(layer):
 
 
 def _pool(graph, layer, x, output_shape, relu_outputs):
+    """A pool: a 3D pool of an "ncdhw" value; of a "frames" value a 2D pool,
+    then the max or mean of its time taps."""
     kt, kh, kw = layer.pool_size
     _, sh, sw = layer.strides
     pt, ph, pw = layer.padding
     is_max = isinstance(layer, r3d_layers.MaxPool3D)
-    if is_max and (ph or pw) and x.name not in relu_outputs:
+    padded = any(layer.padding) if x.layout == "ncdhw" else ph or pw  # "frames" pads time itself
+    if is_max and padded and x.name not in relu_outputs:
         raise UnsupportedLayer(f"{layer.name}: a padded max pool must follow a ReLU "
                                "(ONNX pads max pools with -inf, the layer with zeros)")
-    attributes = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw])
-    if not is_max:
-        attributes["count_include_pad"] = 1
-    pooled = graph.op("MaxPool" if is_max else "AveragePool", [x.name], layer.name, **attributes)
+    op_type = "MaxPool" if is_max else "AveragePool"
+    extra = {} if is_max else {"count_include_pad": 1}
+    if x.layout == "ncdhw":
+        pooled = graph.op(op_type, [x.name], layer.name, kernel_shape=list(layer.pool_size),
+                          strides=list(layer.strides), pads=list(layer.padding) * 2, **extra)
+        return _Value(pooled, output_shape, "ncdhw")
+    pooled = graph.op(op_type, [x.name], layer.name, kernel_shape=[kh, kw], strides=[sh, sw],
+                      pads=[ph, pw, ph, pw], **extra)
     _, _, h, w, c = output_shape
     spatial = _Value(pooled, (None, x.frames, h, w, c), "frames")
     # Zero padding in time, as the layer pads (and ONNX MaxPool does not).
@@ -363,11 +410,13 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
     frames = x.layout == "frames"
     if kind in ("Dropout", "Identity"):
         return x
+    if kind == "Conv3D" and x.layout == "ncdhw":
+        return _conv_3d(graph, layer, x, output_shape)
     if kind == "Conv3D" and frames:
         if _is_pointwise(layer):
             return _per_frame_layer(graph, layer, x)
         return _conv(graph, layer, x, output_shape)
-    if kind in ("MaxPool3D", "AvgPool3D") and frames:
+    if kind in ("MaxPool3D", "AvgPool3D") and x.channels_first:
         return _pool(graph, layer, x, output_shape, relu_outputs)
     if kind in ("ReLU", "Activation"):
         if x.per_frame:
@@ -379,7 +428,7 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
             relu_outputs.add(out.name)
         return out
     channels_last = layer.axis in (-1, len(x.shape) - 1) if kind == "BatchNormalization" else False
-    if channels_last and (frames or len(x.shape) == 2):  # an unfolded BatchNormalization
+    if channels_last and (x.channels_first or len(x.shape) == 2):  # an unfolded BatchNormalization
         weights = {w.path.rsplit("/", 1)[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
         c = x.channels
         names = [graph.constant(f"{layer.name}_{key}", weights.get(key, default))
@@ -395,47 +444,52 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
         if kind == "Add":
             return _Value(graph.total(names, layer.name), output_shape, inputs[0].layout)
         axis = layer.axis % len(output_shape)
-        if inputs[0].layout == "frames":
+        if inputs[0].channels_first:
             if axis != len(output_shape) - 1:
                 raise UnsupportedLayer(f"{layer.name}: concatenation along axis {layer.axis}")
             axis = 1
         return _Value(graph.op("Concat", names, layer.name, axis=axis), output_shape, inputs[0].layout)
-    if kind == "ChannelShuffle" and frames:
-        _, _, h, w, c = x.shape
+    if kind == "ChannelShuffle" and x.channels_first:
+        _, t, h, w, c = x.shape
         g = layer.groups
-        y = graph.op("Reshape", [x.name, graph.constant("shape", [-1, g, c // g, h * w], np.int64)],
+        positions = h * w if frames else t * h * w
+        y = graph.op("Reshape", [x.name, graph.constant("shape", [-1, g, c // g, positions], np.int64)],
                      layer.name)
         y = graph.op("Transpose", [y], layer.name, perm=[0, 2, 1, 3])
-        y = graph.op("Reshape", [y, graph.constant("shape", [-1, c, h, w], np.int64)], layer.name)
-        return graph.declare(_Value(y, output_shape, "frames"))
-    if kind == "ChannelSlice" and frames:
+        shape = [-1, c, h, w] if frames else [-1, c, t, h, w]
+        y = graph.op("Reshape", [y, graph.constant("shape", shape, np.int64)], layer.name)
+        return graph.declare(_Value(y, output_shape, x.layout))
+    if kind == "ChannelSlice" and x.channels_first:
         y = graph.op("Slice", [x.name, graph.constant("starts", [layer.start], np.int64),
                                graph.constant("ends", [layer.stop], np.int64),
                                graph.constant("axes", [1], np.int64)], layer.name)
-        return _Value(y, output_shape, "frames")
-    if kind == "ZeroChannelShortcut" and frames:
+        return _Value(y, output_shape, x.layout)
+    if kind == "ZeroChannelShortcut" and x.channels_first:
         s = layer.stride
-        y = graph.op("Slice", [graph.split_time(x), graph.constant("starts", [0, 0, 0], np.int64),
+        name, axes = graph.five_d(x)
+        y = graph.op("Slice", [name, graph.constant("starts", [0, 0, 0], np.int64),
                                graph.constant("ends", [2**62] * 3, np.int64),
-                               graph.constant("axes", [1, 3, 4], np.int64),
+                               graph.constant("axes", axes[1:4], np.int64),
                                graph.constant("steps", [s, s, s], np.int64)], layer.name)
         extra = layer.filters - x.channels
         if extra:
-            pads = [0, 0, 0, 0, 0, 0, 0, extra, 0, 0]
+            pads = [0] * 10
+            pads[5 + axes[4]] = extra
             y = graph.op("Pad", [y, graph.constant("pads", pads, np.int64)], layer.name)
-        return graph.merge_time(y, output_shape)
-    if kind == "GlobalAveragePooling3D" and frames and not layer.keepdims:
-        axes = [1, 3, 4]
+        return graph.from_five_d(y, output_shape, x.layout)
+    if kind == "GlobalAveragePooling3D" and x.channels_first and not layer.keepdims:
+        name, axes = graph.five_d(x)
+        axes = list(axes[1:4])
         if graph.opset >= 18:  # axes became an input
-            y = graph.op("ReduceMean", [graph.split_time(x), graph.constant("axes", axes, np.int64)],
+            y = graph.op("ReduceMean", [name, graph.constant("axes", axes, np.int64)],
                          layer.name, keepdims=0)
         else:
-            y = graph.op("ReduceMean", [graph.split_time(x)], layer.name, axes=axes, keepdims=0)
+            y = graph.op("ReduceMean", [name], layer.name, axes=axes, keepdims=0)
         return _Value(y, output_shape, "keras")
     if kind == "Permute":
-        if frames:  # one transpose of (N, T, C, H, W): NDHWC axis 1, 2, 3, 4 is axis 1, 3, 4, 2 there
-            y = graph.op("Transpose", [graph.split_time(x)], layer.name,
-                         perm=[0] + [(0, 1, 3, 4, 2)[d] for d in layer.dims])
+        if x.channels_first:  # one transpose of its 5D tensor
+            name, axes = graph.five_d(x)
+            y = graph.op("Transpose", [name], layer.name, perm=[0] + [axes[d] for d in layer.dims])
         else:
             y = graph.op("Transpose", [x.name], layer.name, perm=[0] + list(layer.dims))
         return _Value(y, output_shape, "keras")
@@ -461,7 +515,7 @@ def _layer(graph, layer, inputs, output_shape, relu_outputs):
                            f"{x.shape} is not supported by the ONNX writer")
 
 
-def model_proto(model, contract=None, *, opset, raw_input=False, input_dtype="uint8"):
+def model_proto(model, contract=None, *, opset, raw_input=False, input_dtype="uint8", layout="frames"):
     """The ONNX `ModelProto` of `model`: frames `(N, T, S, S, 3)` in, normalized
     in the graph by `contract` (a Preprocessing; default: the model's), logits out.
 
@@ -469,18 +523,22 @@ def model_proto(model, contract=None, *, opset, raw_input=False, input_dtype="ui
         opset: the ONNX opset (`keras_r3d.export` chooses it).
         raw_input: take normalized float32 input instead.
         input_dtype: "uint8" frames, or "float32" pixel values 0..255.
+        layout: "frames" (for onnxruntime) or "ncdhw" (for OpenVINO); see the
+            module doc.
     Raises:
         UnsupportedLayer: for a layer, layout or opset outside the writer's.
     """
     import onnx
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if opset < MIN_OPSET:
         raise UnsupportedLayer(f"the ONNX writer needs opset >= {MIN_OPSET}, got {opset}")
     contract = contract or model.preprocessing
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedLayer("the ONNX writer takes models with one input and one output")
     graph = _Graph(opset)
-    spec, value = _input(graph, contract, raw_input, input_dtype)
+    spec, value = _input(graph, contract, raw_input, input_dtype, layout)
     values = {id(model.inputs[0]): value}
     relu_outputs = set()
     for layer in model.layers:

@@ -19,7 +19,7 @@ from keras_r3d import benchmark, benchmark_report
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"input_shape": (8, 32, 32, 3), "num_classes": 5, "batch_sizes": [1], "warmup": 0, "warmup_s": 0.0,
         "repeats": 1, "threads": 2, "tf32": False, "tf_jit_compile": ["false"],
-        "precisions": ["float32"], "official_channels_last": False, "layers": ["auto"],
+        "precisions": ["float32"], "official_memory_formats": ["contiguous"], "layers": ["auto"],
         "batch_norm": ["separate"], "onnx_converters": ["auto"]}
 
 
@@ -78,7 +78,7 @@ def _flags(**overrides):
               "num_classes": 600, "warmup": 1, "warmup_s": 0.5, "repeats": 2, "threads": None,
               "tf32": False, "tf_jit_compile": ["auto"], "official_modes": ["eager", "compile"], "layers": ["auto"],
               "batch_norm": ["separate"], "onnx_converters": ["auto"],
-              "official_repo": None, "official_channels_last": False, "profile_layers": False,
+              "official_repo": None, "official_memory_formats": ["contiguous"], "profile_layers": False,
               "rounds": 1}
     return types.SimpleNamespace(**{**values, **overrides})
 
