@@ -130,7 +130,11 @@ def read_metadata(path):
         return None if raw is None else json.loads(raw.decode("utf-8"))
     if path.lower().endswith(".onnx"):
         with open(path, "rb") as file:
-            raw = onnx_metadata(file.read()).get(METADATA_KEY)
+            data = file.read()
+        try:
+            raw = onnx_metadata(data).get(METADATA_KEY)
+        except ValueError as error:
+            raise ValueError("{}: {}".format(path, error)) from None
         return None if raw is None else json.loads(raw)
     sidecar = metadata_sidecar(path)
     return _load_json(sidecar) if os.path.isfile(sidecar) else None
@@ -153,6 +157,8 @@ def _varint(data, position):
     """(value, next position) of the protobuf varint at `position`."""
     value = shift = 0
     while True:
+        if position >= len(data):
+            raise ValueError("not an ONNX file: a truncated protobuf")
         byte = data[position]
         value |= (byte & 0x7F) << shift
         position, shift = position + 1, shift + 7
@@ -356,7 +362,11 @@ def _onnx_runtime(path, num_threads, spin, onnx_runtime):
     notes = ""
     if onnx_runtime is None:
         onnx_runtime = "onnxruntime"
-        if (read_metadata(path) or {}).get("onnx_layout") == OPENVINO_LAYOUT:
+        try:
+            layout = (read_metadata(path) or {}).get("onnx_layout")
+        except ValueError:  # not an ONNX file: onnxruntime says so below
+            layout = None
+        if layout == OPENVINO_LAYOUT:
             try:
                 import openvino  # noqa: F401
                 onnx_runtime = "openvino"
@@ -370,7 +380,8 @@ def _onnx_runtime(path, num_threads, spin, onnx_runtime):
 
 class _OpenVinoRuntime(Runtime):
     """OpenVINO on the CPU (OPENVINO_CONFIG), compiled for each batch size it
-    is given: static shapes ran 7-14 % faster than a dynamic batch on 2 cores."""
+    is given: with a static shape MobileNetV1 1.0x ran 1.6x the clips/s of a
+    dynamic batch at batch 1."""
 
     def __init__(self, path, num_threads, spin):
         with _needs(path, "openvino"):

@@ -96,6 +96,7 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
                          (dict(layers=["2d"]), "layers"),
                          (dict(batch_norm=["fused"]), "batch_norm"),
                          (dict(onnx_converters=["onnx-tf"]), "onnx_converters"),
+                         (dict(official_memory_formats=["nhwc"]), "official_memory_formats"),
                          (dict(official_repo=str(tmp_path)), "models/")):
         with pytest.raises(ValueError, match=message):
             benchmark.settings_from_flags(_flags(**bad))
@@ -130,9 +131,37 @@ def test_onnxruntime_rows_say_where_the_time_goes():
     shares = [share for share, _ in ops.values()]
     assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)
     assert {"Conv", "FusedConv"} & set(ops) and all(nodes >= 1 for _, nodes in ops.values())
-    section = "\n".join(benchmark_report._onnxruntime_op_section(rows))
+    section = "\n".join(benchmark_report._op_time_section(rows, "onnxruntime"))
     top_op, (top_share, top_nodes) = next(iter(ops.items()))
     assert f"- **ShuffleNetV2-0.25x**: {top_op} {top_share:.0%} ({top_nodes})" in section
+
+
+def test_openvino_rows_run_the_3d_conv_file_and_say_where_the_time_goes():
+    pytest.importorskip("openvino")
+    rows = []
+    benchmark.measure_exported("ShuffleNetV2-0.25x", ["openvino"], {**TINY, "batch_sizes": [1, 2]}, rows.append)
+    assert [(row["status"], row["backend"], row["batch_size"]) for row in rows] == [
+        ("ok", "openvino", 1), ("ok", "openvino", 2)], rows
+    assert benchmark_report.series_label(rows[0]) == "OpenVINO float32"
+    ops = rows[0]["openvino_op_time"]
+    shares = [share for share, _ in ops.values()]
+    assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)
+    # The depthwise 3x3x3 convs run as 3D grouped convolutions, one node each (no time taps).
+    assert ops["GroupConvolution"][1] == sum(layer.groups > 1 for layer in _zoo_convs("ShuffleNetV2-0.25x"))
+    section = "\n".join(benchmark_report._op_time_section(rows, "openvino"))
+    assert section.startswith("## Where the time goes in openvino") and "OpenVINO node type" in section
+    rows.clear()
+    benchmark.measure_exported("ShuffleNetV2-0.25x", ["openvino"], {**TINY, "precisions": ["bfloat16"]},
+                               rows.append)
+    assert rows[0]["status"] == "not applicable: openvino exports float32"
+
+
+def _zoo_convs(name):
+    from keras_r3d import create_model
+    from keras_r3d.layers import Conv3D
+
+    model = create_model(name, num_classes=TINY["num_classes"], input_shape=TINY["input_shape"])
+    return [layer for layer in model.layers if isinstance(layer, Conv3D)]
 
 
 def test_onnx_rows_for_each_converter():
@@ -145,7 +174,7 @@ def test_onnx_rows_for_each_converter():
         "ONNX Runtime (keras_r3d ONNX) float32", "ONNX Runtime (tf2onnx ONNX) float32"]
     transposes = [row["onnxruntime_op_time"].get("Transpose", [0, 0])[1] for row in rows]
     assert transposes[0] <= 1 < transposes[1], transposes  # the writer transposes the input only
-    section = "\n".join(benchmark_report._onnxruntime_op_section(rows))
+    section = "\n".join(benchmark_report._op_time_section(rows, "onnxruntime"))
     for converter in ("keras_r3d", "tf2onnx"):
         assert f"- **SqueezeNet-1.1**, {converter} ONNX: " in section
 
@@ -181,10 +210,13 @@ def test_official_repo_is_imported_from_the_path(tmp_path):
     _official_stand_in(tmp_path)
     rows = []
     settings = {**TINY, "official_repo": str(tmp_path), "official_modes": ["eager"],
-                "precisions": ["float32", "int8"]}
+                "precisions": ["float32", "int8"], "official_memory_formats": ["contiguous", "channels_last_3d"]}
     benchmark.measure_official("ShuffleNetV2-0.25x", settings, rows.append)
-    assert [(r["runtime"], r["precision"], r["status"].split(":")[0]) for r in rows] == [
-        ("official-eager", "float32", "ok"), ("official-eager", "int8", "not applicable")]
+    assert [(r["runtime"], r["precision"], r["channels_last_3d"], r["status"].split(":")[0]) for r in rows] == [
+        ("official-eager", "float32", False, "ok"), ("official-eager", "int8", False, "not applicable"),
+        ("official-eager", "float32", True, "ok"), ("official-eager", "int8", True, "not applicable")]
+    assert [benchmark_report.series_label(row) for row in rows[::2]] == [
+        "official PyTorch eager float32", "official PyTorch eager (channels_last_3d) float32"]
     model = benchmark.build_official(str(tmp_path), "ShuffleNetV2-0.25x", 7, (8, 32, 32, 3))
     assert model.fc.out_features == 7
     with pytest.raises(FileNotFoundError, match="models/mobilenet.py"):

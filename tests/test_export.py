@@ -30,7 +30,8 @@ def jester(fixtures_dir, tmp_path_factory):
     model = load(OFFICIAL_CHECKPOINT)
     clips = np.stack([np.load(REFERENCE / f"{name}.npz")["frames_uint8_thwc"] for name in GESTURE_ORDER])
     out = tmp_path_factory.mktemp("jester_export")
-    float_report = export.export_model(model, out, ["saved_model", "tflite", "onnx"], verification=clips)
+    float_report = export.export_model(model, out, ["saved_model", "tflite", "onnx", "openvino"],
+                                       verification=clips)
     # Calibrated on the gesture folders themselves, cut by the official protocol.
     int8_report = export.export_model(model, out, ["tflite"], quantize="int8",
                                       calibration=GESTURES["thumb_up"].parent, verification=clips)
@@ -41,7 +42,7 @@ def jester(fixtures_dir, tmp_path_factory):
 
 def test_every_artifact_matches_keras_and_classifies_the_gestures(jester):
     formats = jester["formats"]
-    assert set(formats) == {"saved_model", "tflite_none", "onnx", "tflite_int8"}
+    assert set(formats) == {"saved_model", "tflite_none", "onnx", "openvino", "tflite_int8"}
     expected = [GESTURE_LABELS[name] for name in GESTURE_ORDER]
     for key, result in formats.items():
         assert result["passed"], (key, result)
@@ -52,8 +53,9 @@ def test_every_artifact_matches_keras_and_classifies_the_gestures(jester):
         assert result["size_bytes"] > 100_000
     reference = np.concatenate([np.load(REFERENCE / f"{n}.npz")["logits"] for n in GESTURE_ORDER])
     bound = export.FLOAT32_TOLERANCE * max(1.0, np.abs(reference).max())
-    for key in ("saved_model", "tflite_none", "onnx"):
+    for key in ("saved_model", "tflite_none", "onnx", "openvino"):
         assert formats[key]["max_abs_diff"] <= bound, key
+    assert formats["openvino"]["runtime"] == "openvino" and formats["onnx"]["runtime"] == "onnxruntime"
     assert formats["tflite_int8"]["top1_agreement"] == 1.0
     assert formats["tflite_int8"]["runtime"] == "tflite+xnnpack"
     # The int8 export into the same folder kept the float export's verified formats in one report.
@@ -82,12 +84,27 @@ def test_tflite_files_are_builtin_only_and_int8_throughout(jester):
 
 def test_metadata_travels_in_every_artifact(jester):
     model = jester["model"]
-    for name in ("saved_model", "model_none.tflite", "model_int8.tflite", "model.onnx"):
+    for name in ("saved_model", "model_none.tflite", "model_int8.tflite", "model.onnx", "model_openvino.onnx"):
         metadata = runtimes.read_metadata(jester["dir"] / name)
         assert metadata["class_names"] == model.class_names, name
         assert metadata["preprocessing"] == json.loads(json.dumps(model.preprocessing.to_dict())), name
         assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["normalized_in_graph"]
     assert runtimes.read_metadata(jester["dir"] / "model_int8.tflite")["quantize"] == "int8"
+    assert runtimes.read_metadata(jester["dir"] / "model.onnx")["onnx_layout"] == "frames"
+    assert runtimes.read_metadata(jester["dir"] / "model_openvino.onnx")["onnx_layout"] == runtimes.OPENVINO_LAYOUT
+
+
+def test_onnx_metadata_is_read_without_the_onnx_package(jester):
+    import onnx
+
+    for name in ("model.onnx", "model_openvino.onnx"):
+        proto = onnx.load(jester["dir"] / name)
+        onnx.helper.set_model_props(proto, {runtimes.METADATA_KEY: "{}", "note": "gesture — ✋", "empty": ""})
+        expected = {prop.key: prop.value for prop in proto.metadata_props}
+        assert runtimes.onnx_metadata(proto.SerializeToString()) == expected
+    for data in (b"\x0f\x00", b"\x08"):  # wire type 7; a varint cut short
+        with pytest.raises(ValueError, match="not an ONNX file"):
+            runtimes.onnx_metadata(data)
 
 
 def test_evaluate_and_predict_run_every_artifact_as_a_device_does(jester, fixtures_dir, tmp_path):
@@ -114,11 +131,13 @@ def test_evaluate_and_predict_run_every_artifact_as_a_device_does(jester, fixtur
     assert json.loads(output.read_text())["video_top1"] == 1.0
 
 
-def test_runtimes_take_any_batch_size(jester):
-    runtime = runtimes.load_runtime(jester["dir"] / "model_none.tflite", num_threads=2)
+@pytest.mark.parametrize("artifact", ["model_none.tflite", "model_openvino.onnx"])
+def test_runtimes_take_any_batch_size(jester, artifact):
+    runtime = runtimes.load_runtime(jester["dir"] / artifact, num_threads=2)
     together = runtime(jester["clips"])
     alone = np.concatenate([runtime(clip[None]) for clip in jester["clips"]])
     np.testing.assert_allclose(together, alone, atol=1e-4)
+    np.testing.assert_array_equal(runtime(jester["clips"]), together)  # not overwritten by later calls
     with pytest.raises(ValueError, match="uint8"):
         runtime(jester["clips"].astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
@@ -139,6 +158,31 @@ def test_onnxruntime_threads_spin_unless_told_not_to(jester):
             jester["dir"] / "model.onnx")(jester["clips"]), atol=1e-5)
 
 
+def test_the_openvino_file_runs_on_openvino_unless_told_or_missing(jester, monkeypatch):
+    import openvino
+
+    path = jester["dir"] / "model_openvino.onnx"
+    chosen = runtimes.load_runtime(path, num_threads=2)
+    assert chosen.name == "openvino" and not chosen.notes
+    assert runtimes.load_runtime(jester["dir"] / "model.onnx").name == "onnxruntime"
+    on_onnxruntime = runtimes.load_runtime(path, onnx_runtime="onnxruntime")
+    np.testing.assert_allclose(on_onnxruntime(jester["clips"]), chosen(jester["clips"]), atol=1e-4)
+    # OpenVINO runs the frames layout too, and pins its threads unless told not to.
+    for spin in (True, False):
+        runtime = runtimes.load_runtime(jester["dir"] / "model.onnx", spin=spin, onnx_runtime="openvino")
+        np.testing.assert_allclose(runtime(jester["clips"][:1]), chosen(jester["clips"][:1]), atol=1e-4)
+        compiled = runtime._requests[1].get_compiled_model()
+        assert compiled.get_property("ENABLE_CPU_PINNING") is spin
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    with pytest.raises(ValueError, match="onnx_runtime must be one of"):
+        runtimes.load_runtime(path, onnx_runtime="tensorrt")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails, as where it is missing
+    fallback = runtimes.load_runtime(path)
+    assert fallback.name == "onnxruntime" and "pip install openvino" in fallback.notes
+    with pytest.raises(ImportError, match="needs the Python package"):
+        runtimes.load_runtime(path, onnx_runtime="openvino")
+
+
 def _blocked_env(tmp_path):
     """PYTHONPATH that makes `import tensorflow/keras/keras_r3d/onnx` fail
     (onnxruntime alone reads an ONNX file's metadata)."""
@@ -148,7 +192,7 @@ def _blocked_env(tmp_path):
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
 
 
-@pytest.mark.parametrize("artifact", ["model_int8.tflite", "model.onnx"])
+@pytest.mark.parametrize("artifact", ["model_int8.tflite", "model.onnx", "model_openvino.onnx"])
 def test_run_on_device_classifies_and_times_without_tensorflow(jester, artifact, tmp_path):
     # The device copy: the runner and runtimes.py side by side, nothing else.
     device = tmp_path / "device"
@@ -163,7 +207,8 @@ def test_run_on_device_classifies_and_times_without_tensorflow(jester, artifact,
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     header, timings, results = lines[0], lines[1:3], lines[3:]
-    assert header["runtime"] in ("tflite+xnnpack", "onnxruntime")
+    assert header["runtime"] == {"model_int8.tflite": "tflite+xnnpack", "model.onnx": "onnxruntime",
+                                 "model_openvino.onnx": "openvino"}[artifact]
     assert [row["batch_size"] for row in timings] == [1, 8]
     assert all(row["clips_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in timings)
     assert [r["top"][0]["label"] for r in results] == [GESTURE_LABELS[n] for n in GESTURE_ORDER]

@@ -1,6 +1,8 @@
 """keras_r3d.onnx_writer: every family's ONNX graph computes the Keras model's
-logits in onnxruntime, channels first with no layout transposes, for every
-input form; other layers fall back to tf2onnx in `export_onnx`."""
+logits, channels first with no layout transposes, in both layouts ("frames"
+in onnxruntime, "ncdhw" in onnxruntime and OpenVINO) and for every input
+form; other layers fall back to tf2onnx in `export_onnx`."""
+import functools
 import json
 
 import keras
@@ -54,6 +56,31 @@ def test_every_family_matches_keras_without_layout_transposes(name):
     assert proto.ir_version == 7
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_matches_keras_with_3d_convs_in_the_ncdhw_layout(name):
+    openvino = pytest.importorskip("openvino")
+    model = _model(name, **FAMILIES[name])
+    proto = onnx_writer.model_proto(fold_batch_norm(model), opset=export.DEFAULT_OPSET, layout="ncdhw")
+    clips = runtimes.random_frames(3, SMALL["input_shape"], seed=2)
+    _assert_matches(_run(proto, clips), model, clips)
+    compiled = openvino.Core().compile_model(openvino.Core().read_model(proto.SerializeToString()), "CPU",
+                                             runtimes.OPENVINO_CONFIG)
+    _assert_matches(compiled([clips])[0], model, clips)
+    ops = [node.op_type for node in proto.graph.node]
+    # One 5D Conv per conv layer, pools in 3D; no time slices or pads.
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+    assert len(convs) == sum(isinstance(layer, r3d_layers.Conv3D) for layer in model.layers)
+    pools = [node for node in proto.graph.node if node.op_type in ("MaxPool", "AveragePool")]
+    for node in convs + pools:
+        assert len(next(a.ints for a in node.attribute if a.name == "kernel_shape")) == 3, node.name
+    channel_layers = {layer.name for layer in model.layers
+                      if type(layer).__name__ in ("ChannelSlice", "ZeroChannelShortcut")}
+    for node in proto.graph.node:  # slices and pads of channels only: no time taps
+        assert node.op_type not in ("Slice", "Pad") or node.name.rsplit("_", 1)[0] in channel_layers, node.name
+    assert ops.count("Transpose") == 1 + sum(isinstance(layer, keras.layers.Permute) or
+                                             type(layer).__name__ == "ChannelShuffle" for layer in model.layers)
+
+
 def test_unfolded_batch_norm_and_dynamic_batch():
     model = _model("ShuffleNetV2-0.25x")
     proto = onnx_writer.model_proto(model, opset=export.DEFAULT_OPSET)
@@ -63,18 +90,22 @@ def test_unfolded_batch_norm_and_dynamic_batch():
         _assert_matches(_run(proto, clips), model, clips)
 
 
-def test_contract_is_applied_in_the_graph_for_every_input_form():
+@pytest.mark.parametrize("layout", onnx_writer.LAYOUTS)
+def test_contract_is_applied_in_the_graph_for_every_input_form(layout):
     contract = Preprocessing(channel_order="BGR", value_range=(0.0, 1.0), mean=(0.45, 0.4, 0.5),
                              std=(0.2, 0.3, 0.25), frames=16, size=32)
     model = _model("MobileNetV2-0.2x", contract)
     folded = fold_batch_norm(model)
     clips = runtimes.random_frames(2, SMALL["input_shape"], seed=3)
-    _assert_matches(_run(onnx_writer.model_proto(folded, opset=export.DEFAULT_OPSET), clips), model, clips)
-    pixels = onnx_writer.model_proto(folded, input_dtype="float32", opset=export.DEFAULT_OPSET)
-    _assert_matches(_run(pixels, clips.astype(np.float32)), model, clips)
-    raw = onnx_writer.model_proto(folded, raw_input=True, opset=export.DEFAULT_OPSET)
+    write = functools.partial(onnx_writer.model_proto, folded, opset=export.DEFAULT_OPSET, layout=layout)
+    _assert_matches(_run(write(), clips), model, clips)
+    _assert_matches(_run(write(input_dtype="float32"), clips.astype(np.float32)), model, clips)
+    raw = write(raw_input=True)
     _assert_matches(_run(raw, preprocess(clips, contract)), model, clips)
-    assert [node.op_type for node in raw.graph.node][:2] == ["Transpose", "Reshape"]  # no normalization
+    ops = [node.op_type for node in raw.graph.node]
+    assert ops[:2] == (["Transpose", "Reshape"] if layout == "frames" else ["Transpose", "Conv"])  # no normalization
+    with pytest.raises(ValueError, match="layout must be one of frames, ncdhw"):
+        onnx_writer.model_proto(folded, opset=export.DEFAULT_OPSET, layout="ndhwc")
 
 
 def test_newer_opset():
