@@ -372,7 +372,8 @@ def _onnx_runtime(path, num_threads, spin, onnx_runtime):
                 onnx_runtime = "openvino"
             except ImportError:
                 notes = ("written for OpenVINO (export --openvino), which is not installed: onnxruntime "
-                         "runs its 3D convs several times slower (pip install openvino)")
+                         "runs its 3D convs slower than the 2D ones of export --onnx's file "
+                         "(pip install openvino)")
     if onnx_runtime == "openvino":
         return _OpenVinoRuntime(path, num_threads, spin)
     return _OnnxRuntime(path, num_threads, spin, notes)

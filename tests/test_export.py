@@ -212,6 +212,12 @@ def test_run_on_device_classifies_and_times_without_tensorflow(jester, artifact,
     assert [row["batch_size"] for row in timings] == [1, 8]
     assert all(row["clips_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in timings)
     assert [r["top"][0]["label"] for r in results] == [GESTURE_LABELS[n] for n in GESTURE_ORDER]
+    if artifact == "model_openvino.onnx":  # --onnx_runtime overrides the file's choice
+        forced = subprocess.run(command[:2] + ["--benchmark", "--batch_sizes", "1", "--iterations", "1",
+                                               "--onnx_runtime", "onnxruntime"],
+                                capture_output=True, text=True, timeout=300, env=_blocked_env(tmp_path / "block"))
+        assert forced.returncode == 0, forced.stderr
+        assert json.loads(forced.stdout.splitlines()[0])["runtime"] == "onnxruntime"
 
 
 def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
