@@ -603,7 +603,7 @@ CALIBRATION_CLIPS = 2  # int8 calibration clips: they set the scales, not the sp
 
 
 def measure_exported(name, runtimes, settings, on_row):
-    """TFLite / onnxruntime / TensorRT artifacts made by `keras_r3d.export`,
+    """TFLite / onnxruntime / OpenVINO / TensorRT artifacts made by `keras_r3d.export`,
     run through `keras_r3d.runtimes` on uint8 frames (the deployed input:
     the preprocessing runs inside the artifact). Export time is recorded
     per artifact; int8 calibrates on seeded random frames, which sets the
@@ -643,7 +643,7 @@ def measure_exported(name, runtimes, settings, on_row):
                     continue
                 base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
                             backend=loaded.name, notes=loaded.notes)
-                if runtime == "onnxruntime" and converter == "auto":  # which converter "auto" chose
+                if runtime in ONNX_RUNTIMES and converter == "auto":  # which converter "auto" chose
                     base["converted_by"] = (loaded.metadata or {}).get("converter")
                 if runtime == "tflite":  # the op mix (reshapes, slices, BatchNorm MUL/ADD) bounds small models
                     base["tflite_op_counts"] = export.tflite_ops(pathlib.Path(artifact).read_bytes())[0]

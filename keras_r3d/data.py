@@ -292,7 +292,7 @@ def frame_rates_text(videos_per_rate, listed=4):
 
 def frame_rates(file_pattern, videos=128, shards=32):
     """How many videos of a sample of the matching shards run at each frame
-    rate (rounded to 0.01; 0 where unknown): the first videos of up to `shards`
+    rate (`schema.rounded_fps`): the first videos of up to `shards`
     shards spread evenly over the set, `videos` in all (at most), so that a set
     of thousands of shards costs a few records of each of a few. Returns the
     counts, the number of shards read and the number of shards."""
@@ -302,7 +302,7 @@ def frame_rates(file_pattern, videos=128, shards=32):
     per_shard = videos // len(sampled)
     records = tf.data.Dataset.from_tensor_slices(sampled).interleave(  # shards opened in parallel
         lambda file: tf.data.TFRecordDataset(file).take(per_shard), num_parallel_calls=tf.data.AUTOTUNE)
-    rates = [round(float(video["fps"]), 2) for video in records.map(schema.parse_video).as_numpy_iterator()]
+    rates = [schema.rounded_fps(video) for video in records.map(schema.parse_video).as_numpy_iterator()]
     return collections.Counter(rates), len(sampled), len(files)
 
 

@@ -290,7 +290,9 @@ def export_onnx(model, path, *, opset=DEFAULT_OPSET, raw_input=False, input_dtyp
                 raise onnx_writer.UnsupportedLayer(
                     f"the keras_r3d ONNX writer cannot translate this model ({error}); "
                     "--onnx_converter auto or tf2onnx converts it with tf2onnx") from None
-            log(f"onnx: {error}; converting with tf2onnx instead")
+            log(f"{pathlib.Path(path).name}: {error}; converting with tf2onnx instead"
+                + (" (without the 3D-conv layout: keras_r3d.runtimes runs it on onnxruntime)"
+                   if layout != "frames" else ""))
     if proto is None:
         _tf()
         import tf2onnx

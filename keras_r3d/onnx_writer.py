@@ -273,8 +273,8 @@ def _input(graph, contract, raw_input, input_dtype, layout):
     else:
         # Normalized as NDHWC, then transposed: OpenVINO merges that transpose
         # into the first conv's own reorder to channels-last, where a transpose
-        # of the uint8 input costs a slow copy and a reorder (MobileNetV1 1.0x:
-        # 1.2 of 4.9 ms, and 1.22x the clips/s on 2 cores without). Tiled
+        # of the uint8 input costs a slow copy and a reorder (benchmarks/README.md,
+        # "met with OpenVINO": MobileNetV1 1.0x 1.19x the clips/s without). Tiled
         # along the width, the constants broadcast over contiguous rows.
         channel_axis, per_channel = 4, lambda v: np.tile(v, (size, 1))
     if dtype == "uint8":

@@ -15,6 +15,7 @@ Python 3.6 syntax, so that `exports/run_on_device.py` can use it on a Jetson
 (copy both files side by side).
 """
 import contextlib
+import io
 import json
 import os
 import struct
@@ -130,11 +131,10 @@ def read_metadata(path):
         return None if raw is None else json.loads(raw.decode("utf-8"))
     if path.lower().endswith(".onnx"):
         with open(path, "rb") as file:
-            data = file.read()
-        try:
-            raw = onnx_metadata(data).get(METADATA_KEY)
-        except ValueError as error:
-            raise ValueError("{}: {}".format(path, error)) from None
+            try:
+                raw = onnx_metadata(file).get(METADATA_KEY)
+            except ValueError as error:
+                raise ValueError("{}: {}".format(path, error)) from None
         return None if raw is None else json.loads(raw)
     sidecar = metadata_sidecar(path)
     return _load_json(sidecar) if os.path.isfile(sidecar) else None
@@ -153,48 +153,58 @@ def _load_json(path):
 
 # ---------------------------------------------------------------- ONNX protobuf metadata
 
-def _varint(data, position):
-    """(value, next position) of the protobuf varint at `position`."""
+_TRUNCATED = "not an ONNX file: a truncated protobuf"
+
+
+def _varint(file, first=b""):
+    """The protobuf varint read from `file` (after its `first` byte, if read)."""
     value = shift = 0
+    byte = first or file.read(1)
     while True:
-        if position >= len(data):
-            raise ValueError("not an ONNX file: a truncated protobuf")
-        byte = data[position]
-        value |= (byte & 0x7F) << shift
-        position, shift = position + 1, shift + 7
-        if byte < 0x80:
-            return value, position
+        if not byte:
+            raise ValueError(_TRUNCATED)
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        byte = file.read(1)
 
 
-def _protobuf_fields(data, start=0, end=None):
-    """(field number, bytes) of each length-delimited field of the protobuf
-    message in `data[start:end]`; the other wire types are skipped."""
-    position, end = start, len(data) if end is None else end
-    while position < end:
-        key, position = _varint(data, position)
-        wire_type = key & 7
+def _protobuf_fields(file, wanted):
+    """(field number, bytes) of the length-delimited fields numbered in
+    `wanted` of the protobuf message a binary file object holds, to its end;
+    the other fields are seeked past, not read."""
+    end = file.seek(0, 2)
+    file.seek(0)
+    while True:
+        first = file.read(1)
+        if not first:
+            return
+        key = _varint(file, first)
+        wire_type, number = key & 7, key >> 3
         if wire_type == 0:
-            _, position = _varint(data, position)
-        elif wire_type in (1, 5):
-            position += 8 if wire_type == 1 else 4
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            yield key >> 3, data[position:position + length]
-            position += length
+            _varint(file)
+        elif wire_type in (1, 2, 5):
+            length = {1: 8, 5: 4}.get(wire_type) or _varint(file)
+            if wire_type == 2 and number in wanted:
+                data = file.read(length)
+                if len(data) < length:
+                    raise ValueError(_TRUNCATED)
+                yield number, data
+            elif file.seek(length, 1) > end:
+                raise ValueError(_TRUNCATED)
         else:
             raise ValueError("not an ONNX file: protobuf wire type {}".format(wire_type))
 
 
-def onnx_metadata(data):
-    """`{key: value}` of the `metadata_props` of an ONNX file's bytes (field
-    14 of ModelProto; each a StringStringEntryProto, key 1 and value 2),
-    without the onnx package."""
-    data = memoryview(data)
+def onnx_metadata(file):
+    """`{key: value}` of the `metadata_props` of an ONNX file (a binary file
+    object): field 14 of ModelProto, each a StringStringEntryProto (key 1,
+    value 2). Without the onnx package, and without reading the graph."""
     out = {}
-    for number, entry in _protobuf_fields(data):
-        if number == 14:
-            fields = dict(_protobuf_fields(entry))
-            out[bytes(fields.get(1, b"")).decode("utf-8")] = bytes(fields.get(2, b"")).decode("utf-8")
+    for _, entry in _protobuf_fields(file, (14,)):
+        fields = dict(_protobuf_fields(io.BytesIO(entry), (1, 2)))
+        out[fields.get(1, b"").decode("utf-8")] = fields.get(2, b"").decode("utf-8")
     return out
 
 
@@ -381,8 +391,7 @@ def _onnx_runtime(path, num_threads, spin, onnx_runtime):
 
 class _OpenVinoRuntime(Runtime):
     """OpenVINO on the CPU (OPENVINO_CONFIG), compiled for each batch size it
-    is given: with a static shape MobileNetV1 1.0x ran 1.6x the clips/s of a
-    dynamic batch at batch 1."""
+    is given: a static shape runs faster than a dynamic batch."""
 
     def __init__(self, path, num_threads, spin):
         with _needs(path, "openvino"):
@@ -403,10 +412,8 @@ class _OpenVinoRuntime(Runtime):
         if port.get_element_type().get_type_name() not in dtypes:
             raise ValueError("{}: unsupported input type {}".format(path, port.get_element_type()))
         shape = [None] + [d.get_length() for d in list(port.get_partial_shape())[1:]]
-        key = ["framework", METADATA_KEY]
-        raw = self._model.get_rt_info(key).astype(str) if self._model.has_rt_info(key) else None
         Runtime.__init__(self, path, "openvino", shape, dtypes[port.get_element_type().get_type_name()],
-                         None if raw is None else json.loads(raw))
+                         read_metadata(path))
 
     def _run(self, batch):
         request = self._requests.get(len(batch))

@@ -142,7 +142,7 @@ def test_openvino_rows_run_the_3d_conv_file_and_say_where_the_time_goes():
     benchmark.measure_exported("ShuffleNetV2-0.25x", ["openvino"], {**TINY, "batch_sizes": [1, 2]}, rows.append)
     assert [(row["status"], row["backend"], row["batch_size"]) for row in rows] == [
         ("ok", "openvino", 1), ("ok", "openvino", 2)], rows
-    assert benchmark_report.series_label(rows[0]) == "OpenVINO float32"
+    assert benchmark_report.series_label(rows[0]) == "OpenVINO (auto: keras_r3d ONNX) float32"  # not tf2onnx's
     ops = rows[0]["openvino_op_time"]
     shares = [share for share, _ in ops.values()]
     assert abs(sum(shares) - 1.0) < 1e-3 and shares == sorted(shares, reverse=True)

@@ -297,8 +297,8 @@ def test_device_files_are_python36_and_standalone(path):
     top_level = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import)
                  for alias in node.names}
     assert not imported & {"keras", "keras_r3d", "dataclasses"}, imported
-    assert top_level <= {"argparse", "collections", "contextlib", "importlib", "json", "math", "os", "re", "struct",
-                         "sys", "time", "numpy"}, top_level
+    assert top_level <= {"argparse", "collections", "contextlib", "importlib", "io", "json", "math", "os", "re",
+                         "struct", "sys", "time", "numpy"}, top_level
 
 
 def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):

@@ -96,6 +96,12 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     assert inspect.main([str(cut), "--sheet", ""]) == 2
     err = capsys.readouterr().err
     assert f"error: {cut / shard.name}: truncated or corrupt (" in err and "function_node" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "val-00000-of-00001.tfrecord").write_bytes(b"")
+    assert inspect.main([str(empty)]) == 0  # and no contact sheet of nothing
+    out = capsys.readouterr().out
+    assert "0 videos in 1 files" in out and "frame sizes" not in out and "frame rates" not in out
 
 
 def test_config_checks():

@@ -27,8 +27,8 @@ def shard_pattern(pattern):
 
 
 def summarize(file_pattern, progress=False):
-    """Counts of the matching shards: videos, frames, sizes, frame rates (rounded
-    to 0.01; 0 for frame folders, which have none) and labels, and the shards
+    """Counts of the matching shards: videos, frames, sizes, frame rates
+    (`schema.rounded_fps`) and labels, and the shards
     of their set that are missing or not in its manifest.json."""
     import tensorflow as tf
     from tqdm import tqdm
@@ -42,7 +42,7 @@ def summarize(file_pattern, progress=False):
             for video in tf.data.TFRecordDataset([file]).map(schema.parse_video):
                 labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
                 sizes[(int(video["height"]), int(video["width"]))] += 1
-                rates[round(float(video["fps"]), 2)] += 1
+                rates[schema.rounded_fps(video)] += 1
                 frames.append(int(video["num_frames"]))
         except tf.errors.DataLossError as error:
             raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
@@ -147,14 +147,17 @@ def main(argv=None):
         return 2
     from keras_r3d.data import frame_rates_text
 
-    low, mean, high = summary["frames_per_video"] or (0, 0, 0)
-    print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "
-          f"frames per video min {low}, mean {mean:.1f}, max {high}")
-    print("frame sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in summary["sizes"].items()))
-    print(f"frame rates: {frame_rates_text(summary['frame_rates'])}")
+    if summary["videos"]:
+        low, mean, high = summary["frames_per_video"]
+        print(f"{summary['videos']} videos, {summary['frames']} frames in {summary['files']} files; "
+              f"frames per video min {low}, mean {mean:.1f}, max {high}")
+        print("frame sizes (HxW): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in summary["sizes"].items()))
+        print(f"frame rates: {frame_rates_text(summary['frame_rates'])}")
+    else:
+        print(f"0 videos in {summary['files']} files")
     for (index, label), count in summary["labels"].items():
         print(f"{index:5d} {label:40s} {count}")
-    if args.sheet:
+    if args.sheet and summary["videos"]:
         sheet = contact_sheet(pattern, args.sheet, args.clips, args.columns, num_labels=len(summary["labels"]))
         print(f"contact sheet: {sheet}")
     for key, what in (("unlisted", f"are not in the {schema.MANIFEST} beside them (left by another "

@@ -91,6 +91,12 @@ def parse_video(serialized):
     }
 
 
+def rounded_fps(video):
+    """The frame rate of a parsed video, rounded to 0.01 fps as it is counted
+    and shown (0 where unknown: frame folders)."""
+    return round(float(video["fps"]), 2)
+
+
 def read_videos(file_pattern):
     """Yields every video of the matching shards as a dict of numpy values.
 
