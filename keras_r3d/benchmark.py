@@ -42,7 +42,8 @@ from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, plot_sp
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
-from keras_r3d.runtimes import ONNX_RUNTIMES, OPENVINO_CONFIG, OPENVINO_LAYOUT, load_runtime, random_frames
+from keras_r3d.runtimes import (ONNX_RUNTIMES, OPENVINO_CONFIG, OPENVINO_LAYOUT, load_runtime, openvino_core,
+                                random_frames)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "openvino", "tensorrt")
@@ -730,9 +731,7 @@ def openvino_op_time(path, threads, clips, calls=10):
     shapes)."""
     import collections
 
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_core()
     model = core.read_model(str(path))
     model.reshape(list(clips.shape))
     config = dict(OPENVINO_CONFIG, PERF_COUNT=True)

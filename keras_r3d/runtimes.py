@@ -389,15 +389,30 @@ def _onnx_runtime(path, num_threads, spin, onnx_runtime):
     return _OnnxRuntime(path, num_threads, spin, notes)
 
 
+_OPENVINO_CORE = []  # openvino_core's one Core
+
+
+def openvino_core():
+    """The process's one `openvino.Core`, kept for its lifetime. A Core sets
+    an alternate signal stack on its thread and, once deleted, puts back the
+    one before it, even where that one's Core is gone: Cores deleted out of
+    order (openvino 2026.4) leave a freed stack, on which the next Ctrl-C
+    crashes the process with SIGSEGV instead of raising KeyboardInterrupt."""
+    if not _OPENVINO_CORE:
+        import openvino as ov
+
+        _OPENVINO_CORE.append(ov.Core())
+    return _OPENVINO_CORE[0]
+
+
 class _OpenVinoRuntime(Runtime):
     """OpenVINO on the CPU (OPENVINO_CONFIG), compiled for each batch size it
     is given: a static shape runs faster than a dynamic batch."""
 
     def __init__(self, path, num_threads, spin):
         with _needs(path, "openvino"):
-            import openvino as ov
-
-        self._core = ov.Core()
+            import openvino  # noqa: F401
+        self._core = openvino_core()
         try:
             self._model = self._core.read_model(path)
         except RuntimeError as error:

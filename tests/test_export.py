@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 import types
 
 import numpy as np
@@ -191,6 +192,33 @@ def test_the_openvino_file_runs_on_openvino_unless_told_or_missing(jester, monke
     assert fallback.name == "onnxruntime" and "pip install openvino" in fallback.notes
     with pytest.raises(ImportError, match="needs the Python package"):
         runtimes.load_runtime(path, onnx_runtime="openvino")
+
+
+def test_ctrl_c_after_openvino_runtimes_come_and_go_is_a_keyboard_interrupt(jester):
+    """OpenVINO Cores deleted out of order leave a freed signal stack behind
+    (runtimes.openvino_core): a Ctrl-C then killed the process with SIGSEGV."""
+    pytest.importorskip("openvino")
+    script = textwrap.dedent(f"""
+        import gc, os, signal, time
+        import numpy as np
+        from keras_r3d import runtimes
+        first, second = (runtimes.load_runtime({str(jester["dir"] / "model_openvino.onnx")!r}) for _ in range(2))
+        clip = np.zeros((1,) + first.input_shape[1:], np.uint8)
+        first(clip)
+        second(clip)
+        del first  # before the second: out of order
+        gc.collect()
+        del second
+        gc.collect()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "KeyboardInterrupt", (done.returncode, done.stderr[-2000:])
 
 
 def _blocked_env(tmp_path):

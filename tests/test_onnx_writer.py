@@ -75,8 +75,8 @@ def test_every_family_matches_keras_with_3d_convs_in_the_ncdhw_layout(name):
         assert node.op_type not in ("Slice", "Pad") or node.name.rsplit("_", 1)[0] in channel_layers, node.name
     assert ops.count("Transpose") == 1 + sum(isinstance(layer, keras.layers.Permute) or
                                              type(layer).__name__ == "ChannelShuffle" for layer in model.layers)
-    openvino = pytest.importorskip("openvino")
-    core = openvino.Core()
+    pytest.importorskip("openvino")
+    core = runtimes.openvino_core()
     compiled = core.compile_model(core.read_model(proto.SerializeToString()), "CPU", runtimes.OPENVINO_CONFIG)
     _assert_matches(compiled([clips])[0], model, clips)
 
