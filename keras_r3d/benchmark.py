@@ -648,9 +648,8 @@ def measure_exported(name, runtimes, settings, on_row):
                     base["converted_by"] = (loaded.metadata or {}).get("converter")
                 if runtime == "tflite":  # the op mix (reshapes, slices, BatchNorm MUL/ADD) bounds small models
                     base["tflite_op_counts"] = export.tflite_ops(pathlib.Path(artifact).read_bytes())[0]
-                if loaded.name in ("onnxruntime", "openvino"):
-                    op_time = onnxruntime_op_time if loaded.name == "onnxruntime" else openvino_op_time
-                    base[f"{loaded.name}_op_time"] = op_time(
+                if loaded.name in OP_PROFILERS:
+                    base[f"{loaded.name}_op_time"] = OP_PROFILERS[loaded.name](
                         artifact, settings["threads"], random_frames(1, settings["input_shape"]))
                 measure(base, settings["batch_sizes"],
                         lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
@@ -719,6 +718,11 @@ def onnxruntime_op_time(path, threads, clips, calls=10):
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= timed_from:
             time_us[event["args"]["op_name"]] += event["dur"]
             nodes[event["args"]["op_name"]] += 1
+    return _op_shares(time_us, nodes, calls)
+
+
+def _op_shares(time_us, nodes, calls):
+    """{op: [share of the summed time, nodes run per call]}, largest share first."""
     total = sum(time_us.values()) or 1
     return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
 
@@ -746,8 +750,11 @@ def openvino_op_time(path, threads, clips, calls=10):
             if info.status == info.Status.EXECUTED:
                 time_us[info.node_type] += info.real_time.total_seconds() * 1e6
                 nodes[info.node_type] += 1
-    total = sum(time_us.values()) or 1
-    return {op: [round(us / total, 4), nodes[op] // calls] for op, us in time_us.most_common()}
+    return _op_shares(time_us, nodes, calls)
+
+
+# The runtimes whose own profilers say where the time goes (benchmark_report.OP_PROFILED).
+OP_PROFILERS = {"onnxruntime": onnxruntime_op_time, "openvino": openvino_op_time}
 
 
 # ---------------------------------------------------------------- per-layer profile
