@@ -13,7 +13,11 @@ stride 1x2x2, padding 1) on JAX, checked against each other and timed:
 * s2d_frames: the same blocks, each output frame a 2D conv (2x2) over its 3
   input frames stacked (36 channels);
 * pallas_s2d: the same blocks in a Pallas kernel: one program per output row,
-  12 matrix products (row of blocks x the taps' weights) on the tensor cores.
+  12 matrix products (row of blocks x the taps' weights) on the tensor cores;
+* native_c4, native_c8, s2d_c4: native and s2d with the clip's channels
+  zero-padded to 4 or 8 (s2d_c4: 16-channel blocks). cuDNN's tensor-core
+  kernels want channel rows of a multiple of 16 bytes (8 bfloat16 values, 4
+  float32), and XLA pads only float16 convs for them.
 
     python3 benchmarks/gpu_stem.py --batch_size 8 --precision float32 --output OUT.json
 
@@ -150,8 +154,18 @@ def pallas_s2d(x, kernel, interpret=False):
     return _per_row(row, x, weights, (n, to, ho, bw, bf), interpret)[:, :, :, :wo, :filters]
 
 
+def channels_padded(formulation, channels):
+    """`formulation` on the clip and kernel zero-padded to `channels` input channels."""
+    def padded(x, kernel):
+        extra = channels - x.shape[-1]
+        return formulation(jnp.pad(x, ((0, 0),) * 4 + ((0, extra),)),
+                           jnp.pad(kernel, ((0, 0),) * 3 + ((0, extra), (0, 0))))
+    return padded
+
+
 FORMULATIONS = {"native": native, "patches": patches, "frames9": frames9, "pallas": pallas, "s2d": s2d,
-                "s2d_frames": s2d_frames, "pallas_s2d": pallas_s2d}
+                "s2d_frames": s2d_frames, "pallas_s2d": pallas_s2d, "native_c4": channels_padded(native, 4),
+                "native_c8": channels_padded(native, 8), "s2d_c4": channels_padded(s2d, 4)}
 PALLAS = ("pallas", "pallas_s2d")
 
 
@@ -165,7 +179,7 @@ def main(argv=None):
     parser.add_argument("--formulations", default=",".join(FORMULATIONS))
     parser.add_argument("--output", help="JSON file to write")
     args = parser.parse_args(argv)
-    if {"s2d", "s2d_frames", "pallas_s2d"} & set(args.formulations.split(",")) and keras.backend.backend() != "jax":
+    if {"s2d", "s2d_frames", "pallas_s2d", "s2d_c4"} & set(args.formulations.split(",")) and keras.backend.backend() != "jax":
         parser.error("the s2d formulations need KERAS_BACKEND=jax")
     frames, height, width = (int(v) for v in args.input_shape.split(","))
     rng = np.random.default_rng(0)

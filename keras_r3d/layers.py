@@ -20,7 +20,8 @@ out)`) and chooses its computation when it is traced:
 * "s2d": "taps_matmul", with the RGB stems (dense, strided 2 over H and W,
   at most 4 input channels) as stride-1 convs over 2x2 pixel blocks
   (`space_to_depth_conv`): cuDNN's 3-channel 3D conv ran at under 1 % of an
-  H100's bf16 peak.
+  H100's bf16 peak. In 16-bit floats on a GPU the blocks are padded from 12
+  to 16 channels for the tensor cores (`tensor_core_channels`).
 * "pallas": "s2d", with the stride-1 depthwise 3D convs as a Pallas kernel
   (`keras_r3d.gpu_kernels`; JAX only: Triton on an NVIDIA GPU, the interpreter
   elsewhere).
@@ -106,9 +107,7 @@ def jit_compile(choice):
         return choice == "true"
     if keras.backend.backend() != "tensorflow":
         return keras.backend.backend() == "jax"
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+    return _on_gpu()
 
 
 def _uses_frames(dense=False):
@@ -201,16 +200,51 @@ def space_to_depth_kernel(kernel):
     return ops.reshape(ops.transpose(kernel, (0, 1, 3, 2, 4, 5, 6)), (kt, kh2, kw2, 4 * channels, filters))
 
 
-def space_to_depth_conv(x, kernel, strides):
+def space_to_depth_conv(x, kernel, strides, channel_multiple=1):
     """A dense conv of a padded NDHWC `x`, strided 2 over H and W, as a conv
     over 2x2 pixel blocks: 4x the channels, a quarter of the positions, the
-    same output."""
+    same output. The blocks are zero-padded to a multiple of
+    `channel_multiple` channels."""
     if tuple(strides[1:]) != (2, 2):
         raise ValueError(f"space_to_depth_conv needs strides (t, 2, 2), got {tuple(strides)}")
     _, kh, kw = kernel.shape[:3]
     h, w = x.shape[2:4]
-    y = ops.conv(space_to_depth(x), space_to_depth_kernel(kernel), strides=(strides[0], 1, 1), padding="valid")
+    blocks, kernel = space_to_depth(x), space_to_depth_kernel(kernel)
+    extra = -blocks.shape[-1] % channel_multiple
+    if extra:
+        blocks = ops.pad(blocks, [(0, 0)] * 4 + [(0, extra)])
+        kernel = ops.pad(kernel, [(0, 0)] * 3 + [(0, extra), (0, 0)])
+    y = ops.conv(blocks, kernel, strides=(strides[0], 1, 1), padding="valid")
     return y[:, :, : (h - kh) // 2 + 1, : (w - kw) // 2 + 1]
+
+
+def tensor_core_channels(dtype):
+    """The channel multiple that a GPU's tensor-core convs want for `dtype`:
+    8 for 16-bit floats on a GPU (rows of 16 bytes; XLA pads only float16
+    convs for them, and cuDNN's bfloat16 3-channel stem ran at under 1 % of
+    an H100's peak), else 1. float32 (TF32) needs 4, which the blocks of 3
+    channels already have."""
+    if keras.backend.standardize_dtype(dtype) not in ("bfloat16", "float16"):
+        return 1
+    return 8 if _on_gpu() else 1
+
+
+def _on_gpu():
+    """Whether this Keras backend computes on a GPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
 
 
 def _per_frame(fn, x):
@@ -322,7 +356,7 @@ class Conv3D(keras.layers.Layer):
             else:
                 y = depthwise_taps(x, kernel, self.strides)
         elif lowering in ("s2d", "pallas") and self.groups == 1 and x.shape[-1] <= 4 and self.strides[1:] == (2, 2):
-            y = space_to_depth_conv(x, self.kernel, self.strides)
+            y = space_to_depth_conv(x, self.kernel, self.strides, tensor_core_channels(x.dtype))
         else:
             y = self._native(x)
         return y + self.bias if self.use_bias else y

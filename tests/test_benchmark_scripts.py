@@ -57,7 +57,7 @@ def test_gpu_stem_formulations_agree(tmp_path):
                          f"--output={tmp_path / 'stem.json'}"], "jax")
     rows = json.loads((tmp_path / "stem.json").read_text())["rows"]
     assert [row["formulation"] for row in rows] == ["native", "patches", "frames9", "pallas", "s2d",
-                                                    "s2d_frames", "pallas_s2d"]
+                                                    "s2d_frames", "pallas_s2d", "native_c4", "native_c8", "s2d_c4"]
     assert all(row["max_rel_diff_vs_native"] < 1e-5 and row["ms_median"] > 0 for row in rows)
 
 

@@ -86,6 +86,31 @@ def test_frames_lowering_skips_time_taps_that_read_only_padding(frames, stride, 
     assert len(calls) == live_taps
 
 
+def test_s2d_stem_pads_its_blocks_for_tensor_cores_in_16_bit_floats_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(layers, "_on_gpu", lambda: False)
+    assert layers.tensor_core_channels("bfloat16") == 1
+    monkeypatch.setattr(layers, "_on_gpu", lambda: True)
+    assert [layers.tensor_core_channels(d) for d in ("float32", "bfloat16", "float16")] == [1, 8, 8]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 12, 11, 3)).astype(np.float32)
+    stem = layers.Conv3D(6, 3, strides=(1, 2, 2), padding=1, dtype="bfloat16")
+    stem.build(x.shape)
+    seen = []
+    original = layers.space_to_depth_conv
+    monkeypatch.setattr(layers, "space_to_depth_conv", lambda *a: seen.append(a[3]) or original(*a))
+
+    def run(name):
+        with layers.implementation(name):
+            return keras.ops.convert_to_numpy(keras.ops.cast(stem(x), "float32"))
+
+    padded = run("s2d")
+    assert seen == [8]
+    np.testing.assert_allclose(padded, run("native"), atol=0.05, rtol=0.02)
+    kernel = rng.standard_normal((3, 3, 3, 3, 6)).astype(np.float32)
+    xp = np.pad(x, [(0, 0)] + [(1, 1)] * 3 + [(0, 0)])
+    np.testing.assert_allclose(original(xp, kernel, (1, 2, 2), 8), original(xp, kernel, (1, 2, 2)), atol=1e-5)
+
+
 @pytest.mark.parametrize("pool,strides,padding", [(3, 2, 1), ((2, 2, 2), (1, 2, 2), 0),
                                                     ((1, 2, 2), 2, (0, 1, 1))])
 def test_max_pool_implementations_agree(pool, strides, padding):
