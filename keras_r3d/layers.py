@@ -222,8 +222,8 @@ def tensor_core_channels(dtype):
     """The channel multiple that a GPU's tensor-core convs want for `dtype`:
     8 for 16-bit floats on a GPU (rows of 16 bytes; XLA pads only float16
     convs for them, and cuDNN's bfloat16 3-channel stem ran at under 1 % of
-    an H100's peak), else 1. float32 (TF32) needs 4, which the blocks of 3
-    channels already have."""
+    an H100's peak), else 1. float32 (TF32) needs 4, which an RGB clip's
+    12-channel blocks already have."""
     if keras.backend.standardize_dtype(dtype) not in ("bfloat16", "float16"):
         return 1
     return 8 if _on_gpu() else 1
