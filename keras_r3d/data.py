@@ -156,20 +156,21 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
         return (frames, label, video["video_id"]) if video_ids else (frames, label)
 
     clips = samples.map(clip, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if not repeat:
+        # The clip count from the manifest: the batches' count follows, for fit's steps and
+        # progress bar, and a shard holding other videos than it lists is an error.
+        try:
+            count = count_clips(file_pattern, split, contract, crop)
+        except FileNotFoundError:  # shards without their manifest: unknown
+            count = None
+        if count is not None:
+            clips = clips.apply(tf.data.experimental.assert_cardinality(count))
     if drop_remainder is None:
         drop_remainder = train
     batches = clips.batch(batch_size, drop_remainder=drop_remainder)
     # Normalized per batch: fewer, larger ops than clip by clip.
     batches = batches.map(lambda clip, *rest: (preprocess(clip, contract), *rest),
                           num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    if not repeat:  # the batch count, from the manifest, for fit's steps and progress bar
-        try:
-            count = count_clips(file_pattern, split, contract, crop)
-        except FileNotFoundError:  # shards without their manifest: unknown
-            count = None
-        if count is not None:
-            batches = batches.apply(tf.data.experimental.assert_cardinality(
-                count // batch_size if drop_remainder else -(-count // batch_size)))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -325,10 +326,21 @@ def label_names(file_pattern):
     return read_manifest(file_pattern)[0]
 
 
+# What reading the TFRecords of a set can raise for a damaged set (`damaged_records_message`).
+DATA_ERRORS = (tf.errors.DataLossError, tf.errors.FailedPreconditionError)
+
+
 def damaged_records_message(error, where):
-    """The one-line error for a `tf.errors.DataLossError` from the TFRecords of `where`."""
-    return (f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
-            "python -m tfrecords_tools.inspect names it")
+    """The one-line error for a shard of `where` that is truncated or corrupt
+    (DataLossError), or holds another number of videos than its manifest.json
+    lists (`make_dataset`'s cardinality check); None for another error."""
+    if isinstance(error, tf.errors.DataLossError):
+        return (f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
+                "python -m tfrecords_tools.inspect names it")
+    if "expected to contain" in str(error):
+        return (f"a TFRecord of {where} holds another number of videos than the {schema.MANIFEST} beside it "
+                "lists (replaced, or cut at a record boundary); python -m tfrecords_tools.inspect names it")
+    return None
 
 
 __all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from keras_r3d.files import savefig_atomic, write_atomic
+from keras_r3d.files import probe_writable, savefig_atomic, write_atomic
 
 TOP_K = (1, 5)
 
@@ -268,7 +268,6 @@ def default_output(model_path):
 
 
 def main(argv):
-    import tensorflow as tf
     from absl import flags
 
     from keras_r3d import data as r3d_data
@@ -280,9 +279,9 @@ def main(argv):
     # In the working folder by default, not beside the model (a download folder, perhaps read-only).
     output = pathlib.Path(f.output or default_output(f.model))
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        probe_writable(output.parent)
     except OSError as error:
-        print(f"error: --output {output}: {error}", file=sys.stderr)
+        print(f"error: --output {output}: cannot write there ({error.strerror or error})", file=sys.stderr)
         return 1
     try:
         model = load_for_inference(f.model, f.threads)
@@ -292,8 +291,11 @@ def main(argv):
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except tf.errors.DataLossError as error:
-        print(f"error: {r3d_data.damaged_records_message(error, f.data)}", file=sys.stderr)
+    except r3d_data.DATA_ERRORS as error:
+        message = r3d_data.damaged_records_message(error, f.data)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
     results.update(model=str(f.model), data=str(f.data))
     print(format_results(results))

@@ -3,6 +3,7 @@ import contextlib
 import os
 import pathlib
 import shutil
+import tempfile
 
 
 @contextlib.contextmanager
@@ -18,7 +19,18 @@ def _atomically(path):
             os.fsync(handle.fileno())
         os.replace(partial, path)
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: the error above is the one to see
+            partial.unlink(missing_ok=True)
+
+
+def probe_writable(folder):
+    """Makes `folder` (and its parents) and writes a temporary file in it:
+    raises OSError where results could not be written there, before the
+    work that makes them."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def write_atomic(path, data):

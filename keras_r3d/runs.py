@@ -3,12 +3,11 @@ import csv
 import io
 import json
 import pathlib
-import tempfile
 import zipfile
 
 import numpy as np
 
-from keras_r3d.files import copy_atomic, save_model_atomic, savefig_atomic, write_atomic
+from keras_r3d.files import copy_atomic, probe_writable, save_model_atomic, savefig_atomic, write_atomic
 
 # The models a run folder holds (evaluate names its results after the folder for them).
 BEST_MODEL, LAST_MODEL = "best.keras", "last.keras"
@@ -36,9 +35,7 @@ class RunDirectory:
         """Creates the folder and writes a probe in it: a folder that cannot
         hold the run is an error before any training."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.path):
-                pass
+            probe_writable(self.path)
         except OSError as error:
             raise ValueError(f"--output_dir {self.path}: cannot write there ({error.strerror or error})") from None
 

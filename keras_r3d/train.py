@@ -267,6 +267,21 @@ def ensure_synthetic(config):
     make_synthetic(directory, wanted)  # refuses a folder made with other settings
 
 
+def check_data(config):
+    """The training videos (from the manifests), after refusing data that
+    could not train or validate: checked before the model is built, not
+    after an epoch."""
+    from keras_r3d import data as r3d_data
+
+    videos = {key: len(r3d_data.read_manifest(config[key])[1]) for key in ("train_data", "val_data")}
+    if not videos["val_data"]:
+        raise ValueError(f"--val_data {config['val_data']} holds no videos (its manifest lists none): "
+                         "tfrecords_tools.convert's summary says why (skipped videos, an empty split)")
+    if videos["train_data"] < config["batch_size"]:
+        raise ValueError(f"{videos['train_data']} training videos make no batch of {config['batch_size']}")
+    return videos["train_data"]
+
+
 def train_dataset(config, contract, num_classes, epoch, batch_size):
     """The training clips of one epoch, seeded by (`--seed`, epoch), with
     one-hot labels (for label smoothing)."""
@@ -530,8 +545,7 @@ def _train(config):
                          f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}; convert both splits in "
                          "one tfrecords_tools.convert run (one --annotations, or --val_fraction for folders), or "
                          "leave those classes out of --val_data")
-    if chief:
-        run.check_writable()
+    videos = check_data(config)
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         import tensorflow as tf
@@ -561,13 +575,12 @@ def _train(config):
                      "settings": fixed_settings(config), "backend": keras.backend.backend()}
         contract = model.preprocessing
         r3d_data.warn_about_frame_rates(config["train_data"], contract, "training")
-        videos = r3d_data.count_clips(config["train_data"], "train", contract)
         steps_per_epoch = videos // config["batch_size"]
-        if steps_per_epoch < 1:
-            raise ValueError(f"{videos} training videos make no batch of {config['batch_size']}")
         check_steps_per_epoch(state, config, steps_per_epoch, resumed)
         if not resumed:
             compile_model(model, config, steps_per_epoch)
+    if chief:  # made only now, so that a run refused above leaves no folder
+        run.check_writable()
     custom_step = CustomStepEpoch(model, strategy, config) \
         if config["strategy"] == "multi_worker" else None
     replicas = strategy.num_replicas_in_sync if strategy else 1
@@ -748,8 +761,9 @@ def list_recipes():
 
 def expand_recipe(argv):
     """`argv` with `--recipe=x` (or `--recipe x`) replaced by
-    `--flagfile=<package>/configs/x.flags` and `--flagfile x` joined into
-    `--flagfile=x`, in place, so later flags still override them."""
+    `--flagfile=<package>/configs/x.flags`, `--flagfile x` joined into
+    `--flagfile=x`, and the flagfiles (in their order) moved before the other
+    flags: the command line overrides a recipe wherever it names it."""
     expanded, args = [], iter(argv)
     for arg in args:
         name, equals, value = arg.lstrip("-").partition("=")
@@ -764,7 +778,24 @@ def expand_recipe(argv):
                     raise SystemExit(f"unknown recipe {value.stem!r}; shipped: {', '.join(list_recipes())}")
             arg = f"--flagfile={value}"
         expanded.append(arg)
-    return expanded
+    flagfiles = [arg for arg in expanded[1:] if arg.startswith("--flagfile=")]
+    return expanded[:1] + flagfiles + [arg for arg in expanded[1:] if not arg.startswith("--flagfile=")]
+
+
+# Flags that only some settings use: (flag, the setting it needs, whether the config has it).
+CONDITIONAL_FLAGS = (("warmup_epochs", "--lr_schedule=cosine", lambda config: config["lr_schedule"] == "cosine"),
+                     ("lr_steps", "--lr_schedule=steps", lambda config: config["lr_schedule"] == "steps"),
+                     ("momentum", "--optimizer=official_sgd", lambda config: config["optimizer"] == "official_sgd"),
+                     ("dampening", "--optimizer=official_sgd", lambda config: config["optimizer"] == "official_sgd"))
+
+
+def ignored_flags(flag_values):
+    """Notes on the flags set away from their defaults that the other flags
+    leave unused (`--warmup_epochs` under a step schedule, say)."""
+    config = {name: flag_values[name].value for name in flag_values}
+    return [f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value} is used with {needs} "
+            f"only: ignored" for name, needs, uses in CONDITIONAL_FLAGS
+            if not uses(config) and (value := flag_values[name].value) != flag_values[name].default]
 
 
 def command_line_flags(argv):
@@ -845,6 +876,8 @@ def finish_config(config, argv):
                                  f"{','.join(map(str, values))!r}") from None
     config["output_dir"] = config["output_dir"] or default_output_dir(argv)
     if config["synthetic_dir"]:
+        if config["train_data"] and config["val_data"]:
+            config["synthetic_dir"] = None  # the data is the user's: nothing to generate
         for key, split in (("train_data", "train"), ("val_data", "val")):
             config[key] = config[key] or str(pathlib.Path(config["synthetic_dir"]) / f"{split}-*.tfrecord")
     for key in ("train_data", "val_data"):
@@ -864,9 +897,11 @@ def main(argv, full_argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for note in ignored_flags(flags.FLAGS):
+        print(f"note: {note}", file=sys.stderr)
     import tensorflow as tf
 
-    from keras_r3d.data import damaged_records_message
+    from keras_r3d.data import DATA_ERRORS, damaged_records_message
 
     try:
         with sticky_interrupts():
@@ -877,8 +912,11 @@ def main(argv, full_argv):
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except tf.errors.DataLossError as error:  # a shard cut short or damaged
-        print(f"error: {damaged_records_message(error, '--train_data or --val_data')}", file=sys.stderr)
+    except DATA_ERRORS as error:  # a shard cut short or damaged
+        message = damaged_records_message(error, "--train_data or --val_data")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         state = RunDirectory(config["output_dir"]).read_state()

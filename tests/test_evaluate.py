@@ -172,6 +172,15 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"error: a TFRecord of {records} is truncated or corrupt" in done.stderr
     assert "function_node" not in done.stderr and "tfrecords_tools.inspect names it" in done.stderr
+    # One cut at a record boundary (here: emptied) holds fewer videos than the manifest lists.
+    shard.write_bytes(b"")
+    done = evaluate_cli()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"error: a TFRecord of {records} holds another number of videos than the manifest.json" in done.stderr
+    # An existing folder it cannot write (/proc, even for root) is refused before the evaluation.
+    done = evaluate_cli("--output=/proc/results.json")
+    assert done.returncode == 1 and "error: --output /proc/results.json: cannot write there" in done.stderr
+    assert "a TFRecord" not in done.stderr
 
 
 _PREDICT_COMPILED_ON_TORCH = """

@@ -17,6 +17,7 @@ from PIL import Image
 from tests.conftest import AVI, FIXTURES, GESTURE_LABELS, GESTURES, REPO
 from tfrecords_tools import convert as tool
 from tfrecords_tools import schema, sources
+from keras_r3d.files import probe_writable
 from tfrecords_tools.sources import AnnotationError
 
 CLIPS = FIXTURES / "clips"
@@ -342,7 +343,7 @@ def test_cli_reports_annotation_errors_and_nothing_converted(tmp_path, capsys):
         "cannot decode" in captured.out
     (tmp_path / "file").write_text("")
     assert tool.main(["--format", "folders", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file")]) == 2
-    assert "error: --output " + str(tmp_path / "file") + ": cannot make the folder" in capsys.readouterr().err
+    assert "error: --output " + str(tmp_path / "file") + ": cannot write there" in capsys.readouterr().err
 
 
 def test_cli_warns_of_a_class_left_without_videos(fixtures_dir, tmp_path, capsys):
@@ -625,6 +626,22 @@ def test_jester_takes_the_official_repos_and_20bn_list_names_and_warns_of_a_miss
     _, items, _ = sources.list_jester(root / "frames", notes)
     assert {item.split for item in items} == {"train"}
     assert f"warning: {notes}: no val list (vallist.txt or vallist01.txt): no val split" in capsys.readouterr().err
+    (notes / "vallist.txt").write_text("\n")  # an empty list warns as a missing one
+    sources.list_jester(root / "frames", notes)
+    assert f"warning: {notes / 'vallist.txt'} is empty: no val split" in capsys.readouterr().err
+
+
+def test_flags_of_other_formats_and_an_unwritable_output_are_errors(jester_tree, tmp_path, capsys):
+    root, _, _ = jester_tree
+    common = ["--input", str(root / "frames"), "--annotations", str(root / "annotations"), "--workers", "1"]
+    for flag, message in ((["--val_fraction", "0.5"], "--val_fraction is for --format folders; jester's annotations "
+                                                      "give the splits"),
+                          (["--split", "2"], "--split chooses one of UCF-101's three splits; --format jester has one")):
+        assert tool.main(["--format", "jester", "--output", str(tmp_path / "o"), *common, *flag]) == 2
+        assert f"error: {message}" in capsys.readouterr().err
+    # An existing output folder that cannot be written (read-only, say) is refused before any work.
+    with pytest.raises(OSError):
+        probe_writable("/proc")  # exists; unwritable even for root (convert's check: the test above)
 
 
 def test_annotation_files_saved_with_a_byte_order_mark(fixtures_dir, tmp_path, ucf_notes):
@@ -666,7 +683,7 @@ def test_folders_refuse_a_class_folder_name_that_is_not_utf8(tmp_path):
     touch(bad / "b.mp4")
     labels, items, missing = sources.list_folders(root)
     assert labels == ["walk"] and [item.video_id for item in items] == ["walk/a"]
-    assert missing == [(repr(bad), "the name is not valid UTF-8", None)]
+    assert missing == [(str(root / "caf\\xe9"), "the name is not valid UTF-8", None)]  # readable, printable
 
 
 def test_folders_report_videos_outside_class_folders_and_classes_without_videos(tmp_path, capsys):

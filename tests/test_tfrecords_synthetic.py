@@ -86,6 +86,13 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
         "refuses them): train-00000-of-00009.tfrecord" \
         in capsys.readouterr().err
     stale.unlink()
+    emptied = sorted(tmp_path.glob("val-*.tfrecord"))[0]
+    records = emptied.read_bytes()
+    emptied.write_bytes(b"")  # cut at a record boundary
+    assert inspect.main([str(tmp_path), "--sheet", ""]) == 1
+    assert "error: 1 shards hold another number of videos than the manifest.json beside them lists (replaced or " \
+        f"cut short: convert them again): {emptied.name}" in capsys.readouterr().err
+    emptied.write_bytes(records)
     assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2
     assert "folder.png: truncated or corrupt (corrupted record at 0 (Is this even a TFRecord file?))" \
         in capsys.readouterr().err

@@ -3,6 +3,7 @@ the official checkpoint, the JAX backend and a two-worker run."""
 import hashlib
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -46,7 +47,7 @@ def _weights(path):
     return [np.asarray(w) for w in model.get_weights()]
 
 
-def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path):
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
     from keras_r3d.files import savefig_atomic, write_atomic
 
     target = tmp_path / "accuracy.png"
@@ -60,6 +61,10 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path
     with pytest.raises(OSError, match="No space left"):
         savefig_atomic(DiskFull(), target)
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+    # In a read-only folder the partial file cannot be removed either: the write's error is the one raised.
+    monkeypatch.setattr(pathlib.Path, "unlink", lambda *a, **k: (_ for _ in ()).throw(OSError("Read-only")))
+    with pytest.raises(FileNotFoundError):
+        write_atomic(tmp_path / "gone" / "metrics.json", "{}")
 
 
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
@@ -485,6 +490,49 @@ def test_the_command_line_replaces_a_recipes_architecture():
             _parse("--recipe=jester", flag)
     # From Python, a comma-separated string is a list too.
     assert r3d_train.finish_config({**_parse("--recipe=jester"), "mean": "0.4,0.5,0.6"}, [])["mean"] == [0.4, 0.5, 0.6]
+
+
+def test_the_command_line_overrides_a_recipe_before_or_after_it_and_unused_flags_are_noted():
+    from absl import flags
+
+    assert _parse("--batch_size=64", "--recipe=jester")["batch_size"] == 64
+    assert _parse("--recipe=jester", "--batch_size=64")["batch_size"] == 64
+
+    def notes(*argv):
+        flag_values = flags.FlagValues()
+        r3d_train.define_flags(flag_values)
+        flag_values(r3d_train.expand_recipe(["train", *argv]))
+        return r3d_train.ignored_flags(flag_values)
+
+    assert [notes(f"--recipe={recipe}") for recipe in r3d_train.list_recipes()] == [[]] * 4
+    assert notes("--recipe=demo", "--lr_schedule=steps", "--momentum=0.5") == [  # demo trains with AdamW
+        "--warmup_epochs=1.0 is used with --lr_schedule=cosine only: ignored",
+        "--momentum=0.5 is used with --optimizer=official_sgd only: ignored"]
+    assert notes("--recipe=jester", "--optimizer=adamw", "--momentum=0.5", "--lr_schedule=cosine") == [
+        "--lr_steps=40,55,65,70 is used with --lr_schedule=steps only: ignored",
+        "--momentum=0.5 is used with --optimizer=official_sgd only: ignored"]
+
+
+def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_synthetic_set(synthetic, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "val-00000-of-00001.tfrecord").write_bytes(b"")  # every val video skipped at conversion
+    labels = json.loads((pathlib.Path(synthetic["train_data"]).parent / "manifest.json").read_text())["labels"]
+    (empty / "manifest.json").write_text(json.dumps({"labels": labels, "splits": {"val": {"shards": [
+        {"file": "val-00000-of-00001.tfrecord", "num_frames": []}]}}}))
+    run = tmp_path / "run"
+    for overrides, message in (({"val_data": str(empty / "val-*.tfrecord")}, "--val_data .* holds no videos"),
+                               ({"batch_size": 1000}, "training videos make no batch of 1000")):
+        config = r3d_train.default_config(**{**TINY, **synthetic, **overrides}, output_dir=str(run))
+        with pytest.raises(ValueError, match=message):
+            r3d_train.train(config)
+        assert not run.exists()
+    # The demo recipe's synthetic set is made only for the splits it gives.
+    assert r3d_train.finish_config({**r3d_train.default_config(**synthetic), "synthetic_dir": "s"}, [])[
+        "synthetic_dir"] is None
+    own_train = r3d_train.finish_config({**r3d_train.default_config(**synthetic), "synthetic_dir": "s",
+                                         "val_data": None}, [])
+    assert (own_train["synthetic_dir"], own_train["val_data"]) == ("s", "s/val-*.tfrecord")
 
 
 def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,

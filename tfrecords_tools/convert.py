@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from keras_r3d.files import write_atomic
+from keras_r3d.files import probe_writable, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from tfrecords_tools import schema
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
@@ -194,15 +194,19 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         raise AnnotationError(f"--fps must be > 0, got {fps}")
     if num_shards is not None and num_shards < 1 or shard_size_mb <= 0:
         raise AnnotationError("--num_shards must be >= 1 and --shard_size_mb > 0")
+    if val_fraction and format != "folders":
+        raise AnnotationError(f"--val_fraction is for --format folders; {format}'s annotations give the splits")
+    if split != 1 and format != "ucf101":
+        raise AnnotationError(f"--split chooses one of UCF-101's three splits; --format {format} has one")
     output = pathlib.Path(output)
     if format == "folders" and pathlib.Path(input).resolve() in output.resolve().parents:
         raise AnnotationError(f"--output {output} is inside --input {input}, where it would become a class")
     labels, items, missing = FORMATS[format](
         input, annotations, split=split, val_fraction=val_fraction)
     try:
-        (output / PROGRESS).mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # a file in the way, no permission
-        raise AnnotationError(f"--output {output}: cannot make the folder ({error.strerror})") from None
+        probe_writable(output / PROGRESS)
+    except OSError as error:  # a file in the way, no permission, a read-only disk
+        raise AnnotationError(f"--output {output}: cannot write there ({error.strerror})") from None
     arguments = {
         "format": format, "input": str(pathlib.Path(input).resolve()),
         "annotations": str(pathlib.Path(annotations).resolve()) if annotations else None,

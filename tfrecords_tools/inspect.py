@@ -28,8 +28,9 @@ def shard_pattern(pattern):
 
 def summarize(file_pattern, progress=False):
     """Counts of the matching shards: videos, frames, sizes, frame rates
-    (`schema.rounded_fps`) and labels, and the shards
-    of their set that are missing or not in its manifest.json."""
+    (`schema.rounded_fps`) and labels, and the shards of their set that are
+    missing, not in its manifest.json, or holding another number of videos
+    than it lists."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -37,9 +38,11 @@ def summarize(file_pattern, progress=False):
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
     labels, sizes, rates, frames = collections.Counter(), collections.Counter(), collections.Counter(), []
+    videos_per_file = collections.Counter()
     for file in tqdm(files, unit="shard", desc="reading", disable=not progress, leave=False):
         try:
             for video in tf.data.TFRecordDataset([file]).map(schema.parse_video):
+                videos_per_file[file] += 1
                 labels[(int(video["label_index"]), video["label_text"].numpy().decode())] += 1
                 sizes[(int(video["height"]), int(video["width"]))] += 1
                 rates[schema.rounded_fps(video)] += 1
@@ -48,7 +51,8 @@ def summarize(file_pattern, progress=False):
             raise ValueError(f"{file}: truncated or corrupt ({schema.error_text(error)})") from None
         except tf.errors.OpError as error:
             raise ValueError(f"{file}: not a video TFRecord ({schema.error_text(error)})") from None
-    return {"files": len(files), "missing": missing_shards(files), "unlisted": unlisted_shards(files),
+    unlisted, miscounted = manifest_mismatches(files, videos_per_file)
+    return {"files": len(files), "missing": missing_shards(files), "unlisted": unlisted, "miscounted": miscounted,
             "videos": len(frames), "frames": sum(frames),
             "frames_per_video": (min(frames), float(np.mean(frames)), max(frames)) if frames else None,
             "labels": dict(sorted(labels.items())), "sizes": dict(sizes.most_common()),
@@ -74,20 +78,27 @@ def missing_shards(files):
     return missing
 
 
-def unlisted_shards(files):
-    """The given shards that the manifest.json beside them does not list: left
-    there by another conversion."""
+def manifest_mismatches(files, videos_per_file):
+    """`(unlisted, miscounted)`: the given shards that the manifest.json beside
+    them does not list (left there by another conversion), and those that
+    hold another number of videos than it lists (replaced, or cut at a record
+    boundary), by `videos_per_file`."""
     import tensorflow as tf
 
     from keras_r3d.data import manifest_shards
 
-    unlisted = []
+    unlisted, miscounted = [], []
     for folder, names in itertools.groupby(files, key=lambda file: file.rsplit("/", 1)[0] if "/" in file else "."):
         manifest = f"{folder}/{schema.MANIFEST}"
         if tf.io.gfile.exists(manifest):
             listed = manifest_shards(json.loads(tf.io.gfile.GFile(manifest).read()))
-            unlisted += [name for name in names if name.rsplit("/", 1)[-1] not in listed]
-    return unlisted
+            for name in names:
+                entry = listed.get(name.rsplit("/", 1)[-1])
+                if entry is None:
+                    unlisted.append(name)
+                elif len(entry["num_frames"]) != videos_per_file[name]:
+                    miscounted.append(name)
+    return unlisted, miscounted
 
 
 def contact_sheet(file_pattern, path, clips=8, columns=8, *, height=64, num_labels=None):
@@ -162,6 +173,8 @@ def main(argv=None):
         print(f"contact sheet: {sheet}")
     for key, what in (("unlisted", f"are not in the {schema.MANIFEST} beside them (left by another "
                                     "conversion; training refuses them)"),
+                      ("miscounted", f"hold another number of videos than the {schema.MANIFEST} beside them "
+                                     "lists (replaced or cut short: convert them again)"),
                       ("missing", "of this set are missing (the conversion did not finish; the same "
                                   "tfrecords_tools.convert command resumes it)")):
         if summary[key]:

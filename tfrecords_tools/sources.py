@@ -154,7 +154,10 @@ def list_jester(input_dir, annotations, **_):
     index_of = {label: index for index, label in enumerate(labels)}
     items, missing = [], []
     for split, path in lists.items():
-        for number, line in enumerate(_read_annotation(read_lines, path), 1):
+        lines = _read_annotation(read_lines, path)
+        if not lines:
+            print(f"warning: {path} is empty: no {split} split", file=sys.stderr)
+        for number, line in enumerate(lines, 1):
             video_id, label_index = parse(line, index_of, f"{path}:{number}")
             source = pathlib.Path(input_dir) / video_id
             if not source.is_dir():
@@ -280,7 +283,8 @@ def _entries(folder, missing):
         if _utf8(path.name):
             entries.append(path)
         else:
-            missing.append((repr(path), "the name is not valid UTF-8", None))
+            missing.append((os.fsencode(path).decode("utf-8", "backslashreplace"), "the name is not valid UTF-8",
+                            None))
     return entries
 
 
