@@ -552,6 +552,8 @@ def _train(config):
 
         tf.config.experimental.enable_op_determinism()
     resumed = bool(state)
+    if chief and resumed:  # before repairing its files; a new run's folder is made once all checks pass
+        run.check_writable()
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resumed:
             if "settings" in state:  # runs of earlier versions did not record them
@@ -579,7 +581,7 @@ def _train(config):
         check_steps_per_epoch(state, config, steps_per_epoch, resumed)
         if not resumed:
             compile_model(model, config, steps_per_epoch)
-    if chief:  # made only now, so that a run refused above leaves no folder
+    if chief and not resumed:  # made only now, so that a run refused above leaves no folder
         run.check_writable()
     custom_step = CustomStepEpoch(model, strategy, config) \
         if config["strategy"] == "multi_worker" else None
