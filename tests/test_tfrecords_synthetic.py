@@ -60,6 +60,7 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
                                str(other.videos_per_class), "--frames", "10", "--shards", "2"]) == 2
     assert synthetic.made_with(tmp_path) == TINY
 
+    assert [inspect._columns(label) for label in ("walk", "日本語")] == [4, 6]  # the label table's padding
     summary = inspect.summarize(str(tmp_path / "*.tfrecord"))
     assert summary["videos"] == 24 and summary["frames"] == 240 and summary["sizes"] == {(32, 32): 24}
     assert sum(summary["labels"].values()) == 24 and len(summary["labels"]) == 8

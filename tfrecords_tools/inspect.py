@@ -13,6 +13,7 @@ import json
 import pathlib
 import re
 import sys
+import unicodedata
 
 import numpy as np
 
@@ -137,6 +138,11 @@ def contact_sheet(file_pattern, path, clips=8, columns=8, *, height=64, num_labe
     return path
 
 
+def _columns(text):
+    """Terminal columns of `text`: two for each wide (CJK) character."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _tail(text, width):
     return text if len(text) <= width else "..." + text[3 - width:]
 
@@ -167,7 +173,7 @@ def main(argv=None):
     else:
         print(f"0 videos in {summary['files']} files")
     for (index, label), count in summary["labels"].items():
-        print(f"{index:5d} {label:40s} {count}")
+        print(f"{index:5d} {label}{' ' * max(0, 40 - _columns(label))} {count}")
     if args.sheet and summary["videos"]:
         sheet = contact_sheet(pattern, args.sheet, args.clips, args.columns, num_labels=len(summary["labels"]))
         print(f"contact sheet: {sheet}")
