@@ -530,4 +530,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the way to stop --stream; its capture is released on the way out
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

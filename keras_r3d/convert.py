@@ -373,4 +373,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    from keras_r3d.interrupts import exit_code
+
+    app.run(lambda argv: sys.exit(exit_code(main, argv)))

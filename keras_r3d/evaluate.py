@@ -288,7 +288,7 @@ def main(argv):
         r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
         results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                            reverse_time=f.reverse_time)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except r3d_data.DATA_ERRORS as error:
@@ -337,4 +337,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    from keras_r3d.interrupts import exit_code
+
+    app.run(lambda argv: sys.exit(exit_code(main, argv)))

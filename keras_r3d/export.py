@@ -30,8 +30,10 @@ Calibration (`--quantize int8`) and verification read real clips: a TFRecord
 glob of `tfrecords_tools` shards, a video, a frame folder, or a folder of
 videos and frame folders, cut by the official evaluation protocol.
 """
+import collections
 import functools
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -419,6 +421,11 @@ def load_clips(source, contract, limit):
 
     path = pathlib.Path(source)
     items = videos_under(path) if path.is_dir() and not frame_files(path) else [path]
+    # In turn from each subfolder (class), so that the first `limit` span them all.
+    by_folder = collections.defaultdict(list)
+    for item in items:
+        by_folder[item.relative_to(path).parts[0] if item != path else ""].append(item)
+    items = [item for turn in itertools.zip_longest(*by_folder.values()) for item in turn if item is not None]
     clips = []
     for item in items[:limit]:
         frames, fps = read_cropped(item, contract)
@@ -757,4 +764,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    from keras_r3d.interrupts import exit_code
+
+    app.run(lambda argv: sys.exit(exit_code(main, argv)))

@@ -9,6 +9,7 @@ swallowed after the last of them is dropped: the job has done its work).
 """
 import contextlib
 import signal
+import sys
 import threading
 
 _interrupted = False
@@ -44,3 +45,13 @@ def raise_if_interrupted():
     """Raises KeyboardInterrupt again where a Ctrl-C came and was swallowed."""
     if _interrupted:
         raise KeyboardInterrupt
+
+
+def exit_code(main, argv):
+    """`main(argv)`, a command's entry point; a Ctrl-C prints one line and
+    gives 130, not a traceback (its files are written atomically)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

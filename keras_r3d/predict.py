@@ -129,7 +129,7 @@ def main(argv):
         return 2
     try:
         model = load_for_inference(f.model, f.threads)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     failed = False
@@ -167,4 +167,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    from keras_r3d.interrupts import exit_code
+
+    app.run(lambda argv: sys.exit(exit_code(main, argv)))

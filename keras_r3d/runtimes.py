@@ -446,8 +446,12 @@ class _SavedModelRuntime(Runtime):
     def __init__(self, path):
         import tensorflow as tf
 
-        self._function = tf.saved_model.load(path).signatures["serving_default"]
-        spec = self._function.structured_input_signature[1][INPUT_NAME]
+        try:
+            self._function = tf.saved_model.load(path).signatures["serving_default"]
+            spec = self._function.structured_input_signature[1][INPUT_NAME]
+        except (KeyError, OSError) as error:  # another model's signature; a damaged saved_model.pb
+            raise ValueError("{}: not a SavedModel of keras_r3d.export (no serving_default signature with "
+                             "input {!r}: {})".format(path, INPUT_NAME, str(error).splitlines()[0][:200])) from None
         shape = [None] + spec.shape.as_list()[1:]
         Runtime.__init__(self, path, "tensorflow-savedmodel", shape, spec.dtype.as_numpy_dtype,
                          read_metadata(path))
@@ -474,8 +478,8 @@ class _TensorRTRuntime(Runtime):
         with open(path, "rb") as file:
             self._engine = trt.Runtime(logger).deserialize_cuda_engine(file.read())
         if self._engine is None:
-            raise RuntimeError("{}: TensorRT could not deserialize the engine (built for "
-                               "another GPU or TensorRT version?)".format(path))
+            raise ValueError("{}: TensorRT could not deserialize the engine (built for "
+                             "another GPU or TensorRT version?)".format(path))
         self._context = self._engine.create_execution_context()
         self._tensor_api = hasattr(self._engine, "num_io_tensors")
         if self._tensor_api:

@@ -546,6 +546,10 @@ def test_tensorrt_runtime_allocates_device_buffers_once_per_batch_shape(tmp_path
     assert len(allocations) == 2  # the input and output buffers, once
     np.testing.assert_array_equal(runtime(clips[:1]), clips[:1].reshape(1, -1)[:, :5])
     assert len(allocations) == 4 and allocations[-2].nbytes == clips[:1].nbytes
+    # An engine of another GPU or TensorRT version (deserialized as None): an error the commands print.
+    monkeypatch.setattr(trt, "Runtime", lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda d: None))
+    with pytest.raises(ValueError, match="TensorRT could not deserialize the engine"):
+        runtimes.load_runtime(str(engine))
 
 
 # What an export report says of the model, for _earlier_report.
@@ -607,3 +611,25 @@ def test_compare_fails_artifacts_off_in_either_direction():
     swapped = np.roll(reference, 1, axis=1)  # another top-1 in every row
     for quantize in ("float16", "int8"):
         assert not export.compare(swapped, reference, quantize)["passed"]
+
+
+def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.double = tf.function(lambda x: {"y": 2 * x}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures=module.double)
+    with pytest.raises(ValueError, match="not a SavedModel of keras_r3d.export .no serving_default signature "
+                                         "with input 'frames'"):
+        runtimes.load_runtime(tmp_path / "other")
+
+
+def test_commands_answer_ctrl_c_with_one_line_and_130(capsys):
+    from keras_r3d.interrupts import exit_code
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert exit_code(interrupted, ["export"]) == 130
+    assert capsys.readouterr().err == "\ninterrupted\n"
+    assert exit_code(lambda argv: 0, ["export"]) == 0

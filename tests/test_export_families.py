@@ -318,9 +318,13 @@ def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):
 
 def test_calibration_folders_are_searched_at_any_depth(fixtures_dir):
     """`--calibration`/`--verification` DIR: videos and frame folders in DIR's
-    subfolders too (the fixtures: clips/gestures/<gesture>/, clips/kinetics/*.mp4, ...)."""
+    subfolders too (the fixtures: clips/gestures/<gesture>/, clips/kinetics/*.mp4, ...),
+    taken in turn from each subfolder (class), so that a few span them all."""
     contract = create_model("SqueezeNet-1.1", num_classes=2, input_shape=(8, 32, 32, 3)).preprocessing
     clips = export.load_clips(fixtures_dir / "clips", contract, 100)
     gestures = export.load_clips(fixtures_dir / "clips" / "gestures", contract, 100)
-    assert len(gestures) == 3 and len(clips) > len(gestures)
-    np.testing.assert_array_equal(clips[:3], gestures)  # clips/gestures/ sorts first
+    assert len(gestures) == 3 and len(clips) == 3 + 2 + 1 + 2
+    firsts = [export.load_clips(fixtures_dir / "clips" / folder, contract, 1)[0]
+              for folder in ("gestures", "kinetics", "other", "ucf101")]
+    np.testing.assert_array_equal(export.load_clips(fixtures_dir / "clips", contract, 4), firsts)
+    np.testing.assert_array_equal(clips[[0, 4, 7]], gestures)  # the gestures' turns: 1st, 2nd after 3 others, 3rd
