@@ -901,8 +901,6 @@ def main(argv, full_argv):
         return 1
     for note in ignored_flags(flags.FLAGS):
         print(f"note: {note}", file=sys.stderr)
-    import tensorflow as tf
-
     from keras_r3d.data import DATA_ERRORS, damaged_records_message
 
     try:
