@@ -426,12 +426,24 @@ def load_clips(source, contract, limit):
     for item in items:
         by_folder[item.relative_to(path).parts[0] if item != path else ""].append(item)
     items = [item for turn in itertools.zip_longest(*by_folder.values()) for item in turn if item is not None]
-    clips = []
-    for item in items[:limit]:
-        frames, fps = read_cropped(item, contract)
-        clips.append(clips_from_frames(frames, contract, fps)[0])
+    if items == [path]:
+        frames, fps = read_cropped(path, contract)
+        return clips_from_frames(frames, contract, fps)[:1]
+    clips, skipped = [], []
+    for item in items:
+        if len(clips) == limit:
+            break
+        try:  # one damaged file in a folder costs its clip, not the export
+            frames, fps = read_cropped(item, contract)
+            clips.append(clips_from_frames(frames, contract, fps)[0])
+        except VideoError as error:
+            skipped.append(error)
+    for error in skipped[:3]:
+        print(f"warning: skipped {error}", file=sys.stderr)
+    if len(skipped) > 3:
+        print(f"warning: skipped {len(skipped) - 3} more unreadable inputs under {source}", file=sys.stderr)
     if not clips:
-        raise VideoError(f"{source}: no videos or frame folders")
+        raise VideoError(f"{source}: no readable videos or frame folders")
     return np.stack(clips)
 
 
@@ -678,7 +690,8 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
     engine_path = out / "model.engine"
-    plan = plan_tensorrt(onnx_path, engine_path, tensorrt_precision(quantize), frames_shape)
+    # The trtexec line runs on the target, in a folder holding the exported files: bare names.
+    plan = plan_tensorrt(onnx_path.name, engine_path.name, tensorrt_precision(quantize), frames_shape)
     if quantize == "dynamic":
         log("tensorrt: TensorRT has no dynamic-range quantization; the engine is FP32")
     # The engine's metadata sidecar (runtimes.read_metadata), also for an engine built by trtexec.
@@ -692,7 +705,7 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     else:
         log("tensorrt: no engine built here: " + "; ".join(plan["missing"]) + ".\n"
             f"  Wrote {onnx_path} (float32 pixel input) and {sidecar} (keep it beside the "
-            f"engine). On the target, run:\n  {plan['trtexec']}")
+            f"engine). On the target, in a folder holding both, run:\n  {plan['trtexec']}")
     return plan, engine
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
 from keras_r3d.models import float32_model
-from tests.conftest import GESTURES, use_data_statistics
+from tests.conftest import GESTURES, use_data_statistics, write_half_white_video
 
 FLOAT_COSINE = 0.98
 INT8_COSINE = 0.95
@@ -98,6 +98,7 @@ def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model,
     assert runtime.input_dtype == np.float32  # TensorRT 8.2 parses no UINT8 input
     message = "\n".join(lines)
     assert "tensorrt` is not installed" in message and report["tensorrt"]["trtexec"] in message
+    assert "--onnx=model_trt.onnx --saveEngine=model.engine " in message  # the target's folder, not ours
     assert report["formats"]["tensorrt_onnx"]["verification_inputs"].startswith("seeded uint8 noise")
     assert set(report["tensorrt"]) == {"path", "precision", "missing", "trtexec"}
 
@@ -314,6 +315,21 @@ def test_calibration_reads_tfrecords_as_the_val_pipeline_does(tmp_path):
     dataset = make_dataset(pattern, "val", contract, 1, shuffle_seed=0)
     normalized = np.concatenate([c.numpy() for c, _ in dataset.take(3)])
     np.testing.assert_allclose(preprocess(clips, contract), normalized, atol=1e-4)
+
+
+def test_calibration_folders_skip_unreadable_videos_with_a_warning(tmp_path, capsys):
+    contract = create_model("SqueezeNet-1.1", num_classes=2, input_shape=(8, 32, 32, 3)).preprocessing
+    (tmp_path / "a_damaged.mp4").write_bytes(b"not a video")
+    write_half_white_video(tmp_path / "b_good.mp4", 48, 40, frames=10)
+    clips = export.load_clips(tmp_path, contract, 5)
+    assert clips.shape == (1, 8, 32, 32, 3) and clips[0, 0, 16, 4].min() == 255  # the white left half
+    warnings = capsys.readouterr().err
+    assert "warning: skipped" in warnings and "a_damaged.mp4" in warnings
+    (tmp_path / "b_good.mp4").unlink()
+    with pytest.raises(ValueError, match="no readable videos"):
+        export.load_clips(tmp_path, contract, 5)
+    with pytest.raises(ValueError, match="a_damaged.mp4"):  # a file named alone is an error, not skipped
+        export.load_clips(tmp_path / "a_damaged.mp4", contract, 5)
 
 
 def test_calibration_folders_are_searched_at_any_depth(fixtures_dir):
