@@ -292,8 +292,15 @@ def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overr
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}")
-    check_sha256(path, strict=strict)
-    state, checkpoint_arch = read_state_dict(path)
+    official = check_sha256(path, strict=strict)
+    try:
+        state, checkpoint_arch = read_state_dict(path)
+    except ValueError:
+        if official is False:  # a known file that does not read: a broken download
+            raise ValueError(f"{path}: a damaged or incomplete download (it does not read as a checkpoint and "
+                             f"its sha256 is not the official file's); download it again from "
+                             f"{OFFICIAL_CHECKPOINTS}") from None
+        raise
     return convert_state_dict(state, labels=labels, dataset=dataset, file_name=path.name,
                               checkpoint_arch=checkpoint_arch, **overrides)
 
@@ -340,6 +347,9 @@ def main(argv):
     output = pathlib.Path(f.output)
     if output.suffix != ".keras":
         print(f"error: --output {output}: the model is written as a .keras file", file=sys.stderr)
+        return 1
+    if f.labels and not pathlib.Path(f.labels).is_file():
+        print(f"error: --labels {f.labels}: no such file", file=sys.stderr)
         return 1
     overrides = registry.architecture_flags(f.flag_values_dict())
     if f.num_classes is not None:

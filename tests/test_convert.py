@@ -135,6 +135,9 @@ def test_cli_converts_with_labels_and_rejects_bad_hash(fixtures_dir, tmp_path):
         convert.check_sha256(tampered)
     with pytest.raises(ValueError, match="sha256"):
         convert.check_sha256(tampered, strict=True)
+    tampered.write_bytes(OFFICIAL_CHECKPOINT.read_bytes()[:100_000])  # an interrupted download
+    with pytest.warns(UserWarning, match="sha256"), pytest.raises(ValueError, match="damaged or incomplete download"):
+        convert.convert_checkpoint(tampered)
 
     labels.write_text("only\ntwo\n")
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
@@ -190,6 +193,9 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
                           str(tmp_path / "x.keras"), "--depth", "18"], capture_output=True, text=True)
     assert run.returncode == 1 and "error: shufflenet got unknown arguments ['depth']" in run.stderr
     assert "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
+                          str(tmp_path / "x.keras"), "--labels", "missing.txt"], capture_output=True, text=True)
+    assert run.returncode == 1 and "error: --labels missing.txt: no such file" in run.stderr
     assert not (tmp_path / "model.h5").exists()
     for module in ("keras_r3d.convert", "keras_r3d.train"):  # the architecture flags, not only in --helpfull
         run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
