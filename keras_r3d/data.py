@@ -23,6 +23,7 @@ crop is resized bilinearly (antialiased when it shrinks by more than 1.25x),
 and whole batches are normalized by `keras_r3d.preprocess`.
 """
 import collections
+import contextlib
 import json
 import pathlib
 import sys
@@ -326,21 +327,23 @@ def label_names(file_pattern):
     return read_manifest(file_pattern)[0]
 
 
-# What reading the TFRecords of a set can raise for a damaged set (`damaged_records_message`).
-DATA_ERRORS = (tf.errors.DataLossError, tf.errors.FailedPreconditionError)
-
-
-def damaged_records_message(error, where):
-    """The one-line error for a shard of `where` that is truncated or corrupt
-    (DataLossError), or holds another number of videos than its manifest.json
-    lists (`make_dataset`'s cardinality check); None for another error."""
-    if isinstance(error, tf.errors.DataLossError):
-        return (f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
-                "python -m tfrecords_tools.inspect names it")
-    if "expected to contain" in str(error):
-        return (f"a TFRecord of {where} holds another number of videos than the {schema.MANIFEST} beside it "
-                "lists (replaced, or cut at a record boundary); python -m tfrecords_tools.inspect names it")
-    return None
+@contextlib.contextmanager
+def damaged_records_as_value_errors(where):
+    """Re-raises, as a one-line ValueError, what reading a damaged set of
+    `where` raises: a shard truncated or corrupt (DataLossError), or holding
+    another number of videos than its manifest.json lists (`make_dataset`'s
+    cardinality check, a FailedPreconditionError)."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        raise ValueError(f"a TFRecord of {where} is truncated or corrupt ({schema.error_text(error)}); "
+                         "python -m tfrecords_tools.inspect names it") from None
+    except tf.errors.FailedPreconditionError as error:
+        if "expected to contain" not in str(error):
+            raise
+        raise ValueError(f"a TFRecord of {where} holds another number of videos than the {schema.MANIFEST} "
+                         "beside it lists (replaced, or cut at a record boundary); python -m "
+                         "tfrecords_tools.inspect names it") from None
 
 
 __all__ = ["make_dataset", "count_clips", "label_names", "read_manifest", "frame_indices", "crop_window",

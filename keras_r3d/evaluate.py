@@ -279,23 +279,14 @@ def main(argv):
     # In the working folder by default, not beside the model (a download folder, perhaps read-only).
     output = pathlib.Path(f.output or default_output(f.model))
     try:
-        probe_writable(output.parent)
-    except OSError as error:
-        print(f"error: --output {output}: cannot write there ({error.strerror or error})", file=sys.stderr)
-        return 1
-    try:
+        probe_writable(output.parent, f"--output {output}")
         model = load_for_inference(f.model, f.threads)
-        r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
-        results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
-                           reverse_time=f.reverse_time)
+        with r3d_data.damaged_records_as_value_errors(f.data):
+            r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
+            results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
+                               reverse_time=f.reverse_time)
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    except r3d_data.DATA_ERRORS as error:
-        message = r3d_data.damaged_records_message(error, f.data)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
         return 1
     results.update(model=str(f.model), data=str(f.data))
     print(format_results(results))

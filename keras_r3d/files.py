@@ -23,14 +23,17 @@ def _atomically(path):
             partial.unlink(missing_ok=True)
 
 
-def probe_writable(folder):
-    """Makes `folder` (and its parents) and writes a temporary file in it:
-    raises OSError where results could not be written there, before the
-    work that makes them."""
+def probe_writable(folder, name):
+    """Makes `folder` (and its parents) and writes a temporary file in it,
+    before the work whose results go there: a ValueError naming `name` (the
+    flag and its value) where they could not be written."""
     folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:  # a file in the way, no permission, a read-only disk
+        raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
 
 
 def write_atomic(path, data):

@@ -34,10 +34,7 @@ class RunDirectory:
     def check_writable(self):
         """Creates the folder and writes a probe in it: a folder that cannot
         hold the run is an error before any training."""
-        try:
-            probe_writable(self.path)
-        except OSError as error:
-            raise ValueError(f"--output_dir {self.path}: cannot write there ({error.strerror or error})") from None
+        probe_writable(self.path, f"--output_dir {self.path}")
 
     def load_checkpoint(self, state):
         import keras

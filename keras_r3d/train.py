@@ -901,22 +901,16 @@ def main(argv, full_argv):
         return 1
     for note in ignored_flags(flags.FLAGS):
         print(f"note: {note}", file=sys.stderr)
-    from keras_r3d.data import DATA_ERRORS, damaged_records_message
+    from keras_r3d.data import damaged_records_as_value_errors
 
     try:
-        with sticky_interrupts():
+        with sticky_interrupts(), damaged_records_as_value_errors("--train_data or --val_data"):
             train(config)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    except DATA_ERRORS as error:  # a shard cut short or damaged
-        message = damaged_records_message(error, "--train_data or --val_data")
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         state = RunDirectory(config["output_dir"]).read_state()

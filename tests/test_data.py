@@ -212,6 +212,15 @@ def test_another_schema_version_is_a_clear_error(tmp_path):
         list(schema.read_videos(path))
 
 
+def test_only_a_damaged_set_becomes_a_one_line_value_error():
+    with pytest.raises(ValueError, match=r"^a TFRecord of X is truncated or corrupt \(corrupted record at 12\); "):
+        with data.damaged_records_as_value_errors("X"):
+            raise tf.errors.DataLossError(None, None, "corrupted record at 12")
+    with pytest.raises(tf.errors.FailedPreconditionError):  # another failed precondition is not ours to name
+        with data.damaged_records_as_value_errors("X"):
+            raise tf.errors.FailedPreconditionError(None, None, "Could not find variable")
+
+
 def test_argument_errors(shards, tmp_path):
     pattern = str(shards / "train-*.tfrecord")
     with pytest.raises(ValueError, match="split must be one of"):

@@ -204,9 +204,9 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
     labels, items, missing = FORMATS[format](
         input, annotations, split=split, val_fraction=val_fraction)
     try:
-        probe_writable(output / PROGRESS)
-    except OSError as error:  # a file in the way, no permission, a read-only disk
-        raise AnnotationError(f"--output {output}: cannot write there ({error.strerror})") from None
+        probe_writable(output / PROGRESS, f"--output {output}")
+    except ValueError as error:
+        raise AnnotationError(str(error)) from None
     arguments = {
         "format": format, "input": str(pathlib.Path(input).resolve()),
         "annotations": str(pathlib.Path(annotations).resolve()) if annotations else None,
