@@ -468,7 +468,8 @@ def stream(runtime, source, every, k):
         needed = "{} frames".format(span) + (" at {:g} fps ({:.1f} s)".format(target, span / target)
                                              if target else "")
         print(json.dumps({"source": str(source), "frames": index + 1,
-                          "error": "shorter than one window: {} needed".format(needed)}), flush=True)
+                          "error": "shorter than one window: {} needed; without --stream its frames are "
+                                   "repeated to fill one".format(needed)}), flush=True)
         return False
     return True
 

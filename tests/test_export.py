@@ -337,7 +337,8 @@ def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatc
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[1]["top"][0]["label"] == "Thumb_Up"
     assert lines[2] == {"source": str(rotated), "frames": 5,
-                        "error": "shorter than one window: 32 frames at 12 fps (2.7 s) needed"}
+                        "error": "shorter than one window: 32 frames at 12 fps (2.7 s) needed; "
+                                 "without --stream its frames are repeated to fill one"}
 
 
 def test_run_on_device_reads_videos_with_opencv_as_predict_does(tmp_path, capsys):
