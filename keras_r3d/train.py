@@ -497,6 +497,30 @@ def weights_fingerprint(model):
 
 # ------------------------------------------------------------ the loop
 
+def enable_determinism():
+    """Deterministic kernels (slower): TensorFlow's ops, the XLA GPU kernels
+    JAX compiles (its flag is read when JAX first starts a device), and
+    torch's algorithms (a warning for an op that has no deterministic form)."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "jax":
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            print("note: --deterministic: JAX has started its devices already; its GPU kernels stay as they are",
+                  file=sys.stderr)
+        elif "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
 def train(config):
     """Trains by `config` (a dict of the flag values, see `default_config`);
     returns the metrics.json summary. Raises NonFiniteLossError on a NaN loss.
@@ -525,6 +549,8 @@ def _train(config):
     from keras_r3d.evaluate import evaluate
 
     wall_start = time.perf_counter()
+    if config["deterministic"]:  # before anything starts a device
+        enable_determinism()
     strategy = make_strategy(config["strategy"])
     chief = worker_index() == 0
     if config.get("synthetic_dir") and chief:
@@ -547,10 +573,6 @@ def _train(config):
                          "leave those classes out of --val_data")
     videos = check_data(config)
     keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     resumed = bool(state)
     if chief and resumed:  # before repairing its files; a new run's folder is made once all checks pass
         run.check_writable()
@@ -744,9 +766,9 @@ def define_flags(flag_values=None):
                   "predict steps (true on torch: torch.compile); auto: yes on JAX and on TF with a GPU, no on "
                   "CPU-only TF, where XLA trains the demo recipe 2.5x slower (but ShuffleNetV2-1.0x at 8x32x32 "
                   "2.1x faster), and no on torch.")
-    d.DEFINE_bool("deterministic", False, "Deterministic TF kernels (slower): with a fixed --seed, "
-                  "a resumed run then reproduces an uninterrupted one bit for bit (on a GPU with TensorFlow only: "
-                  "JAX's and torch's GPU kernels are left as they are).")
+    d.DEFINE_bool("deterministic", False, "Deterministic kernels (slower): with a fixed --seed, a resumed run "
+                  "then reproduces an uninterrupted one bit for bit (checked on CPUs; on a GPU, TensorFlow's, "
+                  "XLA's for JAX and torch's deterministic kernels are chosen, not yet checked there).")
     d.DEFINE_integer("val_clips", 0, "Validation windows per video: 0 = all (paper), 1 = center.",
                      lower_bound=0)
     d.DEFINE_bool("reverse_time_eval", False, "Also evaluate on time-reversed validation clips.")

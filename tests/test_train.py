@@ -297,6 +297,33 @@ def test_a_resumed_run_equals_the_uninterrupted_one_on_jax_and_torch(synthetic, 
     assert json.loads(result.stdout.strip().splitlines()[-1]) == 0.0
 
 
+_DETERMINISM = """
+import os
+import keras
+from keras_r3d.train import enable_determinism
+enable_determinism()
+if keras.backend.backend() == "jax":
+    import jax.numpy as jnp
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true"
+    float(jnp.ones(2).sum())  # JAX starts (XLA parses its flags): too late for a second call
+    enable_determinism()
+else:
+    import torch
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] and not torch.backends.cudnn.benchmark
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_deterministic_asks_jax_and_torch_for_deterministic_gpu_kernels(backend):
+    env = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+    result = subprocess.run([sys.executable, "-c", _DETERMINISM], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    started = "note: --deterministic: JAX has started its devices already" in result.stderr
+    assert started == (backend == "jax")
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
