@@ -37,9 +37,9 @@ import time
 import numpy as np
 
 from keras_r3d import export
-from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, plot_speed, render_markdown,
-                                       repeats_per_round, rerender)
-from keras_r3d.files import write_atomic
+from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, missing_cells, plot_speed,
+                                       render_markdown, repeats_per_round, rerender)
+from keras_r3d.files import probe_writable, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
 from keras_r3d.runtimes import (ONNX_RUNTIMES, OPENVINO_CONFIG, OPENVINO_LAYOUT, load_runtime, openvino_core,
@@ -446,9 +446,10 @@ def measure(base, batch_sizes, make_runner, settings, on_row):
         raise_if_interrupted()
 
 
-def not_applicable(base, batch_sizes, why, on_row):
+def untimed(base, batch_sizes, status, on_row):
+    """A row per batch size that says why nothing was timed."""
     for batch in batch_sizes:
-        on_row({**base, "batch_size": batch, "status": f"not applicable: {why}"})
+        on_row({**base, "batch_size": batch, "status": status[:500]})
 
 
 def measure_keras(name, settings, on_row):
@@ -471,11 +472,12 @@ def measure_keras(name, settings, on_row):
         if batch_norm == "folded":
             base["batch_norm"] = batch_norm
         if precision == "int8":
-            not_applicable(base, settings["batch_sizes"], "int8 is an export (TFLite, TensorRT)",
-                           on_row)
+            int8_runtimes = [runtime for runtime, kinds in EXPORT_PRECISIONS.items() if "int8" in kinds]
+            untimed(base, settings["batch_sizes"], f"not applicable: int8 is measured as an export "
+                    f"(--runtimes {','.join(int8_runtimes)})", on_row)
             continue
         if why := unavailable(layers):
-            not_applicable(base, settings["batch_sizes"], why, on_row)
+            untimed(base, settings["batch_sizes"], f"not applicable: {why}", on_row)
             continue
         keras.utils.set_random_seed(0)
         with dtype_policy(precision):
@@ -582,11 +584,15 @@ def measure_official(name, settings, on_row):
         base = {"model": name, "runtime": f"official-{mode}", "backend": "torch",
                 "precision": precision, "channels_last_3d": channels_last}
         if precision == "int8":
-            not_applicable(base, settings["batch_sizes"], "the official code has no int8", on_row)
+            untimed(base, settings["batch_sizes"], "not applicable: the official code has no int8", on_row)
             continue
         torch.manual_seed(0)
-        model = build_official(settings["official_repo"], name, settings["num_classes"],
-                               input_shape)
+        try:
+            model = build_official(settings["official_repo"], name, settings["num_classes"], input_shape)
+        except Exception as error:  # another version of the code, say: recorded, and the run goes on
+            untimed(base, settings["batch_sizes"], f"error: official model: {type(error).__name__}: {error}",
+                    on_row)
+            continue
         measure(base, settings["batch_sizes"],
                 lambda batch: official_runner(model, random_clips(batch, input_shape, "ncdhw"),
                                               mode, precision, channels_last),
@@ -624,8 +630,8 @@ def measure_exported(name, runtimes, settings, on_row):
                 if converter != "auto":
                     base["onnx_converter"] = converter
                 if precision not in EXPORT_PRECISIONS[runtime]:
-                    not_applicable(base, settings["batch_sizes"],
-                                   f"{runtime} exports {', '.join(EXPORT_PRECISIONS[runtime])}", on_row)
+                    untimed(base, settings["batch_sizes"], f"not applicable: {runtime} exports "
+                            f"{', '.join(EXPORT_PRECISIONS[runtime])}", on_row)
                     continue
                 try:
                     start = time.perf_counter()
@@ -634,13 +640,11 @@ def measure_exported(name, runtimes, settings, on_row):
                     loaded = load_runtime(artifact, num_threads=settings["threads"],
                                           onnx_runtime=runtime if runtime in ONNX_RUNTIMES else None)
                 except NotMeasured as why:
-                    for batch in settings["batch_sizes"]:
-                        on_row({**base, "batch_size": batch, "status": f"not measured: {why}"})
+                    untimed(base, settings["batch_sizes"], f"not measured: {why}", on_row)
                     continue
                 except Exception as error:  # recorded; the run goes on
-                    for batch in settings["batch_sizes"]:
-                        on_row({**base, "batch_size": batch,
-                                "status": f"error: export: {type(error).__name__}: {error}"[:500]})
+                    untimed(base, settings["batch_sizes"], f"error: export: {type(error).__name__}: {error}",
+                            on_row)
                     continue
                 base.update(export_s=export_s, artifact_bytes=pathlib.Path(artifact).stat().st_size,
                             backend=loaded.name, notes=loaded.notes)
@@ -886,45 +890,85 @@ def merge_rounds(rows):
     return merged
 
 
+class CannotStart(ValueError):
+    """A run that cannot start: a model that cannot take the input shape."""
+
+
 def run_worker(backend, runtimes, settings, workdir, on_row):
     """Runs one share in a subprocess with KERAS_BACKEND=`backend` and passes
-    its rows to `on_row`, with an error row for every model it did not finish
-    (on Ctrl-C, the rows it finished, and the interrupt goes on)."""
+    its rows to `on_row`; where it failed, an error row for every cell it
+    did not measure (on Ctrl-C, the rows it finished, and the interrupt goes on)."""
     workdir = pathlib.Path(workdir)
-    settings_path = workdir / f"settings_{backend}.json"
-    output_path = workdir / f"rows_{backend}.json"
+    settings_path, output_path = workdir / f"settings_{backend}.json", workdir / f"rows_{backend}.json"
     write_json_atomic(settings_path, {**settings, "runtimes": runtimes})
-    package_root = str(pathlib.Path(__file__).resolve().parents[1])
-    env = {**os.environ, "KERAS_BACKEND": backend,
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "keras_r3d.benchmark", f"--worker_settings={settings_path}",
-               f"--worker_output={output_path}"]
     try:
-        code = subprocess.run(command, env=env, check=False).returncode
-    except KeyboardInterrupt:
+        code = _run_worker_process(settings_path, output_path, backend)
+    except KeyboardInterrupt:  # subprocess.run stops the worker on the way out
         code = None
     rows = json.loads(output_path.read_text()) if output_path.exists() else []
     if code:
-        done = {row["model"] for row in rows}
-        for name in settings["models"]:
-            if name in done:
-                continue
-            for runtime in runtimes:
-                for precision in settings["precisions"]:
-                    for batch in settings["batch_sizes"]:
-                        rows.append({"model": name, "runtime": runtime, "backend": backend,
-                                     "precision": precision, "batch_size": batch,
-                                     "status": f"error: the {backend} worker exited with code {code}"})
+        share = {**settings, "backends": [backend], "runtimes": runtimes, "official_repo": None}
+        for model, runtime, _, precision, batch in missing_cells(share, rows):
+            rows.append({"model": model, "runtime": runtime, "backend": backend if runtime == "keras" else runtime,
+                         "precision": precision, "batch_size": batch,
+                         "status": f"error: the {backend} worker exited with code {code}"})
     for row in rows:
         on_row(row)
     if code is None:  # Ctrl-C: its finished rows are kept, and the interrupt goes on
         raise KeyboardInterrupt
 
 
+def _run_worker_process(settings_path, output_path, backend):
+    """This module as a worker subprocess (`worker_main`) on Keras backend
+    `backend`; returns its exit code."""
+    package_root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "keras_r3d.benchmark", f"--worker_settings={settings_path}",
+               f"--worker_output={output_path}"]
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+def all_model_facts(settings):
+    """{model: model_facts}; CannotStart names a model that cannot take the input shape."""
+    import keras
+
+    from keras_r3d import create_model
+
+    facts = {}
+    for name in settings["models"]:
+        keras.utils.set_random_seed(0)
+        try:
+            model = create_model(name, num_classes=settings["num_classes"], input_shape=settings["input_shape"])
+        except ValueError as error:
+            raise CannotStart(f"{name}: {error}") from None
+        facts[name] = model_facts(name, model)
+    return facts
+
+
+def facts_in_worker(settings, workdir, backend):
+    """`all_model_facts` in a worker subprocess: built here, every model's
+    memory would stay in this process and in the peak RSS of its rows."""
+    workdir = pathlib.Path(workdir)
+    settings_path, output_path = workdir / "settings_facts.json", workdir / "facts.json"
+    write_json_atomic(settings_path, {**settings, "facts_only": True})
+    code = _run_worker_process(settings_path, output_path, backend)
+    facts = json.loads(output_path.read_text()) if output_path.exists() else {}
+    if "cannot_start" in facts or code:
+        raise CannotStart(facts.get("cannot_start") or f"the worker that builds the models exited with code {code}")
+    return facts
+
+
 def worker_main(settings_path, output_path):
-    """The subprocess side of `run_worker`."""
+    """The subprocess side of `run_worker` and `facts_in_worker`."""
     settings = json.loads(pathlib.Path(settings_path).read_text())
     settings["input_shape"] = tuple(settings["input_shape"])
+    if settings.get("facts_only"):
+        try:
+            write_json_atomic(output_path, all_model_facts(settings))
+        except CannotStart as error:
+            write_json_atomic(output_path, {"cannot_start": str(error)})
+        return
     import keras
 
     if pins_jax(keras.backend.backend(), settings["threads"]):  # before XLA's CPU client exists
@@ -946,16 +990,10 @@ def write_json_atomic(path, value):
 
 # ---------------------------------------------------------------- a whole run
 
-class CannotStart(ValueError):
-    """A run that cannot start: a model that cannot take the input shape."""
-
-
 def run_benchmark(settings, output_dir, tag, command):
     """Measures everything `settings` asks for; writes and returns the
     results (`{"run", "models", "results"}`) as `<tag>.json/.md/.png`."""
     import keras
-
-    from keras_r3d import create_model
 
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -979,16 +1017,6 @@ def run_benchmark(settings, output_dir, tag, command):
     def save():
         write_json_atomic(paths["json"], results)
 
-    for name in settings["models"]:
-        keras.utils.set_random_seed(0)
-        try:
-            model = create_model(name, num_classes=settings["num_classes"],
-                                 input_shape=settings["input_shape"])
-        except ValueError as error:
-            raise CannotStart(f"{name}: {error}") from None
-        results["models"][name] = model_facts(name, model)
-    save()
-
     def on_row(row):
         row.setdefault("load_1min", os.getloadavg()[0])
         results["results"].append(row)
@@ -996,6 +1024,8 @@ def run_benchmark(settings, output_dir, tag, command):
 
     official = bool(settings["official_repo"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_benchmark_") as workdir:
+        results["models"] = facts_in_worker(settings, workdir, current)
+        save()
         for backend, runtimes in plan_processes(settings["backends"], settings["runtimes"]).items():
             if backend == current and not pins_jax(backend, settings["threads"]):
                 run_share(runtimes, settings, on_row, official=official)
@@ -1062,6 +1092,7 @@ def _define_flags():
                          "own); rows keep the first round's export and compile times.", lower_bound=1)
     flags.DEFINE_string("output_dir", "benchmarks", "Where <tag>.json/.md/.png go.")
     flags.DEFINE_string("tag", None, "Name of this run's files (default: device and UTC time).")
+    flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier run of the same --tag.")
     flags.DEFINE_string("official_repo", None,
                         "A checkout of okankop/Efficient-3DCNNs to time side by side.")
     flags.DEFINE_list("official_memory_formats", ["contiguous"], "Memory formats of the official "
@@ -1108,11 +1139,17 @@ def settings_from_flags(f):
         raise ValueError(f"--batch_sizes must be integers, got {f.batch_sizes}") from None
     if not batch_sizes or batch_sizes[0] < 1:
         raise ValueError(f"--batch_sizes must be positive, got {f.batch_sizes}")
-    if f.official_repo and not (pathlib.Path(f.official_repo) / "models").is_dir():
-        raise ValueError(f"--official_repo {f.official_repo} has no models/ folder: "
-                         "point it at a checkout of okankop/Efficient-3DCNNs")
+    models = resolve_models(f.models)
+    if f.official_repo:
+        from keras_r3d import registry
+
+        files = sorted({f"models/{registry.get_spec(name).arch}.py" for name in models})
+        absent = [file for file in files if not (pathlib.Path(f.official_repo) / file).is_file()]
+        if absent:
+            raise ValueError(f"--official_repo {f.official_repo} has no {', '.join(absent)}: point it at a "
+                             "checkout of okankop/Efficient-3DCNNs")
     return {
-        "models": resolve_models(f.models),
+        "models": models,
         "backends": choices(f.backends, BACKENDS, "backends"),
         "runtimes": choices(f.runtimes, RUNTIMES, "runtimes"),
         "precisions": choices(f.precision, PRECISIONS, "precision"),
@@ -1172,12 +1209,17 @@ def main(argv):
     tag = f.tag or default_tag()
     if not tag.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"error: --tag may hold letters, digits, '-', '_' and '.', got {tag!r}")
-    command = shlex.join(["python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
-    if pathlib.Path(f.output_dir).exists() and not pathlib.Path(f.output_dir).is_dir():
-        raise SystemExit(f"error: --output_dir {f.output_dir} is a file, not a folder")
+    backend = [f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"] if os.environ.get("KERAS_BACKEND") else []
+    command = shlex.join([*backend, "python", "-m", "keras_r3d.benchmark", *sys.argv[1:]])
     json_path, started = pathlib.Path(f.output_dir) / f"{tag}.json", time.time()
+    if json_path.exists() and not f.overwrite:
+        raise SystemExit(f"error: {json_path} holds an earlier run: pass --overwrite to replace it, or another --tag")
     try:
-        with sticky_interrupts():
+        probe_writable(f.output_dir, f"--output_dir {f.output_dir}")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    try:
+        with sticky_interrupts(sigterm=True):  # a `kill` keeps the rows measured so far, as Ctrl-C does
             results = run_benchmark(settings, f.output_dir, tag, command)
     except CannotStart as error:
         raise SystemExit(f"error: {error}") from None

@@ -44,6 +44,31 @@ def series_label(row):
     return f"{label} {row['precision']}"
 
 
+def cell(row):
+    """(model, runtime, Keras backend or None, precision, batch size): what a
+    row measured, as the settings ask for it (an exported row's `backend` is
+    the engine that ran it, not a Keras backend)."""
+    backend = row["backend"] if row["runtime"] == "keras" else None
+    return row["model"], row["runtime"], backend, row["precision"], row["batch_size"]
+
+
+def expected_cells(settings):
+    """Every `cell` a run of `settings` gives at least one row for (ok, an
+    error, not applicable or not measured)."""
+    runtimes = [("keras", backend) for backend in settings["backends"]] if "keras" in settings["runtimes"] else []
+    runtimes += [(runtime, None) for runtime in settings["runtimes"] if runtime != "keras"]
+    if settings.get("official_repo"):
+        runtimes += [(f"official-{mode}", None) for mode in settings.get("official_modes", OFFICIAL_MODES)]
+    return [(model, runtime, backend, precision, batch) for model in settings["models"]
+            for runtime, backend in runtimes for precision in settings["precisions"]
+            for batch in settings["batch_sizes"]]
+
+
+def missing_cells(settings, rows):
+    seen = {cell(row) for row in rows}
+    return [expected for expected in expected_cells(settings) if expected not in seen]
+
+
 def repeats_per_round(settings):
     """Each round's share of the timed calls, rounded up."""
     return -(-settings["repeats"] // settings.get("rounds", 1))
@@ -89,7 +114,7 @@ def render_markdown(results):
         f"git {run.get('git_commit')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
-        f"{settings['warmup']} warmup calls (and at least {settings.get('warmup_s', 0)} s) and "
+        f"{settings['warmup']} warmup call{'s' * (settings['warmup'] != 1)} (and at least {settings.get('warmup_s', 0)} s) and "
         f"{_timed_calls_text(settings)}, "
         f"{settings['threads']} thread{'s' * (settings['threads'] != 1)}, "
         f"TF32 {'on' if settings['tf32'] else 'off'}, "
@@ -106,11 +131,14 @@ def render_markdown(results):
                      f"{cores} cores, {own} of it this benchmark's own threads at most): other "
                      "processes took CPU time, so these clips/s are lower bounds for an idle machine.")
     if "finished_utc" not in run:
-        measured = {row["model"] for row in rows}
-        missing = [name for name in models if name not in measured]
-        lines.append(f"- **Unfinished run**: it was stopped after {len(rows)} measurements. "
-                     f"Not measured: {', '.join(missing) or 'none'}; the last model measured may "
-                     "lack some of its rows.")
+        missing = missing_cells(settings, rows)
+        by_runtime = {}
+        for model, runtime, backend, _, _ in missing:
+            by_runtime.setdefault(f"{runtime} ({backend})" if backend else runtime, {})[model] = None
+        unmeasured = "; ".join(f"{key}: {', '.join(names)}" for key, names in by_runtime.items())
+        lines.append(f"- **Unfinished run**: it was stopped after {len(rows)} measurements; "
+                     f"{len(missing)} more {'was' if len(missing) == 1 else 'were'} asked for "
+                     f"({unmeasured or 'none'}).")
     if not run["gpus"]:
         lines.append("- GPU rows: **not measured**, this machine has no GPU.")
     if (frames, height, width, settings["num_classes"]) != (16, 112, 112, 600):
@@ -383,6 +411,10 @@ def rerender(json_path):
     if not isinstance(results, dict) or not {"run", "models", "results"} <= set(results):
         raise ValueError(f"{json_path}: not the results JSON of a keras_r3d.benchmark run")
     paths = json_path.with_suffix(".md"), json_path.with_suffix(".png")
-    write_atomic(paths[0], render_markdown(results))
-    plot_speed(results, paths[1])
+    try:
+        markdown = render_markdown(results)
+        plot_speed(results, paths[1])
+    except (KeyError, TypeError, AttributeError) as error:  # edited or cut by hand
+        raise ValueError(f"{json_path}: an incomplete results JSON ({type(error).__name__}: {error})") from None
+    write_atomic(paths[0], markdown)
     return paths

@@ -22,22 +22,26 @@ def _remember_and_raise(signum, frame):
 
 
 @contextlib.contextmanager
-def sticky_interrupts():
+def sticky_interrupts(sigterm=False):
     """Within it, a Ctrl-C raises KeyboardInterrupt as usual and is remembered
-    for `raise_if_interrupted`. Does nothing outside the main thread, or where
-    SIGINT is not Python's default (ignored in a background job, say)."""
+    for `raise_if_interrupted`; with `sigterm`, so is a SIGTERM (`kill`, a job
+    scheduler's stop). Does nothing outside the main thread, or where SIGINT
+    is not Python's default (ignored in a background job, say)."""
     global _interrupted
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     _interrupted = False
-    previous = signal.getsignal(signal.SIGINT)
+    signals = (signal.SIGINT, signal.SIGTERM) if sigterm else (signal.SIGINT,)
+    previous = {number: signal.getsignal(number) for number in signals}
     try:  # a Ctrl-C right after the handler is set still restores the previous one
-        signal.signal(signal.SIGINT, _remember_and_raise)
+        for number in signals:
+            signal.signal(number, _remember_and_raise)
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         _interrupted = False
 
 

@@ -52,6 +52,10 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
 
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| ShuffleNetV2-0.25x | 0.83 / " in markdown  # paper params beside ours
+    table_row = next(line for line in markdown.splitlines() if line.startswith("| ShuffleNetV2-0.25x | 0.83 / "))
+    for row in rows:  # the JSON's numbers, in the table
+        cps = row["clips_per_s"]
+        assert f"| {cps['median']:,.1f} [{cps['min']:,.1f}–{cps['max']:,.1f}] |" in table_row
     assert "Keras (tensorflow) float32 b2" in markdown and "Keras (jax) float32 b1" in markdown
     assert "GPU rows: **not measured**, this machine has no GPU." in markdown or run["gpus"]
     assert "**Not Table 8's setting** (16×112×112 clips, 600 classes)" in markdown  # 8×32×32, 5 classes
@@ -66,7 +70,8 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
                                  ([f"--rerender={tmp_path / 'smoke.json'}", "--tag=other"], 1,
                                   "error: --rerender writes beside its JSON"),
                                  (command[3:] + [f"--output_dir={tmp_path / 'smoke.json'}"], 1,
-                                  "smoke.json is a file, not a folder")):
+                                  "smoke.json: cannot write there ("),
+                                 (command[3:], 1, "smoke.json holds an earlier run: pass --overwrite to replace it")):
         done = subprocess.run(command[:3] + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
@@ -97,9 +102,13 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
                          (dict(batch_norm=["fused"]), "batch_norm"),
                          (dict(onnx_converters=["onnx-tf"]), "onnx_converters"),
                          (dict(official_memory_formats=["nhwc"]), "official_memory_formats"),
-                         (dict(official_repo=str(tmp_path)), "models/")):
+                         (dict(official_repo=str(tmp_path)), "has no models/shufflenetv2.py")):
         with pytest.raises(ValueError, match=message):
             benchmark.settings_from_flags(_flags(**bad))
+    _official_stand_in(tmp_path)  # its ShuffleNetV2, but no MobileNetV2
+    assert benchmark.settings_from_flags(_flags(official_repo=str(tmp_path)))["official_repo"] == str(tmp_path)
+    with pytest.raises(ValueError, match=r"has no models/mobilenetv2.py: point it at a checkout"):
+        benchmark.settings_from_flags(_flags(official_repo=str(tmp_path), models="ShuffleNetV2-0.25x,MobileNetV2-1.0x"))
 
 
 def test_exported_runtimes(tmp_path):
@@ -221,6 +230,12 @@ def test_official_repo_is_imported_from_the_path(tmp_path):
     assert model.fc.out_features == 7
     with pytest.raises(FileNotFoundError, match="models/mobilenet.py"):
         benchmark.build_official(str(tmp_path), "MobileNetV1-1.0x", 7, (8, 32, 32, 3))
+    # Code that does not build the model (another version of it, say): error rows, and the run goes on.
+    (tmp_path / "models" / "mobilenet.py").write_text("import torch\n")
+    rows.clear()
+    benchmark.measure_official("MobileNetV1-1.0x", {**settings, "precisions": ["float32"]}, rows.append)
+    assert [row["status"] for row in rows] == ["error: official model: AttributeError: module "
+                                               "'official_efficient3dcnns_mobilenet' has no attribute 'MobileNet'"] * 2
 
 
 def test_official_rows_follow_each_models_own_rows(tmp_path):
@@ -270,6 +285,23 @@ def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
     assert a_onnx["clips_per_s"]["median"] == pytest.approx(20.0) and "latencies_s" not in a_onnx
     assert a_official["status"] == "error: lost"  # a failed round fails the cell
     assert b_official["status"] == "ok" and b_official["clips_per_s"]["median"] == pytest.approx(10.0)
+
+
+def test_a_worker_that_dies_leaves_an_error_row_for_each_cell_it_did_not_measure(tmp_path, monkeypatch):
+    def killed_after_one_row(settings_path, output_path, backend):
+        assert json.loads(settings_path.read_text())["runtimes"] == ["keras"]
+        output_path.write_text(json.dumps([{"model": "A", "runtime": "keras", "backend": backend,
+                                            "precision": "float32", "batch_size": 1, "status": "ok"}]))
+        return -9
+
+    monkeypatch.setattr(benchmark, "_run_worker_process", killed_after_one_row)
+    settings = {"models": ["A", "B"], "backends": ["tensorflow", "jax"], "runtimes": ["keras", "tflite"],
+                "precisions": ["float32"], "batch_sizes": [1, 8], "official_repo": "r"}
+    rows = []
+    benchmark.run_worker("jax", ["keras"], settings, tmp_path, rows.append)
+    died = "error: the jax worker exited with code -9"
+    assert [(row["model"], row["backend"], row["batch_size"], row["status"]) for row in rows] == [
+        ("A", "jax", 1, "ok"), ("A", "jax", 8, died), ("B", "jax", 1, died), ("B", "jax", 8, died)]
 
 
 def test_model_groups():
@@ -327,7 +359,9 @@ def test_markdown_reports_the_cpu_target(tmp_path):
         "run": {"tag": "t", "command": "c", "cpu_model": "cpu", "cpu_cores": 2, "gpus": [],
                 "started_utc": "s", "finished_utc": "f", "versions": {"keras": "3"},
                 "load_1min_before": 3.5, "load_1min_after": 0.2, "git_commit": "x",
-                "settings": {**TINY, "input_shape": [16, 112, 112, 3]}},
+                "settings": {**TINY, "input_shape": [16, 112, 112, 3], "models": ["A", "B"],
+                             "backends": ["tensorflow"], "runtimes": ["tflite", "onnxruntime"],
+                             "precisions": ["float32", "int8"], "official_repo": "r"}},
         "models": {"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper},
                    "B": {"params_M": 1.9, "mflops": 195.0, "paper": paper}},
         "results": [_row("A", "official-eager", 30.0), _row("A", "official-compile", 40.0),
@@ -349,9 +383,13 @@ def test_markdown_reports_the_cpu_target(tmp_path):
     del results["run"]["finished_utc"]  # a run stopped early, rendered again from its JSON
     (tmp_path / "t.json").write_text(json.dumps(results))
     benchmark_report.rerender(tmp_path / "t.json")
-    assert "**Unfinished run**: it was stopped after 6 measurements. Not measured: none" \
-        in (tmp_path / "t.md").read_text()
+    assert ("**Unfinished run**: it was stopped after 6 measurements; 10 more were asked for (tflite: A, B; "
+            "onnxruntime: A, B; official-eager: A, B; official-compile: A, B)") in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
+    del results["results"][0]["clips_per_s"]  # edited by hand
+    (tmp_path / "t.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"t.json: an incomplete results JSON \(KeyError: 'clips_per_s'\)"):
+        benchmark_report.rerender(tmp_path / "t.json")
 
 
 def test_markdown_reports_the_gpu_targets():

@@ -22,3 +22,12 @@ def test_pipeline_reports_median_and_range_of_its_windows(tmp_path):
     assert f"| tiny | {rates[1]} [{rates[0]}–{rates[-1]}] |" in text
     assert "3 consecutive windows of 0.2 s" in text
     assert "the largest stage is `normalize_batch_shuffle_overhead` (50% of the CPU time)" in text
+
+
+def test_an_unwritable_output_or_missing_fixtures_are_one_line_errors_before_the_work(tmp_path, monkeypatch, capsys):
+    assert benchmark.main(["--output_dir", "/proc/pipeline"]) == 1
+    assert "error: --output_dir /proc/pipeline: cannot write there (" in capsys.readouterr().err
+    monkeypatch.setattr(benchmark, "FIXTURES", tmp_path / "absent")
+    assert benchmark.main(["--output_dir", str(tmp_path)]) == 1
+    assert f"error: no fixture clips under {tmp_path / 'absent' / 'clips'} (set KERAS_R3D_FIXTURES)" \
+        in capsys.readouterr().err

@@ -43,10 +43,10 @@ def cpu_model():
 def natural_tree(root):
     """`root/<kind>/<clip>` links to every fixture video and gesture folder."""
     clips = FIXTURES / "clips"
+    if not (clips / "gestures").is_dir():
+        raise FileNotFoundError(f"no fixture clips under {clips} (set KERAS_R3D_FIXTURES)")
     sources = sorted(p for p in clips.glob("*/*.*") if p.suffix in (".avi", ".mp4"))
     sources += sorted(p for p in (clips / "gestures").iterdir() if p.is_dir())
-    if not sources:
-        raise FileNotFoundError(f"no fixture clips under {clips} (set KERAS_R3D_FIXTURES)")
     for source in sources:
         link = root / source.parent.name / source.name
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +192,7 @@ def dataclass_dict(config):
 
 def markdown(report):
     machine, conv, pipe = report["machine"], report["conversion"], report["pipeline"]
+    windows = report["settings"].get("measurements_per_pipeline", 1)
     lines = [
         "# Data pipeline benchmark", "",
         f"Made by `{report['command']}` on {report['date_utc']} UTC: {machine['cpu_model']}, "
@@ -207,7 +208,7 @@ def markdown(report):
     lines += ["", f"Natural fixtures: the 5 fixture videos and 3 gesture frame folders, shorter side 128, JPEG 90, "
               f"{report['settings']['conversion_workers']} workers. Synthetic rows include rendering the videos.",
               "", "## Training pipeline (16 x 112 x 112, batch 16, random multiscale crop)", "",
-              f"Each row: {report['settings'].get('measurements_per_pipeline', 1)} consecutive windows of "
+              f"Each row: {windows} consecutive window{'s' * (windows != 1)} of "
               f"{report['settings']['seconds_per_measurement']} s; the median and the range.", "",
               "| data | wall clips/s median [min–max] | CPU ms/clip | clips/s on idle cores (CPU-bound) |",
               "| --- | ---: | ---: | ---: |"]
@@ -244,11 +245,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.seconds <= 0:
         parser.error("--repeats must be >= 1 and --seconds > 0")
-    with tempfile.TemporaryDirectory() as work:
-        report = run(pathlib.Path(work), args.seconds, args.workers, args.repeats)
+    from keras_r3d.files import probe_writable, write_atomic
+
     output = pathlib.Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    from keras_r3d.files import write_atomic
+    try:
+        probe_writable(output, f"--output_dir {output}")  # before the minutes of work
+        with tempfile.TemporaryDirectory() as work:
+            report = run(pathlib.Path(work), args.seconds, args.workers, args.repeats)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
     write_atomic(output / "data_pipeline.json", json.dumps(report, indent=1) + "\n")
     write_atomic(output / "data_pipeline.md", markdown(report))
