@@ -45,6 +45,8 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_r3d"
+# Every tensor here is channels last, whatever keras.config.image_data_format() says.
+LAYOUT = "channels_last"
 IMPLEMENTATIONS = ("auto", "native", "frames", "taps", "taps_matmul", "s2d", "pallas")
 _implementation = contextvars.ContextVar("keras_r3d_implementation", default="auto")
 
@@ -214,7 +216,7 @@ def space_to_depth_conv(x, kernel, strides, channel_multiple=1):
     if extra:
         blocks = ops.pad(blocks, [(0, 0)] * 4 + [(0, extra)])
         kernel = ops.pad(kernel, [(0, 0)] * 3 + [(0, extra), (0, 0)])
-    y = ops.conv(blocks, kernel, strides=(strides[0], 1, 1), padding="valid")
+    y = ops.conv(blocks, kernel, strides=(strides[0], 1, 1), padding="valid", data_format=LAYOUT)
     return y[:, :, : (h - kh) // 2 + 1, : (w - kw) // 2 + 1]
 
 
@@ -341,7 +343,7 @@ class Conv3D(keras.layers.Layer):
         return "valid"
 
     def _native(self, x, padding="valid"):
-        return ops.conv(x, self.kernel, strides=self.strides, padding=padding)
+        return ops.conv(x, self.kernel, strides=self.strides, padding=padding, data_format=LAYOUT)
 
     def _taps(self, x, lowering, depthwise):
         if lowering != "taps" and self.kernel_size == (1, 1, 1):
@@ -378,7 +380,7 @@ class Conv3D(keras.layers.Layer):
         _, sh, sw = self.strides
         out = None
         for k, xs in _time_slices(x, kernel.shape[0], self.strides[0], self.padding[0]):
-            y = _per_frame(lambda f: ops.conv(f, kernel[k], strides=(sh, sw), padding="valid"), xs)
+            y = _per_frame(lambda f: ops.conv(f, kernel[k], strides=(sh, sw), padding="valid", data_format=LAYOUT), xs)
             out = y if out is None else out + y
         return out
 
@@ -389,7 +391,7 @@ class Conv3D(keras.layers.Layer):
         for k, xs in _time_slices(x, kt, self.strides[0], self.padding[0]):
             kernel = ops.reshape(self.kernel[k], (kh, kw, self.filters, 1))
             y = _per_frame(
-                lambda f: ops.depthwise_conv(f, kernel, strides=(sh, sw), padding="valid"), xs)
+                lambda f: ops.depthwise_conv(f, kernel, strides=(sh, sw), padding="valid", data_format=LAYOUT), xs)
             out = y if out is None else out + y
         return out
 
@@ -401,7 +403,7 @@ class Conv3D(keras.layers.Layer):
             kernel = self.kernel[..., g * cout : (g + 1) * cout]
             xg = x[..., g * cin : (g + 1) * cin]
             outs.append(self._dense(xg, kernel) if dense == "frames"
-                        else ops.conv(xg, kernel, strides=self.strides, padding=dense))
+                        else ops.conv(xg, kernel, strides=self.strides, padding=dense, data_format=LAYOUT))
         return ops.concatenate(outs, axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -432,7 +434,7 @@ class _Pool3D(keras.layers.Layer):
     def _frames(self, x, pool2d, reduce):
         _, sh, sw = self.strides
         _, ph, pw = self.pool_size
-        x = _per_frame(lambda f: pool2d(f, (ph, pw), strides=(sh, sw), padding="valid"), x)
+        x = _per_frame(lambda f: pool2d(f, (ph, pw), strides=(sh, sw), padding="valid", data_format=LAYOUT), x)
         return reduce([xs for _, xs in _time_slices(x, self.pool_size[0], self.strides[0], self.padding[0])])
 
     def compute_output_shape(self, input_shape):
@@ -455,7 +457,7 @@ class MaxPool3D(_Pool3D):
         x = _pad(x, self.padding)
         if _uses_frames():
             return self._frames(x, ops.max_pool, _reduce_max)
-        return ops.max_pool(x, self.pool_size, strides=self.strides, padding="valid")
+        return ops.max_pool(x, self.pool_size, strides=self.strides, padding="valid", data_format=LAYOUT)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -474,8 +476,8 @@ class AvgPool3D(_Pool3D):
                 and str(getattr(x, "device", "")).startswith("cpu"):
             # PyTorch's CPU avg_pool3d has no half-precision kernel (mixed precision).
             return ops.cast(ops.average_pool(ops.cast(x, "float32"), self.pool_size, strides=self.strides,
-                                             padding="valid"), dtype)
-        return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid")
+                                             padding="valid", data_format=LAYOUT), dtype)
+        return ops.average_pool(x, self.pool_size, strides=self.strides, padding="valid", data_format=LAYOUT)
 
 
 def _reduce_max(slices):

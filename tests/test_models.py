@@ -174,6 +174,28 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
         assert backend != "torch" or np.isfinite(result["mixed_bfloat16_loss"]), (name, result)
 
 
+@pytest.mark.parametrize("layers", ["auto", "native"])
+def test_a_channels_first_keras_config_changes_nothing(saved_families, layers):
+    """A PyTorch user's keras.json (image_data_format: channels_first) changes
+    neither the models built nor the files saved without it."""
+    directory, expected = saved_families
+    keras.config.set_image_data_format("channels_first")
+    try:
+        for name, shape in SMALL.items():
+            data = np.load(directory / f"{name}.npz")
+            loaded = keras.saving.load_model(directory / f"{name}.keras", compile=False)
+            built = keras_r3d.create_model(name, num_classes=5, input_shape=shape)
+            assert built.output_shape == (None, 5), name
+            built.set_weights(loaded.get_weights())
+            scale = max(1.0, float(np.abs(expected[name]).max()))
+            with keras_r3d.implementation(layers):
+                for model in (loaded, built):
+                    np.testing.assert_allclose(model(data["x"], training=False), expected[name],
+                                               atol=1e-4 * scale, err_msg=name)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+
+
 def test_models_do_not_import_tensorflow():
     """The zoo runs on JAX or PyTorch machines without TensorFlow."""
     code = ("import sys, keras_r3d; m = keras_r3d.create_model('MobileNetV2-0.2x', input_shape=(8, 32, 32, 3));"

@@ -41,7 +41,7 @@ def C3D(num_classes=600, input_shape=(16, 112, 112, 3), include_top=True, poolin
 
     def head(x):
         x = keras.layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Flatten(data_format="channels_last", name="flatten")(x)
         for fc in ("fc1", "fc2"):
             x = keras.layers.Dense(FC_UNITS, name=f"{fc}_0")(x)
             x = common.relu(x, f"{fc}_1")

@@ -132,7 +132,7 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
     else:
         if class_names is not None:
             raise ValueError(f"{arch}: class_names name the head's outputs, and include_top=False has none")
-        outputs = keras.layers.GlobalAveragePooling3D(name="avgpool")(features) \
+        outputs = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avgpool")(features) \
             if pooling == "avg" else features
     frames, size = inputs.shape[1], inputs.shape[2]
     try:
@@ -209,7 +209,7 @@ def classifier(num_classes, dropout, classifier_activation):
     """Global average pool, dropout, linear: the efficient nets' head."""
 
     def head(x):
-        x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avgpool")(x)
         x = keras.layers.Dropout(dropout, name="classifier_0")(x)
         return keras.layers.Dense(num_classes, activation=classifier_activation, name="classifier_1",
                                   dtype=output_dtype())(x)

@@ -61,7 +61,7 @@ def _resnet(arch, arch_kwargs, kind, stage_blocks, planes, shortcut, cardinality
 
     def head(x):
         # AvgPool3d over the last feature map, then fc: no dropout.
-        x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="avgpool")(x)
         return keras.layers.Dense(num_classes, activation=classifier_activation, name="fc",
                                   dtype=common.output_dtype())(x)
 

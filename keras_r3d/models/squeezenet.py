@@ -64,7 +64,7 @@ def SqueezeNet3D(version=1.1, num_classes=600, input_shape=(16, 112, 112, 3), in
         x = keras.layers.Dropout(dropout, name="classifier_0")(x)
         x = common.conv(x, num_classes, 1, "classifier_1", use_bias=True)
         x = common.relu(x, "classifier_2")
-        x = keras.layers.GlobalAveragePooling3D(name="classifier_3")(x)
+        x = keras.layers.GlobalAveragePooling3D(data_format="channels_last", name="classifier_3")(x)
         return keras.layers.Activation(classifier_activation or "linear", name="predictions",
                                        dtype=common.output_dtype())(x)
 
