@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from keras_r3d import registry
-from keras_r3d.files import save_model_atomic
+from keras_r3d.files import probe_writable, save_model_atomic
 from keras_r3d.models import HEAD_LAYERS
 from keras_r3d.preprocessing import DATASET_PREPROCESSING
 
@@ -60,12 +60,17 @@ def read_state_dict(path):
     except Exception as error:  # torch raises pickle, zip and runtime errors alike
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path}: no state dict found")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path}: no state dict found (a dict of tensors, or one under 'state_dict' as the "
+                         f"official training code saves it); the file holds {keys}")
     arch = checkpoint.get("arch") if "state_dict" in checkpoint else None
     arrays = {}
     for key, tensor in state.items():
-        arrays[key[len("module."):] if key.startswith("module.") else key] = tensor.detach().cpu().numpy()
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():  # bfloat16 has no numpy type; float32 is what the models hold
+            tensor = tensor.float()
+        arrays[key[len("module."):] if key.startswith("module.") else key] = tensor.numpy()
     return arrays, arch
 
 
@@ -188,8 +193,9 @@ def resolve_settings(file_name, state, overrides, checkpoint_arch=None):
     return settings
 
 
-def _assign(model, state):
-    """Copies every tensor into its Keras weight; raises on any mismatch."""
+def _assign(model, state, headless=False):
+    """Copies every tensor into its Keras weight; raises on any mismatch
+    (`headless`: the tensors of layers the model lacks are the head's)."""
     layers = {layer.name: layer for layer in model.layers}
     assigned = {}  # id(keras variable) -> torch key
     misfits = set()  # id(keras variable) whose tensor has another shape
@@ -199,6 +205,8 @@ def _assign(model, state):
         if param in IGNORED_BUFFERS:
             continue
         layer = layers.get(module.replace(".", "_"))
+        if layer is None and headless:
+            continue
         target = _target_weight(layer, param) if layer is not None else None
         if target is None:
             problems.append(f"{key} {tuple(value.shape)}: no matching Keras weight")
@@ -276,14 +284,16 @@ def convert_checkpoint(path, *, labels=None, dataset=None, strict=False, **overr
 
     Args:
         path: the `.pth` file.
-        labels: a class list file (classInd lines or one name per line).
+        labels: a class list file (classInd lines or one name per line), or
+            the class names themselves (also as `class_names=`).
         dataset: "jester", "kinetics" or "ucf101": selects the preprocessing
             contract and the bundled class names; read from official file names.
         strict: fail, instead of warning, when a known official file name has
             the wrong sha256.
         **overrides: `arch` and builder kwargs (`width_mult`, `groups`,
             `depth`, `shortcut`, `cardinality`, `version`, `num_classes`,
-            `input_shape`, ...), taking precedence over what is inferred.
+            `input_shape`, ...), taking precedence over what is inferred;
+            with `include_top=False` the head's tensors are left out.
     Returns:
         A `VideoClassifier` whose every weight came from the checkpoint.
     Raises:
@@ -310,6 +320,10 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
     """`convert_checkpoint` for a state dict of numpy arrays (official names,
     no `module.` prefix); `file_name` is parsed as an official file name, and
     `checkpoint_arch` is the checkpoint's `arch` entry."""
+    if "class_names" in overrides:  # the builders' name for labels
+        if labels is not None:
+            raise TypeError("pass labels= or class_names=, not both")
+        labels = overrides.pop("class_names")
     settings = resolve_settings(file_name or "", state, overrides, checkpoint_arch)
     dataset = dataset or settings.get("dataset")
     settings.pop("dataset", None)
@@ -317,11 +331,18 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     arch = settings.pop("arch")
     num_classes = settings.get("num_classes")
-    class_names = read_labels(labels) if labels else default_class_names(dataset, num_classes)
+    headless = settings.get("include_top") is False  # a feature extractor: no classes, no head tensors
+    if headless:
+        class_names = None
+    elif isinstance(labels, (list, tuple)):
+        class_names = [str(name) for name in labels]
+    else:
+        class_names = read_labels(labels) if labels else default_class_names(dataset, num_classes)
     if class_names is not None and num_classes is None:  # no classifier found: the overrides do not fit
         settings["num_classes"] = num_classes = len(class_names)  # so that _assign names the tensors
     if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{labels}: {len(class_names)} labels for num_classes={num_classes}")
+        source = "the class names" if isinstance(labels, (list, tuple)) else labels
+        raise ValueError(f"{source}: {len(class_names)} labels for num_classes={num_classes}")
     if dataset is not None:
         settings.setdefault("preprocessing", DATASET_PREPROCESSING[dataset])
     elif "preprocessing" not in settings:
@@ -334,7 +355,7 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
         model = registry.build(arch, class_names=class_names, **settings)
     except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is
         raise CheckpointMismatch(f"cannot build {arch} with {settings}: {error}") from None
-    _assign(model, state)
+    _assign(model, state, headless=headless)
     return model
 
 
@@ -355,13 +376,13 @@ def main(argv):
     if f.num_classes is not None:
         overrides["num_classes"] = f.num_classes
     try:
+        probe_writable(output.parent, f"--output {output}")
         model = convert_checkpoint(argv[1], labels=f.labels, dataset=f.dataset, strict=f.strict,
                                    **overrides)
-    except (ValueError, TypeError, FileNotFoundError) as error:  # TypeError: a flag the arch does not take
+        save_model_atomic(model, output)
+    except (ValueError, TypeError, OSError) as error:  # TypeError: a flag the arch does not take
         print(f"error: {error}", file=sys.stderr)
         return 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(model, output)
     print(f"Wrote {output}: {model.architecture} with {len(model.class_names)} classes, "
           f"preprocessing {model.preprocessing.to_dict()}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -196,7 +197,42 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
                           str(tmp_path / "x.keras"), "--labels", "missing.txt"], capture_output=True, text=True)
     assert run.returncode == 1 and "error: --labels missing.txt: no such file" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
+                          str(renamed / "x.keras")], capture_output=True, text=True)  # under a file
+    assert run.returncode == 1 and f"error: --output {renamed / 'x.keras'}: cannot write there (" in run.stderr
+    assert "Traceback" not in run.stderr
     assert not (tmp_path / "model.h5").exists()
     for module in ("keras_r3d.convert", "keras_r3d.train"):  # the architecture flags, not only in --helpfull
         run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
         assert "--width_mult" in run.stdout and "--arch" in run.stdout, module
+
+
+def test_other_layouts_and_precisions_of_a_checkpoint(official_model, tmp_path):
+    import torch
+
+    state = torch.load(OFFICIAL_CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    torch.save({"epoch": 3, "model": state}, tmp_path / "other_layout.pth")  # another training script's
+    with pytest.raises(ValueError, match=r"other_layout.pth: no state dict found \(a dict of tensors, or one under "
+                                         r"'state_dict' .*\); the file holds \['epoch', 'model'\]"):
+        convert.read_state_dict(tmp_path / "other_layout.pth")
+    # bfloat16 tensors (numpy has no such type) load as float32.
+    torch.save({"arch": "shufflenet", "state_dict": {key: value.bfloat16() if value.is_floating_point() else value
+                                                     for key, value in state.items()}}, tmp_path / "bf16.pth")
+    model = convert.convert_checkpoint(tmp_path / "bf16.pth", dataset="jester")
+    kernel, rounded = model.get_layer("classifier_1").kernel, official_model.get_layer("classifier_1").kernel
+    np.testing.assert_allclose(np.asarray(kernel), np.asarray(rounded), rtol=2 ** -8)
+
+
+def test_class_names_and_a_feature_extractor_from_an_official_checkpoint(official_model):
+    names = [f"gesture {i}" for i in range(27)]
+    assert convert.convert_checkpoint(OFFICIAL_CHECKPOINT, labels=names).class_names == names
+    assert keras_r3d.load(OFFICIAL_CHECKPOINT, class_names=names).class_names == names
+    with pytest.raises(ValueError, match="the class names: 2 labels for num_classes=27"):
+        convert.convert_checkpoint(OFFICIAL_CHECKPOINT, class_names=["a", "b"])
+    with pytest.raises(TypeError, match="labels= or class_names=, not both"):
+        convert.convert_checkpoint(OFFICIAL_CHECKPOINT, labels=names, class_names=names)
+    features = keras_r3d.load(OFFICIAL_CHECKPOINT, include_top=False, pooling="avg")  # its head left out
+    pooled = keras.Model(official_model.input, official_model.get_layer("avgpool").output)
+    assert features.class_names is None and features.output_shape == pooled.output_shape
+    x = np.random.default_rng(0).standard_normal((1, 16, 112, 112, 3)).astype(np.float32)
+    np.testing.assert_allclose(features(x, training=False), pooled(x, training=False), atol=1e-5)
