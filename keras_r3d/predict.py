@@ -8,6 +8,7 @@ a center crop, and the temporal center window; `--clips N` averages the
 softmax of N evenly spaced windows instead.
 """
 import json
+import math
 import pathlib
 import sys
 
@@ -93,8 +94,11 @@ def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
     if not getattr(model, "class_names", None):
         raise ValueError("classify needs a keras_r3d classifier: this model has no class names (no head, "
                          "include_top=False, or not a keras_r3d model)")
-    if not isinstance(top_k, int) or top_k < 1:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool)
+                                and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number of frames per second, or None, got {fps!r}")
     contract = model.preprocessing
     if isinstance(path_or_frames, (str, pathlib.Path)):
         if fps is not None:

@@ -5,6 +5,7 @@ logits. The contract travels in the saved model's config; `preprocess` is the
 only code that applies it (data pipeline, predict, evaluate and exports).
 """
 import dataclasses
+import math
 import numbers
 
 import numpy as np
@@ -44,8 +45,9 @@ class Preprocessing:
         for name, count in (("value_range", 2), ("mean", 3), ("std", 3)):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list, np.ndarray)) or len(value) != count \
-                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"{name} must be {count} numbers, got {value!r}")
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in value):
+                raise ValueError(f"{name} must be {count} finite numbers, got {value!r}")
             object.__setattr__(self, name, tuple(float(v) for v in value))
         if self.value_range[0] == self.value_range[1]:
             raise ValueError(f"value_range must span an interval, got {self.value_range}")
@@ -57,7 +59,7 @@ class Preprocessing:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
             object.__setattr__(self, name, int(value))
         if self.fps is not None:
-            if not isinstance(self.fps, numbers.Real) or isinstance(self.fps, bool) or not self.fps > 0:
+            if not isinstance(self.fps, numbers.Real) or isinstance(self.fps, bool) or not 0 < self.fps < math.inf:
                 raise ValueError(f"fps must be a positive number or None, got {self.fps!r}")
             object.__setattr__(self, "fps", float(self.fps))
 
@@ -127,10 +129,12 @@ def preprocess(frames, contract):
     else:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8:  # 0..1 floats would pass as a nearly black clip
-            raise ValueError(f"Expected uint8 frames (0..255, as decoded), got {frames.dtype}; from floats "
-                             "in 0..1: (frames * 255).round().astype(np.uint8)")
+            in_unit_range = frames.size and np.issubdtype(frames.dtype, np.floating) and frames.max() <= 1.0
+            fix = ("(frames * 255).round().astype(np.uint8)" if in_unit_range else
+                   "np.clip(frames, 0, 255).round().astype(np.uint8)")
+            raise ValueError(f"Expected uint8 frames (0..255, as decoded), got {frames.dtype}; these: {fix}")
         x = frames.astype(np.float32)
-    if x.shape[-1] != 3:
+    if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(f"Expected frames with 3 channels last, got shape {tuple(x.shape)}")
     if contract.channel_order == "BGR":
         x = x[..., ::-1]

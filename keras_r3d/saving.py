@@ -126,6 +126,9 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
         raise TypeError(f"finetune takes a keras_r3d zoo model, got {type(model).__name__}")
     if isinstance(class_names, str) or len(class_names) < 1:
         raise ValueError(f"class_names must be a list of names, got {class_names!r}")
+    if any(isinstance(layer, keras.layers.Identity) for layer in model.layers):  # fold_batch_norm's
+        raise ValueError("finetune takes a model with its BatchNorm layers; this one's are folded into its convs "
+                         "(keras_r3d.fold_batch_norm, for inference): fine-tune the model before folding")
     architecture = dict(model.architecture)
     arch = architecture.pop("arch")
     architecture.pop("num_classes", None)
@@ -166,11 +169,15 @@ def model_info(model_or_path):
         config = model_or_path.get_config()
     elif isinstance(model_or_path, (str, pathlib.Path)):
         path = pathlib.Path(model_or_path)
+        if not path.exists():
+            raise FileNotFoundError(f"No model file at {path}")
         try:
             with zipfile.ZipFile(path) as archive:
                 config = json.loads(archive.read("config.json"))["config"]
-        except (zipfile.BadZipFile, KeyError, OSError) as error:
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as error:  # ValueError: not JSON
             raise ValueError(f"{path} is not a keras_r3d .keras model: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} is not a keras_r3d .keras model: its config is not a JSON object")
     else:
         raise TypeError(f"model_info takes a keras_r3d model or a .keras path, got {type(model_or_path).__name__}")
     if config.get("preprocessing") is None:

@@ -53,6 +53,7 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenetv2", {"width_mult": 0.01}, "no channels"),
     ("shufflenet", {"width_mult": 0.01}, "no channels"),
     ("mobilenetv2", {"width_mult": None}, "width_mult must be a positive Python number, got None"),
+    ("mobilenetv2", {"width_mult": float("inf")}, "width_mult must be a positive Python number, got inf"),
     ("mobilenet", {"dropout": "0.5"}, r"dropout must be a Python number in \[0, 1\), got '0.5'"),
     ("mobilenet", {"num_classes": True}, "num_classes must be a positive Python int, got True"),
     ("mobilenet", {"num_classes": np.int64(5)}, "num_classes must be a positive Python int"),

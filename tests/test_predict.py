@@ -4,6 +4,7 @@ import re
 import runpy
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -171,8 +172,9 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
     # Frames given as an array are resampled from the fps given, as a file's are.
     frames = video.read_video(fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi")[0]
     assert keras_r3d.classify(model, frames, top_k=3, fps=25.0, clips=4) == result
-    with pytest.raises(ValueError, match="top_k must be a positive int, got 0"):
-        keras_r3d.classify(model, frames, top_k=0)
+    for bad in ({"top_k": 0}, {"top_k": True}, {"fps": 0}, {"fps": -5}, {"fps": "12"}, {"fps": float("nan")}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive"):
+            keras_r3d.classify(model, frames, **bad)
     short = keras_r3d.classify(model, np.zeros((5, 120, 160, 3), np.uint8))
     assert short["note"] == ("5 frames, fewer than the 32 of one window: the window repeats them "
                              "(loop padding, as the official code pads)")
@@ -251,6 +253,12 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, (12, 40, 40, 3), np.uint8)
     with pytest.raises(video.VideoError, match="expected uint8 RGB frames"):
         keras_r3d.classify(model, frames.astype(np.float32) / 255)
+    # PyTorch's layout, in predict: the same clear error on every backend (JAX's trace broke the model).
+    clips = np.zeros((1, 4, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match=r"takes clips of shape \(None, 4, 32, 32, 3\), got \(1, 3, 4, 32, 32\): "
+                                         r"channels go last \(from PyTorch's N, C, T, H, W: np.moveaxis\(x, 1, -1\)\)"):
+        model.predict(np.moveaxis(clips, -1, 1), verbose=0)
+    assert model.predict(clips, verbose=0).shape == (1, 3)
     headless = keras_r3d.ShuffleNetV2_3D(width_mult=0.25, input_shape=(4, 32, 32, 3), include_top=False,
                                          pooling="avg")
     with pytest.raises(ValueError, match="this model has no class names"):
@@ -268,6 +276,12 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
         keras_r3d.model_info([model])
     with pytest.raises(ValueError, match="is not a keras_r3d .keras model"):
         keras_r3d.model_info(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No model file at .*absent.keras"):
+        keras_r3d.model_info(tmp_path / "absent.keras")
+    with zipfile.ZipFile(tmp_path / "list.keras", "w") as archive:
+        archive.writestr("config.json", "[1, 2]")
+    with pytest.raises(ValueError, match="list.keras is not a keras_r3d .keras model: list indices"):
+        keras_r3d.model_info(tmp_path / "list.keras")
     (tmp_path / "bad.keras").write_text("hi")
     with pytest.raises(ValueError, match="bad.keras is not a .keras file .*damaged or cut short"):
         keras_r3d.load(tmp_path / "bad.keras")

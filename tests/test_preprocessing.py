@@ -21,8 +21,11 @@ def test_bgr_range_and_std():
 
 
 def test_float_frames_are_refused():
-    with pytest.raises(ValueError, match=r"uint8 frames .*got float32.*\* 255"):
+    with pytest.raises(ValueError, match=r"uint8 frames .*got float32; these: \(frames \* 255\)"):
         preprocess(np.full((1, 2, 2, 3), 0.5, np.float32), Preprocessing())
+    for pixels in (np.full((1, 2, 2, 3), 200.0, np.float32), np.full((1, 2, 2, 3), 200, np.int64)):  # 0..255
+        with pytest.raises(ValueError, match=r"these: np.clip\(frames, 0, 255\).round\(\).astype\(np.uint8\)"):
+            preprocess(pixels, Preprocessing())
 
 
 def test_tensorflow_tensors_give_the_same_result():
@@ -48,7 +51,9 @@ def test_contract_round_trip_and_checks():
         preprocess(np.zeros((2, 2, 4), np.uint8), contract)
     for bad, message in (({"frames": 1.5}, "frames must be a positive int, got 1.5"),
                          ({"size": "112"}, "size must be a positive int, got '112'"),
-                         ({"mean": 5}, "mean must be 3 numbers, got 5"),
+                         ({"mean": 5}, "mean must be 3 finite numbers, got 5"),
+                         ({"std": (1.0, float("nan"), 1.0)}, r"std must be 3 finite numbers, got \(1.0, nan, 1.0\)"),
+                         ({"fps": float("inf")}, "fps must be a positive number or None"),
                          ({"fps": 0}, "fps must be a positive number or None")):
         with pytest.raises(ValueError, match=message):
             Preprocessing(**bad)

@@ -5,6 +5,7 @@ Layer names are the official PyTorch module paths with "." replaced by "_"
 lives in layer `features_3_banch2_0`.
 """
 import collections
+import math
 import re
 
 import keras
@@ -46,6 +47,17 @@ class VideoClassifier(keras.Model):
     def make_predict_function(self, force=False):
         return super().make_predict_function(force=self._implementation_changed("predict") or force)
 
+    def predict(self, x, *args, **kwargs):
+        # Keras on JAX traces predict without checking the input's shape, and a failed
+        # trace leaves the model unusable for the process (Keras 3.15): check arrays first.
+        shape, expected = getattr(x, "shape", None), self.input_shape
+        if shape is not None and (len(shape) != len(expected) or any(
+                want is not None and want != got for want, got in zip(expected[1:], shape[1:]))):
+            hint = (": channels go last (from PyTorch's N, C, T, H, W: np.moveaxis(x, 1, -1))"
+                    if len(shape) == len(expected) and shape[1] == expected[-1] else "")
+            raise ValueError(f"{self.name} takes clips of shape {expected}, got {tuple(shape)}{hint}")
+        return super().predict(x, *args, **kwargs)
+
     def _implementation_changed(self, step):
         traced = self.__dict__.setdefault("_traced_implementations", {})  # untracked by Keras: no state
         now = r3d_layers.current_implementation()
@@ -86,8 +98,8 @@ def check_choice(arch, name, value, choices):
 
 
 def check_width(arch, width_mult):
-    """A width multiplier must be a positive Python number."""
-    if not _is_number(width_mult) or not width_mult > 0:
+    """A width multiplier must be a positive, finite Python number."""
+    if not _is_number(width_mult) or not 0 < width_mult < math.inf:
         raise ValueError(f"{arch}: width_mult must be a positive Python number, got {width_mult!r}")
 
 
