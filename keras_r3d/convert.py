@@ -355,7 +355,13 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
         model = registry.build(arch, class_names=class_names, **settings)
     except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is
         raise CheckpointMismatch(f"cannot build {arch} with {settings}: {error}") from None
-    _assign(model, state, headless=headless)
+    try:
+        _assign(model, state, headless=headless)
+    except CheckpointMismatch as error:
+        if "width_mult" in registry.builder_kwargs(arch) and "width_mult" not in settings:
+            raise CheckpointMismatch(f"{error}\nIts width is not an official one or not in its file name: pass "
+                                     "--width_mult (width_mult=)") from None
+        raise
     return model
 
 

@@ -142,7 +142,7 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
         contract = as_contract(preprocessing)
     new = registry.build(arch, num_classes=len(class_names), class_names=list(class_names),
                          preprocessing=contract, input_shape=(contract.frames, contract.size, contract.size, 3),
-                         **architecture)
+                         name=model.name, **architecture)
     head = HEAD_LAYERS[arch]
     source_layers = {layer.name: layer for layer in model.layers}
     for layer in new.layers:

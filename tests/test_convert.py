@@ -101,6 +101,12 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
         convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2", num_classes=10)
     with pytest.raises(ValueError, match="the bundled jester list has 27 classes, not 600; pass --labels"):
         convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2")
+    # A width that neither a file name nor the official widths tell (a 16-channel stem here).
+    state = _tagged_state(SHAPES["models"]["MobileNetV2-0.45x"])
+    state["features.0.0.weight"] = np.zeros((16, 3, 3, 3, 3), np.float32)
+    with pytest.raises(convert.CheckpointMismatch, match="not an official one or not in its file name: pass "
+                                                         r"--width_mult \(width_mult=\)$"):
+        convert.convert_state_dict(state, arch="mobilenetv2", dataset="kinetics")
 
 
 def test_official_file_name_is_parsed():

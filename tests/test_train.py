@@ -242,6 +242,8 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
         keras_r3d.finetune(keras.Sequential([keras.layers.Dense(2)]), names)
     with pytest.raises(ValueError, match="dropout: resnet has no dropout layer"):
         keras_r3d.finetune(keras_r3d.ResNet3D(10, num_classes=2, input_shape=(8, 32, 32, 3)), names, dropout=0.5)
+    source.name = "gestures"  # a user's name stays
+    assert keras_r3d.finetune(source, names).name == "gestures"
     with pytest.raises(ValueError, match="this one's are folded into its convs"):
         keras_r3d.finetune(keras_r3d.fold_batch_norm(source), names)
 
