@@ -12,7 +12,9 @@ first call (trace + compile) is timed apart as `compile_s`, then `--warmup`
 untimed calls lasting at least `--warmup_s` seconds, then `--repeats` timed
 calls, each synchronized with the device. Keras' backend is fixed per
 process, so each backend other than this process's runs in a worker
-subprocess (this module with `--worker_output`), and the rows are merged. Exported runtimes (TFLite, onnxruntime, TensorRT) are
+subprocess (this module with `--worker_output`), and the rows are merged;
+the models' params and MFLOPs are counted in one too, so that building
+them all leaves nothing in the peak memory of this process's rows. Exported runtimes (TFLite, onnxruntime, TensorRT) are
 exported and timed in the TensorFlow process through `keras_r3d.export`.
 `--official_repo` times the official PyTorch models side by side, imported
 from the user's checkout at run time, eager and under `torch.compile`.
