@@ -473,7 +473,7 @@ def test_jax_rows_run_on_the_given_number_of_threads(tmp_path):
     assert benchmark.pins_jax("jax", 1) and not benchmark.pins_jax("tensorflow", 1)
     command = [sys.executable, "-m", "keras_r3d.benchmark", "--models=ShuffleNetV2-0.25x", "--backends=jax",
                "--runtimes=keras", "--input_shape=8,32,32", "--batch_sizes=1", "--warmup=0", "--repeats=1",
-               "--num_classes=5", "--threads=1", f"--output_dir={tmp_path}", "--tag=one"]
+               "--num_classes=5", "--threads=1", f"--output_dir={tmp_path}", "--tag=one", "--overwrite"]
     for backend in ("tensorflow", "jax"):  # the main process's own backend, or another
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "KERAS_BACKEND": backend})

@@ -131,7 +131,7 @@ def test_saved_model_carries_contract_and_classes(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 8, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
     assert loaded.preprocessing == model.preprocessing
-    with pytest.raises(ValueError, match="not a keras_r3d"):
+    with pytest.raises(FileNotFoundError, match="No model file at .*missing.keras"):
         keras_r3d.model_info(tmp_path / "missing.keras")
 
 
