@@ -927,7 +927,7 @@ def main(argv, full_argv):
 
     try:
         with sticky_interrupts(), damaged_records_as_value_errors("--train_data or --val_data"):
-            train(config)
+            summary = train(config)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -940,6 +940,12 @@ def main(argv, full_argv):
                                   "command with --resume continues" if state else
                                   "before the first epoch ended: nothing is saved"), file=sys.stderr)
         return 130
+    if summary:  # the chief's
+        out = pathlib.Path(config["output_dir"])
+        print(f"Done: best validation video top-1 {summary['val_video_top1']:.3f} (epoch {summary['best_epoch']}) "
+              f"in {out / 'best.keras'}; curves in {out / 'accuracy.png'} and {out / 'metrics.csv'}.\n"
+              f"Next: python -m keras_r3d.predict --model {out / 'best.keras'} VIDEO, or python -m keras_r3d.export "
+              f"--model {out / 'best.keras'} --tflite --output exported/", file=sys.stderr)
     return 0
 
 
