@@ -90,6 +90,12 @@ def build_model(config, class_names):
         if changed:
             raise ValueError(f"--model {config['model']} trains on as it is, and {', '.join(changed)} would change "
                              "its input; --pretrained fine-tunes it with a new contract")
+        # Its layers keep the dtype policy they were saved with (the head computes in float32 in any).
+        mixed = {layer.dtype_policy.name for layer in model.layers if layer.weights} - {"float32"}
+        saved = mixed.pop() if mixed else "float32"
+        if saved != config.get("precision", "float32"):
+            raise ValueError(f"--model {config['model']} computes in {saved} and trains on as it is: pass "
+                             f"--precision={saved}, or --pretrained to fine-tune it in another precision")
         model.preprocessing = contract  # --fps: the rate of the records, for predict and the exports
         return model
     if config.get("pretrained"):
@@ -562,6 +568,8 @@ def _train(config):
     if not config["resume"] and run.state_path.exists():
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
+    if not state and any(run.checkpoints.glob("*.keras")):  # its rotation would delete this run's checkpoints
+        raise ValueError(f"{run.checkpoints} holds checkpoints of another run: choose another --output_dir")
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
@@ -589,7 +597,7 @@ def _train(config):
             if chief:  # a crash after state.json may have left them behind it
                 run.write_derived(state)
             if state["epoch"] >= config["epochs"]:
-                print(f"{run.path}: all {config['epochs']} epochs are done; nothing to train (last.keras, "
+                print(f"{run.path}: all {state['epoch']} epochs are done; nothing to train (last.keras, "
                       "best.keras and the metrics are up to date)", file=sys.stderr)
                 return json.loads(run.summary_path.read_text()) if chief else None
             print(f"Resuming {run.path} after epoch {state['epoch']}", file=sys.stderr)
@@ -757,10 +765,10 @@ def define_flags(flag_values=None):
     d.DEFINE_float("warmup_epochs", 0.0, "Linear warmup before cosine decay.", lower_bound=0.0)
     d.DEFINE_float("momentum", 0.9, "SGD momentum.")
     d.DEFINE_float("dampening", 0.9, "SGD dampening (the official code's 0.9).")
-    d.DEFINE_float("weight_decay", 1e-3, "L2 (SGD, coupled) or decoupled (AdamW) weight decay.")
+    d.DEFINE_float("weight_decay", 1e-3, "L2 (SGD, coupled) or decoupled (AdamW) weight decay.", lower_bound=0.0)
     d.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=1.0)
     d.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"], "Precision.")
-    d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.")
+    d.DEFINE_float("clipnorm", None, "Clip the global gradient norm.", lower_bound=0.0)
     d.DEFINE_integer("seed", 1, "Seeds initialization, data order, augmentation and dropout.")
     d.DEFINE_enum("jit_compile", "auto", list(JIT_COMPILE_CHOICES), "XLA-compile the train and "
                   "predict steps (true on torch: torch.compile); auto: yes on JAX and on TF with a GPU, no on "
@@ -926,7 +934,7 @@ def main(argv, full_argv):
     from keras_r3d.data import damaged_records_as_value_errors
 
     try:
-        with sticky_interrupts(), damaged_records_as_value_errors("--train_data or --val_data"):
+        with sticky_interrupts(sigterm=True), damaged_records_as_value_errors("--train_data or --val_data"):
             summary = train(config)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)

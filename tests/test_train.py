@@ -176,7 +176,7 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again():
             with pytest.raises(KeyboardInterrupt):
                 raise_if_interrupted()
         raise_if_interrupted()  # forgotten outside
-        # The benchmark takes a SIGTERM (`kill`) as a Ctrl-C, so that it keeps its rows and stops its workers.
+        # Training and the benchmark take a SIGTERM (`kill`, a scheduler's preemption) as a Ctrl-C.
         with pytest.raises(KeyboardInterrupt), sticky_interrupts(sigterm=True):
             signal.raise_signal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -565,6 +565,13 @@ def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_sy
         with pytest.raises(ValueError, match=message):
             r3d_train.train(config)
         assert not run.exists()
+    # Another run's checkpoints (without its state.json): this run's rotation would delete its own.
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_0009.keras").write_bytes(b"")
+    for resume in (False, True):
+        config = r3d_train.default_config(**TINY, **synthetic, output_dir=str(run), resume=resume)
+        with pytest.raises(ValueError, match="checkpoints holds checkpoints of another run: choose another"):
+            r3d_train.train(config)
     # The demo recipe's synthetic set is made only for the splits it gives.
     assert r3d_train.finish_config({**r3d_train.default_config(**synthetic), "synthetic_dir": "s"}, [])[
         "synthetic_dir"] is None
@@ -682,6 +689,9 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
         r3d_train.build_model({"pretrained": str(path), "groups": 3}, ["a", "b"])
     with pytest.raises(ValueError, match="--dropout applies to --arch and --pretrained: --model trains on"):
         r3d_train.build_model({"model": str(path), "dropout": 0.5}, ["a", "b"])
+    # Its layers keep the precision they were saved in: another --precision would not apply.
+    with pytest.raises(ValueError, match=r"computes in float32 and trains on as it is: pass --precision=float32"):
+        r3d_train.build_model({"model": str(path), "precision": "mixed_bfloat16"}, ["a", "b"])
 
 
 def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthetic, capsys):
