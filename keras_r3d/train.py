@@ -569,7 +569,8 @@ def _train(config):
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
     if not state and any(run.checkpoints.glob("*.keras")):  # its rotation would delete this run's checkpoints
-        raise ValueError(f"{run.checkpoints} holds checkpoints of another run: choose another --output_dir")
+        raise ValueError(f"{run.checkpoints} holds checkpoints of another run (or of one stopped before its first "
+                         "epoch was recorded): choose another --output_dir, or empty it")
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     class_names = r3d_data.label_names(config["train_data"])
