@@ -426,9 +426,6 @@ def load_clips(source, contract, limit):
     for item in items:
         by_folder[item.relative_to(path).parts[0] if item != path else ""].append(item)
     items = [item for turn in itertools.zip_longest(*by_folder.values()) for item in turn if item is not None]
-    if items == [path]:
-        frames, fps = read_cropped(path, contract)
-        return clips_from_frames(frames, contract, fps)[:1]
     clips, skipped = [], []
     for item in items:
         if len(clips) == limit:
@@ -437,6 +434,8 @@ def load_clips(source, contract, limit):
             frames, fps = read_cropped(item, contract)
             clips.append(clips_from_frames(frames, contract, fps)[0])
         except VideoError as error:
+            if item == path:  # a file or frame folder named alone
+                raise
             skipped.append(error)
     for error in skipped[:3]:
         print(f"warning: skipped {error}", file=sys.stderr)
