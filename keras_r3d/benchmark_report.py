@@ -114,7 +114,8 @@ def render_markdown(results):
         f"git {run.get('git_commit')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
         f"- Input {frames}×{height}×{width}, {settings['num_classes']} classes, "
-        f"{settings['warmup']} warmup call{'s' * (settings['warmup'] != 1)} (and at least {settings.get('warmup_s', 0)} s) and "
+        f"{settings['warmup']} warmup call{'s' * (settings['warmup'] != 1)} "
+        f"(and at least {settings.get('warmup_s', 0)} s) and "
         f"{_timed_calls_text(settings)}, "
         f"{settings['threads']} thread{'s' * (settings['threads'] != 1)}, "
         f"TF32 {'on' if settings['tf32'] else 'off'}, "

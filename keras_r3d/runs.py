@@ -24,6 +24,7 @@ class RunDirectory:
         self.checkpoints = self.path / "checkpoints"
         self.state_path = self.path / "state.json"
         self.summary_path = self.path / "metrics.json"
+        self.metrics_csv, self.accuracy_png = self.path / "metrics.csv", self.path / "accuracy.png"
         self.workers = self.path / "workers"  # multi-worker runs: each worker's files
 
     def read_state(self):
@@ -79,7 +80,7 @@ class RunDirectory:
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-        write_atomic(self.path / "metrics.csv", text.getvalue())
+        write_atomic(self.metrics_csv, text.getvalue())
         best = history[state["best_epoch"] - 1]
         summary = {"best_epoch": state["best_epoch"], "val_clip_top1": best["val_clip_top1"],
                    "val_video_top1": best["val_video_top1"], "val_video_top5": best["val_video_top5"],
@@ -89,7 +90,7 @@ class RunDirectory:
         if reversed_rows:  # measured on the last epoch (or every epoch)
             summary["val_reversed_video_top1"] = reversed_rows[-1]["val_reversed_video_top1"]
         write_atomic(self.summary_path, json.dumps(summary, indent=1) + "\n")
-        plot_accuracy(history, self.path / "accuracy.png", state["best_epoch"])
+        plot_accuracy(history, self.accuracy_png, state["best_epoch"])
 
 
 def plot_accuracy(history, path, best_epoch=None):

@@ -31,7 +31,7 @@ import numpy as np
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
-from keras_r3d.runs import RunDirectory, write_tensorboard
+from keras_r3d.runs import BEST_MODEL, RunDirectory, write_tensorboard
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 FINETUNE_MODES = ("complete", "last_layer")  # the whole model, or the head only
@@ -950,11 +950,12 @@ def main(argv, full_argv):
                                   "before the first epoch ended: nothing is saved"), file=sys.stderr)
         return 130
     if summary:  # the chief's
-        out = pathlib.Path(config["output_dir"])
+        run = RunDirectory(config["output_dir"])
+        best = run.path / BEST_MODEL
         print(f"Done: best validation video top-1 {summary['val_video_top1']:.3f} (epoch {summary['best_epoch']}) "
-              f"in {out / 'best.keras'}; curves in {out / 'accuracy.png'} and {out / 'metrics.csv'}.\n"
-              f"Next: python -m keras_r3d.predict --model {out / 'best.keras'} VIDEO, or python -m keras_r3d.export "
-              f"--model {out / 'best.keras'} --tflite --output exported/", file=sys.stderr)
+              f"in {best}; curves in {run.accuracy_png} and {run.metrics_csv}.\n"
+              f"Next: python -m keras_r3d.predict --model {best} VIDEO, or python -m keras_r3d.export "
+              f"--model {best} --tflite --output exported/", file=sys.stderr)
     return 0
 
 
