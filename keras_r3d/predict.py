@@ -8,14 +8,13 @@ a center crop, and the temporal center window; `--clips N` averages the
 softmax of N evenly spaced windows instead.
 """
 import json
-import math
 import pathlib
 import sys
 
 import numpy as np
 
 from keras_r3d.evaluate import class_scores
-from keras_r3d.preprocessing import preprocess
+from keras_r3d.preprocessing import checked_fps, preprocess
 from keras_r3d.video import VideoError, read_video, resample_indices
 
 
@@ -96,9 +95,7 @@ def classify(model, path_or_frames, top_k=5, clips=1, fps=None):
                          "include_top=False, or not a keras_r3d model)")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool)
-                                and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number of frames per second, or None, got {fps!r}")
+    fps = checked_fps(fps)
     contract = model.preprocessing
     if isinstance(path_or_frames, (str, pathlib.Path)):
         if fps is not None:

@@ -13,6 +13,15 @@ import numpy as np
 ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)
 
 
+
+def checked_fps(fps):
+    """`fps` as a float, or None; anything but a positive finite number is a ValueError."""
+    if fps is None:
+        return None
+    if not isinstance(fps, numbers.Real) or isinstance(fps, bool) or not 0 < fps < math.inf:
+        raise ValueError(f"fps must be a positive number of frames per second or None, got {fps!r}")
+    return float(fps)
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """How uint8 RGB frames become a model's input.
@@ -58,10 +67,7 @@ class Preprocessing:
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.fps is not None:
-            if not isinstance(self.fps, numbers.Real) or isinstance(self.fps, bool) or not 0 < self.fps < math.inf:
-                raise ValueError(f"fps must be a positive number or None, got {self.fps!r}")
-            object.__setattr__(self, "fps", float(self.fps))
+        object.__setattr__(self, "fps", checked_fps(self.fps))
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -169,9 +169,9 @@ def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
     assert result["windows"] == 4 and len(result["top"]) == 3
     assert result["top"][0]["prob"] >= result["top"][1]["prob"] >= result["top"][2]["prob"]
     assert "note" not in result
-    # Frames given as an array are resampled from the fps given, as a file's are.
+    # Frames given as an array are resampled from the fps given (any real number), as a file's are.
     frames = video.read_video(fixtures_dir / "clips" / "ucf101" / "paddlevideo_example_archery.avi")[0]
-    assert keras_r3d.classify(model, frames, top_k=3, fps=25.0, clips=4) == result
+    assert keras_r3d.classify(model, frames, top_k=3, fps=np.float32(25.0), clips=4) == result
     for bad in ({"top_k": 0}, {"top_k": True}, {"fps": 0}, {"fps": -5}, {"fps": "12"}, {"fps": float("nan")}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive"):
             keras_r3d.classify(model, frames, **bad)

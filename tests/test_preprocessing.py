@@ -53,8 +53,8 @@ def test_contract_round_trip_and_checks():
                          ({"size": "112"}, "size must be a positive int, got '112'"),
                          ({"mean": 5}, "mean must be 3 finite numbers, got 5"),
                          ({"std": (1.0, float("nan"), 1.0)}, r"std must be 3 finite numbers, got \(1.0, nan, 1.0\)"),
-                         ({"fps": float("inf")}, "fps must be a positive number or None"),
-                         ({"fps": 0}, "fps must be a positive number or None")):
+                         ({"fps": float("inf")}, "fps must be a positive number of frames per second or None"),
+                         ({"fps": 0}, "fps must be a positive number of frames per second or None")):
         with pytest.raises(ValueError, match=message):
             Preprocessing(**bad)
     assert Preprocessing(frames=np.int64(8), fps=np.float32(12.5)).to_dict()["frames"] == 8  # as Python numbers
