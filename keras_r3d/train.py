@@ -48,8 +48,10 @@ CONTRACT_VALUE_FLAGS = ("value_range", "mean", "std")
 RESUME_FIXED = ("optimizer", "lr", "lr_schedule", "lr_steps", "warmup_epochs", "momentum", "dampening",
                 "weight_decay", "clipnorm", "label_smoothing", "precision", "batch_size",
                 "model", "pretrained", "finetune", "arch", "dropout", "preprocessing",
-                "seed", "crop", "hflip") \
+                "seed", "crop", "hflip", "deterministic", "val_clips") \
     + CONTRACT_SCALAR_FLAGS + CONTRACT_VALUE_FLAGS
+# Recorded too, but a resumed run may change it (data moved), with a note.
+RESUME_NOTED = ("val_data",)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -187,11 +189,11 @@ def compile_model(model, config, steps_per_epoch):
 def fixed_settings(config):
     """The settings that a resumed run must keep (`RESUME_FIXED` and the
     architecture flags, model files as real paths, and the epochs under cosine
-    decay, which spans the run)."""
+    decay, which spans the run), and those it notes changes of (`RESUME_NOTED`)."""
     from keras_r3d import registry
 
-    settings = {name: config[name] for name in RESUME_FIXED + registry.ARCHITECTURE_FLAGS}
-    for name in ("model", "pretrained"):
+    settings = {name: config[name] for name in RESUME_FIXED + RESUME_NOTED + registry.ARCHITECTURE_FLAGS}
+    for name in ("model", "pretrained", "val_data"):
         settings[name] = settings[name] and os.path.realpath(settings[name])
     if config["lr_schedule"] == "cosine":
         settings["epochs"] = config["epochs"]
@@ -223,12 +225,16 @@ def check_resumable(state, config):
                          f"optimizer, and the backends draw dropout differently; resume it with "
                          f"KERAS_BACKEND={backend}, or start a new --output_dir (--model with its last.keras "
                          f"trains on without the optimizer state)")
-    changed = [f"{_flag_text(name, state['settings'][name])} (now {_flag_text(name, value)})"
+    changed = {name: f"{_flag_text(name, state['settings'][name])} (now {_flag_text(name, value)})"
                for name, value in fixed_settings(config).items()
-               if name in state["settings"] and state["settings"][name] != value]
+               if name in state["settings"] and state["settings"][name] != value}
+    for name in RESUME_NOTED:
+        if name in changed:
+            print(f"note: --resume: {changed.pop(name)}: best.keras is chosen by validation accuracy on either",
+                  file=sys.stderr)
     if changed:
         raise ValueError(f"--resume continues the run with its own model, optimizer, schedule and sampling, and "
-                         f"these flags differ from the run's: {', '.join(changed)}. Give the run's values, or "
+                         f"these flags differ from the run's: {', '.join(changed.values())}. Give the run's values, or "
                          f"start a new --output_dir (--pretrained with its last.keras to fine-tune from it)")
 
 

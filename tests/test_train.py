@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -587,15 +588,27 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
     r3d_train.train({**config, "resume": True})
     assert f"note: --resume: no run in {tmp_path / 'run'} yet; starting one" in capsys.readouterr().err
     for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16"),
-                        ("arch", "mobilenet"), ("size", 48), ("version", 1.0), ("seed", 7), ("crop", "center")):
+                        ("arch", "mobilenet"), ("size", 48), ("version", 1.0), ("seed", 7), ("crop", "center"),
+                        ("val_clips", 1)):
         with pytest.raises(ValueError, match=f"--{flag}={config[flag]} \\(now --{flag}={value}\\)"):
             r3d_train.train({**config, flag: value, "resume": True})
     # Values as they are typed; lr_steps do not matter under cosine decay.
     with pytest.raises(ValueError, match=r"flags differ from the run's: no --dropout \(now --dropout=0.5\), "
-                                         r"--nohflip \(now --hflip\)\. Give"):
-        r3d_train.train({**config, "dropout": 0.5, "hflip": True, "lr_steps": [5], "resume": True})
-    r3d_train.train({**config, "resume": True})
-    assert "all 1 epochs are done; nothing to train" in capsys.readouterr().err
+                                         r"--nohflip \(now --hflip\), --nodeterministic \(now --deterministic\)\. "
+                                         r"Give"):
+        r3d_train.train({**config, "dropout": 0.5, "hflip": True, "deterministic": True, "lr_steps": [5],
+                         "resume": True})
+    # Validation data may move, with a note.
+    moved_val = tmp_path / "moved" / "val-*.tfrecord"
+    val_dir = pathlib.Path(config["val_data"]).parent
+    moved_val.parent.mkdir()
+    for path in [val_dir / "manifest.json", *val_dir.glob(moved_val.name)]:
+        shutil.copy(path, moved_val.parent)
+    r3d_train.train({**config, "val_data": str(moved_val), "resume": True})
+    err = capsys.readouterr().err
+    assert (f"note: --resume: --val_data={os.path.realpath(config['val_data'])} (now --val_data={moved_val}): "
+            "best.keras is chosen by validation accuracy on either") in err
+    assert "all 1 epochs are done; nothing to train" in err
     # A checkpoint compiled on torch crashed in TensorFlow's and JAX's first step.
     state_path = tmp_path / "run" / "state.json"
     state = json.loads(state_path.read_text())
