@@ -99,6 +99,11 @@ def build_model(config, class_names):
             raise ValueError(f"--model {config['model']} computes in {saved} and trains on as it is: pass "
                              f"--precision={saved}, or --pretrained to fine-tune it in another precision")
         model.preprocessing = contract  # --fps: the rate of the records, for predict and the exports
+        frozen = [layer.name for layer in model.layers if layer.weights and not layer.trainable]
+        if frozen:
+            print(f"note: --model {config['model']}: {len(frozen)} of its layers were saved frozen (a "
+                  "--finetune=last_layer run) and stay so; --pretrained with it and --finetune=complete trains "
+                  "them all, with a new head", file=sys.stderr)
         return model
     if config.get("pretrained"):
         source = load(config["pretrained"])

@@ -206,7 +206,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(synthetic, tmp_path,
     del tf
 
 
-def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
+def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir, tmp_path, capsys):
     import keras
 
     import keras_r3d
@@ -233,6 +233,13 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir):
     assert batch_norms and not any(l.trainable for l in batch_norms)  # statistics frozen
     complete = r3d_train.finetune_model(source, names, {**config, "finetune": "complete"})
     assert len(complete.trainable_weights) == len(source.trainable_weights)
+    # Trained on with --model, its frozen layers stay so, with a note.
+    model.save(tmp_path / "head_only.keras")
+    trained_on = r3d_train.build_model({**config, "pretrained": None, "finetune": None, "frames": None,
+                                        "size": None, "model": str(tmp_path / "head_only.keras")}, names)
+    assert [w.path for w in trained_on.trainable_weights] == ["classifier_1/kernel", "classifier_1/bias"]
+    assert f"note: --model {tmp_path / 'head_only.keras'}: {copied} of its layers were " \
+           "saved frozen" in capsys.readouterr().err
     # The same from Python.
     api = keras_r3d.finetune(source, names, head_only=True, preprocessing=source.preprocessing.replace(size=64))
     assert api.input_shape == model.input_shape and api.get_layer("classifier_0").rate == 0.9
