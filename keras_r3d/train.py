@@ -19,6 +19,7 @@ from the last finished epoch with its optimizer state, learning rate, and the
 data order and dropout randomness of the next epoch (both are seeded per
 epoch from `--seed`).
 """
+import contextlib
 import json
 import math
 import os
@@ -557,8 +558,6 @@ def train(config):
 
 
 def _train(config):
-    import contextlib
-
     import keras
 
     from keras_r3d import data as r3d_data
@@ -955,7 +954,11 @@ def main(argv, full_argv):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        state = RunDirectory(config["output_dir"]).read_state()
+        run = RunDirectory(config["output_dir"])
+        state = run.read_state()
+        if not state:  # the folder this run made, if still empty
+            with contextlib.suppress(OSError):
+                run.path.rmdir()
         print("\ninterrupted " + (f"after epoch {state['epoch']}, saved in {config['output_dir']}: the same "
                                   "command with --resume continues" if state else
                                   "before the first epoch ended: nothing is saved"), file=sys.stderr)

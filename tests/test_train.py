@@ -132,22 +132,31 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(synthetic, tmp_path):
     assert [r.split(",")[:2] for r in straight] == [r.split(",")[:2] for r in resumed]
 
 
-def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
-    run_dir = tmp_path / "run"
+def _interrupt_training(run_dir, synthetic, when):
+    """The stderr of a training run sent SIGINT once `when()` holds."""
     # SIGINT handled as in a terminal, even where this runs as a background job (which ignores it).
     process = subprocess.Popen(_cli(run_dir, synthetic, epochs=50), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
-    while not (run_dir / "state.json").exists() and process.poll() is None and time.time() < deadline:
+    while not when() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert (run_dir / "state.json").exists() and process.poll() is None, "no epoch ended in time"
+    assert when() and process.poll() is None, "the run did not get there in time"
     process.send_signal(signal.SIGINT)
     try:
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130, err[-2000:]
+    return err
+
+
+def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
+    run_dir = tmp_path / "run"
+    # Before the first epoch ends: nothing saved, and the run's folder is gone.
+    err = _interrupt_training(run_dir, synthetic, when=run_dir.exists)
+    assert "interrupted before the first epoch ended: nothing is saved" in err and not run_dir.exists()
+    err = _interrupt_training(run_dir, synthetic, when=(run_dir / "state.json").exists)
     epoch = json.loads((run_dir / "state.json").read_text())["epoch"]
     assert f"interrupted after epoch {epoch}, saved in {run_dir}: the same command with --resume" in err
     assert "Traceback" not in err
