@@ -956,7 +956,7 @@ def main(argv, full_argv):
     except KeyboardInterrupt:
         run = RunDirectory(config["output_dir"])
         state = run.read_state()
-        if not state:  # the folder this run made, if still empty
+        if not state:  # the run folder, if it is still empty
             with contextlib.suppress(OSError):
                 run.path.rmdir()
         print("\ninterrupted " + (f"after epoch {state['epoch']}, saved in {config['output_dir']}: the same "
