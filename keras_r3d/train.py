@@ -832,12 +832,15 @@ CONDITIONAL_FLAGS = (("warmup_epochs", "--lr_schedule=cosine", lambda config: co
                      ("dampening", "--optimizer=official_sgd", lambda config: config["optimizer"] == "official_sgd"))
 
 
-def ignored_flags(flag_values):
+def ignored_flags(flag_values, argv):
     """Notes on the flags set away from their defaults that the other flags
-    leave unused (`--warmup_epochs` under a step schedule, say)."""
+    leave unused (`--warmup_epochs` under a step schedule, say), naming those
+    that a flagfile set rather than `argv` itself."""
     config = {name: flag_values[name].value for name in flag_values}
-    return [f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value} is used with {needs} "
-            f"only: ignored" for name, needs, uses in CONDITIONAL_FLAGS
+    typed = command_line_flags(argv)
+    return [f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            f"{'' if name in typed else ' (from the flagfile)'} is used with {needs} only: ignored"
+            for name, needs, uses in CONDITIONAL_FLAGS
             if not uses(config) and (value := flag_values[name].value) != flag_values[name].default]
 
 
@@ -940,7 +943,7 @@ def main(argv, full_argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for note in ignored_flags(flags.FLAGS):
+    for note in ignored_flags(flags.FLAGS, full_argv):
         print(f"note: {note}", file=sys.stderr)
     from keras_r3d.data import damaged_records_as_value_errors
 

@@ -556,15 +556,16 @@ def test_the_command_line_overrides_a_recipe_before_or_after_it_and_unused_flags
     def notes(*argv):
         flag_values = flags.FlagValues()
         r3d_train.define_flags(flag_values)
-        flag_values(r3d_train.expand_recipe(["train", *argv]))
-        return r3d_train.ignored_flags(flag_values)
+        argv = r3d_train.expand_recipe(["train", *argv])
+        flag_values(argv)
+        return r3d_train.ignored_flags(flag_values, argv)
 
     assert [notes(f"--recipe={recipe}") for recipe in r3d_train.list_recipes()] == [[]] * 4
     assert notes("--recipe=demo", "--lr_schedule=steps", "--momentum=0.5") == [  # demo trains with AdamW
-        "--warmup_epochs=1.0 is used with --lr_schedule=cosine only: ignored",
+        "--warmup_epochs=1.0 (from the flagfile) is used with --lr_schedule=cosine only: ignored",
         "--momentum=0.5 is used with --optimizer=official_sgd only: ignored"]
     assert notes("--recipe=jester", "--optimizer=adamw", "--momentum=0.5", "--lr_schedule=cosine") == [
-        "--lr_steps=40,55,65,70 is used with --lr_schedule=steps only: ignored",
+        "--lr_steps=40,55,65,70 (from the flagfile) is used with --lr_schedule=steps only: ignored",
         "--momentum=0.5 is used with --optimizer=official_sgd only: ignored"]
 
 
