@@ -389,7 +389,7 @@ def main(argv):
     except (ValueError, TypeError, OSError) as error:  # TypeError: a flag the arch does not take
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {output}: {model.architecture} with {len(model.class_names)} classes, "
+    print(f"Wrote {output}: {registry.describe(model.architecture)} with {len(model.class_names)} classes, "
           f"preprocessing {model.preprocessing.to_dict()}", file=sys.stderr)
     return 0
 

@@ -58,6 +58,15 @@ def get_spec(name):
     return specs[name]
 
 
+def describe(architecture):
+    """A model's `architecture` (its arch and builder kwargs) by its registry
+    name where one matches (`ShuffleNetV2-1.0x`), else as `arch (kwargs)`."""
+    arch = architecture["arch"]
+    kwargs = {k: v for k, v in architecture.items() if k not in ("arch", "num_classes", "classifier_activation")}
+    names = [name for name, spec in _specs().items() if spec.arch == arch and spec.kwargs == kwargs]
+    return names[0] if names else f"{arch} ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+
+
 def create_model(name, **kwargs):
     """Builds a registry configuration; kwargs override the builder's."""
     return get_spec(name).build(**kwargs)

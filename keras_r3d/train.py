@@ -562,6 +562,7 @@ def _train(config):
 
     from keras_r3d import data as r3d_data
     from keras_r3d import optimizers  # noqa: F401 (registers OfficialSGD for resuming)
+    from keras_r3d import registry
     from keras_r3d.evaluate import evaluate
 
     wall_start = time.perf_counter()
@@ -627,7 +628,7 @@ def _train(config):
     custom_step = CustomStepEpoch(model, strategy, config) \
         if config["strategy"] == "multi_worker" else None
     replicas = strategy.num_replicas_in_sync if strategy else 1
-    print(f"Training {model.architecture} on {videos} videos ({len(class_names)} classes), "
+    print(f"Training {registry.describe(model.architecture)} on {videos} videos ({len(class_names)} classes), "
           f"{steps_per_epoch} steps of {config['batch_size']} clips per epoch on {replicas} replica(s), "
           f"into {run.path}", file=sys.stderr)
 

@@ -64,6 +64,7 @@ def test_every_configuration_matches_the_official_model(name):
     assert {k: v for k, v in model.architecture.items() if k != "num_classes"} == \
         {"arch": spec.arch, **spec.kwargs}
     assert model.architecture["num_classes"] == SHAPES["num_classes"]
+    assert keras_r3d.registry.describe(model.architecture) == name
 
     tags = sorted(float(np.asarray(w.value).flat[0]) for w in model.weights)
     expected = sorted(float(v.flat[0]) for k, v in state.items() if not k.endswith("num_batches_tracked"))

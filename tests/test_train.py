@@ -157,6 +157,7 @@ def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
     err = _interrupt_training(run_dir, synthetic, when=run_dir.exists)
     assert "interrupted before the first epoch ended: nothing is saved" in err and not run_dir.exists()
     err = _interrupt_training(run_dir, synthetic, when=(run_dir / "state.json").exists)
+    assert "Training SqueezeNet-1.1 on " in err  # the architecture by its registry name
     epoch = json.loads((run_dir / "state.json").read_text())["epoch"]
     assert f"interrupted after epoch {epoch}, saved in {run_dir}: the same command with --resume" in err
     assert "Traceback" not in err
