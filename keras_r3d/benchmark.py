@@ -173,14 +173,32 @@ def reset_peak_rss():
         return False
 
 
-def peak_rss_mib():
+def _proc_status_mib(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB, or None."""
     with contextlib.suppress(OSError):
         for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
+    return None
+
+
+def peak_rss_mib():
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _proc_status_mib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def with_rss_added(on_row):
+    """`on_row` for the rows of one model's measurement, adding to each timed
+    row `rss_added_mib`: its peak RSS less the process's RSS before the model
+    was built (what earlier models left resident is not this one's)."""
+    before = _proc_status_mib("VmRSS")
+
+    def add(row):
+        if before is not None and row.get("peak_rss_mib") is not None:
+            row = {**row, "rss_added_mib": row["peak_rss_mib"] - before}
+        on_row(row)
+    return add
 
 
 # ---------------------------------------------------------------- timing
@@ -856,11 +874,11 @@ def run_share(runtimes, settings, on_row, official=False):
         sink = rows.append if rounds > 1 else (lambda row: on_row(merge_rounds([row])[0]))
         for _ in range(rounds):
             if "keras" in runtimes:
-                measure_keras(name, per_round, sink)
+                measure_keras(name, per_round, with_rss_added(sink))
             if exported:
-                measure_exported(name, exported, per_round, sink)
+                measure_exported(name, exported, per_round, with_rss_added(sink))
             if official:
-                measure_official(name, per_round, sink)
+                measure_official(name, per_round, with_rss_added(sink))
         for row in merge_rounds(rows):
             on_row(row)
 
@@ -882,7 +900,9 @@ def merge_rounds(rows):
         row = dict(failed[0] if failed else group[0])
         if not failed:
             row.update(summarize([s for r in group for s in r["latencies_s"]], row["batch_size"]))
-            row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in group)
+            for key in ("peak_rss_mib", "rss_added_mib"):
+                if row.get(key) is not None:
+                    row[key] = max(r[key] for r in group)
             if row.get("gpu_peak_mib") is not None:
                 row["gpu_peak_mib"] = max(r["gpu_peak_mib"] for r in group)
             if len(group) > 1:

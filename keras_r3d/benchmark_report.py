@@ -98,6 +98,12 @@ def _cps(row):
     return f"{_fmt(c['median'])} [{_fmt(c['min'])}–{_fmt(c['max'])}]"
 
 
+def _rss(row):
+    """Peak RSS, and what the model's measurement added to the process's RSS (newer runs)."""
+    added = row.get("rss_added_mib")
+    return _fmt(row.get("peak_rss_mib"), 0) + ("" if added is None else f" (+{added:,.0f})")
+
+
 def render_markdown(results):
     """Table 8's layout with the paper's figures beside ours, then the
     latency/memory/compile details and the CPU target."""
@@ -173,10 +179,11 @@ def render_markdown(results):
     for runtime in OP_PROFILED:
         lines += _op_time_section(rows, runtime)
 
+    added = any(row.get("rss_added_mib") is not None for row in rows)  # recorded since 2026-11-28
     lines += ["## Every measurement", "",
               _md_row(["Model", "Runtime", "Precision", "Batch", "Clips/s median [min–max]",
-                       "p50 ms", "p99 ms", "Peak RSS MiB", "GPU peak MiB", "Compile s", "Export s",
-                       "Load 1-min", "Status"]),
+                       "p50 ms", "p99 ms", "Peak RSS MiB (+model's)" if added else "Peak RSS MiB",
+                       "GPU peak MiB", "Compile s", "Export s", "Load 1-min", "Status"]),
               _md_row(["---"] * 3 + ["---:"] * 9 + ["---"])]
     for row in rows:
         ok = row.get("status") == "ok"
@@ -185,12 +192,15 @@ def render_markdown(results):
             _cps(row) if ok else "—",
             _fmt(row["latency_ms"]["p50"], 2) if ok else "—",
             _fmt(row["latency_ms"]["p99"], 2) if ok else "—",
-            _fmt(row.get("peak_rss_mib"), 0), _fmt(row.get("gpu_peak_mib"), 0),
+            _rss(row), _fmt(row.get("gpu_peak_mib"), 0),
             _fmt(row.get("compile_s"), 2), _fmt(row.get("export_s"), 2), _fmt(row.get("load_1min"), 2),
             (row.get("status", "—") + (f" ({row['notes']})" if row.get("notes") else "")
              ).replace("|", "/")]))
     lines += ["", "Peak RSS is the process's peak resident memory during that measurement "
-              "(reset before it where the kernel allows); it includes the framework's own footprint. "
+              "(reset before it where the kernel allows); it includes the framework's own footprint and "
+              "what earlier models of the process left resident" + (
+                  "; (+N) is the peak less the process's RSS before the model was built, the model's own "
+                  "share. " if added else ". ") +
               "JAX cannot reset its GPU peak, so a JAX row's GPU peak is the process's so far.",
               ""]
     return "\n".join(lines)
