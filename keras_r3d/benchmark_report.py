@@ -91,11 +91,16 @@ def _fmt(value, digits=1):
     return f"{value:,.{digits}f}"
 
 
+def _clips(value):
+    """Clips/s with one decimal; two significant digits below 1 (C3D on a CPU core)."""
+    return _fmt(value) if value >= 1 else f"{value:.2g}"
+
+
 def _cps(row):
     if row.get("status") != "ok":
         return row.get("status", "—").split(":")[0]
     c = row["clips_per_s"]
-    return f"{_fmt(c['median'])} [{_fmt(c['min'])}–{_fmt(c['max'])}]"
+    return f"{_clips(c['median'])} [{_clips(c['min'])}–{_clips(c['max'])}]"
 
 
 def _rss(row):
@@ -231,7 +236,7 @@ def _target_section(models, rows, busy=False):
         for key in ("deployable", "keras", "official"):
             row = best[key]
             cells += [series_label(row) if row else "not measured",
-                      _fmt(row["clips_per_s"]["median"]) if row else "—"]
+                      _clips(row["clips_per_s"]["median"]) if row else "—"]
         if best["deployable"]:
             ratio = best["deployable"]["clips_per_s"]["median"] / best["official"]["clips_per_s"]["median"]
             cells += [f"{ratio:.2f}×", "yes" if ratio >= CPU_TARGET_RATIO else "**no**"]
@@ -384,15 +389,16 @@ def plot_speed(results, path):
         xs = [models[row["model"]]["mflops"] for row in rows]
         ys = [row["clips_per_s"]["median"] for row in rows]
         axes.plot(xs, ys, "o", label=label, alpha=0.8)
-    for key, label, marker in (("titan_xp_cps", "paper: Titan XP b8", "k^"),
-                               ("jetson_tx2_cps", "paper: Jetson TX2 b8", "kv")):
-        points = [(facts["mflops"], facts["paper"][key]) for facts in models.values()
+    # The paper's points at its own MFLOPs (16x112x112): ours differ for other input shapes.
+    for key, label, marker in (("titan_xp_cps", "paper: Titan XP b8, 16×112×112", "k^"),
+                               ("jetson_tx2_cps", "paper: Jetson TX2 b8, 16×112×112", "kv")):
+        points = [(facts["paper"]["mflops"], facts["paper"][key]) for facts in models.values()
                   if facts["paper"][key]]
         if points:
             axes.plot(*zip(*points), marker, fillstyle="none", label=label)
     for name, facts in models.items():
         if facts["paper"]["titan_xp_cps"]:
-            axes.annotate(name, (facts["mflops"], facts["paper"]["titan_xp_cps"]), fontsize=6,
+            axes.annotate(name, (facts["paper"]["mflops"], facts["paper"]["titan_xp_cps"]), fontsize=6,
                           rotation=60, xytext=(2, 4), textcoords="offset points", alpha=0.6)
     axes.set_xscale("log")
     axes.set_yscale("log")

@@ -394,6 +394,28 @@ def test_markdown_reports_the_cpu_target(tmp_path):
         benchmark_report.rerender(tmp_path / "t.json")
 
 
+def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
+    from matplotlib import pyplot
+
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    results = {
+        "run": {"tag": "t", "command": "c", "cpu_model": "cpu", "cpu_cores": 2, "gpus": [],
+                "started_utc": "s", "finished_utc": "f", "versions": {"keras": "3"},
+                "load_1min_before": 0.1, "load_1min_after": 0.2, "git_commit": "x",
+                "settings": {**TINY, "input_shape": [8, 32, 32, 3], "models": ["A"], "backends": ["torch"],
+                             "runtimes": ["keras"], "precisions": ["float32"]}},
+        "models": {"A": {"params_M": 1.9, "mflops": 9.0, "paper": paper}},
+        "results": [_row("A", "keras", 0.0123)],
+    }
+    assert "| 0.012 [0.012–0.012] |" in benchmark_report.render_markdown(results)
+    monkeypatch.setattr(pyplot, "close", lambda figure: None)
+    benchmark_report.plot_speed(results, tmp_path / "t.png")
+    lines = {line.get_label(): line.get_xydata().tolist() for line in pyplot.gcf().axes[0].lines}
+    pyplot.close("all")
+    assert lines["paper: Titan XP b8, 16×112×112"] == [[195, 243]]
+    assert lines["Keras (torch) float32 b1"] == [[9.0, 0.0123]]
+
+
 def test_markdown_reports_the_gpu_targets():
     paper = {"params_M": 1.3, "mflops": 360, "titan_xp_cps": 0, "jetson_tx2_cps": 0}
     gpu = {"gpu_peak_mib": 100.0}
