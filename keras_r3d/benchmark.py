@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from keras_r3d import export
-from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, missing_cells, plot_speed,
+from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, missing_cells, plot_speed, series_label,
                                        render_markdown, repeats_per_round, rerender)
 from keras_r3d.files import probe_writable, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
@@ -869,9 +869,15 @@ def run_share(runtimes, settings, on_row, official=False):
     rounds = settings.get("rounds", 1)
     per_round = {**settings, "repeats": repeats_per_round(settings)}
     label = f"benchmark [{keras.backend.backend()}: {', '.join(runtimes) or 'official'}]"
-    for name in tqdm(settings["models"], desc=label, unit="model", file=sys.stderr):
+    progress = tqdm(settings["models"], desc=label, unit="model", file=sys.stderr)
+    for name in progress:
         rows = []
-        sink = rows.append if rounds > 1 else (lambda row: on_row(merge_rounds([row])[0]))
+        merged = rows.append if rounds > 1 else (lambda row: on_row(merge_rounds([row])[0]))
+
+        def sink(row, merged=merged):  # the bar names each cell as it ends: a model can take minutes
+            progress.set_postfix_str(f"{row['model']}: {series_label(row)} b{row['batch_size']} "
+                                     f"{row['status'].split(':')[0]}")
+            merged(row)
         for _ in range(rounds):
             if "keras" in runtimes:
                 measure_keras(name, per_round, with_rss_added(sink))
