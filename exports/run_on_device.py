@@ -149,10 +149,19 @@ def open_video(source):
         raise ValueError("{}: {}".format(source, "a folder: --stream takes a video file or a camera index"
                                          if os.path.isdir(source) else "no such file"))
     cv2 = _cv2()
-    # OpenCV turns a phone video upright from 4.5 on (CAP_PROP_ORIENTATION_AUTO); older
-    # OpenCV (JetPack 4.6 ships 4.1) does not, so files go to PyAV there where it is installed.
-    if cv2 is not None and (camera or hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO") or not _has_pyav()):
-        capture = cv2.VideoCapture(int(source) if camera else source)
+    # OpenCV turns a phone video upright from 4.5 on (CAP_PROP_ORIENTATION_AUTO), PyAV from 14.1
+    # (VideoFrame.rotation; Python 3.6 builds 10 at most). Older OpenCV (JetPack 4.6 ships 4.1)
+    # does not, so files go to a PyAV that turns them where one is installed.
+    cv2_turns = cv2 is not None and hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO")
+    pyav_turns = _pyav_turns()
+    if not camera and not (cv2_turns or pyav_turns):
+        _warn_once("neither this OpenCV (4.5 or later turns videos) nor PyAV (14.1 or later) reads a "
+                   "phone video's rotation: such a video is read as stored, not upright")
+    if cv2 is not None and (camera or cv2_turns or not pyav_turns):
+        if not camera and int(cv2.__version__.split(".")[0]) < 4:
+            _warn_once("OpenCV {} gives no frame time stamps: a variable-frame-rate video is read as "
+                       "evenly spaced frames (OpenCV 4.1 or later reads its time line)".format(cv2.__version__))
+        capture = cv2.VideoCapture(int(source) if camera else _opencv_path(source))
         if not capture.isOpened():
             raise ValueError("{}: cannot open".format(source))
         fps = capture.get(cv2.CAP_PROP_FPS) or None
@@ -244,12 +253,36 @@ def _on_time_line(timed_frames, fps):
             yield held[0]
 
 
+_WARNED = set()
+
+
+def _warn_once(message):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print("warning: " + message, file=sys.stderr)
+
+
+def _opencv_path(path):
+    """`path` as OpenCV takes it: Python 3.6 in the C locale holds a non-ASCII
+    name as surrogate escapes, on which OpenCV crashed (segmentation fault)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def _has_pyav():
     try:
         import av  # noqa: F401
         return True
     except ImportError:
         return False
+
+
+def _pyav_turns():
+    """Whether PyAV is installed and reads a frame's display rotation (14.1 or later)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return hasattr(av.VideoFrame, "rotation")
 
 
 def _square_pixels_size(width, height, aspect):
@@ -279,19 +312,26 @@ def _natural_key(name):
 
 
 def _read_image(path, cv2):
-    if cv2 is not None:
-        # As Pillow reads frames for keras_r3d.predict: pixels as stored, no EXIF turn.
-        image = cv2.imread(path, cv2.IMREAD_COLOR | getattr(cv2, "IMREAD_IGNORE_ORIENTATION", 0))
-        if image is None:
-            raise ValueError("{}: unreadable frame".format(path))
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """A frame as RGB, pixels as stored (no EXIF turn): with Pillow, as
+    keras_r3d.predict reads it (a truncated JPEG is an error), else OpenCV
+    (which decodes what it can of a truncated JPEG)."""
     try:
         from PIL import Image
     except ImportError:
-        raise ValueError("{}: reading frames needs OpenCV or Pillow (pip install opencv-python-headless, "
-                         "or pillow)".format(path))
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        Image = None
+    if Image is not None:
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except OSError as error:
+            raise ValueError("{}: unreadable frame ({})".format(path, error))
+    if cv2 is None:
+        raise ValueError("{}: reading frames needs Pillow or OpenCV (pip install pillow, or "
+                         "opencv-python-headless)".format(path))
+    image = cv2.imread(_opencv_path(path), cv2.IMREAD_COLOR | getattr(cv2, "IMREAD_IGNORE_ORIENTATION", 0))
+    if image is None:
+        raise ValueError("{}: unreadable frame".format(path))
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _capture_aspect(capture, cv2):
@@ -307,7 +347,7 @@ def _capture_aspect(capture, cv2):
 
 def _capture_frames(source, capture, cv2, declared):
     aspect = _capture_aspect(capture, cv2)
-    decoded = 0
+    decoded, times = 0, []
     try:
         while True:
             ok, frame = capture.read()
@@ -317,7 +357,11 @@ def _capture_frames(source, capture, cv2, declared):
             size = _square_pixels_size(frame.shape[1], frame.shape[0], aspect)
             if size:
                 frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            seconds = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if seconds == 0.0 and len(times) >= 2:  # OpenCV 4.5.4-4.6 at a file's end: one step on
+                seconds = 2 * times[-1] - times[-2]
+            times = times[-1:] + [seconds]
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), seconds
     finally:
         capture.release()
     _check_count(source, decoded, declared)

@@ -274,7 +274,7 @@ class _TFLiteRuntime(Runtime):
     def __init__(self, path, num_threads):
         try:
             from ai_edge_litert import interpreter as litert
-        except ImportError:  # tflite-runtime: the wheels for Python 3.6-3.9 (JetPack 4.6 and 5)
+        except ImportError:  # tflite-runtime: Python 3.7-3.9 on aarch64 (JetPack 5); none for 3.6 on Linux
             with _needs(path, "ai-edge-litert or tflite-runtime"):
                 from tflite_runtime import interpreter as litert
 

@@ -386,6 +386,47 @@ def test_the_runner_and_predict_share_one_timeline():
     assert [int(f[0, 0, 0]) for f in runner._on_time_line(zip(frames, times), 10.0)] == slots
 
 
+def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
+    """OpenCV 3 (no time stamps), and OpenCV 4.5.4-4.6's 0 ms for a file's last
+    frames; neither it nor PyAV turns phone videos: a warning each, once."""
+    runner = _load_runner()
+    stamps_ms = [0.0, 40.0, 80.0, 0.0, 0.0]
+
+    class Capture:
+        def __init__(self, path):
+            self.path, self.read_count = path, 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return {"fps": 25.0, "count": 5.0, "msec": stamps_ms[self.read_count - 1]}.get(prop, 0.0)
+
+        def read(self):
+            self.read_count += 1
+            return self.read_count <= len(stamps_ms), np.full((2, 2, 3), self.read_count, np.uint8)
+
+        def release(self):
+            pass
+
+    cv2 = types.SimpleNamespace(__version__="3.4.3", VideoCapture=Capture, CAP_PROP_FPS="fps",
+                                CAP_PROP_FRAME_COUNT="count", CAP_PROP_POS_MSEC="msec", CAP_PROP_SAR_NUM="sar",
+                                COLOR_BGR2RGB=None, cvtColor=lambda frame, code: frame)
+    monkeypatch.setattr(runner, "_cv2", lambda: cv2)
+    monkeypatch.setattr(runner, "_pyav_turns", lambda: False)
+    for _ in range(2):
+        frames, fps = runner.read_frames(__file__)
+        assert fps == 25.0 and frames[:, 0, 0, 0].tolist() == [1, 2, 3, 4, 5]  # 0 ms read as 120, 160
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings == ["warning: neither this OpenCV (4.5 or later turns videos) nor PyAV (14.1 or later) reads "
+                        "a phone video's rotation: such a video is read as stored, not upright",
+                        "warning: OpenCV 3.4.3 gives no frame time stamps: a variable-frame-rate video is read as "
+                        "evenly spaced frames (OpenCV 4.1 or later reads its time line)"]
+    # Python 3.6 in the C locale holds a non-ASCII name as surrogate escapes, which crashed OpenCV.
+    assert runner._opencv_path(os.fsdecode("geste_ü".encode())) == "geste_ü"
+    assert runner._opencv_path("geste_\udcc3\udcbc") == "geste_ü"
+
+
 def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_path, monkeypatch, capsys):
     import shutil
 
@@ -396,19 +437,20 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     runner = _load_runner()
     assert (runner.FRAME_SUFFIXES, runner.VIDEO_SUFFIXES) == (video.FRAME_SUFFIXES, video.VIDEO_SUFFIXES)
     frames = sorted(GESTURES["thumb_up"].iterdir())
-    short, mixed, sequences, gap = (tmp_path / name for name in ("short", "mixed", "sequences", "gap"))
-    for folder in (short, mixed, sequences, gap):
+    short, mixed, sequences, gap, cut = (tmp_path / name for name in ("short", "mixed", "sequences", "gap", "cut"))
+    for folder in (short, mixed, sequences, gap, cut):
         folder.mkdir()
         for frame in frames[:5]:
             shutil.copy(frame, folder)
     Image.open(frames[0]).resize((40, 30)).save(mixed / frames[0].name)
     (sequences / frames[4].name).rename(sequences / "flow_x_00001.jpg")  # mmaction2's rawframes
     (gap / frames[2].name).unlink()
+    (cut / frames[1].name).write_bytes(frames[1].read_bytes()[:2000])  # a JPEG cut short
     clip = write_rotated_video(tmp_path / "clip.mp4")
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     monkeypatch.setattr(runner, "_has_pyav", lambda: False)  # no decoder for the video
     model = str(jester["dir"] / "model.onnx")
-    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap, model]
+    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap, model, cut]
     # Options between the inputs, as Python 3.6's argparse must take them too.
     assert runner.main([model, *map(str, inputs[:2]), "--top_k", "1", *map(str, inputs[2:])]) == 1
     printed = capsys.readouterr()
@@ -424,6 +466,10 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     for short_clip in results[5:7]:
         assert short_clip["top"][0]["label"] and short_clip["note"].startswith(("5 frames", "4 frames"))
     assert results[7]["error"] == f"{model}: a model, not a video: give the model first, then the inputs"
+    with pytest.raises(video.VideoError) as refused:  # read by Pillow, as predict reads it
+        video.read_video(cut)
+    assert results[8]["error"] == str(refused.value) and "unreadable frame (image file is truncated" in \
+        results[8]["error"]
     assert f"{gap}: frames missing from the numbering (00002.jpg then 00004.jpg): read as consecutive" in printed.err
 
     bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
@@ -447,7 +493,7 @@ def test_a_file_that_is_not_tflite_is_named_in_the_error(tmp_path):
 
 
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
-    """JetPack 4.6 and 5 (Python 3.6, 3.8) have tflite-runtime wheels, not ai-edge-litert."""
+    """JetPack 5 (Python 3.8, aarch64) has tflite-runtime wheels, not ai-edge-litert."""
     from ai_edge_litert import interpreter
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert` fails
