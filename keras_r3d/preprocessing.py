@@ -13,7 +13,6 @@ import numpy as np
 ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)
 
 
-
 def checked_fps(fps):
     """`fps` as a float, or None; anything but a positive finite number is a ValueError."""
     if fps is None:
@@ -21,6 +20,7 @@ def checked_fps(fps):
     if not isinstance(fps, numbers.Real) or isinstance(fps, bool) or not 0 < fps < math.inf:
         raise ValueError(f"fps must be a positive number of frames per second or None, got {fps!r}")
     return float(fps)
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
