@@ -382,12 +382,16 @@ def fit_epoch(model, dataset, epoch, steps, batch_size, description):
     import keras
 
     stats = EpochStats(steps, batch_size, description)
-    # Keras on JAX and torch (and TF under a strategy) builds a model's unbuilt loss and metrics
-    # from a batch that it reads and throws away, then restarts the dataset, whose next pass draws
-    # other clips: the first epoch after a --resume then trained on other clips than the
-    # uninterrupted run's. Built from the dataset's shapes, nothing is read.
-    model._symbolic_build(data_batch=tuple(keras.KerasTensor(tuple(spec.shape), spec.dtype.name)
-                                           for spec in dataset.element_spec))
+    # Keras on JAX and torch (and TF under a strategy, every epoch) builds a model's unbuilt loss
+    # and metrics from a batch that it reads and throws away, then restarts the dataset, whose
+    # next pass draws other clips: the epoch (the first after a --resume) then trained on other
+    # clips than the seeded order's. Built from the dataset's shapes, nothing is read.
+    strategy = getattr(model, "_distribute_strategy", None)  # TF: built under MirroredStrategy
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model._symbolic_build(data_batch=tuple(keras.KerasTensor(tuple(spec.shape), spec.dtype.name)
+                                               for spec in dataset.element_spec))
+    if strategy:  # Keras' TF fit would read one all the same (trainer._maybe_symbolic_build)
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
     class Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -458,10 +462,6 @@ class CustomStepEpoch:
     def dataset(self, make_epoch_dataset):
         """Distributes `make_epoch_dataset(per_replica_batch)`: each input
         pipeline takes every n-th batch."""
-        replicas = self.strategy.num_replicas_in_sync
-        if self.global_batch % replicas:
-            raise ValueError(f"--batch_size {self.global_batch} must divide by the {replicas} replicas")
-
         def per_pipeline(context):
             dataset = make_epoch_dataset(context.get_per_replica_batch_size(self.global_batch))
             return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
@@ -497,15 +497,40 @@ def make_strategy(name):
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs TF_CONFIG (the cluster and this task)")
+        worker_index()  # TF_CONFIG that is not JSON, named
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 def worker_index():
-    """This worker's index in TF_CONFIG (0, the chief, without one)."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    """This worker's index in TF_CONFIG: 0 the chief (a "chief" task, else
+    worker 0, or no TF_CONFIG), the workers after it; -1 another task type."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not JSON ({error})") from None
     task = config.get("task", {})
-    return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else -1
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if kind == "chief":
+        return 0
+    return index + ("chief" in config.get("cluster", {})) if kind == "worker" else -1
+
+
+def check_workers_resume_alike(strategy, state, path):
+    """Under --strategy=multi_worker --resume, every worker loads the run's
+    checkpoint: a collective compares the epochs they found, so that workers
+    that see different folders fail alike with a message rather than
+    deadlock or diverge."""
+    import tensorflow as tf
+
+    epoch = float(state["epoch"]) if state else 0.0
+    found = strategy.run(lambda: tf.constant([epoch, epoch * epoch], tf.float64))
+    total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, found, axis=None).numpy()
+    replicas = strategy.num_replicas_in_sync
+    if squares / replicas - (total / replicas) ** 2 > 1e-6:
+        raise ValueError(f"--resume: the workers found different runs ({path} here holds "
+                         f"{'epoch ' + str(state['epoch']) if state else 'none'}): each worker loads the run to "
+                         "resume it, so --output_dir must be one folder that all workers share")
 
 
 def weights_fingerprint(model):
@@ -569,6 +594,9 @@ def _train(config):
     if config["deterministic"]:  # before anything starts a device
         enable_determinism()
     strategy = make_strategy(config["strategy"])
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if config["batch_size"] % replicas:
+        raise ValueError(f"--batch_size {config['batch_size']} must divide by the {replicas} replicas")
     chief = worker_index() == 0
     if config.get("synthetic_dir") and chief:
         ensure_synthetic(config)
@@ -576,6 +604,8 @@ def _train(config):
         keras.mixed_precision.set_global_policy(config["precision"])
     run = RunDirectory(config["output_dir"])
     state = run.read_state() if config["resume"] else None
+    if config["resume"] and config["strategy"] == "multi_worker":
+        check_workers_resume_alike(strategy, state, run.path)
     if not config["resume"] and run.state_path.exists():
         raise ValueError(f"{run.path} already holds a run: pass --resume to continue it, or choose "
                          f"another --output_dir")
@@ -627,14 +657,13 @@ def _train(config):
         run.check_writable()
     custom_step = CustomStepEpoch(model, strategy, config) \
         if config["strategy"] == "multi_worker" else None
-    replicas = strategy.num_replicas_in_sync if strategy else 1
     print(f"Training {registry.describe(model.architecture)} on {videos} videos ({len(class_names)} classes), "
           f"{steps_per_epoch} steps of {config['batch_size']} clips per epoch on {replicas} replica(s), "
           f"into {run.path}", file=sys.stderr)
 
-    # Under MultiWorkerMirroredStrategy, Keras' predict would run distributed;
-    # validation calls the model directly on each worker instead.
-    predict = _direct_predict(model) if custom_step else None
+    # Under a strategy, Keras' predict runs distributed (and under MirroredStrategy returned
+    # each replica's rows); validation calls the model directly on each worker instead.
+    predict = _direct_predict(model) if strategy else None
     segment_start = wall_start  # data generation and model building count too
     for epoch in range(state["epoch"], config["epochs"]):
         raise_if_interrupted()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -382,6 +383,73 @@ def test_two_workers_on_loopback_stay_in_sync(synthetic, tmp_path):
         assert fingerprints[1][key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["epochs"] == 2
+    # A resume where worker 1 does not see the run: both fail alike, with a message.
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index, run in enumerate(("run", "elsewhere")):
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            _cli(tmp_path / run, synthetic, "--strategy=multi_worker", "--resume", epochs=3), cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 1 and "error: --resume: the workers found different runs" in output, \
+            output[-3000:]
+    assert f"({tmp_path / 'elsewhere'} here holds none)" in outputs[1]
+
+
+def test_worker_index_counts_a_chief_task_first(monkeypatch):
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    for task, index in ((("chief", 0), 0), (("worker", 0), 1), (("worker", 1), 2), (("evaluator", 0), -1)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": dict(zip(("type", "index"), task))}))
+        assert r3d_train.worker_index() == index
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}))
+    assert r3d_train.worker_index() == 0
+    monkeypatch.setenv("TF_CONFIG", "{'cluster': }")
+    with pytest.raises(ValueError, match="TF_CONFIG is not JSON"):
+        r3d_train.worker_index()
+
+
+def test_mirrored_training_on_one_replica_equals_training_without_a_strategy(synthetic, tmp_path):
+    """MirroredStrategy's fit: built in its scope, from the data's shapes (Keras
+    would read a batch and reshuffle), validated outside it (its predict gave
+    each replica's rows)."""
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=1)
+    for strategy in ("none", "mirrored"):
+        r3d_train.train({**config, "strategy": strategy, "output_dir": str(tmp_path / strategy)})
+    for a, b in zip(_weights(tmp_path / "none" / "last.keras"), _weights(tmp_path / "mirrored" / "last.keras")):
+        np.testing.assert_array_equal(a, b)
+    runs = [json.loads((tmp_path / strategy / "metrics.json").read_text()) for strategy in ("none", "mirrored")]
+    assert runs[0]["val_video_top1"] == runs[1]["val_video_top1"]
+
+
+@pytest.mark.slow  # a minute on 2 shared cores
+def test_mirrored_training_on_two_replicas(synthetic, tmp_path):
+    """Two logical CPUs stand in for two GPUs."""
+    script = textwrap.dedent(f"""
+        import sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        mirrored = tf.distribute.MirroredStrategy
+        tf.distribute.MirroredStrategy = lambda: mirrored(["/cpu:0", "/cpu:1"])  # as it picks all GPUs
+        from absl import app
+        from keras_r3d import train
+        train.define_flags()
+        argv = train.expand_recipe(["train"] + sys.argv[1:])
+        app.run(lambda args: sys.exit(train.main(args, argv)), argv=argv)
+    """)
+    command = [*_cli(tmp_path / "run", synthetic, "--strategy=mirrored", epochs=1)]
+    command[1:3] = ["-c", script]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "on 2 replica(s)" in done.stderr, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+    odd = subprocess.run([*command, "--batch_size=5", f"--output_dir={tmp_path / 'odd'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert odd.returncode == 1 and "error: --batch_size 5 must divide by the 2 replicas" in odd.stderr, \
+        odd.stderr[-3000:]
+    assert not (tmp_path / "odd").exists()
 
 
 def test_demo_recipe_end_to_end_shortened(tmp_path):
