@@ -533,6 +533,20 @@ def check_workers_resume_alike(strategy, state, path):
                          "resume it, so --output_dir must be one folder that all workers share")
 
 
+def lost_worker(error):
+    """What TensorFlow's `error` says of a collective whose peer is gone (the
+    unhealthy tasks, where it names them), or None for any other error."""
+    import re
+
+    import tensorflow as tf
+
+    if not isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)):
+        return None
+    text = str(error)
+    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text))) if "unhealthy" in text else []
+    return type(error).__name__ + (f": no heartbeat from {', '.join(tasks)}" if tasks else "")
+
+
 def weights_fingerprint(model):
     """Per-variable sums of the weights: equal on workers that stay in sync."""
     return {v.path: float(np.sum(np.asarray(v.numpy(), np.float64))) for v in model.weights}
@@ -996,6 +1010,15 @@ def main(argv, full_argv):
                                   "command with --resume continues" if state else
                                   "before the first epoch ended: nothing is saved"), file=sys.stderr)
         return 130
+    except Exception as error:
+        lost = config["strategy"] == "multi_worker" and lost_worker(error)
+        if not lost:
+            raise
+        state = RunDirectory(config["output_dir"]).read_state()
+        print(f"error: a worker stopped or cannot be reached ({lost}); the run "
+              f"keeps {'epoch ' + str(state['epoch']) if state else 'no epoch'}: start every worker again with "
+              "--resume", file=sys.stderr)
+        return 1
     if summary:  # the chief's
         run = RunDirectory(config["output_dir"])
         best = run.path / BEST_MODEL

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -397,6 +398,25 @@ def test_two_workers_on_loopback_stay_in_sync(synthetic, tmp_path):
         assert process.returncode == 1 and "error: --resume: the workers found different runs" in output, \
             output[-3000:]
     assert f"({tmp_path / 'elsewhere'} here holds none)" in outputs[1]
+    # A worker killed mid-run: the other stops with a message, not a traceback.
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            _cli(tmp_path / "lost", synthetic, "--strategy=multi_worker", epochs=50), cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline = time.time() + 300
+    while not (tmp_path / "lost" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    processes[1].kill()
+    output = processes[0].communicate(timeout=300)[0]
+    processes[1].communicate()
+    assert processes[0].returncode == 1 and re.search(r"error: a worker stopped or cannot be reached \(\w+Error"
+                                                      r"(: no heartbeat from /job:worker/replica:0/task:1)?\); "
+                                                      r"the run keeps epoch \d+", output), output[-3000:]
+    assert "start every worker again with --resume" in output and "Traceback" not in output
 
 
 def test_worker_index_counts_a_chief_task_first(monkeypatch):
