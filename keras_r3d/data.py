@@ -52,7 +52,7 @@ def _files(file_pattern):
                                       if "-" in f.name else f"'{pathlib.Path(pattern)}/*.tfrecord'" for f in found)
                 raise ValueError(f"{pattern} is a folder: pass a glob of its shards, e.g. {' or '.join(globs)}")
             raise ValueError(f"{pattern} is a folder without .tfrecord shards: {shards}")
-    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(str(pattern))})
+    files = sorted({f for pattern in patterns for f in schema.glob_shards(pattern)})
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
     others = [f for f in files if not f.endswith(".tfrecord")]

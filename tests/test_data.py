@@ -1,5 +1,6 @@
 """keras_r3d.data: official temporal sampling and crops, determinism, test windows, fit on TF and JAX."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -235,6 +236,18 @@ def test_argument_errors(shards, tmp_path):
         data.make_dataset(pattern, "train", (16, 112), 1)
     with pytest.raises(FileNotFoundError, match="no TFRecord files"):
         data.make_dataset(str(tmp_path / "*.tfrecord"), "train", CONTRACT, 1)
+
+
+def test_glob_characters_in_a_folder_or_file_name_are_taken_literally(shards, tmp_path):
+    from tfrecords_tools import inspect as inspect_tool
+
+    folder = tmp_path / "set [v1]"  # [v1] would match a folder named "setv" or "set1"
+    shutil.copytree(shards, folder)
+    literal = str(folder / "train-00000-of-00002.tfrecord")
+    assert data._files(literal) == [literal]
+    assert data._files(str(folder / "train-*.tfrecord")) == sorted(str(f) for f in folder.glob("train-*.tfrecord"))
+    assert inspect_tool.summarize(literal)["videos"] >= 1
+    assert data.label_names(str(folder / "train-*.tfrecord")) == data.label_names(str(shards / "train-*.tfrecord"))
 
 
 def fit_twice(pattern):

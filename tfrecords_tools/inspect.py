@@ -35,7 +35,7 @@ def summarize(file_pattern, progress=False):
     import tensorflow as tf
     from tqdm import tqdm
 
-    files = sorted(tf.io.gfile.glob(file_pattern))
+    files = schema.glob_shards(file_pattern)
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
     labels, sizes, rates, frames = collections.Counter(), collections.Counter(), collections.Counter(), []

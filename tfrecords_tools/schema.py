@@ -4,7 +4,9 @@ One `tf.train.SequenceExample` per video. The context holds one fact per key;
 the feature list `image/encoded` holds one JPEG per frame, in display order.
 The key names match the TF Model Garden video reader.
 """
+import fnmatch
 import io
+import os
 import re
 
 import numpy as np
@@ -97,6 +99,23 @@ def rounded_fps(video):
     return round(float(video["fps"]), 2)
 
 
+def glob_shards(pattern):
+    """The sorted files that a shard glob names: an existing file as it is (its
+    name may hold `[`, `]` or `*`), else the glob's matches, with the folder
+    taken literally where the whole pattern matches nothing
+    (`data/set [v1]/train-*.tfrecord`)."""
+    import tensorflow as tf
+
+    pattern = str(pattern)
+    if tf.io.gfile.exists(pattern) and not tf.io.gfile.isdir(pattern):
+        return [pattern]
+    files = tf.io.gfile.glob(pattern)
+    folder, name = os.path.split(pattern)
+    if not files and folder and tf.io.gfile.isdir(folder):
+        files = [os.path.join(folder, n) for n in tf.io.gfile.listdir(folder) if fnmatch.fnmatchcase(n, name)]
+    return sorted(files)
+
+
 def read_videos(file_pattern):
     """Yields every video of the matching shards as a dict of numpy values.
 
@@ -107,7 +126,7 @@ def read_videos(file_pattern):
     import tensorflow as tf
     from PIL import Image
 
-    files = sorted(tf.io.gfile.glob(file_pattern))
+    files = glob_shards(file_pattern)
     if not files:
         raise FileNotFoundError(f"no files match {file_pattern!r}")
     for serialized in tf.data.TFRecordDataset(files):
