@@ -84,6 +84,9 @@ def read_frames(path, size=None):
         return _collect(path, images, size), None
     if path.lower().endswith(FRAME_SUFFIXES) and os.path.isfile(path):
         raise ValueError("{}: one image, not a video: pass the folder of its frames".format(path))
+    if path.lower().endswith(".tfrecord") and os.path.isfile(path):  # PyAV read its JPEGs as one video
+        raise ValueError("{}: a TFRecord shard of many videos, not a video: keras_r3d.evaluate --data "
+                         "takes a glob of shards".format(path))
     if not os.path.isfile(path):
         raise ValueError("{}: no such file or folder".format(path))
     fps, frames = open_video(path)

@@ -58,6 +58,9 @@ def read_video(path, complete=False, frame_transform=None):
         fps = None
     elif path.suffix.lower() in FRAME_SUFFIXES and path.is_file():
         raise VideoError(f"{path}: one image, not a video: pass the folder of its frames")
+    elif path.suffix.lower() == ".tfrecord" and path.is_file():  # PyAV read its JPEGs as one video
+        raise VideoError(f"{path}: a TFRecord shard of many videos, not a video: keras_r3d.evaluate --data "
+                         "takes a glob of shards")
     elif path.is_file():
         fps = _read_file(path, frames, complete)
     else:

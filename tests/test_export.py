@@ -450,7 +450,9 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     monkeypatch.setattr(runner, "_cv2", lambda: None)
     monkeypatch.setattr(runner, "_has_pyav", lambda: False)  # no decoder for the video
     model = str(jester["dir"] / "model.onnx")
-    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap, model, cut]
+    shard = tmp_path / "train-00000-of-00001.tfrecord"  # JPEGs that PyAV read as one video
+    shard.write_bytes(frames[0].read_bytes() * 3)
+    inputs = [clip, frames[0], GESTURES["thumb_up"].parent, mixed, sequences, short, gap, model, cut, shard]
     # Options between the inputs, as Python 3.6's argparse must take them too.
     assert runner.main([model, *map(str, inputs[:2]), "--top_k", "1", *map(str, inputs[2:])]) == 1
     printed = capsys.readouterr()
@@ -470,6 +472,10 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
         video.read_video(cut)
     assert results[8]["error"] == str(refused.value) and "unreadable frame (image file is truncated" in \
         results[8]["error"]
+    with pytest.raises(video.VideoError) as refused:
+        video.read_video(shard)
+    assert results[9]["error"] == str(refused.value) and "a TFRecord shard of many videos, not a video" in \
+        results[9]["error"]
     assert f"{gap}: frames missing from the numbering (00002.jpg then 00004.jpg): read as consecutive" in printed.err
 
     bad_onnx, engine = tmp_path / "bad.onnx", tmp_path / "model.engine"
