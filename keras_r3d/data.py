@@ -263,6 +263,25 @@ def read_manifest(file_pattern):
     return labels, num_frames
 
 
+def videos_per_class(file_pattern):
+    """{label: videos} of the matching shards, from their manifests' counts per
+    split, or None where the shards are part of a split (the manifest counts
+    labels per split, not per shard)."""
+    matched = collections.defaultdict(set)
+    for file in _files(file_pattern):
+        matched[pathlib.Path(file).parent / schema.MANIFEST].add(pathlib.Path(file).name)
+    counts = collections.Counter()
+    for manifest_path, names in matched.items():
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest.get("splits", {}).values():
+            shards = {shard["file"] for shard in entry["shards"]}
+            if shards & names and not shards <= names:
+                return None
+            if shards <= names:
+                counts.update(entry["per_class"])
+    return dict(counts)
+
+
 def count_clips(file_pattern, split, contract, crop=None):
     """Elements `make_dataset(file_pattern, split, contract, crop=crop, ...)`
     yields before batching: one per video for train and val, one per window

@@ -636,6 +636,12 @@ def _train(config):
                          "one tfrecords_tools.convert run (one --annotations, or --val_fraction for folders), or "
                          "leave those classes out of --val_data")
     videos = check_data(config)
+    counts = r3d_data.videos_per_class(config["train_data"])
+    untrained = [name for name in class_names if counts is not None and not counts.get(name)]
+    if untrained and chief:
+        print(f"warning: {len(untrained)} of the {len(class_names)} classes have no training video: "
+              f"{', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}; the model never learns them "
+              "(tfrecords_tools.convert's summary shows where their videos went)", file=sys.stderr)
     keras.utils.set_random_seed(config["seed"])
     resumed = bool(state)
     if chief and resumed:  # before repairing its files; a new run's folder is made once all checks pass

@@ -188,6 +188,33 @@ def test_folders_mixed_inputs_and_hashed_val_split(fixtures_dir, tmp_path):
         list_folders(source, val_fraction=1.5)
 
 
+def test_a_small_val_fraction_still_gives_val_a_video_and_a_class_without_train_videos_is_warned_of(
+        fixtures_dir, tmp_path, capsys):
+    import hashlib
+
+    from keras_r3d import data
+    from tfrecords_tools.sources import list_folders
+
+    def digest(name):
+        return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big")
+
+    source = folders_tree(tmp_path)
+    # A one-video class whose file name hashes lowest of all: val's one video.
+    solo = min((f"solo_{i}" for i in range(100)), key=digest)
+    assert digest(solo) < min(digest(name) for name in ("clip_a", "clip_b.mp4", "clip_c", "clip_d.avi"))
+    link(GESTURES["stop_sign"], source / "solo" / solo)
+    _, items, _ = list_folders(source, val_fraction=1e-9)
+    assert [item.video_id for item in items if item.split == "val"] == [f"solo/{solo}"]
+    assert {item.split for item in list_folders(source, val_fraction=0.0)[1]} == {"train"}
+    assert tool.main(["--format", "folders", "--input", str(source), "--output", str(tmp_path / "out"),
+                      "--val_fraction", "0.01", "--short_side", "64"]) == 0
+    assert ("warning: 1 of the 3 classes have no train video (only other splits): solo; a model never learns "
+            "them") in capsys.readouterr().err
+    # train warns too, where the shards are whole splits (the manifest counts classes per split).
+    assert data.videos_per_class(str(tmp_path / "out" / "*.tfrecord")) == {"down": 2, "up": 2, "solo": 1}
+    assert data.videos_per_class(str(tmp_path / "out" / "train-*.tfrecord")) == {"down": 2, "up": 2}
+
+
 @pytest.mark.parametrize("short_side", [64, 0])
 def test_shards_are_sized_by_the_frames_as_they_will_be_encoded(fixtures_dir, tmp_path, short_side):
     source = folders_tree(tmp_path)

@@ -367,6 +367,11 @@ def main(argv=None):
         print(f"warning: {len(empty)} of the {len(manifest['labels'])} classes have no video in any split: "
               f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
               "each)", file=sys.stderr)
+    untrained = [label for label in converted if label not in manifest["splits"].get("train", {}).get("per_class", {})]
+    if untrained and "train" in manifest["splits"]:
+        print(f"warning: {len(untrained)} of the {len(manifest['labels'])} classes have no train video (only other "
+              f"splits): {', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}; a model never learns "
+              "them (give them more videos)", file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{schema.MANIFEST}):")
         for entry in manifest["skipped"][:10]:

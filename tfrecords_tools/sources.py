@@ -335,12 +335,13 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     if not_classes:
         _warn_left_out(f"{len(not_classes)} entries of {root} are not class folders with videos, so not "
                        "converted", not_classes)
-    items = []
-    for label_index, label in enumerate(labels):
-        for video_id, path in classes[label].items():
-            digest = int.from_bytes(hashlib.sha1(path.name.encode()).digest()[:8], "big") / 2.0**64
-            subset = "val" if digest < val_fraction else "train"
-            items.append(Item(str(path), video_id, label_index, label, subset))
+    hashed = [(int.from_bytes(hashlib.sha1(path.name.encode()).digest()[:8], "big") / 2.0**64,
+               Item(str(path), video_id, label_index, label, "train"))
+              for label_index, label in enumerate(labels) for video_id, path in classes[label].items()]
+    # A fraction under which no digest falls (a few videos) still puts the lowest in val.
+    lowest = min(digest for digest, _ in hashed)
+    items = [dataclasses.replace(item, split="val") if val_fraction and (digest < val_fraction or digest == lowest)
+             else item for digest, item in hashed]
     return _finish(items, not_classes + missing, duplicates, labels, root)
 
 
