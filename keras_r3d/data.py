@@ -327,11 +327,12 @@ def frame_rates(file_pattern, videos=128, shards=32):
     return collections.Counter(rates), len(sampled), len(files)
 
 
-def warn_about_frame_rates(file_pattern, contract, use):
+def warn_about_frame_rates(file_pattern, contract, use, rates=None):
     """Training and evaluation take the records' frames as converted, but
     predict and the exports resample videos to the contract's fps: a
-    difference means the model sees motion at another speed than deployed."""
-    counts, shards_read, shards = frame_rates(file_pattern)
+    difference means the model sees motion at another speed than deployed.
+    `rates`: `frame_rates(file_pattern)`, where already read."""
+    counts, shards_read, shards = rates or frame_rates(file_pattern)
     if contract.fps and any(rate and abs(rate - contract.fps) > 0.5 for rate in counts):
         print(f"warning: the {use} videos' frame rates (of {sum(counts.values())} looked at, in {shards_read} of "
               f"the {shards} shards) are {frame_rates_text(counts)}, but the model's contract says "

@@ -667,8 +667,15 @@ def _train(config):
             model = build_model(config, class_names)
             state = {"epoch": 0, "history": [], "best_epoch": 0, "best": -1.0, "wall_time_s": 0.0,
                      "settings": fixed_settings(config), "backend": keras.backend.backend()}
+        rates = r3d_data.frame_rates(config["train_data"])
+        (rate, *others) = rates[0]  # the sampled videos' rates (0: unknown)
+        if not resumed and model.preprocessing.fps is None and rate and not others:
+            model.preprocessing = model.preprocessing.replace(fps=rate)
+            if chief:
+                print(f"note: the training videos run at {rate:g} fps: the model's contract takes that rate, to "
+                      "which predict and the exports resample videos (--fps sets another)", file=sys.stderr)
         contract = model.preprocessing
-        r3d_data.warn_about_frame_rates(config["train_data"], contract, "training")
+        r3d_data.warn_about_frame_rates(config["train_data"], contract, "training", rates)
         steps_per_epoch = videos // config["batch_size"]
         check_steps_per_epoch(state, config, steps_per_epoch, resumed)
         if not resumed:

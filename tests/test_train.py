@@ -692,7 +692,14 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
                                       output_dir=str(tmp_path / "run"))
     r3d_train.train({**config, "resume": True})
-    assert f"note: --resume: no run in {tmp_path / 'run'} yet; starting one" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"note: --resume: no run in {tmp_path / 'run'} yet; starting one" in err
+    # The records' one frame rate becomes the contract's, to which predict resamples videos.
+    assert "note: the training videos run at 12 fps: the model's contract takes that rate" in err
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 1
+    import keras_r3d
+
+    assert keras_r3d.load(tmp_path / "run" / "last.keras").preprocessing.fps == 12.0
     for flag, value in (("epochs", 2), ("lr", 0.05), ("batch_size", 2), ("precision", "mixed_bfloat16"),
                         ("arch", "mobilenet"), ("size", 48), ("version", 1.0), ("seed", 7), ("crop", "center"),
                         ("val_clips", 1)):
