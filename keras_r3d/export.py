@@ -63,6 +63,10 @@ REPORT_NAME = "export_report.json"
 # Float32 artifacts must match Keras within FLOAT32_TOLERANCE * max(1, max|logits|).
 FLOAT32_TOLERANCE = 1e-4
 FLOAT16_RELATIVE_TOLERANCE = 1e-2
+# Quantized artifacts: the same top-1, and logits not far off in direction.
+QUANTIZED_MIN_COSINE = 0.5
+# Logits beyond this come from a model whose training diverged: a note, not an error.
+ABSURD_LOGIT = 1e6
 TRT_PROFILE_BATCHES = (1, 8, 16)  # min, opt, max batch of the TensorRT engine
 # In the trtexec line for INT8: the user's calibration cache, which keras_r3d does not write.
 TRT_CALIBRATION_CACHE = "CALIBRATION.cache"
@@ -469,7 +473,9 @@ def compare(logits, reference, quantize):
     scale = float(np.max(np.abs(reference)))
     cosines = np.sum(logits * reference, -1) / np.maximum(
         np.linalg.norm(logits, axis=-1) * np.linalg.norm(reference, axis=-1), 1e-30)
-    top1 = float(np.mean(np.argmax(logits, -1) == np.argmax(reference, -1)))
+    # A top score shared by several classes (int8 outputs all alike) picks none, unless Keras' does too.
+    tied = [np.sum(x == x.max(-1, keepdims=True), -1) > 1 for x in (logits, reference)]
+    top1 = float(np.mean((np.argmax(logits, -1) == np.argmax(reference, -1)) & (~tied[0] | tied[1])))
     result = {"max_abs_diff": diff, "max_abs_logit": scale, "relative_error": diff / max(scale, 1e-30),
               "top1_agreement": top1, "min_cosine": float(np.min(cosines))}
     if quantize == "none":
@@ -479,8 +485,8 @@ def compare(logits, reference, quantize):
         result["tolerance"] = f"same top-1, relative error <= {FLOAT16_RELATIVE_TOLERANCE}"
         result["passed"] = top1 == 1.0 and result["relative_error"] <= FLOAT16_RELATIVE_TOLERANCE
     else:
-        result["tolerance"] = "same top-1"
-        result["passed"] = top1 == 1.0
+        result["tolerance"] = f"same top-1, cosine >= {QUANTIZED_MIN_COSINE}"
+        result["passed"] = top1 == 1.0 and result["min_cosine"] >= QUANTIZED_MIN_COSINE
     return result
 
 
@@ -564,6 +570,9 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
         log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
     reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
+    if np.abs(reference).max() > ABSURD_LOGIT:
+        log(f"warning: the model's outputs reach {np.abs(reference).max():.3g} on these clips: its training "
+            "diverged or its BatchNorm statistics never settled, and its exports compute as it does")
     out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
 
     # What an artifact computes: exports into one folder that agree on all of it share one report.

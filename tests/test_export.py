@@ -664,6 +664,17 @@ def test_compare_fails_artifacts_off_in_either_direction():
     swapped = np.roll(reference, 1, axis=1)  # another top-1 in every row
     for quantize in ("float16", "int8"):
         assert not export.compare(swapped, reference, quantize)["passed"]
+    # An int8 file that scores every class alike (a diverged model's) has no top-1, though argmax
+    # says class 0, Keras' top-1; one far off in direction fails too.
+    reference = np.abs(reference) + 1e25
+    reference[:, 0] += 1e24
+    flat = np.full_like(reference, 0.25)
+    assert export.compare(flat, reference, "int8")["min_cosine"] > 0.9
+    assert export.compare(flat, reference, "int8")["top1_agreement"] == 0.0
+    skewed = np.full_like(reference, -1.0)
+    skewed[:, 0] = 1.0
+    result = export.compare(skewed, reference, "int8")
+    assert result["top1_agreement"] == 1.0 and result["min_cosine"] < 0.5 and not result["passed"]
 
 
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):

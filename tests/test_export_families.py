@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_r3d
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
 from keras_r3d.models import float32_model
 from tests.conftest import GESTURES, use_data_statistics, write_half_white_video
@@ -83,6 +84,17 @@ def tiny_model():
 def raw_input_tflite(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("raw_input")
     return export.export_model(tiny_model, out, ["tflite"], raw_input=True), out / "model_none.tflite"
+
+
+def test_a_diverged_models_outputs_are_warned_of(tiny_model, tmp_path):
+    diverged = keras_r3d.clone_model(tiny_model)
+    head = next(layer for layer in reversed(diverged.layers) if layer.weights)
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, bias + 1e7])
+    lines = []
+    export.export_model(diverged, tmp_path, ["onnx"], log=lines.append)
+    assert any(line.startswith("warning: the model's outputs reach ") and "its training diverged" in line
+               for line in lines), lines
 
 
 def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model, tmp_path, monkeypatch):
