@@ -604,6 +604,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
     report.update(_earlier_report(out, report, redone, log))
+    report["kept"] = sorted(report["formats"])  # of an earlier export into this folder
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} "
             "(same model, contract and input)")
@@ -748,9 +749,15 @@ def main(argv):
         return 2
     print(f"report: {pathlib.Path(f.output) / REPORT_NAME}")
     if not report["passed"]:  # a kept earlier artifact too
-        failed = ", ".join(f"{key} ({pathlib.Path(result['path']).name})"
-                           for key, result in report["formats"].items() if not result["passed"])
-        print(f"error: not within tolerance of the Keras model: {failed}", file=sys.stderr)
+        failed = {kept: ", ".join(f"{key} ({pathlib.Path(result['path']).name})"
+                                  for key, result in report["formats"].items()
+                                  if not result["passed"] and (key in report["kept"]) == kept)
+                  for kept in (False, True)}
+        if failed[False]:
+            print(f"error: not within tolerance of the Keras model: {failed[False]}", file=sys.stderr)
+        if failed[True]:
+            print(f"error: an earlier export kept in {f.output} failed its check: {failed[True]}; export that "
+                  "format again, or delete its file", file=sys.stderr)
         return 1
     return 0
 

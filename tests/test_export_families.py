@@ -261,7 +261,9 @@ def test_cli_exports_and_reports(tiny_model, tmp_path):
     again = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={model_path}",
                             f"--output={out}", "--onnx"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 1, again.stderr
-    assert "not within tolerance of the Keras model: tflite_int8 (model_int8.tflite)" in again.stderr
+    assert (f"error: an earlier export kept in {out} failed its check: tflite_int8 (model_int8.tflite); export "
+            "that format again") in again.stderr and "not within tolerance" not in again.stderr
+    assert json.loads((out / export.REPORT_NAME).read_text())["kept"] == ["tflite_int8"]
 
 
 def test_export_refuses_other_backends(tmp_path):
