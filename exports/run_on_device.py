@@ -325,6 +325,8 @@ def _read_image(path, cv2):
     if Image is not None:
         try:
             with Image.open(path) as image:
+                if image.mode.startswith("I"):  # 16-bit grayscale: the high byte, as predict reads it
+                    image = Image.fromarray((np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8))
                 return np.asarray(image.convert("RGB"))
         except OSError as error:
             raise ValueError("{}: unreadable frame ({})".format(path, error))

@@ -590,8 +590,15 @@ def train(config):
     import keras
 
     policy = keras.config.dtype_policy()
+    existed = os.path.exists(config["output_dir"])
     try:
         return _train(config)
+    except KeyboardInterrupt:
+        run = RunDirectory(config["output_dir"])
+        if not existed and not run.state_path.exists():  # the folder this run made, still empty
+            with contextlib.suppress(OSError):
+                run.path.rmdir()
+        raise
     finally:
         keras.config.set_dtype_policy(policy)
 
@@ -1014,11 +1021,7 @@ def main(argv, full_argv):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        run = RunDirectory(config["output_dir"])
-        state = run.read_state()
-        if not state:  # the run folder, if it is still empty
-            with contextlib.suppress(OSError):
-                run.path.rmdir()
+        state = RunDirectory(config["output_dir"]).read_state()
         print("\ninterrupted " + (f"after epoch {state['epoch']}, saved in {config['output_dir']}: the same "
                                   "command with --resume continues" if state else
                                   "before the first epoch ended: nothing is saved"), file=sys.stderr)

@@ -390,7 +390,7 @@ def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
     """OpenCV 3 (no time stamps), and OpenCV 4.5.4-4.6's 0 ms for a file's last
     frames; neither it nor PyAV turns phone videos: a warning each, once."""
     runner = _load_runner()
-    stamps_ms = [0.0, 40.0, 80.0, 0.0, 0.0]
+    stamps_ms = [0.0, 80.0, 160.0, 0.0, 0.0]  # 12.5 fps in a 25 fps file: each frame fills two slots
 
     class Capture:
         def __init__(self, path):
@@ -416,7 +416,7 @@ def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
     monkeypatch.setattr(runner, "_pyav_turns", lambda: False)
     for _ in range(2):
         frames, fps = runner.read_frames(__file__)
-        assert fps == 25.0 and frames[:, 0, 0, 0].tolist() == [1, 2, 3, 4, 5]  # 0 ms read as 120, 160
+        assert fps == 25.0 and frames[:, 0, 0, 0].tolist() == [1, 2, 2, 3, 3, 4, 4, 5, 5]  # 0 ms: 240, 320
     warnings = capsys.readouterr().err.splitlines()
     assert warnings == ["warning: neither this OpenCV (4.5 or later turns videos) nor PyAV (14.1 or later) reads "
                         "a phone video's rotation: such a video is read as stored, not upright",
@@ -425,6 +425,18 @@ def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
     # Python 3.6 in the C locale holds a non-ASCII name as surrogate escapes, which crashed OpenCV.
     assert runner._opencv_path(os.fsdecode("geste_ü".encode())) == "geste_ü"
     assert runner._opencv_path("geste_\udcc3\udcbc") == "geste_ü"
+
+
+def test_run_on_device_reads_16_bit_frames_as_predict_does(tmp_path):
+    from PIL import Image
+
+    from keras_r3d.video import read_video
+
+    (tmp_path / "depth").mkdir()
+    Image.fromarray(np.full((4, 4), 30000, np.uint16)).save(tmp_path / "depth" / "00001.png")
+    frame = _load_runner()._read_image(str(tmp_path / "depth" / "00001.png"), None)
+    np.testing.assert_array_equal(frame, read_video(tmp_path / "depth")[0][0])
+    assert frame[0, 0].tolist() == [117] * 3  # the high byte, not 255
 
 
 def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_path, monkeypatch, capsys):
@@ -664,6 +676,9 @@ def test_compare_fails_artifacts_off_in_either_direction():
     swapped = np.roll(reference, 1, axis=1)  # another top-1 in every row
     for quantize in ("float16", "int8"):
         assert not export.compare(swapped, reference, quantize)["passed"]
+    # int8 rounding that ties Keras' top class with a neighbour agrees.
+    tie = np.array([[5.0, 4.99, -3.0, 1.0, -10.0, 0.0]])
+    assert export.compare(np.round(tie / (20 / 255)) * (20 / 255), tie, "int8")["passed"]
     # An int8 file that scores every class alike (a diverged model's) has no top-1, though argmax
     # says class 0, Keras' top-1; one far off in direction fails too.
     reference = np.abs(reference) + 1e25

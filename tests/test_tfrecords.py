@@ -199,17 +199,28 @@ def test_a_small_val_fraction_still_gives_val_a_video_and_a_class_without_train_
         return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big")
 
     source = folders_tree(tmp_path)
-    # A one-video class whose file name hashes lowest of all: val's one video.
+    names = ("clip_a", "clip_b.mp4", "clip_c", "clip_d.avi")
+    # A one-video class whose file name hashes lowest of all: it stays in train, and val takes the
+    # lowest of the classes with two videos.
     solo = min((f"solo_{i}" for i in range(100)), key=digest)
-    assert digest(solo) < min(digest(name) for name in ("clip_a", "clip_b.mp4", "clip_c", "clip_d.avi"))
+    assert digest(solo) < min(digest(name) for name in names)
     link(GESTURES["stop_sign"], source / "solo" / solo)
+    lowest = min(names, key=digest)
     _, items, _ = list_folders(source, val_fraction=1e-9)
-    assert [item.video_id for item in items if item.split == "val"] == [f"solo/{solo}"]
+    assert [item.source for item in items if item.split == "val"] == [str(next(source.glob(f"*/{lowest}")))]
     assert {item.split for item in list_folders(source, val_fraction=0.0)[1]} == {"train"}
+    # A fraction that takes the one video of a class is warned of.
+    fraction = digest(solo) / 2.0**64 * (1 + 1e-9)
     assert tool.main(["--format", "folders", "--input", str(source), "--output", str(tmp_path / "out"),
-                      "--val_fraction", "0.01", "--short_side", "64"]) == 0
+                      "--val_fraction", str(fraction), "--short_side", "64"]) == 0
     assert ("warning: 1 of the 3 classes have no train video (only other splits): solo; a model never learns "
             "them") in capsys.readouterr().err
+    singles = tmp_path / "singles"
+    link(GESTURES["thumb_up"], singles / "up" / "a")
+    link(GESTURES["thumb_down"], singles / "down" / "b")
+    assert tool.main(["--format", "folders", "--input", str(singles), "--output", str(tmp_path / "singles_out"),
+                      "--val_fraction", "0.1", "--short_side", "64"]) == 0
+    assert "warning: no val videos: every class has one video, which stays in train" in capsys.readouterr().err
     # train warns too, where the shards are whole splits (the manifest counts classes per split).
     assert data.videos_per_class(str(tmp_path / "out" / "*.tfrecord")) == {"down": 2, "up": 2, "solo": 1}
     assert data.videos_per_class(str(tmp_path / "out" / "train-*.tfrecord")) == {"down": 2, "up": 2}

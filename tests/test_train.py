@@ -170,6 +170,19 @@ def test_ctrl_c_says_how_to_resume(synthetic, tmp_path):
     assert json.loads((run_dir / "state.json").read_text())["epoch"] == epoch + 1
 
 
+def test_ctrl_c_before_the_first_epoch_keeps_a_folder_the_run_did_not_make(tmp_path, monkeypatch):
+    def interrupted(config):
+        pathlib.Path(config["output_dir"]).mkdir(exist_ok=True)  # as check_writable makes it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(r3d_train, "_train", interrupted)
+    (tmp_path / "mine").mkdir()
+    for folder, kept in (("mine", True), ("new", False)):
+        with pytest.raises(KeyboardInterrupt):
+            r3d_train.train({"output_dir": str(tmp_path / folder)})
+        assert (tmp_path / folder).exists() == kept
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again():
     """A Ctrl-C that lands in a `__del__` (TensorFlow's, matplotlib's) is

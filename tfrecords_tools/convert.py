@@ -361,13 +361,16 @@ def main(argv=None):
     for split in manifest["empty_splits"]:
         print(f"warning: no {split} videos: every one the annotations list was skipped or missing",
               file=sys.stderr)
+    if args["val_fraction"] and "val" not in manifest["splits"] and "val" not in manifest["empty_splits"]:
+        print("warning: no val videos: every class has one video, which stays in train", file=sys.stderr)
     converted = {label for entry in manifest["splits"].values() for label in entry["per_class"]}
     empty = [label for label in manifest["labels"] if label not in converted]
     if empty and converted:  # a class whose videos were all skipped, or that the annotations never list
         print(f"warning: {len(empty)} of the {len(manifest['labels'])} classes have no video in any split: "
               f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
               "each)", file=sys.stderr)
-    untrained = [label for label in converted if label not in manifest["splits"].get("train", {}).get("per_class", {})]
+    untrained = [label for label in manifest["labels"]
+                 if label in converted and label not in manifest["splits"].get("train", {}).get("per_class", {})]
     if untrained and "train" in manifest["splits"]:
         print(f"warning: {len(untrained)} of the {len(manifest['labels'])} classes have no train video (only other "
               f"splits): {', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}; a model never learns "

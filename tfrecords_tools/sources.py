@@ -338,8 +338,10 @@ def list_folders(input_dir, annotations=None, val_fraction=0.0, **_):
     hashed = [(int.from_bytes(hashlib.sha1(path.name.encode()).digest()[:8], "big") / 2.0**64,
                Item(str(path), video_id, label_index, label, "train"))
               for label_index, label in enumerate(labels) for video_id, path in classes[label].items()]
-    # A fraction under which no digest falls (a few videos) still puts the lowest in val.
-    lowest = min(digest for digest, _ in hashed)
+    # A fraction under which no digest falls (a few videos) still puts the lowest in val, of a
+    # class that keeps another video for train.
+    lowest = None if any(digest < val_fraction for digest, _ in hashed) else \
+        min((digest for digest, item in hashed if len(classes[item.label_text]) > 1), default=None)
     items = [dataclasses.replace(item, split="val") if val_fraction and (digest < val_fraction or digest == lowest)
              else item for digest, item in hashed]
     return _finish(items, not_classes + missing, duplicates, labels, root)
