@@ -189,13 +189,14 @@ def peak_rss_mib():
 
 
 def with_rss_added(on_row):
-    """`on_row` for the rows of one model's measurement, adding to each timed
-    row `rss_added_mib`: its peak RSS less the process's RSS before the model
-    was built (what earlier models left resident is not this one's)."""
+    """`on_row` for the rows of the model (or artifact) about to be built,
+    adding to each timed row `rss_added_mib`: its peak RSS less the process's
+    RSS now (what earlier models left resident is not this one's), where the
+    peak was reset before the measurement."""
     before = _proc_status_mib("VmRSS")
 
     def add(row):
-        if before is not None and row.get("peak_rss_mib") is not None:
+        if before is not None and row.get("peak_rss_scope") == "measurement":
             row = {**row, "rss_added_mib": row["peak_rss_mib"] - before}
         on_row(row)
     return add
@@ -500,6 +501,7 @@ def measure_keras(name, settings, on_row):
             untimed(base, settings["batch_sizes"], f"not applicable: {why}", on_row)
             continue
         keras.utils.set_random_seed(0)
+        cell_row = with_rss_added(on_row)
         with dtype_policy(precision):
             model = create_model(name, num_classes=settings["num_classes"],
                                  input_shape=settings["input_shape"])
@@ -509,7 +511,7 @@ def measure_keras(name, settings, on_row):
             measure(base, settings["batch_sizes"],
                     lambda batch: keras_runner(model, random_clips(batch, settings["input_shape"]),
                                                jit),
-                    settings, on_row)
+                    settings, cell_row)
 
 
 def tf_jit_choices(values):
@@ -607,6 +609,7 @@ def measure_official(name, settings, on_row):
             untimed(base, settings["batch_sizes"], "not applicable: the official code has no int8", on_row)
             continue
         torch.manual_seed(0)
+        cell_row = with_rss_added(on_row)
         try:
             model = build_official(settings["official_repo"], name, settings["num_classes"], input_shape)
         except Exception as error:  # another version of the code, say: recorded, and the run goes on
@@ -616,7 +619,7 @@ def measure_official(name, settings, on_row):
         measure(base, settings["batch_sizes"],
                 lambda batch: official_runner(model, random_clips(batch, input_shape, "ncdhw"),
                                               mode, precision, channels_last),
-                settings, on_row)
+                settings, cell_row)
         if mode == "compile":
             torch._dynamo.reset()  # frees the compiled graphs of this model
 
@@ -653,6 +656,7 @@ def measure_exported(name, runtimes, settings, on_row):
                     untimed(base, settings["batch_sizes"], f"not applicable: {runtime} exports "
                             f"{', '.join(EXPORT_PRECISIONS[runtime])}", on_row)
                     continue
+                cell_row = with_rss_added(on_row)  # this artifact's share
                 try:
                     start = time.perf_counter()
                     artifact = export_artifact(model, runtime, precision, workdir, settings, converter)
@@ -677,7 +681,7 @@ def measure_exported(name, runtimes, settings, on_row):
                         artifact, settings["threads"], random_frames(1, settings["input_shape"]))
                 measure(base, settings["batch_sizes"],
                         lambda batch: artifact_runner(loaded, batch, settings["input_shape"]),
-                        settings, on_row)
+                        settings, cell_row)
 
 
 def artifact_runner(loaded, batch_size, input_shape):
@@ -880,11 +884,11 @@ def run_share(runtimes, settings, on_row, official=False):
             merged(row)
         for _ in range(rounds):
             if "keras" in runtimes:
-                measure_keras(name, per_round, with_rss_added(sink))
+                measure_keras(name, per_round, sink)
             if exported:
-                measure_exported(name, exported, per_round, with_rss_added(sink))
+                measure_exported(name, exported, per_round, sink)
             if official:
-                measure_official(name, per_round, with_rss_added(sink))
+                measure_official(name, per_round, sink)
         for row in merge_rounds(rows):
             on_row(row)
 

@@ -204,8 +204,8 @@ def render_markdown(results):
     lines += ["", "Peak RSS is the process's peak resident memory during that measurement "
               "(reset before it where the kernel allows); it includes the framework's own footprint and "
               "what earlier models of the process left resident" + (
-                  "; (+N) is the peak less the process's RSS before the model was built, the model's own "
-                  "share. " if added else ". ") +
+                  "; (+N) is the peak less the process's RSS before that model (or artifact) was built, "
+                  "its own share. " if added else ". ") +
               "JAX cannot reset its GPU peak, so a JAX row's GPU peak is the process's so far.",
               ""]
     return "\n".join(lines)

@@ -260,6 +260,16 @@ def test_official_rows_follow_each_models_own_rows(tmp_path):
         tmp_path / "order.md").read_text()
 
 
+def test_rss_added_is_the_peak_less_the_rss_before_the_build(monkeypatch):
+    monkeypatch.setattr(benchmark, "_proc_status_mib", lambda field: {"VmRSS": 100.0}[field])
+    rows = []
+    add = benchmark.with_rss_added(rows.append)
+    add({"peak_rss_mib": 350.0, "peak_rss_scope": "measurement"})
+    add({"peak_rss_mib": 350.0, "peak_rss_scope": "process"})  # a lifetime peak says nothing of this model
+    add({"status": "error: x"})
+    assert [row.get("rss_added_mib") for row in rows] == [250.0, None, None]
+
+
 def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
     calls = []
 
