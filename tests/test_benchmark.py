@@ -49,7 +49,8 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
         assert 0 < cps["min"] <= cps["median"] <= cps["max"]
         assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
         assert row["compile_s"] > 0 and row["peak_rss_mib"] > 0 and row["repeats"] == 1
-        assert 0 < row["rss_added_mib"] < row["peak_rss_mib"]
+        if row["peak_rss_scope"] == "measurement":  # where the kernel lets the peak be reset
+            assert 0 < row["rss_added_mib"] < row["peak_rss_mib"]
 
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| ShuffleNetV2-0.25x | 0.83 / " in markdown  # paper params beside ours
@@ -57,7 +58,8 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
     for row in rows:  # the JSON's numbers, in the tables
         cps = row["clips_per_s"]
         assert f"| {cps['median']:,.1f} [{cps['min']:,.1f}–{cps['max']:,.1f}] |" in table_row
-        assert f"| {row['peak_rss_mib']:,.0f} (+{row['rss_added_mib']:,.0f}) |" in markdown
+        added = f" (+{row['rss_added_mib']:,.0f})" if "rss_added_mib" in row else ""
+        assert f"| {row['peak_rss_mib']:,.0f}{added} |" in markdown
     assert "Keras (tensorflow) float32 b2" in markdown and "Keras (jax) float32 b1" in markdown
     assert "GPU rows: **not measured**, this machine has no GPU." in markdown or run["gpus"]
     assert "**Not Table 8's setting** (16×112×112 clips, 600 classes)" in markdown  # 8×32×32, 5 classes
