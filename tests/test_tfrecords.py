@@ -415,10 +415,14 @@ def test_a_worker_that_dies_stops_the_run_with_a_message(fixtures_dir, tmp_path,
     with pytest.raises(AnnotationError, match="holds shards that this conversion does not write "
                                               "\\(train-00000-of-00009.tfrecord\\)"):
         tool.convert("folders", source, out, workers=2, progress=False)
-    fresh = tmp_path / "fresh"  # refused before any work: no plan written
+    # A set without the plan of its conversion (copied without the dot files): its shards, whatever their
+    # names, are refused before any work, no plan written.
+    fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / "val-00000-of-00002.tfrecord").write_bytes(b"")
-    with pytest.raises(AnnotationError, match="holds shards that this conversion does not write"):
+    (fresh / tool.schema.MANIFEST).write_text("{}")
+    (fresh / "train-00000-of-00001.tfrecord").write_bytes(b"")
+    with pytest.raises(AnnotationError, match=r"already holds a set \(train-00000-of-00001.tfrecord, manifest.json\) "
+                                              "that this conversion did not plan: use another --output"):
         tool.convert("folders", source, fresh, progress=False)
     assert not (fresh / tool.PLAN).exists()
 
@@ -578,6 +582,33 @@ def ucf_notes(tmp_path):
     (notes / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n")
     (notes / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
     return notes
+
+
+def test_ucf101_finds_a_listed_video_by_its_name_in_another_case(fixtures_dir, tmp_path, ucf_notes):
+    # Copies renamed to the class folder's case (v_HandstandPushups_...) while the lists keep
+    # the official v_HandStandPushups_...
+    videos = tmp_path / "UCF-101"
+    touch(videos / "ApplyEyeMakeup" / "v_applyeyemakeup_g01_c01.avi")
+    touch(videos / "Archery" / "v_Archery_g01_c01.avi")
+    _, items, missing = sources.list_ucf101(videos, ucf_notes)
+    assert not missing
+    assert sorted((item.video_id, item.source) for item in items)[0] == (
+        "v_ApplyEyeMakeup_g01_c01", str(videos / "ApplyEyeMakeup" / "v_applyeyemakeup_g01_c01.avi"))
+
+
+def test_a_conversion_resumes_from_another_folder_and_a_wrong_input_writes_nothing(ucf_tree, monkeypatch):
+    monkeypatch.chdir(ucf_tree)
+    first = tool.convert("ucf101", "videos", "out", annotations="annotations", progress=False)
+    monkeypatch.chdir(ucf_tree / "videos")
+    again = tool.convert("ucf101", ucf_tree / "videos", ucf_tree / "out", annotations=ucf_tree / "annotations",
+                         progress=False)
+    assert again["splits"] == first["splits"]
+    # A UCF-101 list read as Jester's: every listed id missing, refused before a file is written.
+    with pytest.raises(AnnotationError, match=r"none of the \d+ videos the annotations list is under --input .*"
+                                              r"check --input and --format"):
+        tool.convert("jester", ucf_tree / "videos", ucf_tree / "wrong", annotations=ucf_tree / "annotations",
+                     progress=False)
+    assert not (ucf_tree / "wrong").exists()
 
 
 def test_ucf101_follows_symlinked_class_folders_and_ends_link_loops(fixtures_dir, tmp_path, ucf_notes):

@@ -141,18 +141,28 @@ def load_or_make_plan(output, items, arguments, labels):
             raise AnnotationError(
                 f"{output} holds a conversion made with other arguments ({', '.join(changed)}); "
                 f"use another --output, or delete {output} to start over")
-        planned = sorted(json.dumps(entry, sort_keys=True) for entries in plan["shards"].values()
-                         for entry in entries)
+        # Sources as absolute paths (earlier versions' plans hold them from this working folder).
+        planned = sorted(json.dumps({**entry, "source": os.path.abspath(entry["source"])}, sort_keys=True)
+                         for entries in plan["shards"].values() for entry in entries)
         listed = sorted(json.dumps(dataclasses.asdict(item), sort_keys=True) for item in items)
-        if plan.get("labels", labels) != labels or planned != listed:
+        then = plan.get("labels", labels)
+        if then != labels or planned != listed:
+            differ = [label for label in then if label not in labels] + [label for label in labels if label not in then]
+            classes = (f"; classes in one only: {', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}"
+                       if differ else "; the classes' order differs" if then != labels else "")
             raise AnnotationError(
                 f"{output} holds a conversion of other videos or classes than --input lists now "
-                f"({len(planned)} videos planned, {len(listed)} listed; labels {plan.get('labels')} then, "
-                f"{labels} now); use another --output, or delete {output} to start over")
+                f"({len(planned)} videos planned, {len(listed)} listed{classes}); use another --output, or "
+                f"delete {output} to start over")
         _refuse_foreign_shards(output, plan)
         return plan
+    held = sorted(path.name for path in output.glob("*.tfrecord")) + \
+        ([schema.MANIFEST] if (output / schema.MANIFEST).exists() else [])
+    if held:  # a set copied or made elsewhere (no plan of its conversion): its shards would be overwritten
+        raise AnnotationError(f"{output} already holds a set ({', '.join(held[:3])}"
+                              f"{', ...' if len(held) > 3 else ''}) that this conversion did not plan: "
+                              "use another --output")
     plan = {"arguments": arguments, "labels": labels, "shards": make_plan(items, arguments)}
-    _refuse_foreign_shards(output, plan)
     write_atomic(path, json.dumps(plan))
     return plan
 
@@ -203,6 +213,12 @@ def convert(format, input, output, *, annotations=None, split=1, shard_size_mb=2
         raise AnnotationError(f"--output {output} is inside --input {input}, where it would become a class")
     labels, items, missing = FORMATS[format](
         input, annotations, split=split, val_fraction=val_fraction)
+    if not items:  # before any file is written: a wrong --input or --format, corrected, then runs
+        example = f" (e.g. {missing[0][0]}: {missing[0][1]})" if missing else ""
+        raise AnnotationError(f"none of the {len(missing)} videos the annotations list is under --input "
+                              f"{input}{example}: check --input and --format")
+    # As absolute paths, so that the same conversion resumes from another working folder.
+    items = [dataclasses.replace(item, source=os.path.abspath(item.source)) for item in items]
     try:
         probe_writable(output / PROGRESS, f"--output {output}")
     except ValueError as error:

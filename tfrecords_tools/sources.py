@@ -8,6 +8,7 @@ an unknown label, raises `AnnotationError` before any work starts. Inputs
 left out for a reason a user may not expect (a second video of the same name,
 a folder that is not a class) are also named in a warning on stderr.
 """
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -203,6 +204,10 @@ def list_ucf101(input_dir, annotations, split=1, **_):
              "val": _require_file(folder / f"testlist0{split}.txt", f"UCF-101 split {split} test list")}
     index_of = {label: index for index, label in enumerate(labels)}
     videos = _index_videos(input_dir, (".avi",), frame_folders=True)
+    # Copies "fixed" to the class folder's case (v_HandstandPushups_...) while the lists keep the
+    # official v_HandStandPushups_...: found by a name unique without case.
+    by_case = collections.Counter(stem.casefold() for stem in videos)
+    uncased = {stem.casefold(): stem for stem in videos if by_case[stem.casefold()] == 1}
     items, missing, duplicates = [], [], []
     for subset, path in lists.items():
         for number, line in enumerate(_read_annotation(read_lines, path), 1):
@@ -218,12 +223,13 @@ def list_ucf101(input_dir, annotations, split=1, **_):
                 raise AnnotationError(f"{path}:{number}: index {parts[1]} is not {class_name!r} "
                                       f"({label_index + 1} in classInd.txt)")
             stem = pathlib.PurePosixPath(name).stem
-            if stem not in videos:
+            found = stem if stem in videos else uncased.get(stem.casefold())
+            if found is None:
                 missing.append((name, "missing: no such .avi or frame folder under --input", subset))
                 continue
-            listed = pathlib.Path(input_dir, name)
-            source = _pick(videos[stem], subset, duplicates,
-                           preferred=listed if listed in videos[stem] else listed.with_suffix(""))
+            listed = pathlib.Path(input_dir, pathlib.PurePosixPath(name).parent, found + ".avi")
+            source = _pick(videos[found], subset, duplicates,
+                           preferred=listed if listed in videos[found] else listed.with_suffix(""))
             items.append(Item(str(source), stem, label_index, class_name, subset))
     return _finish(items, missing, duplicates, labels, folder)
 
