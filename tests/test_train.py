@@ -437,7 +437,8 @@ def test_worker_index_counts_a_chief_task_first(monkeypatch):
     for task, index in ((("chief", 0), 0), (("worker", 0), 1), (("worker", 1), 2), (("evaluator", 0), -1)):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": dict(zip(("type", "index"), task))}))
         assert r3d_train.worker_index() == index
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}))
+    alone = {"cluster": {"worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(alone))
     assert r3d_train.worker_index() == 0
     monkeypatch.setenv("TF_CONFIG", "{'cluster': }")
     with pytest.raises(ValueError, match="TF_CONFIG is not JSON"):
