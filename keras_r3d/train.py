@@ -24,6 +24,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -536,8 +537,6 @@ def check_workers_resume_alike(strategy, state, path):
 def lost_worker(error):
     """What TensorFlow's `error` says of a collective whose peer is gone (the
     unhealthy tasks, where it names them), or None for any other error."""
-    import re
-
     import tensorflow as tf
 
     if not isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)):
