@@ -248,6 +248,9 @@ def test_glob_characters_in_a_folder_or_file_name_are_taken_literally(shards, tm
     assert data._files(str(folder / "train-*.tfrecord")) == sorted(str(f) for f in folder.glob("train-*.tfrecord"))
     assert inspect_tool.summarize(literal)["videos"] >= 1
     assert data.label_names(str(folder / "train-*.tfrecord")) == data.label_names(str(shards / "train-*.tfrecord"))
+    # Classes per split from the manifest: of whole splits only.
+    assert sum(data.videos_per_class(str(folder / "train-*.tfrecord")).values()) == 4
+    assert data.videos_per_class(literal) is None  # one of the split's two shards
 
 
 def fit_twice(pattern):
