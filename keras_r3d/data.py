@@ -239,11 +239,9 @@ def manifest_shards(manifest):
     return {shard["file"]: shard for entry in manifest.get("splits", {}).values() for shard in entry["shards"]}
 
 
-def read_manifest(file_pattern):
-    """The label names and per-video frame counts of the matching shards, from
-    the `manifest.json` beside them: `(labels, num_frames)`, num_frames a list
-    of the frame counts of every video, shard by shard."""
-    labels, num_frames = None, []
+def _manifests(file_pattern):
+    """{manifest.json path: (its dict, the names of the matching shards beside
+    it, in order)}, each manifest read once."""
     manifests = {}
     for file in _files(file_pattern):
         path = pathlib.Path(file)
@@ -251,15 +249,25 @@ def read_manifest(file_pattern):
         if manifest_path not in manifests:
             if not manifest_path.exists():
                 raise FileNotFoundError(f"{manifest_path}: no manifest beside {path.name}")
-            manifests[manifest_path] = json.loads(manifest_path.read_text())
-        manifest = manifests[manifest_path]
+            manifests[manifest_path] = (json.loads(manifest_path.read_text()), [])
+        manifests[manifest_path][1].append(path.name)
+    return manifests
+
+
+def read_manifest(file_pattern):
+    """The label names and per-video frame counts of the matching shards, from
+    the `manifest.json` beside them: `(labels, num_frames)`, num_frames a list
+    of the frame counts of every video, shard by shard."""
+    labels, num_frames = None, []
+    for manifest_path, (manifest, names) in _manifests(file_pattern).items():
         if labels is not None and manifest["labels"] != labels:
             raise ValueError(f"{manifest_path}: other labels than the other shards")
         labels = manifest["labels"]
         shards = manifest_shards(manifest)
-        if path.name not in shards:
-            raise ValueError(f"{path} is not listed in {manifest_path}")
-        num_frames += shards[path.name]["num_frames"]
+        for name in names:
+            if name not in shards:
+                raise ValueError(f"{manifest_path.parent / name} is not listed in {manifest_path}")
+            num_frames += shards[name]["num_frames"]
     return labels, num_frames
 
 
@@ -267,17 +275,14 @@ def videos_per_class(file_pattern):
     """{label: videos} of the matching shards, from their manifests' counts per
     split, or None where the shards are part of a split (the manifest counts
     labels per split, not per shard)."""
-    matched = collections.defaultdict(set)
-    for file in _files(file_pattern):
-        matched[pathlib.Path(file).parent / schema.MANIFEST].add(pathlib.Path(file).name)
     counts = collections.Counter()
-    for manifest_path, names in matched.items():
-        manifest = json.loads(manifest_path.read_text())
+    for manifest, names in _manifests(file_pattern).values():
+        matched = set(names)
         for entry in manifest.get("splits", {}).values():
             shards = {shard["file"] for shard in entry["shards"]}
-            if shards & names and not shards <= names:
+            if shards & matched and not shards <= matched:
                 return None
-            if shards <= names:
+            if shards <= matched:
                 counts.update(entry["per_class"])
     return dict(counts)
 

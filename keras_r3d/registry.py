@@ -62,7 +62,7 @@ def describe(architecture):
     """A model's `architecture` (its arch and builder kwargs) by its registry
     name where one matches (`ShuffleNetV2-1.0x`), else as `arch (kwargs)`."""
     arch = architecture["arch"]
-    kwargs = {k: v for k, v in architecture.items() if k not in ("arch", "num_classes", "classifier_activation")}
+    kwargs = {k: architecture[k] for k in ARCHITECTURE_FLAGS if k in architecture}
     names = [name for name, spec in _specs().items() if spec.arch == arch and spec.kwargs == kwargs]
     return names[0] if names else f"{arch} ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
