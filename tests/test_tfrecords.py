@@ -594,6 +594,13 @@ def test_ucf101_finds_a_listed_video_by_its_name_in_another_case(fixtures_dir, t
     assert not missing
     assert sorted((item.video_id, item.source) for item in items)[0] == (
         "v_ApplyEyeMakeup_g01_c01", str(videos / "ApplyEyeMakeup" / "v_applyeyemakeup_g01_c01.avi"))
+    # Two copies that differ only in case, neither the listed name: which one is meant is
+    # unknown, so the listed video is missing, not one of them guessed.
+    touch(videos / "ApplyEyeMakeup" / "v_APPLYEYEMAKEUP_g01_c01.avi")
+    _, items, missing = sources.list_ucf101(videos, ucf_notes)
+    assert [item.video_id for item in items] == ["v_Archery_g01_c01"]
+    assert [(name, reason) for name, reason, _ in missing] == [
+        ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "missing: no such .avi or frame folder under --input")]
 
 
 def test_a_conversion_resumes_from_another_folder_and_a_wrong_input_writes_nothing(ucf_tree, monkeypatch):
