@@ -686,6 +686,12 @@ def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_sy
         with pytest.raises(ValueError, match=message):
             r3d_train.train(config)
         assert not run.exists()
+    # As many training videos as --batch_size make one batch.
+    from keras_r3d import data as r3d_data
+
+    videos = len(r3d_data.read_manifest(synthetic["train_data"])[1])
+    config = r3d_train.default_config(**{**TINY, **synthetic, "batch_size": videos}, output_dir=str(run))
+    assert r3d_train.check_data(config) == videos
     # Another run's checkpoints (without its state.json): this run's rotation would delete its own.
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "epoch_0009.keras").write_bytes(b"")
