@@ -707,6 +707,22 @@ def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_sy
     assert (own_train["synthetic_dir"], own_train["val_data"]) == ("s", "s/val-*.tfrecord")
 
 
+def test_a_batch_size_that_does_not_divide_by_the_replicas_is_refused_before_a_run_folder(tmp_path, monkeypatch):
+    """Each replica takes --batch_size / replicas clips of a step (test_mirrored_training_on_two_replicas
+    runs two, slowly): one that does not divide is refused before any data is read."""
+    import types
+
+    monkeypatch.setattr(r3d_train, "make_strategy", lambda name: types.SimpleNamespace(num_replicas_in_sync=2))
+    run = tmp_path / "run"
+    config = r3d_train.default_config(**TINY, train_data=str(tmp_path / "none-*.tfrecord"),
+                                      val_data=str(tmp_path / "none-*.tfrecord"), output_dir=str(run))
+    with pytest.raises(ValueError, match="--batch_size 5 must divide by the 2 replicas"):
+        r3d_train.train({**config, "strategy": "mirrored", "batch_size": 5})
+    assert not run.exists()
+    with pytest.raises(FileNotFoundError):  # 4 divides: on to reading the data, which is not there
+        r3d_train.train({**config, "strategy": "mirrored", "batch_size": 4})
+
+
 def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,
                                                                             monkeypatch):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
