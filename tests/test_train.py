@@ -723,6 +723,22 @@ def test_a_batch_size_that_does_not_divide_by_the_replicas_is_refused_before_a_r
         r3d_train.train({**config, "strategy": "mirrored", "batch_size": 4})
 
 
+def test_classes_without_training_videos_are_warned_of_before_the_model_is_built(synthetic, tmp_path, monkeypatch,
+                                                                                capsys):
+    from keras_r3d import data as r3d_data
+
+    classes = r3d_data.label_names(synthetic["train_data"])
+    config = {**r3d_train.default_config(**TINY, **synthetic, output_dir=str(tmp_path / "run")), "arch": None}
+    for counts, warned in (({name: 3 for name in classes}, False), (None, False),  # None: part of a split
+                           ({name: 3 for name in classes[1:]}, True)):
+        monkeypatch.setattr(r3d_data, "videos_per_class", lambda pattern: counts)
+        with pytest.raises(ValueError, match="give exactly one of --model, --pretrained, --arch"):
+            r3d_train.train(config)  # stopped right after the data checks
+        err = capsys.readouterr().err
+        assert (f"warning: 1 of the 8 classes have no training video: {classes[0]}; the model never learns them"
+                in err) == warned, err
+
+
 def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,
                                                                             monkeypatch):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
