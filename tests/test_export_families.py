@@ -95,6 +95,9 @@ def test_a_diverged_models_outputs_are_warned_of(tiny_model, tmp_path):
     export.export_model(diverged, tmp_path, ["onnx"], log=lines.append)
     assert any(line.startswith("warning: the model's outputs reach ") and "its training diverged" in line
                for line in lines), lines
+    healthy = []  # the warning is the diverged model's only
+    export.export_model(tiny_model, tmp_path / "healthy", ["onnx"], log=healthy.append)
+    assert not any("outputs reach" in line for line in healthy), healthy
 
 
 def test_tftrt_without_tensorrt_writes_float_pixel_onnx_and_says_why(tiny_model, tmp_path, monkeypatch):
