@@ -105,6 +105,10 @@ def test_onnx_metadata_is_read_without_the_onnx_package(jester, tmp_path):
         expected = {prop.key: prop.value for prop in proto.metadata_props}
         data = proto.SerializeToString()
         assert runtimes.onnx_metadata(io.BytesIO(data)) == expected
+    # A file without metadata (another tool's) ends in a field that is skipped, not read.
+    bare = onnx.load(jester["dir"] / "model.onnx")
+    del bare.metadata_props[:]
+    assert runtimes.onnx_metadata(io.BytesIO(bare.SerializeToString())) == {}
     # Wire type 7; a varint cut short; a file cut in its graph (skipped) and in its metadata (read, last).
     for bad in (b"\x0f\x00", b"\x08", data[:len(data) // 2], data[:-3]):
         with pytest.raises(ValueError, match="not an ONNX file"):
