@@ -388,6 +388,15 @@ def test_the_runner_and_predict_share_one_timeline():
     assert slots == list(range(9)) + [9] * 10 + [10] * 10 + list(range(11, 20))
     runner = _load_runner()
     assert [int(f[0, 0, 0]) for f in runner._on_time_line(zip(frames, times), 10.0)] == slots
+    # A repeated time stamp is no time line (as AVI's B-frames): from it on, every frame as decoded.
+    times = [0.0, 0.1, 0.1, 0.2, 0.3]
+    collected = video._Frames("clip", None)
+    timeline = video._ConstantRate(collected, 10.0, 8)
+    for frame, seconds in zip(frames, times):
+        timeline.add(frame, seconds)
+    timeline.close()
+    assert collected.array[:collected.count, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert [int(f[0, 0, 0]) for f in runner._on_time_line(zip(frames, times), 10.0)] == [0, 1, 2, 3, 4]
 
 
 def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
