@@ -440,6 +440,41 @@ def test_run_on_device_on_an_old_opencv(monkeypatch, capsys):
     assert runner._opencv_path("geste_\udcc3\udcbc") == "geste_ü"
 
 
+def test_a_header_a_few_frames_over_is_no_cut_file_to_the_runner_or_predict(tmp_path, monkeypatch, capsys):
+    """Headers may declare a frame or two (up to 5 %) more than an intact file
+    decodes: only a shortfall beyond that is warned of as a cut file."""
+    import struct
+
+    import av
+
+    from keras_r3d.video import read_video
+
+    written = tmp_path / "clip.avi"
+    with av.open(str(written), "w") as container:
+        stream = container.add_stream("mjpeg", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuvj420p"
+        for i in range(40):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 5 * i, np.uint8),
+                                                                   format="rgb24")))
+        container.mux(stream.encode())
+    data = bytearray(written.read_bytes())
+    header = data.index(b"strh") + 8  # the video stream header (after its size)
+    assert data[header:header + 4] == b"vids"
+    length = header + 32  # its dwLength: the frame count
+    runner = _load_runner()
+    monkeypatch.setattr(runner, "_cv2", lambda: None)  # PyAV's header count, as predict reads it
+    for declared, warned in ((40, False), (42, False), (43, True)):
+        struct.pack_into("<I", data, length, declared)
+        path = tmp_path / f"declares_{declared}.avi"
+        path.write_bytes(data)
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].frames == declared
+        assert len(read_video(path)[0]) == len(runner.read_frames(str(path))[0]) == 40
+        cut = f"warning: {path}: decoded 40 of the {declared} frames its header declares: truncated or corrupt"
+        assert capsys.readouterr().err.count(cut) == 2 * warned, declared
+
+
 def test_run_on_device_reads_16_bit_frames_as_predict_does(tmp_path):
     from PIL import Image
 
