@@ -251,6 +251,10 @@ def test_glob_characters_in_a_folder_or_file_name_are_taken_literally(shards, tm
     # Classes per split from the manifest: of whole splits only.
     assert sum(data.videos_per_class(str(folder / "train-*.tfrecord")).values()) == 4
     assert data.videos_per_class(literal) is None  # one of the split's two shards
+    # A file whose own name holds glob characters is taken as it is.
+    odd = folder / "train [1].tfrecord"
+    shutil.copy(literal, odd)
+    assert data._files(str(odd)) == [str(odd)]
 
 
 def fit_twice(pattern):
