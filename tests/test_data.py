@@ -257,6 +257,21 @@ def test_glob_characters_in_a_folder_or_file_name_are_taken_literally(shards, tm
     assert data._files(str(odd)) == [str(odd)]
 
 
+def test_shards_of_sets_with_other_class_lists_are_refused(shards, tmp_path):
+    """Shards of two conversions train together only where their manifests
+    give the same labels: a label index means one class in both."""
+    import json
+
+    other = tmp_path / "other"
+    shutil.copytree(shards, other)
+    both = [str(shards / "train-*.tfrecord"), str(other / "train-*.tfrecord")]
+    labels, _ = data.read_manifest(both)
+    manifest = json.loads((other / schema.MANIFEST).read_text())
+    (other / schema.MANIFEST).write_text(json.dumps({**manifest, "labels": labels[::-1]}))
+    with pytest.raises(ValueError, match=f"{other / schema.MANIFEST}: other labels than the other shards"):
+        data.read_manifest(both)
+
+
 def fit_twice(pattern):
     """Two epochs of a tiny model on the pipeline; returns the backend name."""
     import keras
