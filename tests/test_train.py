@@ -739,6 +739,19 @@ def test_classes_without_training_videos_are_warned_of_before_the_model_is_built
                 in err) == warned, err
 
 
+def test_the_summary_reports_the_best_epoch_not_the_last(tmp_path):
+    from keras_r3d.runs import METRIC_COLUMNS
+
+    row = dict.fromkeys(METRIC_COLUMNS)
+    history = [{**row, "epoch": epoch, "loss": 1.0 / epoch, "val_clip_top1": top1, "val_video_top1": top1,
+                "val_video_top5": 1.0} for epoch, top1 in ((1, 0.25), (2, 0.75), (3, 0.5))]
+    run = RunDirectory(tmp_path)
+    run.write_metrics({"history": history, "best_epoch": 2, "epoch": 3, "wall_time_s": 12.34})
+    summary = json.loads(run.summary_path.read_text())
+    assert (summary["best_epoch"], summary["val_video_top1"], summary["val_clip_top1"]) == (2, 0.75, 0.75)
+    assert (summary["epochs"], summary["last"]["val_video_top1"], summary["wall_time_s"]) == (3, 0.5, 12.3)
+
+
 def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,
                                                                             monkeypatch):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
