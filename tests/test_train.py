@@ -752,6 +752,27 @@ def test_the_summary_reports_the_best_epoch_not_the_last(tmp_path):
     assert (summary["epochs"], summary["last"]["val_video_top1"], summary["wall_time_s"]) == (3, 0.5, 12.3)
 
 
+def test_the_contract_takes_the_training_videos_frame_rate_only_where_they_share_one(synthetic, tmp_path,
+                                                                                     monkeypatch):
+    import collections
+
+    from keras_r3d import data as r3d_data
+
+    class Built(Exception):
+        pass
+
+    def stop(pattern, contract, use, rates=None):  # the next step: the model and its contract are made
+        raise Built(contract.fps)
+
+    monkeypatch.setattr(r3d_data, "warn_about_frame_rates", stop)
+    config = r3d_train.default_config(**TINY, **synthetic, output_dir=str(tmp_path / "run"))
+    for counts, fps in (({25.0: 4}, 25.0), ({25.0: 3, 30.0: 1}, None), ({0.0: 4}, None)):  # 0: unknown
+        monkeypatch.setattr(r3d_data, "frame_rates", lambda pattern: (collections.Counter(counts), 1, 1))
+        with pytest.raises(Built) as built:
+            r3d_train.train(config)
+        assert built.value.args == (fps,), counts
+
+
 def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synthetic, tmp_path, capsys,
                                                                             monkeypatch):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=1, lr_schedule="cosine",
