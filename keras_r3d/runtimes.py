@@ -277,6 +277,10 @@ class _TFLiteRuntime(Runtime):
         except ImportError:  # tflite-runtime: Python 3.7-3.9 on aarch64 (JetPack 5); none for 3.6 on Linux
             with _needs(path, "ai-edge-litert or tflite-runtime"):
                 from tflite_runtime import interpreter as litert
+            if int(np.__version__.split(".")[0]) >= 2:  # its last release (2.14) is built for numpy 1
+                raise ImportError("{}: tflite-runtime fails on numpy {} (a SystemError on loading): "
+                                  "pip install \"numpy<2\", or ai-edge-litert in place of tflite-runtime".format(
+                                      path, np.__version__))
 
         notes = ""
         try:

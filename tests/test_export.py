@@ -564,8 +564,25 @@ def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monk
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert` fails
     monkeypatch.setitem(sys.modules, "tflite_runtime", types.SimpleNamespace(interpreter=interpreter))
+    monkeypatch.setattr(np, "__version__", "1.24.4")  # JetPack 5's Python 3.8 has no numpy 2
     runtime = runtimes.load_runtime(jester["dir"] / "model_int8.tflite")
     assert runtime(runtimes.random_frames(1, runtime.input_shape[1:])).shape == (1, 27)
+
+
+def test_tflite_runtime_on_numpy_2_is_named_in_the_error(tmp_path, monkeypatch):
+    """tflite-runtime (built for numpy 1) under numpy 2, as `pip install tflite-runtime` gives on
+    Python 3.9+ (run on aarch64): its Interpreter raised a bare SystemError."""
+    def interpreter(**kwargs):
+        raise SystemError("<built-in method CreateWrapperFromFile> returned a result with an error set")
+
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"\0")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime",
+                        types.SimpleNamespace(interpreter=types.SimpleNamespace(Interpreter=interpreter)))
+    monkeypatch.setattr(np, "__version__", "2.0.2")
+    with pytest.raises(ImportError, match=r'tflite-runtime fails on numpy 2\.0\.2.*pip install "numpy<2"'):
+        runtimes.load_runtime(model)
 
 
 def test_trt_flag_logic_without_tensorrt(tmp_path, monkeypatch):
