@@ -339,3 +339,15 @@ def test_train_and_val_windows_are_the_official_ones(tmp_path):
     # Official TemporalCenterCrop: begin at n // 2 - window // 2.
     (clip, _), = data.make_dataset(pattern, "val", GRAY_CONTRACT, 1).as_numpy_iterator()
     assert _frame_numbers(clip).tolist() == [[6, 8, 10, 12]]
+
+
+def test_test_windows_and_a_video_shorter_than_the_window_are_the_official_ones(tmp_path):
+    """Read back from the pixels: the test split's consecutive windows, loop-padded
+    at the end, and the val clip of a video shorter than its window."""
+    pattern = _gray_records(tmp_path)
+    clips = np.concatenate([batch[0] for batch in data.make_dataset(pattern, "test", GRAY_CONTRACT, 8)
+                            .as_numpy_iterator()])
+    assert _frame_numbers(clips).tolist() == [official_indices(GRAY_FRAMES, start, 4, 2) for start in (0, 8, 16)]
+    longer = GRAY_CONTRACT.replace(frames=16)  # a window of 32 frames: the center crop begins at 0
+    (clip, _), = data.make_dataset(pattern, "val", longer, 1).as_numpy_iterator()
+    assert _frame_numbers(clip).tolist() == [official_indices(GRAY_FRAMES, 0, 16, 2)]
