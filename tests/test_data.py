@@ -68,11 +68,13 @@ def test_crop_windows_stay_inside_and_use_the_official_scales():
     height, width, short = 128, 171, 128
     sides = {int(short * s) for s in data.SCALES}
     assert sides == {128, 107, 90, 76, 64}
-    corners, seen_sides = set(), set()
+    corners, seen_sides, quadrants = set(), set(), set()
     for seed in range(60):
         y, x, side, side2 = data.crop_window(height, width, tf.constant(seed, tf.int64), "random").numpy()
         assert side == side2 and side in sides and 0 <= y <= height - side and 0 <= x <= width - side
         seen_sides.add(side)
+        if side < height:
+            quadrants.add((y / (height - side) < 0.5, x / (width - side) < 0.5))
         y, x, side, _ = data.crop_window(height, width, tf.constant(seed, tf.int64), "corner").numpy()
         positions = [((height - side) // 2, (width - side) // 2), (0, 0), (0, width - side),
                      (height - side, 0), (height - side, width - side)]
@@ -80,6 +82,7 @@ def test_crop_windows_stay_inside_and_use_the_official_scales():
         if side < height:  # at full height, corners coincide
             corners.add(positions.index((y, x)))
     assert seen_sides == sides and len(corners) == 5
+    assert len(quadrants) == 4  # the official MultiScaleRandomCrop draws x and y apart, not along a diagonal
     assert data.crop_window(height, width, tf.constant(0, tf.int64), "center").numpy().tolist() == [0, 21, 128, 128]
     three = [data.crop_window(height, width, tf.constant(0, tf.int64), "three", i).numpy().tolist()
              for i in range(3)]
