@@ -128,6 +128,8 @@ def test_train_is_deterministic_with_a_seed(shards):
         np.testing.assert_array_equal(clip_a, clip_b)
         np.testing.assert_array_equal(label_a, label_b)
     assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c))
+    for (clip_a, _), (clip_random, _) in zip(a, first_batches(shards, shuffle_seed=7, crop="random")):
+        np.testing.assert_array_equal(clip_a, clip_random)  # train crops at random unless told otherwise
     clip, label = a[0]
     assert clip.shape == (2, 8, 64, 64, 3) and label.dtype == np.int32 and set(label) <= {0, 1}
     pixels = clip + np.asarray(CONTRACT.mean, np.float32)
