@@ -58,5 +58,25 @@ def test_step_schedule_is_the_official_epoch_schedule():
     # official: lr * 0.1 ** #{s <= epoch}, epochs counted from 1
     np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01, 0.001, 0.001, 0.001], rtol=1e-6)
     assert float(schedule(4)) == pytest.approx(0.1) and float(schedule(5)) == pytest.approx(0.01)
+    unordered = step_schedule(0.1, steps_per_epoch=5, lr_steps=["4", "2"])  # --lr_steps=4,2
+    np.testing.assert_allclose([float(unordered(step)) for step in range(0, 30, 5)], lrs, rtol=1e-6)
     with pytest.raises(ValueError):
         step_schedule(0.1, steps_per_epoch=5, lr_steps=[1])
+
+
+def test_cosine_schedule_warms_up_for_epochs_from_a_hundredth_and_decays_to_zero_at_the_last_step():
+    from keras_r3d import train
+
+    config = train.default_config(train_data="x", val_data="y", lr=0.1, epochs=10, lr_schedule="cosine",
+                                  warmup_epochs=2.0)
+
+    def rates(optimizer, steps):
+        for step in steps:
+            optimizer.iterations.assign(step)
+            yield float(optimizer.learning_rate)
+
+    # 5 steps an epoch: warmup over steps 0..10, then a half cosine over the remaining 40 steps.
+    np.testing.assert_allclose(list(rates(train.make_optimizer(config, steps_per_epoch=5), [0, 5, 10, 30, 50])),
+                               [0.001, 0.0505, 0.1, 0.05, 0.0], rtol=1e-5, atol=1e-7)
+    no_warmup = train.make_optimizer({**config, "warmup_epochs": 0.0}, steps_per_epoch=5)
+    np.testing.assert_allclose(list(rates(no_warmup, [0, 25, 50])), [0.1, 0.05, 0.0], rtol=1e-5, atol=1e-7)
