@@ -597,6 +597,20 @@ def test_contract_flags_override_the_normalization():
         r3d_train.build_model({**config, "mean": ["0.5"]}, ["a", "b"])
 
 
+def test_label_smoothing_reaches_the_compiled_loss():
+    import keras
+
+    y = np.eye(4, dtype=np.float32)
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+        model.outputs_probabilities = False
+        config = r3d_train.default_config(train_data="x", val_data="y", label_smoothing=smoothing)
+        r3d_train.compile_model(model, config, steps_per_epoch=1)
+        losses[smoothing] = float(model.loss(y, 30 * y))  # confident and right
+    assert losses[0.0] < 1e-6 and losses[0.2] > 1.0, losses
+
+
 def test_jit_compile_auto_is_off_on_cpu_only_tensorflow(monkeypatch):
     import keras
 
