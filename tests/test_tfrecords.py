@@ -143,10 +143,10 @@ def test_kinetics_mp4_original_size(fixtures_dir, tmp_path):
     link(MP4, tmp_path / "videos" / "arm wrestling" / "abcdefghijk_000010_000020.mp4")
     link(MP4_2, tmp_path / "videos" / "x" / "ABCDEFGHIJK_000001_000011.mp4")
     csv = tmp_path / "kinetics.csv"
-    csv.write_text("label,youtube_id,time_start,time_end,split\n"
-                   "arm wrestling,abcdefghijk,10,20,train\n"
+    csv.write_text("label,youtube_id,time_start,time_end,split\n"  # labels out of order: sorted for the indices
+                   "zumba,notdownloaded,0,10,val\n"
                    "cleaning pool,ABCDEFGHIJK,1,11,val\n"
-                   "zumba,notdownloaded,0,10,val\n")
+                   "arm wrestling,abcdefghijk,10,20,train\n")
     manifest = tool.convert("kinetics", tmp_path / "videos", tmp_path / "out", annotations=csv,
                             short_side=0, progress=False)
     assert manifest["labels"] == ["arm wrestling", "cleaning pool", "zumba"]
