@@ -380,13 +380,17 @@ def test_markdown_reports_the_cpu_target(tmp_path):
                    "B": {"params_M": 1.9, "mflops": 195.0, "paper": paper}},
         "results": [_row("A", "official-eager", 30.0), _row("A", "official-compile", 40.0),
                     _row("A", "tflite", 150.0, "int8", backend="tflite"),
-                    _row("B", "official-eager", 30.0), _row("B", "onnxruntime", 60.0, backend="onnxruntime"),
+                    _row("B", "official-eager", 30.0),
+                    {**_row("B", "onnxruntime", 60.0, backend="onnxruntime"),
+                     "clips_per_s": {"median": 60.0, "min": 30.0, "max": 90.0},
+                     "latency_ms": {"p50": 16.5, "p99": 40.0}},
                     {**_row("B", "tflite", 1.0, backend="tflite"), "status": "error: boom"}],
     }
     markdown = benchmark_report.render_markdown(results)
     assert "| A | TFLite int8 | 150.0 | not measured | — | official PyTorch torch.compile float32 " \
            "| 40.0 | 3.75× | yes |" in markdown
     assert "| B | ONNX Runtime float32 | 60.0 |" in markdown and "| 2.00× | **no** |" in markdown
+    assert "| 60.0 [30.0–90.0] | 16.50 | 40.00 |" in markdown  # median [min–max] clips/s, p50 and p99 ms
     assert "shared and busy" in markdown  # load 3.5 on 2 cores, 2 of it the benchmark's threads
     results["run"]["load_1min_before"] = 2.2  # the benchmark's own two threads, and a little more
     assert "busy" not in benchmark_report.render_markdown(results)
