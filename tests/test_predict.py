@@ -31,6 +31,15 @@ def test_resample_indices_follow_time():
     np.testing.assert_array_equal(video.resample_indices(4, None, 12.0), [0, 1, 2, 3])
 
 
+def test_frame_folders_are_read_in_numeric_order(tmp_path):
+    from PIL import Image
+
+    for i in range(1, 13):  # 1.jpg ... 12.jpg: name order would put 10.jpg after 1.jpg
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(tmp_path / f"{i}.jpg", quality=100)
+    frames, fps = video.read_video(tmp_path)
+    assert fps is None and np.rint(frames.mean(axis=(1, 2, 3)) / 20).astype(int).tolist() == list(range(1, 13))
+
+
 def test_a_variable_frame_rate_video_is_read_on_a_time_line(fixtures_dir, tmp_path):
     """A phone's video slows down in the dark: the frames come at the average
     rate, each the one nearest in time, not one per decoded frame. An AVI's
