@@ -94,6 +94,23 @@ def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
         r3d_train.train(config)
 
 
+def test_the_best_epoch_is_the_first_to_reach_the_best_accuracy(synthetic, tmp_path, monkeypatch):
+    """A later epoch that only ties the best validation accuracy is not the best one (the
+    official code's `prec1 > best_prec1`)."""
+    import types
+
+    from keras_r3d import evaluate as r3d_evaluate
+
+    accuracies = iter([0.5, 0.75, 0.75, 0.25])
+    stats = types.SimpleNamespace(bad_batch=None, loss=1.0, accuracy=0.5, elapsed=1.0)
+    monkeypatch.setattr(r3d_train, "fit_epoch", lambda *args: stats)  # no training: only the choice
+    monkeypatch.setattr(r3d_evaluate, "evaluate", lambda *args, **kwargs: dict.fromkeys(
+        ("clip_top1", "clip_top5", "video_top5"), 1.0) | {"video_top1": next(accuracies)})
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=4, output_dir=str(tmp_path / "run"))
+    summary = r3d_train.train(config)
+    assert (summary["best_epoch"], summary["val_video_top1"]) == (2, 0.75)
+
+
 def test_train_dataset_runs_without_the_autotune_thread(synthetic, tmp_path):
     # Dropping an iterator that has tf.data's autotuning thread blocks until the
     # thread's next (exponentially backed-off) wake-up: 11 s epochs took 20.6 s.
