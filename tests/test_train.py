@@ -111,6 +111,21 @@ def test_the_best_epoch_is_the_first_to_reach_the_best_accuracy(synthetic, tmp_p
     assert (summary["best_epoch"], summary["val_video_top1"]) == (2, 0.75)
 
 
+def test_a_bad_batch_or_non_finite_head_alone_stops_the_run(synthetic, tmp_path, monkeypatch):
+    """Either sign of divergence stops training: a non-finite loss (mixed_float16's loss scaling
+    skips that step, so the weights stay finite) or a non-finite head (an update after the last
+    loss read diverged)."""
+    import types
+
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=1, output_dir=str(tmp_path / "run"))
+    for bad_batch, head_finite in ((3, True), (None, False)):
+        stats = types.SimpleNamespace(bad_batch=bad_batch, loss=1.0, accuracy=0.5, elapsed=1.0)
+        monkeypatch.setattr(r3d_train, "fit_epoch", lambda *args: stats)
+        monkeypatch.setattr(r3d_train, "_head_finite", lambda model: head_finite)
+        with pytest.raises(r3d_train.NonFiniteLossError, match=rf"epoch 1 \(batch {bad_batch}\)"):
+            r3d_train.train({**config, "output_dir": str(tmp_path / f"run_{bad_batch}")})
+
+
 def test_train_dataset_runs_without_the_autotune_thread(synthetic, tmp_path):
     # Dropping an iterator that has tf.data's autotuning thread blocks until the
     # thread's next (exponentially backed-off) wake-up: 11 s epochs took 20.6 s.
