@@ -138,6 +138,14 @@ def test_avg_pool_counts_padding_like_pytorch():
         np.testing.assert_allclose(y[0, 0, 1, 1], 1.0, atol=1e-6)
 
 
+def test_pool_strides_default_to_the_window_like_pytorch():
+    x = np.abs(np.random.default_rng(3).standard_normal((1, 4, 6, 6, 2))).astype(np.float32)
+    for layer in (layers.MaxPool3D((2, 3, 3)), layers.AvgPool3D((2, 3, 3))):
+        assert layer.strides == (2, 3, 3)
+        for implementation in ("native", "frames"):
+            assert _run(layer, x, implementation).shape == (1, 2, 2, 2, 2)
+
+
 def test_channel_shuffle_matches_pytorch_view_permute():
     x = np.arange(2 * 1 * 1 * 2 * 6, dtype=np.float32).reshape(2, 1, 1, 2, 6)
     y = np.asarray(layers.ChannelShuffle(3)(x))
