@@ -146,6 +146,17 @@ def test_pool_strides_default_to_the_window_like_pytorch():
             assert _run(layer, x, implementation).shape == (1, 2, 2, 2, 2)
 
 
+def test_conv_kernels_start_as_pytorchs_fan_out_kaiming_normal():
+    # kaiming_normal_(mode="fan_out"), the official init: std sqrt(2 / (filters * kt * kh * kw)), whatever
+    # the input channels and groups.
+    keras.utils.set_random_seed(0)
+    for filters, channels, groups in [(64, 64, 64), (16, 64, 1)]:
+        conv = layers.Conv3D(filters, 3 if groups > 1 else 1, groups=groups)
+        conv.build((None, 4, 8, 8, channels))
+        expected = np.sqrt(2 / (filters * np.prod(conv.kernel_size)))
+        assert np.std(np.asarray(conv.kernel)) == pytest.approx(expected, rel=0.1)
+
+
 def test_channel_shuffle_matches_pytorch_view_permute():
     x = np.arange(2 * 1 * 1 * 2 * 6, dtype=np.float32).reshape(2, 1, 1, 2, 6)
     y = np.asarray(layers.ChannelShuffle(3)(x))
