@@ -419,6 +419,24 @@ def _randomize(model, seed, clips):
     return model.eval()
 
 
+def test_a_training_step_moves_the_batch_norm_statistics_as_pytorchs():
+    """Fine-tuning moves the zoo's BN statistics as BatchNorm3d(momentum=0.1)
+    moves the official models' (PyTorch's variance is unbiased: n / (n - 1))."""
+    from keras_r3d.models import common
+
+    x = np.random.default_rng(3).standard_normal((2, 4, 6, 6, 5)).astype(np.float32) * 2 + 1
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, common.batch_norm(inputs, "bn"))
+    model(x, training=True)
+    official = nn.BatchNorm3d(5).train()
+    official(torch.from_numpy(x.transpose(0, 4, 1, 2, 3)))
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), official.running_mean.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), official.running_var.numpy(),
+                               rtol=2e-3)
+
+
 @pytest.mark.filterwarnings("ignore:.*the data set is not in the file name")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_converted_model_matches_the_official_pytorch_model(name):
