@@ -55,6 +55,7 @@ def test_build_rejects_unknown_arch_and_kwargs():
     ("mobilenetv2", {"width_mult": None}, "width_mult must be a positive Python number, got None"),
     ("mobilenetv2", {"width_mult": float("inf")}, "width_mult must be a positive Python number, got inf"),
     ("mobilenet", {"dropout": "0.5"}, r"dropout must be a Python number in \[0, 1\), got '0.5'"),
+    ("mobilenet", {"dropout": 1.0}, r"dropout must be a Python number in \[0, 1\), got 1.0"),
     ("mobilenet", {"num_classes": True}, "num_classes must be a positive Python int, got True"),
     ("mobilenet", {"num_classes": np.int64(5)}, "num_classes must be a positive Python int"),
     ("mobilenet", {"input_shape": (np.int64(8), 32, 32, 3)}, r"\(frames, height, width, 3\) of Python ints"),
