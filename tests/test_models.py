@@ -106,6 +106,15 @@ def test_shufflenet_builds_exactly_the_official_pairs():
                 keras_r3d.ShuffleNet3D(width_mult=float(width), groups=int(groups))
 
 
+def test_width_multipliers_truncate_channels_as_the_official_code():
+    # The official int(c * width_mult), not rounded: 567 * 0.5 = 283.5 -> 283, 32 * 0.3 = 9.6 -> 9.
+    shufflenet = keras_r3d.ShuffleNet3D(width_mult=0.5, groups=1, include_top=False, pooling="avg",
+                                        input_shape=(16, 32, 32, 3))
+    assert shufflenet.output.shape == (None, 283)
+    mobilenet = keras_r3d.MobileNet3D(width_mult=0.3, include_top=False, pooling="avg", input_shape=(8, 32, 32, 3))
+    assert mobilenet.get_layer("features_0_0").filters == 9 and mobilenet.output.shape == (None, 307)
+
+
 def test_feature_extraction_and_input_sizes():
     features = keras_r3d.MobileNetV2_3D(width_mult=0.2, include_top=False, input_shape=(16, 64, 64, 3))
     assert features.output.shape == (None, 1, 2, 2, 1280)
