@@ -20,6 +20,13 @@ def test_bgr_range_and_std():
     np.testing.assert_allclose(preprocess(frames, contract)[0, 0, 0], [0, 0, 2.0])
 
 
+def test_the_mean_is_subtracted_in_the_value_range_before_the_std_divides():
+    frames = np.array([0, 51, 255], np.uint8).reshape(1, 1, 1, 3)
+    contract = Preprocessing(value_range=(-1, 1), mean=(0.5, 0.0, -0.5), std=(0.5, 2.0, 0.25))
+    # ((pixel / 255 * 2 - 1) - mean) / std: (-1 - 0.5) / 0.5, (-0.6 - 0) / 2, (1 + 0.5) / 0.25.
+    np.testing.assert_allclose(preprocess(frames, contract)[0, 0, 0], [-3.0, -0.3, 6.0], rtol=1e-6)
+
+
 def test_float_frames_are_refused():
     with pytest.raises(ValueError, match=r"uint8 frames .*got float32; these: \(frames \* 255\)"):
         preprocess(np.full((1, 2, 2, 3), 0.5, np.float32), Preprocessing())
