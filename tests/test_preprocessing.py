@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_r3d import Preprocessing, preprocess
+from keras_r3d.preprocessing import DATASET_PREPROCESSING
 from keras_r3d.runtimes import random_frames
 
 
@@ -25,6 +26,21 @@ def test_the_mean_is_subtracted_in_the_value_range_before_the_std_divides():
     contract = Preprocessing(value_range=(-1, 1), mean=(0.5, 0.0, -0.5), std=(0.5, 2.0, 0.25))
     # ((pixel / 255 * 2 - 1) - mean) / std: (-1 - 0.5) / 0.5, (-0.6 - 0) / 2, (1 + 0.5) / 0.25.
     np.testing.assert_allclose(preprocess(frames, contract)[0, 0, 0], [-3.0, -0.3, 6.0], rtol=1e-6)
+
+
+def test_the_data_sets_contracts_are_the_official_recipes():
+    # Efficient-3DCNNs: pixels 0..255 minus the ActivityNet mean; Jester's 12 fps clips sampled every second
+    # frame; Kinetics frames as OpenCV decoded them, BGR.
+    red = np.zeros((1, 1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    expected = {"jester": ([255 - 114.7748, -107.7354, -99.4750], 2, 12.0),
+                "ucf101": ([255 - 114.7748, -107.7354, -99.4750], 1, 25.0),
+                "kinetics": ([-114.7748, -107.7354, 255 - 99.4750], 1, None)}
+    for name, (pixel, downsample, fps) in expected.items():
+        np.testing.assert_allclose(preprocess(red, name)[0, 0, 0], pixel, atol=1e-4, err_msg=name)
+        contract = DATASET_PREPROCESSING[name]
+        assert (contract.frames, contract.size, contract.temporal_downsample, contract.fps) == \
+            (16, 112, downsample, fps), name
 
 
 def test_float_frames_are_refused():
