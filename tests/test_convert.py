@@ -78,6 +78,15 @@ def test_every_configuration_matches_the_official_model(name):
         assert counts["flops_paper"] == pytest.approx(spec.table8["flops_paper_convention"], rel=2e-5)
 
 
+def test_profile_counts_the_linear_head_as_table8s_counter():
+    # thop's nn.Linear: out * (2 * in - 1) operations; the pooled features before it count nothing more.
+    kwargs = {"width_mult": 0.25, "input_shape": (8, 32, 32, 3)}
+    full = keras_r3d.profile(keras_r3d.ShuffleNetV2_3D(num_classes=7, **kwargs))
+    features = keras_r3d.profile(keras_r3d.ShuffleNetV2_3D(include_top=False, pooling="avg", **kwargs))
+    assert full["flops_paper"] - features["flops_paper"] == 7 * (2 * 1024 - 1)
+    assert full["macs"] - features["macs"] == 7 * 1024
+
+
 def test_mismatched_checkpoint_names_first_bad_tensors():
     state = _tagged_state(SHAPES["models"]["ShuffleNetV2-0.5x"])
     state["features.0.banch2.0.weight"] = np.zeros((7, 24, 1, 1, 1), np.float32)
