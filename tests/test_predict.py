@@ -19,6 +19,8 @@ from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, 
 def test_window_indices_follow_the_official_center_crop():
     # 68 frames, 16 x downsample 2: TemporalCenterCrop starts at index 18.
     np.testing.assert_array_equal(predict.window_indices(68, 16, 2)[0], np.arange(18, 50, 2))
+    # An odd window starts half of it before the center frame, rounded down: 34 - 7.
+    np.testing.assert_array_equal(predict.window_indices(68, 15, 1)[0], np.arange(27, 42))
     # Short videos loop from the start of the window.
     np.testing.assert_array_equal(predict.window_indices(5, 4, 2)[0], [0, 2, 4, 1])
     spread = predict.window_indices(100, 16, 1, clips=3)
