@@ -1,15 +1,23 @@
 """tfrecords_tools.benchmark: the pipeline measurement and its report, on a
 tiny synthetic set. No timing is asserted."""
+from keras_r3d.preprocessing import Preprocessing
 from tfrecords_tools import benchmark, synthetic
+
+CONTRACT = Preprocessing(frames=8, size=32)
 
 
 def test_pipeline_reports_median_and_range_of_its_windows(tmp_path):
     config = synthetic.SyntheticConfig(videos_per_class=1, size=32, frames=16, shards=1, val_fraction=0.5)
-    synthetic.make_synthetic(tmp_path, config, workers=1, progress=False)
-    result = benchmark.pipeline(str(tmp_path / "*-*.tfrecord"), seconds=0.2, repeats=3, profile=False)
+    folder = tmp_path / "set [v1]"  # the shard glob takes the folder literally, as training does
+    synthetic.make_synthetic(folder, config, workers=1, progress=False)
+    result = benchmark.pipeline(str(folder / "*-*.tfrecord"), seconds=0.2, repeats=3, profile=False)
     rates = sorted(window["clips_per_s"] for window in result["windows"])
     assert len(rates) == 3 and result["clips_per_s_range"] == [rates[0], rates[-1]]
     assert result["clips_per_s"] == rates[1] and result["cpu_ms_per_clip"] > 0
+    stages = benchmark.stage_profile(str(folder / "train-*.tfrecord"), CONTRACT, seconds=0.1)
+    assert list(stages["stage_cpu_ms_per_clip"]) == ["read_parse", "decode_16_crops", "resize",
+                                                     "normalize_batch_shuffle_overhead"]
+    assert all(ms > 0 for ms in stages["cumulative_cpu_ms_per_clip"].values())
 
     profile = {"stage_cpu_ms_per_clip": {"read_parse": 1.0, "decode_16_crops": 2.0, "resize": 1.0,
                                          "normalize_batch_shuffle_overhead": 4.0}}

@@ -85,8 +85,7 @@ def stage_profile(pattern, contract, seconds):
     from keras_r3d import data
     from tfrecords_tools import schema
 
-    files = tf.io.gfile.glob(pattern)
-    videos = tf.data.TFRecordDataset(files).repeat().map(schema.parse_video)
+    videos = tf.data.TFRecordDataset(schema.glob_shards(pattern)).repeat().map(schema.parse_video)
     seed = tf.constant(0, tf.int64)
 
     def decode(video):
