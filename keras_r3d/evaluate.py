@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from keras_r3d.files import probe_writable, savefig_atomic, write_atomic
+from keras_r3d.text import first_few
 
 TOP_K = (1, 5)
 
@@ -157,7 +158,7 @@ def align_labels(model_names, data_names, num_outputs):
     missing = [name for name in data_names if name not in index]
     if missing:
         raise ValueError(f"the data's classes {missing[:10]} are not among the model's "
-                         f"({', '.join(list(model_names)[:10])}{', ...' if len(model_names) > 10 else ''}): "
+                         f"({first_few(model_names, 10)}): "
                          f"label the records with the model's class names")
     return np.asarray([index[name] for name in data_names])
 

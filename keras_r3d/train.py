@@ -34,6 +34,7 @@ from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
 from keras_r3d.runs import BEST_MODEL, RunDirectory, write_tensorboard
+from keras_r3d.text import first_few
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 FINETUNE_MODES = ("complete", "last_layer")  # the whole model, or the head only
@@ -638,7 +639,7 @@ def _train(config):
     unknown = [name for name in r3d_data.label_names(config["val_data"]) if name not in class_names]
     if unknown:  # val's classes, in any order, are scored by name (evaluate.align_labels)
         raise ValueError(f"--val_data has classes that --train_data has not, which the model gets no output for: "
-                         f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}; convert both splits in "
+                         f"{first_few(unknown, 5)}; convert both splits in "
                          "one tfrecords_tools.convert run (one --annotations, or --val_fraction for folders), or "
                          "leave those classes out of --val_data")
     videos = check_data(config)
@@ -646,7 +647,7 @@ def _train(config):
     untrained = [name for name in class_names if counts is not None and not counts.get(name)]
     if untrained and chief:
         print(f"warning: {len(untrained)} of the {len(class_names)} classes have no training video: "
-              f"{', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}; the model never learns them "
+              f"{first_few(untrained, 5)}; the model never learns them "
               "(tfrecords_tools.convert's summary shows where their videos went)", file=sys.stderr)
     keras.utils.set_random_seed(config["seed"])
     resumed = bool(state)

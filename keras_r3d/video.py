@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from keras_r3d.text import first_few
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -177,7 +179,7 @@ def _read_folder(path, frames):
     if not files:
         videos = sorted(child.name for child in path.iterdir() if child.suffix.lower() in VIDEO_SUFFIXES)
         folders = sorted(child.name for child in path.iterdir() if child.is_dir() and frame_files(child))
-        held = " and ".join(f"{kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        held = " and ".join(f"{kind} ({first_few(names, 3)})"
                             for kind, names in (("videos", videos), ("frame folders", folders)) if names)
         hint = f": it holds {held}; pass those" if held else ""
         raise VideoError(f"{path}: a folder with no {'/'.join(FRAME_SUFFIXES)} frames{hint}")

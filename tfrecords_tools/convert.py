@@ -32,6 +32,7 @@ import numpy as np
 
 from keras_r3d.files import probe_writable, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
+from keras_r3d.text import first_few
 from tfrecords_tools import schema
 from tfrecords_tools.sources import FORMATS, AnnotationError, Item
 
@@ -148,7 +149,7 @@ def load_or_make_plan(output, items, arguments, labels):
         then = plan.get("labels", labels)
         if then != labels or planned != listed:
             differ = [label for label in then if label not in labels] + [label for label in labels if label not in then]
-            classes = (f"; classes in one only: {', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}"
+            classes = (f"; classes in one only: {first_few(differ, 5)}"
                        if differ else "; the classes' order differs" if then != labels else "")
             raise AnnotationError(
                 f"{output} holds a conversion of other videos or classes than --input lists now "
@@ -159,8 +160,7 @@ def load_or_make_plan(output, items, arguments, labels):
     held = sorted(path.name for path in output.glob("*.tfrecord")) + \
         ([schema.MANIFEST] if (output / schema.MANIFEST).exists() else [])
     if held:  # a set copied or made elsewhere (no plan of its conversion): its shards would be overwritten
-        raise AnnotationError(f"{output} already holds a set ({', '.join(held[:3])}"
-                              f"{', ...' if len(held) > 3 else ''}) that this conversion did not plan: "
+        raise AnnotationError(f"{output} already holds a set ({first_few(held, 3)}) that this conversion did not plan: "
                               "use another --output")
     plan = {"arguments": arguments, "labels": labels, "shards": make_plan(items, arguments)}
     write_atomic(path, json.dumps(plan))
@@ -171,8 +171,8 @@ def _refuse_foreign_shards(output, plan):
     foreign = sorted(shard.name for shard in output.glob("*.tfrecord") if shard.name not in plan["shards"])
     if foreign:
         raise AnnotationError(
-            f"{output} holds shards that this conversion does not write ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}): they would join its set; delete them or use another --output")
+            f"{output} holds shards that this conversion does not write ({first_few(foreign, 3)}): they would join "
+            "its set; delete them or use another --output")
 
 
 def _done(output, name):
@@ -383,14 +383,13 @@ def main(argv=None):
     empty = [label for label in manifest["labels"] if label not in converted]
     if empty and converted:  # a class whose videos were all skipped, or that the annotations never list
         print(f"warning: {len(empty)} of the {len(manifest['labels'])} classes have no video in any split: "
-              f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''} (a model still gets an output for "
-              "each)", file=sys.stderr)
+              f"{first_few(empty, 5)} (a model still gets an output for each)", file=sys.stderr)
     untrained = [label for label in manifest["labels"]
                  if label in converted and label not in manifest["splits"].get("train", {}).get("per_class", {})]
     if untrained and "train" in manifest["splits"]:
         print(f"warning: {len(untrained)} of the {len(manifest['labels'])} classes have no train video (only other "
-              f"splits): {', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}; a model never learns "
-              "them (give them more videos)", file=sys.stderr)
+              f"splits): {first_few(untrained, 5)}; a model never learns them (give them more videos)",
+              file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{schema.MANIFEST}):")
         for entry in manifest["skipped"][:10]:

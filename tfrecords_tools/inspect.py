@@ -17,6 +17,7 @@ import unicodedata
 
 import numpy as np
 
+from keras_r3d.text import first_few
 from tfrecords_tools import schema
 
 
@@ -185,7 +186,7 @@ def main(argv=None):
                                   "tfrecords_tools.convert command resumes it)")):
         if summary[key]:
             names = [pathlib.Path(shard).name for shard in summary[key]]
-            print(f"error: {len(names)} shards {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}",
+            print(f"error: {len(names)} shards {what}: {first_few(names, 3)}",
                   file=sys.stderr)
             return 1
     return 0
