@@ -572,8 +572,9 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
         log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
     reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
-    if np.abs(reference).max() > ABSURD_LOGIT:
-        log(f"warning: the model's outputs reach {np.abs(reference).max():.3g} on these clips: its training "
+    largest = np.abs(reference).max()
+    if largest > ABSURD_LOGIT:
+        log(f"warning: the model's outputs reach {largest:.3g} on these clips: its training "
             "diverged or its BatchNorm statistics never settled, and its exports compute as it does")
     out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
 

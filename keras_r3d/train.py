@@ -644,7 +644,7 @@ def _train(config):
                          "leave those classes out of --val_data")
     videos = check_data(config)
     counts = r3d_data.videos_per_class(config["train_data"])
-    untrained = [name for name in class_names if counts is not None and not counts.get(name)]
+    untrained = [] if counts is None else [name for name in class_names if not counts.get(name)]
     if untrained and chief:
         print(f"warning: {len(untrained)} of the {len(class_names)} classes have no training video: "
               f"{first_few(untrained, 5)}; the model never learns them "
