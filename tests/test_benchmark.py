@@ -99,6 +99,7 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
     for bad, message in ((dict(backends=["tensorflow", "mxnet"]), "mxnet"),
                          (dict(models="NoSuchNet"), "NoSuchNet"),
                          (dict(input_shape="16,112"), "input_shape"),
+                         (dict(input_shape="0,112,112"), "positive ints"),
                          (dict(precision=["int4"]), "int4"),
                          (dict(batch_sizes=["0"]), "positive"),
                          (dict(runtimes=[]), "runtimes"),
