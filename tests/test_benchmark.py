@@ -96,6 +96,9 @@ def test_settings_from_flags_checks_every_argument(tmp_path):
     settings = benchmark.settings_from_flags(_flags())
     assert settings["batch_sizes"] == [1, 8] and settings["input_shape"] == (16, 112, 112, 3)
     assert settings["threads"] >= 1 and settings["models"] == ["ShuffleNetV2-0.25x"]
+    # A value given twice is measured once, in the order first given.
+    twice = benchmark.settings_from_flags(_flags(backends=["jax", "tensorflow", "jax"], precision=["int8", "int8"]))
+    assert twice["backends"] == ["jax", "tensorflow"] and twice["precisions"] == ["int8"]
     for bad, message in ((dict(backends=["tensorflow", "mxnet"]), "mxnet"),
                          (dict(models="NoSuchNet"), "NoSuchNet"),
                          (dict(input_shape="16,112"), "input_shape"),
