@@ -354,6 +354,14 @@ def test_time_runner_warms_up_for_calls_and_seconds():
     assert calls[-3] - calls[1] >= 0.2  # first warmup call to first timed call
 
 
+def test_peak_rss_is_the_measurements_only_where_the_kernel_reset_it(monkeypatch):
+    # A lifetime peak (no reset) must not pass for this measurement's: with_rss_added reads the scope.
+    for reset, scope in ((True, "measurement"), (False, "process")):
+        monkeypatch.setattr(benchmark, "reset_peak_rss", lambda: reset)
+        stats = benchmark.time_runner(lambda: None, lambda y: y, warmup=0, repeats=1, batch_size=1)
+        assert stats["peak_rss_scope"] == scope and stats["peak_rss_mib"] > 0
+
+
 def test_summarize_and_process_plan():
     stats = benchmark.summarize([0.1, 0.2, 0.4], batch_size=8)
     assert stats["clips_per_s"] == {"median": 40.0, "min": 20.0, "max": 80.0}
