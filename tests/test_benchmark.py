@@ -274,6 +274,14 @@ def test_rss_added_is_the_peak_less_the_rss_before_the_build(monkeypatch):
     add({"peak_rss_mib": 350.0, "peak_rss_scope": "process"})  # a lifetime peak says nothing of this model
     add({"status": "error: x"})
     assert [row.get("rss_added_mib") for row in rows] == [250.0, None, None]
+    # The RSS before the model was built, not the RSS when its rows come back (the model's own share).
+    resident = {"VmRSS": 100.0}
+    monkeypatch.setattr(benchmark, "_proc_status_mib", resident.get)
+    rows.clear()
+    add = benchmark.with_rss_added(rows.append)
+    resident["VmRSS"] = 300.0  # the model is built and measured
+    add({"peak_rss_mib": 350.0, "peak_rss_scope": "measurement"})
+    assert rows[0]["rss_added_mib"] == 250.0
 
 
 def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
