@@ -313,6 +313,14 @@ def test_rounds_alternate_the_cells_of_a_model(monkeypatch):
     assert b_official["status"] == "ok" and b_official["clips_per_s"]["median"] == pytest.approx(10.0)
 
 
+def test_merged_rounds_keep_the_largest_peaks_of_every_kind():
+    rounds = [{"model": "A", "runtime": "keras", "precision": "float32", "batch_size": 1, "status": "ok",
+               "latencies_s": [0.1], "peak_rss_mib": rss, "rss_added_mib": added, "gpu_peak_mib": gpu}
+              for rss, added, gpu in ((500.0, 40.0, 700.0), (400.0, 90.0, 900.0), (450.0, 60.0, 800.0))]
+    [row] = benchmark.merge_rounds(rounds)
+    assert (row["peak_rss_mib"], row["rss_added_mib"], row["gpu_peak_mib"]) == (500.0, 90.0, 900.0)
+
+
 def test_a_worker_that_dies_leaves_an_error_row_for_each_cell_it_did_not_measure(tmp_path, monkeypatch):
     def killed_after_one_row(settings_path, output_path, backend):
         assert json.loads(settings_path.read_text())["runtimes"] == ["keras"]
