@@ -321,6 +321,19 @@ def test_merged_rounds_keep_the_largest_peaks_of_every_kind():
     assert (row["peak_rss_mib"], row["rss_added_mib"], row["gpu_peak_mib"]) == (500.0, 90.0, 900.0)
 
 
+def test_merged_rounds_never_mix_two_cells():
+    # Two rounds of cells that differ in one setting each: each cell merged with itself only.
+    base = {"model": "A", "runtime": "official-eager", "precision": "float32", "batch_size": 1, "status": "ok"}
+    variants = [{"model": "B"}, {"runtime": "keras"}, {"precision": "bfloat16"}, {"batch_size": 8},
+                {"jit_compile": True}, {"layers": "s2d"}, {"batch_norm": "folded"}, {"onnx_converter": "tf2onnx"},
+                {"channels_last_3d": True}]
+    rows = [{**base, **variant, "latencies_s": [latency]} for _ in range(2)
+            for variant, latency in [({}, 0.5)] + [(variant, 0.1) for variant in variants]]
+    merged = benchmark.merge_rounds(rows)
+    assert len(merged) == 1 + len(variants) and all(row["rounds"] == 2 for row in merged)
+    assert merged[0]["clips_per_s"]["median"] == pytest.approx(2.0)  # the base cell's own calls only
+
+
 def test_a_worker_that_dies_leaves_an_error_row_for_each_cell_it_did_not_measure(tmp_path, monkeypatch):
     def killed_after_one_row(settings_path, output_path, backend):
         assert json.loads(settings_path.read_text())["runtimes"] == ["keras"]
