@@ -332,6 +332,7 @@ def test_merged_rounds_never_mix_two_cells():
     merged = benchmark.merge_rounds(rows)
     assert len(merged) == 1 + len(variants) and all(row["rounds"] == 2 for row in merged)
     assert merged[0]["clips_per_s"]["median"] == pytest.approx(2.0)  # the base cell's own calls only
+    assert "rounds" not in benchmark.merge_rounds([rows[0]])[0]  # a single round says nothing of rounds
 
 
 def test_a_worker_that_dies_leaves_an_error_row_for_each_cell_it_did_not_measure(tmp_path, monkeypatch):
