@@ -352,6 +352,17 @@ def test_a_worker_that_dies_leaves_an_error_row_for_each_cell_it_did_not_measure
         ("A", "jax", 1, "ok"), ("A", "jax", 8, died), ("B", "jax", 1, died), ("B", "jax", 8, died)]
 
 
+def test_a_dead_workers_exported_rows_are_labelled_by_their_runtime(tmp_path, monkeypatch):
+    # An exported row's backend is its engine, never the worker's Keras backend.
+    monkeypatch.setattr(benchmark, "_run_worker_process", lambda settings_path, output_path, backend: 1)
+    settings = {"models": ["A"], "backends": ["jax"], "runtimes": ["tflite", "onnxruntime"],
+                "precisions": ["float32"], "batch_sizes": [1], "official_repo": None}
+    rows = []
+    benchmark.run_worker("tensorflow", ["tflite", "onnxruntime"], settings, tmp_path, rows.append)
+    assert [(row["runtime"], row["backend"]) for row in rows] == [("tflite", "tflite"), ("onnxruntime", "onnxruntime")]
+    assert [benchmark_report.series_label(row) for row in rows] == ["TFLite float32", "ONNX Runtime float32"]
+
+
 def test_model_groups():
     efficient = benchmark.resolve_models("efficient")
     assert len(efficient) == 16 and "ShuffleNetV2-0.5x" not in efficient  # no Table 8 row
