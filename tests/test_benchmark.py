@@ -363,6 +363,21 @@ def test_a_dead_workers_exported_rows_are_labelled_by_their_runtime(tmp_path, mo
     assert [benchmark_report.series_label(row) for row in rows] == ["TFLite float32", "ONNX Runtime float32"]
 
 
+def test_a_facts_worker_that_dies_stops_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "_run_worker_process", lambda settings_path, output_path, backend: -9)
+    with pytest.raises(benchmark.CannotStart, match="the worker that builds the models exited with code -9"):
+        benchmark.facts_in_worker({"models": ["A"]}, tmp_path, "tensorflow")
+
+    def cannot_start(settings_path, output_path, backend):
+        assert json.loads(settings_path.read_text())["facts_only"]
+        output_path.write_text(json.dumps({"cannot_start": "A: frames must be square"}))
+        return 0
+
+    monkeypatch.setattr(benchmark, "_run_worker_process", cannot_start)
+    with pytest.raises(benchmark.CannotStart, match="A: frames must be square"):
+        benchmark.facts_in_worker({"models": ["A"]}, tmp_path, "tensorflow")
+
+
 def test_model_groups():
     efficient = benchmark.resolve_models("efficient")
     assert len(efficient) == 16 and "ShuffleNetV2-0.5x" not in efficient  # no Table 8 row
