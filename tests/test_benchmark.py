@@ -402,6 +402,18 @@ def test_cpu_model_names_the_generation_behind_a_masked_name():
     assert benchmark.cpu_model("processor\t: 0\n")  # no model name: the platform's
 
 
+def test_a_run_records_the_versions_that_made_it():
+    import platform
+
+    import keras
+
+    import keras_r3d
+
+    versions = benchmark.library_versions()
+    assert versions["python"] == platform.python_version() and versions["keras"] == keras.__version__
+    assert versions["keras_r3d"] == keras_r3d.__version__  # ours, whichever checkout ran
+
+
 def test_time_runner_warms_up_for_calls_and_seconds():
     calls = []
     stats = benchmark.time_runner(lambda: calls.append(time.perf_counter()), lambda y: y, warmup=2,
