@@ -492,6 +492,28 @@ def test_markdown_reports_the_cpu_target(tmp_path):
         benchmark_report.rerender(tmp_path / "t.json")
 
 
+def _results(models, rows, input_shape=(16, 112, 112, 3), num_classes=600, **run):
+    """A finished run's results JSON of `models` ({name: facts}) and `rows`, on an idle 2-core machine."""
+    return {"run": {"tag": "t", "command": "python -m keras_r3d.benchmark --models=A,B", "cpu_model": "cpu",
+                    "cpu_cores": 2, "gpus": [], "started_utc": "s", "finished_utc": "f", "device": "CPU",
+                    "versions": {"keras": "3.9", "keras_r3d": "0.4"}, "load_1min_before": 0.1,
+                    "load_1min_after": 0.1, "git_commit": "abc",
+                    "settings": {**TINY, "input_shape": list(input_shape), "num_classes": num_classes,
+                                 "models": list(models), "backends": ["tensorflow"], "runtimes": ["tflite"],
+                                 "official_repo": "r"}, **run},
+            "models": models, "results": rows}
+
+
+def test_markdown_puts_each_models_paper_figures_beside_its_own():
+    models = {"A": {"params_M": 1.90, "mflops": 200.0,
+                    "paper": {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}},
+              "B": {"params_M": 0.80, "mflops": 35.0,
+                    "paper": {"params_M": 0.83, "mflops": 30, "titan_xp_cps": 442, "jetson_tx2_cps": 84}}}
+    markdown = benchmark_report.render_markdown(_results(models, [_row("A", "tflite", 9.0), _row("B", "tflite", 7.0)]))
+    assert "| A | 1.91 / 1.90 | 195 / 200 | 243 | 44 | 9.0 [9.0–9.0] |" in markdown  # paper / ours
+    assert "| B | 0.83 / 0.80 | 30 / 35 | 442 | 84 | 7.0 [7.0–7.0] |" in markdown
+
+
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
     from matplotlib import pyplot
 
