@@ -514,6 +514,16 @@ def test_markdown_puts_each_models_paper_figures_beside_its_own():
     assert "| B | 0.83 / 0.80 | 30 / 35 | 442 | 84 | 7.0 [7.0–7.0] |" in markdown
 
 
+def test_markdown_records_how_where_and_with_what_the_run_was_made():
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    models = {"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper}}
+    markdown = benchmark_report.render_markdown(_results(models, [_row("A", "tflite", 9.0)]))
+    assert "- Command: `python -m keras_r3d.benchmark --models=A,B`\n" in markdown
+    assert "- Machine: cpu, 2 CPU cores; GPU: none; measured on: CPU\n" in markdown
+    assert "- Started s, finished f; git abc\n" in markdown
+    assert "- Versions: keras 3.9, keras_r3d 0.4\n" in markdown
+
+
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
     from matplotlib import pyplot
 
