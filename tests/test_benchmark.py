@@ -524,6 +524,15 @@ def test_markdown_records_how_where_and_with_what_the_run_was_made():
     assert "- Versions: keras 3.9, keras_r3d 0.4\n" in markdown
 
 
+def test_markdown_says_when_the_setting_is_not_table_8s():
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    models, rows = {"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper}}, [_row("A", "tflite", 9.0)]
+    warning = "**Not Table 8's setting** (16×112×112 clips, 600 classes)"
+    assert warning not in benchmark_report.render_markdown(_results(models, rows))
+    assert warning in benchmark_report.render_markdown(_results(models, rows, num_classes=101))  # UCF-101's head
+    assert warning in benchmark_report.render_markdown(_results(models, rows, input_shape=(16, 112, 128, 3)))
+
+
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
     from matplotlib import pyplot
 
