@@ -533,6 +533,14 @@ def test_markdown_says_when_the_setting_is_not_table_8s():
     assert warning in benchmark_report.render_markdown(_results(models, rows, input_shape=(16, 112, 128, 3)))
 
 
+def test_markdown_says_the_machine_was_busy_when_it_was_during_a_row():
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    models = {"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper}}
+    rows = [_row("A", "tflite", 9.0), {**_row("A", "official-eager", 3.0), "load_1min": 4.0}]  # idle before and after
+    markdown = benchmark_report.render_markdown(_results(models, rows))
+    assert "shared and busy** (1-minute load up to 4.00 on 2 cores" in markdown and "ratios may differ" in markdown
+
+
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
     from matplotlib import pyplot
 
