@@ -541,7 +541,7 @@ def test_markdown_says_the_machine_was_busy_when_it_was_during_a_row():
     assert "shared and busy** (1-minute load up to 4.00 on 2 cores" in markdown and "ratios may differ" in markdown
 
 
-def test_cpu_target_compares_batch_1_only():
+def test_cpu_target_compares_batch_1_only_and_is_met_at_exactly_3x():
     paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
     models = {name: {"params_M": 1.9, "mflops": 195.0, "paper": paper} for name in ("A", "B")}
     rows = [_row("A", "official-eager", 30.0), _row("A", "tflite", 60.0, backend="tflite"),
@@ -551,6 +551,8 @@ def test_cpu_target_compares_batch_1_only():
     markdown = benchmark_report.render_markdown(_results(models, rows))
     assert "| A | TFLite float32 | 60.0 | not measured | — | official PyTorch eager float32 | 30.0 | 2.00× | **no** |" \
         in markdown
+    assert "| B | TFLite float32 | 60.0 | not measured | — | official PyTorch eager float32 | 20.0 | 3.00× | yes |" \
+        in markdown  # ≥ 3×
 
 
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
