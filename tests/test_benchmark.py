@@ -607,6 +607,21 @@ def test_markdown_reports_the_gpu_targets():
     assert "4,000 GB/s" in markdown
 
 
+def test_gpu_targets_take_float32_at_batch_8_and_batch_64_as_large():
+    paper = {"params_M": 1.3, "mflops": 360, "titan_xp_cps": 0, "jetson_tx2_cps": 0}
+    gpu = {"gpu_peak_mib": 100.0}
+    models = {"ShuffleNetV2-1.0x": {"params_M": 1.3, "mflops": 360.0, "paper": paper}}
+    rows = [{**_row("ShuffleNetV2-1.0x", "keras", 3000.0, batch=8, backend="jax"), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "keras", 9000.0, "bfloat16", 8, "jax"), **gpu},  # not the paper's protocol
+            {**_row("ShuffleNetV2-1.0x", "official-compile", 2000.0, batch=8), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "keras", 8000.0, batch=64, backend="jax"), **gpu},
+            {**_row("ShuffleNetV2-1.0x", "official-compile", 4000.0, batch=64), **gpu}]
+    markdown = benchmark_report.render_markdown(_results(models, rows, gpus=["G"]))
+    assert "| ShuffleNetV2-1.0x | 3,000 (Keras (jax) float32 b8) | 2,000 (official PyTorch torch.compile float32 b8) " \
+           "| 1.50× | yes (≥ 1.5×) | 8,000 (Keras (jax) float32 b64) " \
+           "| 4,000 (official PyTorch torch.compile float32 b64) | 2.00× | yes (≥ 2.0×) |" in markdown
+
+
 def test_layer_profile_names_the_bounding_layers():
     import keras
 
