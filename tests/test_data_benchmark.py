@@ -39,3 +39,18 @@ def test_an_unwritable_output_or_missing_fixtures_are_one_line_errors_before_the
     assert benchmark.main(["--output_dir", str(tmp_path)]) == 1
     assert f"error: no fixture clips under {tmp_path / 'absent' / 'clips'} (set KERAS_R3D_FIXTURES)" \
         in capsys.readouterr().err
+
+
+def test_pipeline_summary_takes_the_median_cpu_time_in_milliseconds(monkeypatch):
+    import os
+
+    from keras_r3d import data
+
+    windows = iter([{"clips_per_s": 100.0, "cpu_ms_per_clip": 10.0}, {"clips_per_s": 90.0, "cpu_ms_per_clip": 40.0},
+                    {"clips_per_s": 80.0, "cpu_ms_per_clip": 16.0}])
+    monkeypatch.setattr(data, "make_dataset", lambda *args, **kwargs: "dataset")
+    monkeypatch.setattr(benchmark, "measure", lambda dataset, seconds, clips: next(windows))
+    result = benchmark.pipeline("x-*.tfrecord", seconds=1.0, repeats=3, profile=False)
+    assert (result["clips_per_s"], result["clips_per_s_range"], result["cpu_ms_per_clip"]) == (90.0, [80.0, 100.0], 16.0)
+    # 16 ms of CPU a clip: 62.5 clips/s a core.
+    assert result["cpu_bound_clips_per_s_on_idle_cores"] == round(os.cpu_count() * 62.5, 1)
