@@ -54,3 +54,14 @@ def test_pipeline_summary_takes_the_median_cpu_time_in_milliseconds(monkeypatch)
     assert (result["clips_per_s"], result["clips_per_s_range"], result["cpu_ms_per_clip"]) == (90.0, [80.0, 100.0], 16.0)
     # 16 ms of CPU a clip: 62.5 clips/s a core.
     assert result["cpu_bound_clips_per_s_on_idle_cores"] == round(os.cpu_count() * 62.5, 1)
+
+
+def test_stage_profile_charges_each_stage_its_own_share(tmp_path, monkeypatch):
+    from keras_r3d import data
+
+    cumulative = iter([1.0, 3.0, 4.5, 8.0])  # read+parse, then +decode, +resize, the full pipeline
+    monkeypatch.setattr(data, "make_dataset", lambda *args, **kwargs: "dataset")
+    monkeypatch.setattr(benchmark, "measure", lambda dataset, seconds, clips: {"cpu_ms_per_clip": next(cumulative)})
+    stages = benchmark.stage_profile(str(tmp_path / "train-*.tfrecord"), CONTRACT, seconds=0.1)
+    assert stages["stage_cpu_ms_per_clip"] == {"read_parse": 1.0, "decode_16_crops": 2.0, "resize": 1.5,
+                                               "normalize_batch_shuffle_overhead": 3.5}
