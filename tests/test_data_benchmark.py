@@ -1,5 +1,7 @@
 """tfrecords_tools.benchmark: the pipeline measurement and its report, on a
 tiny synthetic set. No timing is asserted."""
+import pytest
+
 from keras_r3d.preprocessing import Preprocessing
 from tfrecords_tools import benchmark, synthetic
 
@@ -65,3 +67,17 @@ def test_stage_profile_charges_each_stage_its_own_share(tmp_path, monkeypatch):
     stages = benchmark.stage_profile(str(tmp_path / "train-*.tfrecord"), CONTRACT, seconds=0.1)
     assert stages["stage_cpu_ms_per_clip"] == {"read_parse": 1.0, "decode_16_crops": 2.0, "resize": 1.5,
                                                "normalize_batch_shuffle_overhead": 3.5}
+
+
+def test_conversion_rates_are_per_second_of_the_conversion():
+    import time
+
+    def convert(*args, **kwargs):
+        time.sleep(0.2)
+        return {"splits": {"train": {"shards": [{"videos": 3, "num_frames": [100, 200, 300]}]},
+                           "val": {"shards": [{"videos": 1, "num_frames": [400]}]}}, "skipped": [{"reason": "r"}]}
+
+    result = benchmark.timed_conversion(convert)
+    assert (result["videos"], result["frames"], result["skipped"]) == (4, 1000, 1)
+    assert result["videos_per_s"] == pytest.approx(4 / result["seconds"], rel=0.05)
+    assert result["frames_per_s"] == pytest.approx(1000 / result["seconds"], rel=0.05)
