@@ -81,3 +81,10 @@ def test_conversion_rates_are_per_second_of_the_conversion():
     assert (result["videos"], result["frames"], result["skipped"]) == (4, 1000, 1)
     assert result["videos_per_s"] == pytest.approx(4 / result["seconds"], rel=0.05)
     assert result["frames_per_s"] == pytest.approx(1000 / result["seconds"], rel=0.05)
+
+
+def test_a_measurement_needs_a_window_and_a_repeat(capsys):
+    for args in (["--repeats", "0"], ["--seconds", "0"]):
+        with pytest.raises(SystemExit) as exit_:  # before anything else is looked at
+            benchmark.main(args + ["--output_dir", "/proc/pipeline"])
+        assert exit_.value.code == 2 and "--repeats must be >= 1 and --seconds > 0" in capsys.readouterr().err
