@@ -295,8 +295,12 @@ def test_inspect_shows_the_frame_rates(fixtures_dir, tmp_path, capsys):
     link(GESTURES["thumb_up"], tmp_path / "in" / "d" / "frames")
     tool.convert("folders", tmp_path / "in", tmp_path / "out", short_side=16, progress=False)
     assert inspect.main([str(tmp_path / "out"), "--sheet", ""]) == 0
-    assert "frame rates: 25 fps: 1, 28 fps: 1, 30 fps: 1, 1 without a rate (frame folders)\n" \
-        in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "frame rates: 25 fps: 1, 28 fps: 1, 30 fps: 1, 1 without a rate (frame folders)\n" in out
+    # The frames per video: their least, mean (not median) and most.
+    counts = [len(v["frames"]) for v in schema.read_videos(str(tmp_path / "out" / "*.tfrecord"))]
+    assert len(counts) == 4 and np.mean(counts) != np.median(counts)
+    assert f"frames per video min {min(counts)}, mean {np.mean(counts):.1f}, max {max(counts)}\n" in out
     # Many rates: their spread over the videos.
     from keras_r3d.data import frame_rates_text
 
