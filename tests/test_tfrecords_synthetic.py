@@ -93,6 +93,10 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     assert inspect.main([str(tmp_path), "--sheet", ""]) == 1
     assert "error: 1 shards hold another number of videos than the manifest.json beside them lists (replaced or " \
         f"cut short: convert them again): {emptied.name}" in capsys.readouterr().err
+    emptied.write_bytes(records + records)  # the records of another conversion appended
+    assert inspect.main([str(tmp_path), "--sheet", ""]) == 1
+    assert f"error: 1 shards hold another number of videos than the manifest.json beside them lists (replaced or " \
+        f"cut short: convert them again): {emptied.name}" in capsys.readouterr().err
     emptied.write_bytes(records)
     assert inspect.main([str(tmp_path / "folder.png"), "--sheet", ""]) == 2
     assert "folder.png: truncated or corrupt (corrupted record at 0 (Is this even a TFRecord file?))" \
