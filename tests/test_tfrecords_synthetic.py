@@ -66,6 +66,11 @@ def test_make_synthetic_builds_and_resumes(tmp_path, capsys, monkeypatch):
     assert sum(summary["labels"].values()) == 24 and len(summary["labels"]) == 8
     sheet = inspect.contact_sheet(str(tmp_path / "train-*.tfrecord"), tmp_path / "sheet.png", clips=4, columns=5)
     assert Image.open(sheet).size == (160 + 5 * 64, 4 * 64)
+    # A row's tiles run from the video's first frame to its last.
+    first = next(schema.read_videos(str(tmp_path / "train-*.tfrecord")))["frames"]
+    tiles = np.asarray(Image.open(sheet))[:64, 160:].reshape(64, 5, 64, 3).transpose(1, 0, 2, 3)
+    for tile, frame in zip(tiles[[0, -1]], first[[0, -1]]):
+        np.testing.assert_array_equal(tile, np.asarray(Image.fromarray(frame).resize((64, 64))))
     # The CLI takes the records' folder too, and names a file that is not a TFRecord.
     assert inspect.main([str(tmp_path), "--sheet", str(tmp_path / "folder.png"), "--clips", "2"]) == 0
     assert "24 videos, 240 frames" in capsys.readouterr().out and (tmp_path / "folder.png").exists()
