@@ -430,6 +430,24 @@ def test_peak_rss_is_the_measurements_only_where_the_kernel_reset_it(monkeypatch
         assert stats["peak_rss_scope"] == scope and stats["peak_rss_mib"] > 0
 
 
+def test_a_failed_measurement_is_a_row_and_the_run_goes_on():
+    def make_runner(batch):
+        if batch == 8:
+            raise RuntimeError("out of memory")
+
+        def call():
+            return batch
+        call.facts = {"xla_flops_per_clip": 5.0}  # what the runner learnt on its first call (JAX)
+        return call, (lambda y: y), None
+
+    rows = []
+    benchmark.measure({"model": "A"}, [1, 8, 2], make_runner, {"warmup": 0, "repeats": 1, "warmup_s": 0.0},
+                      rows.append)
+    assert [(row["batch_size"], row["status"]) for row in rows] == [
+        (1, "ok"), (8, "error: RuntimeError: out of memory"), (2, "ok")]
+    assert rows[0]["xla_flops_per_clip"] == 5.0 and "xla_flops_per_clip" not in rows[1]
+
+
 def test_summarize_and_process_plan():
     stats = benchmark.summarize([0.1, 0.2, 0.4], batch_size=8)
     assert stats["clips_per_s"] == {"median": 40.0, "min": 20.0, "max": 80.0}
