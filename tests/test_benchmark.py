@@ -5,6 +5,7 @@ asserted."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -446,6 +447,11 @@ def test_a_failed_measurement_is_a_row_and_the_run_goes_on():
     assert [(row["batch_size"], row["status"]) for row in rows] == [
         (1, "ok"), (8, "error: RuntimeError: out of memory"), (2, "ok")]
     assert rows[0]["xla_flops_per_clip"] == 5.0 and "xla_flops_per_clip" not in rows[1]
+
+
+def test_default_tag_is_a_valid_tag_on_a_gpu_machine(monkeypatch):
+    monkeypatch.setattr(benchmark, "gpu_names", lambda: ["NVIDIA H200 NVL, 143771 MiB"])
+    assert re.fullmatch(r"NVIDIA-H200-NVL-\d{8}-\d{6}", benchmark.default_tag())  # main refuses spaces and commas
 
 
 def test_summarize_and_process_plan():
