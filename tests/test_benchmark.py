@@ -454,6 +454,13 @@ def test_default_tag_is_a_valid_tag_on_a_gpu_machine(monkeypatch):
     assert re.fullmatch(r"NVIDIA-H200-NVL-\d{8}-\d{6}", benchmark.default_tag())  # main refuses spaces and commas
 
 
+def test_memory_figures_are_mebibytes():
+    import resource
+
+    pages = int(pathlib.Path("/proc/self/statm").read_text().split()[1])
+    assert benchmark._proc_status_mib("VmRSS") == pytest.approx(pages * resource.getpagesize() / 2**20, rel=0.005)
+
+
 def test_summarize_and_process_plan():
     stats = benchmark.summarize([0.1, 0.2, 0.4], batch_size=8)
     assert stats["clips_per_s"] == {"median": 40.0, "min": 20.0, "max": 80.0}
