@@ -415,6 +415,13 @@ def test_a_run_records_the_versions_that_made_it():
     assert versions["keras_r3d"] == keras_r3d.__version__  # ours, whichever checkout ran
 
 
+def test_a_run_records_whether_its_code_had_uncommitted_changes(monkeypatch):
+    for porcelain, commit in ((" M keras_r3d/layers.py\n", "abc123+uncommitted"), ("", "abc123")):
+        monkeypatch.setattr(benchmark.subprocess, "run", lambda command, out=porcelain, **kwargs: types.SimpleNamespace(
+            stdout="abc123\n" if "rev-parse" in command else out))
+        assert benchmark.git_commit() == commit
+
+
 def test_time_runner_warms_up_for_calls_and_seconds():
     calls = []
     stats = benchmark.time_runner(lambda: calls.append(time.perf_counter()), lambda y: y, warmup=2,
