@@ -593,6 +593,16 @@ def test_cpu_target_compares_batch_1_only_and_is_met_at_exactly_3x():
         in markdown  # ≥ 3×
 
 
+def test_rerender_names_a_json_cut_or_edited_by_hand(tmp_path):
+    paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
+    good = _results({"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper}}, [_row("A", "tflite", 9.0)])
+    for edit, error in (({"results": None}, "TypeError"), ({"models": ["A"]}, "AttributeError")):
+        (tmp_path / "t.json").write_text(json.dumps({**good, **edit}))
+        with pytest.raises(ValueError, match=rf"t.json: an incomplete results JSON \({error}: "):
+            benchmark_report.rerender(tmp_path / "t.json")
+    assert not (tmp_path / "t.md").exists()
+
+
 def test_slow_rows_keep_two_digits_and_the_paper_points_stay_at_the_papers_mflops(monkeypatch, tmp_path):
     from matplotlib import pyplot
 
