@@ -94,14 +94,16 @@ def _flags(**overrides):
 
 
 def test_cli_overwrite_and_rerender_flags(tmp_path):
-    """--overwrite gets past an earlier run of the tag."""
+    """--overwrite gets past an earlier run of the tag; --rerender takes no --output_dir."""
     paper = {"params_M": 1.91, "mflops": 195, "titan_xp_cps": 243, "jetson_tx2_cps": 44}
     (tmp_path / "t.json").write_text(json.dumps(_results({"A": {"params_M": 1.9, "mflops": 195.0, "paper": paper}},
                                                          [_row("A", "tflite", 9.0)])))
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     # The odd shape stops the run at its first step, once past the check of the earlier run.
     for extra, message in ((["--models=ShuffleNetV2-0.25x", "--input_shape=8,32,31", "--tag=t", "--overwrite",
-                             f"--output_dir={tmp_path}"], "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"),):
+                             f"--output_dir={tmp_path}"], "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"),
+                           ([f"--rerender={tmp_path / 't.json'}", f"--output_dir={tmp_path}"],
+                            "error: --rerender writes beside its JSON")):
         done = subprocess.run([sys.executable, "-m", "keras_r3d.benchmark", *extra], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
