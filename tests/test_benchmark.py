@@ -110,6 +110,21 @@ def test_cli_overwrite_and_rerender_flags(tmp_path):
     assert not (tmp_path / "t.md").exists()
 
 
+def test_cli_exits_1_when_a_cell_failed(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "shufflenetv2.py").write_text("import torch\n")  # builds no model: error rows
+    command = [sys.executable, "-m", "keras_r3d.benchmark", "--models=ShuffleNetV2-0.25x", "--runtimes=keras",
+               "--input_shape=8,32,32", "--batch_sizes=1", "--warmup=0", "--warmup_s=0", "--repeats=1",
+               "--num_classes=5", "--precision=float32,int8", f"--official_repo={tmp_path}",
+               "--official_modes=eager", f"--output_dir={tmp_path}", "--tag=failed"]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "(4 rows, 1 failed)" in done.stderr, done.stderr[-2000:]  # not applicable: no failure
+    rows = json.loads((tmp_path / "failed.json").read_text())["results"]
+    assert [(row["runtime"], row["status"].split(":")[0]) for row in rows] == [
+        ("keras", "ok"), ("keras", "not applicable"), ("official-eager", "error"), ("official-eager", "not applicable")]
+
+
 def test_settings_from_flags_checks_every_argument(tmp_path):
     settings = benchmark.settings_from_flags(_flags())
     assert settings["batch_sizes"] == [1, 8] and settings["input_shape"] == (16, 112, 112, 3)
