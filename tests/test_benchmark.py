@@ -100,8 +100,9 @@ def test_cli_overwrite_and_rerender_flags(tmp_path):
                                                          [_row("A", "tflite", 9.0)])))
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     # The odd shape stops the run at its first step, once past the check of the earlier run.
+    odd = "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"
     for extra, message in ((["--models=ShuffleNetV2-0.25x", "--input_shape=8,32,31", "--tag=t", "--overwrite",
-                             f"--output_dir={tmp_path}"], "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"),
+                             f"--output_dir={tmp_path}"], odd),
                            ([f"--rerender={tmp_path / 't.json'}", f"--output_dir={tmp_path}"],
                             "error: --rerender writes beside its JSON")):
         done = subprocess.run([sys.executable, "-m", "keras_r3d.benchmark", *extra], cwd=REPO, env=env,
@@ -119,7 +120,8 @@ def test_cli_exits_1_when_a_cell_failed(tmp_path):
                "--official_modes=eager", f"--output_dir={tmp_path}", "--tag=failed"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1 and "(4 rows, 1 failed)" in done.stderr, done.stderr[-2000:]  # not applicable: no failure
+    # Not applicable is no failure.
+    assert done.returncode == 1 and "(4 rows, 1 failed)" in done.stderr, done.stderr[-2000:]
     rows = json.loads((tmp_path / "failed.json").read_text())["results"]
     assert [(row["runtime"], row["status"].split(":")[0]) for row in rows] == [
         ("keras", "ok"), ("keras", "not applicable"), ("official-eager", "error"), ("official-eager", "not applicable")]
@@ -619,8 +621,8 @@ def test_cpu_target_compares_batch_1_only_and_is_met_at_exactly_3x():
             _row("A", "official-eager", 10.0, batch=8),
             _row("B", "official-eager", 20.0), _row("B", "tflite", 60.0, backend="tflite")]
     markdown = benchmark_report.render_markdown(_results(models, rows))
-    assert "| A | TFLite float32 | 60.0 | not measured | — | official PyTorch eager float32 | 30.0 | 2.00× | **no** |" \
-        in markdown
+    assert "| A | TFLite float32 | 60.0 | not measured | — | official PyTorch eager float32 | 30.0 | 2.00× " \
+           "| **no** |" in markdown
     assert "| B | TFLite float32 | 60.0 | not measured | — | official PyTorch eager float32 | 20.0 | 3.00× | yes |" \
         in markdown  # ≥ 3×
 
