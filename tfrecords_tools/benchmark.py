@@ -33,13 +33,6 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_model():
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def natural_tree(root):
     """`root/<kind>/<clip>` links to every fixture video and gesture folder."""
     clips = FIXTURES / "clips"
@@ -117,6 +110,7 @@ def pipeline(pattern, seconds, repeats, profile=True):
 
     import keras_r3d
     from keras_r3d import data
+    from keras_r3d.benchmark import cpu_count
 
     contract = keras_r3d.Preprocessing(**CLIP)
     dataset = data.make_dataset(pattern, "train", contract, BATCH, shuffle_seed=0, repeat=True)
@@ -125,8 +119,7 @@ def pipeline(pattern, seconds, repeats, profile=True):
     result = {"clips_per_s": statistics.median(rates), "clips_per_s_range": [min(rates), max(rates)],
               "cpu_ms_per_clip": statistics.median(w["cpu_ms_per_clip"] for w in windows),
               "windows": windows}
-    cores = os.cpu_count()
-    result["cpu_bound_clips_per_s_on_idle_cores"] = round(cores * 1000 / result["cpu_ms_per_clip"], 1)
+    result["cpu_bound_clips_per_s_on_idle_cores"] = round(cpu_count() * 1000 / result["cpu_ms_per_clip"], 1)
     if profile:
         result["profile"] = stage_profile(pattern, contract, seconds / 2)
     return result
@@ -146,6 +139,7 @@ def keep_freed_memory():
 def run(work, seconds, workers, repeats):
     import tensorflow as tf
 
+    from keras_r3d.benchmark import cpu_count, cpu_model
     from tfrecords_tools.convert import convert
     from tfrecords_tools.synthetic import DEFAULTS, SyntheticConfig, make_synthetic
 
@@ -171,7 +165,7 @@ def run(work, seconds, workers, repeats):
         "what": "tfrecords_tools conversion and keras_r3d.data train pipeline throughput",
         "command": "python -m tfrecords_tools.benchmark " + " ".join(sys.argv[1:]),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu_model": cpu_model(), "cores": cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__,
                     "load_average_1_5_15_before": [round(x, 2) for x in load_before],
                     "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()]},
@@ -198,7 +192,8 @@ def markdown(report):
         f"{machine['cores']} cores, TensorFlow {machine['tensorflow']}. Load average (1/5/15 min) "
         f"{machine['load_average_1_5_15_before']} before and {machine['load_average_1_5_15_after']} after: "
         "other processes shared the cores, so wall-clock figures are lower bounds. The CPU time per clip is "
-        "what the pipeline itself spent; `2 cores / CPU time` is the rate it would reach on 2 idle cores.", "",
+        f"what the pipeline itself spent; `{machine['cores']} cores / CPU time` is the rate it would reach on "
+        f"{machine['cores']} idle cores.", "",
         "## Conversion", "", "| input | videos | frames | seconds | videos/s | frames/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in conv.items():
