@@ -15,7 +15,8 @@ import pytest
 
 from keras_r3d import classify, evaluate, export, preprocessing, runtimes, saving
 from tests.conftest import (AVI, GESTURE_LABELS, GESTURES, OFFICIAL_CHECKPOINT, REFERENCE, gesture_records,
-                            write_anamorphic_video, write_rotated_video, write_variable_rate_video)
+                            write_anamorphic_video, write_half_white_video, write_rotated_video,
+                            write_variable_rate_video)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = REPO / "exports" / "run_on_device.py"
@@ -298,6 +299,27 @@ def test_run_on_device_names_the_metadata_file_an_engine_lacks():
     engine = types.SimpleNamespace(path="/board/shufflenet_fp16.engine", name="tensorrt", metadata=None)
     with pytest.raises(SystemExit, match="no /board/shufflenet_fp16.json beside it; copy the model.json"):
         runner._contract(engine)
+
+
+def test_run_on_device_cuts_the_center_clip_as_predict_does():
+    """The runner's window, fps resampling and crop are predict's: odd and even
+    spans and lengths, videos shorter than one window, frames whose crop offset
+    rounds (35 wide to 32: 1.5 pixels each side)."""
+    from keras_r3d.predict import clips_from_frames
+    from keras_r3d.video import resample_indices
+
+    runner = _load_runner()
+    jester = preprocessing.DATASET_PREPROCESSING["jester"]
+    contracts = [jester.replace(frames=4, size=32), jester.replace(frames=5, temporal_downsample=1, size=32)]
+    rng = np.random.default_rng(0)
+    for contract in contracts:
+        for count, fps in ((10, None), (33, None), (70, 25.0), (71, 30.0), (5, 12.0), (40, 12.0)):
+            frames = rng.integers(0, 256, (count, 32, 35, 3), np.uint8)
+            clip, note = runner.center_clip(frames, fps, contract.to_dict())
+            np.testing.assert_array_equal(clip, clips_from_frames(frames, contract, fps)[0],
+                                          err_msg=f"{contract}, {count} frames at {fps} fps")
+            short = len(resample_indices(count, fps, contract.fps)) < contract.frames * contract.temporal_downsample
+            assert (note is not None) == short, (count, fps, note)
 
 
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
