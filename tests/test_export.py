@@ -322,6 +322,26 @@ def test_run_on_device_cuts_the_center_clip_as_predict_does():
             assert (note is not None) == short, (count, fps, note)
 
 
+def test_run_on_device_streams_a_window_every_n_frames(tmp_path, capsys):
+    """--stream --every N classifies the latest window once every N source frames."""
+    runner = _load_runner()
+    video = write_half_white_video(tmp_path / "clip.mp4", 32, 32, frames=40)  # 25 fps
+
+    class Stub:
+        path, name = "stub.onnx", "stub"
+        metadata = {"input": {"normalized_in_graph": True}, "output": {"kind": "logits"}, "class_names": ["a", "b"],
+                    "preprocessing": {"frames": 4, "temporal_downsample": 1, "fps": 25.0, "size": 32}}
+
+        def __call__(self, batch):
+            assert batch.shape == (1, 4, 32, 32, 3)
+            return np.array([[0.0, 1.0]], np.float32)
+
+    assert runner.stream(Stub(), str(video), 3, 1)
+    windows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [w["frame"] for w in windows] == list(range(3, 40, 3))  # full at frame 3, then every 3rd
+    assert all(w["top"][0]["label"] == "b" for w in windows)
+
+
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
     """A phone video's display rotation and macOS `._` files among the frames
     (the PyAV path: OpenCV rotates by itself); a variable frame rate and
