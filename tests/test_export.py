@@ -342,6 +342,16 @@ def test_run_on_device_streams_a_window_every_n_frames(tmp_path, capsys):
     assert all(w["top"][0]["label"] == "b" for w in windows)
 
 
+def test_run_on_device_refuses_counts_below_one_before_loading_the_model(capsys):
+    runner = _load_runner()
+    for flags in (["--benchmark", "--batch_sizes", "1,0"], ["--benchmark", "--iterations", "0"],
+                  ["clip.mp4", "--every", "0"], ["clip.mp4", "--top_k", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            runner.main(["missing.onnx", *flags])
+        assert exit_info.value.code == 2, flags
+        assert "batch sizes, --iterations, --every and --top_k must be >= 1" in capsys.readouterr().err, flags
+
+
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
     """A phone video's display rotation and macOS `._` files among the frames
     (the PyAV path: OpenCV rotates by itself); a variable frame rate and
