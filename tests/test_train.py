@@ -258,6 +258,32 @@ def test_sticky_interrupts_leave_a_background_jobs_ignored_ctrl_c_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_sticky_interrupts_run_in_a_thread():
+    """A run in a thread (a notebook's, a server's) cannot set signal handlers
+    (signal.signal raises ValueError there): it runs without them."""
+    import threading
+
+    from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    errors = []
+
+    def run():
+        try:
+            with sticky_interrupts(sigterm=True):
+                raise_if_interrupted()
+        except Exception as error:
+            errors.append(error)
+
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        assert errors == []
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
     import tensorflow as tf
 
