@@ -817,6 +817,15 @@ def test_compare_allows_float32_artifacts_an_absolute_1e_4_on_small_logits():
     assert not export.compare(reference + 2 * export.FLOAT32_TOLERANCE, reference, "none")["passed"]
 
 
+def test_compare_fails_a_float16_artifact_with_the_same_top1_but_far_off():
+    reference = np.random.default_rng(0).standard_normal((3, 7)) * 5
+    close = reference * (1 + 0.5 * export.FLOAT16_RELATIVE_TOLERANCE)
+    assert export.compare(close, reference, "float16")["passed"]
+    far = reference * (1 + 5 * export.FLOAT16_RELATIVE_TOLERANCE)  # argmax kept, 5 % off
+    result = export.compare(far, reference, "float16")
+    assert result["top1_agreement"] == 1.0 and not result["passed"], result
+
+
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
