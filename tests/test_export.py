@@ -826,6 +826,15 @@ def test_compare_fails_a_float16_artifact_with_the_same_top1_but_far_off():
     assert result["top1_agreement"] == 1.0 and not result["passed"], result
 
 
+def test_compare_fails_an_int8_artifact_off_in_direction_on_one_clip_of_many():
+    reference = np.tile([[4.0, 1.0, 0.0, -1.0]], (8, 1))
+    logits = reference.copy()
+    logits[3] = [1.0, -4.0, 0.0, 0.0]  # the same top-1, but not the same direction
+    result = export.compare(logits, reference, "int8")
+    assert result["top1_agreement"] == 1.0 and result["min_cosine"] < export.QUANTIZED_MIN_COSINE
+    assert not result["passed"]
+
+
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
