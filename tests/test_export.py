@@ -835,6 +835,18 @@ def test_compare_fails_an_int8_artifact_off_in_direction_on_one_clip_of_many():
     assert not result["passed"]
 
 
+def test_an_export_drops_the_earlier_report_of_a_model_with_another_output_kind(tmp_path):
+    """Same weights, but softmax probabilities out instead of logits: other artifacts."""
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
+    assert list(export._earlier_report(tmp_path, SAME_EXPORT)["formats"]) == ["onnx"]
+    lines = []
+    assert export._earlier_report(tmp_path, {**SAME_EXPORT, "outputs_probabilities": True},
+                                  log=lines.append) == {"formats": {}}
+    assert lines and "differs in outputs_probabilities" in lines[0]
+
+
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
