@@ -847,6 +847,16 @@ def test_an_export_drops_the_earlier_report_of_a_model_with_another_output_kind(
     assert lines and "differs in outputs_probabilities" in lines[0]
 
 
+def test_an_export_drops_the_earlier_report_of_another_architecture(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
+    lines = []
+    other = {**SAME_EXPORT, "architecture": {"arch": "mobilenet", "width_mult": 0.5}}
+    assert export._earlier_report(tmp_path, other, log=lines.append) == {"formats": {}}
+    assert lines and "differs in architecture" in lines[0]
+
+
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
