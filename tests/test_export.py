@@ -857,6 +857,13 @@ def test_an_export_drops_the_earlier_report_of_another_architecture(tmp_path):
     assert lines and "differs in architecture" in lines[0]
 
 
+def test_the_lowest_opset_export_takes_is_min_opset():
+    export._check_opset(export.MIN_OPSET)
+    export._check_opset(str(export.MIN_OPSET))  # as a flag's string
+    with pytest.raises(ValueError, match=f"an opset of {export.MIN_OPSET} or later, got {export.MIN_OPSET - 1}"):
+        export._check_opset(export.MIN_OPSET - 1)
+
+
 def test_a_savedmodel_of_another_kind_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
