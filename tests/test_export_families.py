@@ -226,6 +226,25 @@ def test_an_export_that_stops_part_way_reports_the_artifacts_it_verified(tiny_mo
     assert report["passed"]
 
 
+def test_an_export_stopped_at_its_first_artifact_leaves_no_stale_report(tiny_model, tmp_path, monkeypatch):
+    """The report is rewritten before the first artifact: an earlier export's
+    entry must not vouch for a file that a crash left replaced but unverified."""
+    (tmp_path / "model_none.tflite").write_bytes(b"earlier")
+    stale = {"weights_sha256": "other", "passed": True,
+             "formats": {"tflite_none": {"path": str(tmp_path / "model_none.tflite"), "passed": True}}}
+    (tmp_path / export.REPORT_NAME).write_text(json.dumps(stale))
+
+    def replaced_then_interrupted(model, path, **kwargs):
+        pathlib.Path(path).write_bytes(b"new, never verified")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_tflite", replaced_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(tiny_model, tmp_path, ["tflite"])
+    report = json.loads((tmp_path / export.REPORT_NAME).read_text())
+    assert report["weights_sha256"] == export.weights_digest(tiny_model) and report["formats"] == {}
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
