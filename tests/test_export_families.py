@@ -245,6 +245,16 @@ def test_an_export_stopped_at_its_first_artifact_leaves_no_stale_report(tiny_mod
     assert report["weights_sha256"] == export.weights_digest(tiny_model) and report["formats"] == {}
 
 
+def test_a_saved_model_exported_again_replaces_the_folder_and_leaves_nothing_beside_it(tiny_model, tmp_path):
+    path = tmp_path / "saved_model"
+    export.export_saved_model(tiny_model, path)
+    (path / "stale_file").write_text("of the earlier export")
+    export.export_saved_model(tiny_model, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]  # no .saved_model.old-* or .tmp-* left
+    assert not (path / "stale_file").exists()
+    assert runtimes.load_runtime(path).metadata["class_names"] == tiny_model.class_names
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
