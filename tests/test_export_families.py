@@ -255,6 +255,25 @@ def test_a_saved_model_exported_again_replaces_the_folder_and_leaves_nothing_bes
     assert runtimes.load_runtime(path).metadata["class_names"] == tiny_model.class_names
 
 
+def test_a_saved_model_export_that_fails_keeps_the_old_folder_and_no_partial(tiny_model, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    path = tmp_path / "saved_model"
+    export.export_saved_model(tiny_model, path)
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+
+    def disk_full(module, export_dir, **kwargs):
+        pathlib.Path(export_dir).mkdir()
+        (pathlib.Path(export_dir) / "saved_model.pb").write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_saved_model(tiny_model, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
