@@ -274,6 +274,13 @@ def test_a_saved_model_export_that_fails_keeps_the_old_folder_and_no_partial(tin
     assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
 
 
+def test_an_int8_tflite_without_calibration_clips_is_a_clear_error(tiny_model, tmp_path):
+    for clips in (None, np.zeros((0, 8, 32, 32, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"int8 export needs calibration clips \(--calibration\)"):
+            export.export_tflite(tiny_model, tmp_path / "model_int8.tflite", quantize="int8", calibration_clips=clips)
+    assert not (tmp_path / "model_int8.tflite").exists()
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
