@@ -281,6 +281,15 @@ def test_an_int8_tflite_without_calibration_clips_is_a_clear_error(tiny_model, t
     assert not (tmp_path / "model_int8.tflite").exists()
 
 
+def test_clip_arrays_must_be_uint8_batches_of_clips(tiny_model):
+    contract = tiny_model.preprocessing
+    clips = runtimes.random_frames(3, tiny_model.input_shape[1:])
+    assert export.load_clips(clips, contract, 2).shape == (2, 8, 32, 32, 3)
+    for bad in (clips[0], clips.astype(np.float32)):  # one clip without its batch axis; float pixels
+        with pytest.raises(ValueError, match="clips must be uint8 \\(N, T, S, S, 3\\)"):
+            export.load_clips(bad, contract, 2)
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
