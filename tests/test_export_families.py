@@ -290,6 +290,16 @@ def test_clip_arrays_must_be_uint8_batches_of_clips(tiny_model):
             export.load_clips(bad, contract, 2)
 
 
+def test_the_calibration_clips_verify_at_most_verification_samples(tiny_model, tmp_path):
+    calibration = runtimes.random_frames(5, tiny_model.input_shape[1:])
+    lines = []
+    report = export.export_model(tiny_model, tmp_path, ["onnx"], calibration=calibration, verification_samples=3,
+                                 log=lines.append)
+    assert report["formats"]["onnx"]["verification_clips"] == 3
+    assert report["formats"]["onnx"]["verification_inputs"] == "5 given uint8 clips"
+    assert "verification: 3 clips from 5 given uint8 clips" in lines
+
+
 def test_metadata_says_the_input_channel_order():
     """A BGR contract (the official Kinetics models) still takes RGB frames; only normalized input is BGR."""
     model = create_model("SqueezeNet-1.1", num_classes=4, input_shape=(8, 32, 32, 3), preprocessing="kinetics")
