@@ -144,6 +144,47 @@ def test_evaluate_and_predict_run_every_artifact_as_a_device_does(jester, fixtur
     assert json.loads(output.read_text())["video_top1"] == 1.0
 
 
+def _flattening_onnx(path, input_type, metadata):
+    """An ONNX file that returns its input (2 frames of 2x2) as float32 (N, 24) "logits"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [0, -1])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["frames"], ["pixels"], to=TensorProto.FLOAT),
+         helper.make_node("Reshape", ["pixels", "shape"], ["logits"])],
+        "flatten", [helper.make_tensor_value_info("frames", input_type, ["N", 2, 2, 2, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 24])], initializer=[shape])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    if metadata is not None:
+        helper.set_model_props(proto, {runtimes.METADATA_KEY: json.dumps(metadata)})
+    onnx.save(proto, path)
+    return path
+
+
+def test_an_exported_model_takes_pixels_rounded_and_clipped_as_a_decoder_gives_them(tmp_path):
+    """evaluate and classify give an artifact float pixel values: it takes them
+    rounded and clipped to uint8, normalized by its graph or, for --raw_input,
+    by the contract."""
+    from onnx import TensorProto
+
+    contract = preprocessing.DATASET_PREPROCESSING["jester"].replace(frames=2, size=2)
+    metadata = {"preprocessing": contract.to_dict(), "class_names": [], "output": {"kind": "logits"},
+                "input": {"normalized_in_graph": True}}
+    pixels = np.resize(np.array([-3.0, 10.4, 10.6, 254.6, 300.0, 127.5]), (1, 2, 2, 2, 3))
+    expected = np.resize(np.array([0, 10, 11, 255, 255, 128], np.uint8), (1, 2, 2, 2, 3))
+    frames = saving.load_for_inference(_flattening_onnx(tmp_path / "frames.onnx", TensorProto.UINT8, metadata))
+    assert frames.num_outputs() == 24 and not frames.outputs_probabilities
+    np.testing.assert_array_equal(frames.predict_on_batch(pixels), expected.reshape(1, -1))
+    raw = {**metadata, "class_names": ["a"], "output": {"kind": "probabilities"},
+           "input": {"normalized_in_graph": False}}
+    normalized = saving.load_for_inference(_flattening_onnx(tmp_path / "raw.onnx", TensorProto.FLOAT, raw))
+    assert normalized.class_names == ["a"] and normalized.outputs_probabilities
+    np.testing.assert_allclose(normalized.predict_on_batch(pixels),
+                               preprocessing.preprocess(expected, contract).reshape(1, -1), atol=1e-6)
+
+
 @pytest.mark.parametrize("artifact", ["model_none.tflite", "model_openvino.onnx"])
 def test_runtimes_take_any_batch_size(jester, artifact):
     runtime = runtimes.load_runtime(jester["dir"] / artifact, num_threads=2)
