@@ -185,6 +185,17 @@ def test_an_exported_model_takes_pixels_rounded_and_clipped_as_a_decoder_gives_t
                                preprocessing.preprocess(expected, contract).reshape(1, -1), atol=1e-6)
 
 
+def test_an_artifact_of_a_model_without_class_names_has_none(tmp_path):
+    """Its metadata lists none ([]): evaluate then takes the data's names, as for a Keras model."""
+    from onnx import TensorProto
+
+    contract = preprocessing.DATASET_PREPROCESSING["jester"].replace(frames=2, size=2)
+    metadata = {"preprocessing": contract.to_dict(), "class_names": [], "output": {"kind": "logits"},
+                "input": {"normalized_in_graph": True}}
+    exported = saving.load_for_inference(_flattening_onnx(tmp_path / "nameless.onnx", TensorProto.UINT8, metadata))
+    assert exported.class_names is None
+
+
 @pytest.mark.parametrize("artifact", ["model_none.tflite", "model_openvino.onnx"])
 def test_runtimes_take_any_batch_size(jester, artifact):
     runtime = runtimes.load_runtime(jester["dir"] / artifact, num_threads=2)
