@@ -196,6 +196,15 @@ def test_an_artifact_of_a_model_without_class_names_has_none(tmp_path):
     assert exported.class_names is None
 
 
+def test_an_artifact_without_metadata_is_refused_naming_the_exporter(tmp_path):
+    from onnx import TensorProto
+
+    path = _flattening_onnx(tmp_path / "other_tool.onnx", TensorProto.UINT8, None)
+    with pytest.raises(ValueError, match=f"^{path} carries no keras_r3d metadata .contract, class names.: make it "
+                                         "with python -m keras_r3d.export"):
+        saving.load_for_inference(path)
+
+
 @pytest.mark.parametrize("artifact", ["model_none.tflite", "model_openvino.onnx"])
 def test_runtimes_take_any_batch_size(jester, artifact):
     runtime = runtimes.load_runtime(jester["dir"] / artifact, num_threads=2)
