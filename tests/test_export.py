@@ -671,6 +671,14 @@ def test_a_file_that_is_not_tflite_is_named_in_the_error(tmp_path):
         runtimes.load_runtime(bad)
 
 
+def test_an_artifacts_suffix_is_read_in_any_case(tmp_path):
+    """MODEL.TFLITE (a FAT card's name, a Windows copy) is a TFLite file."""
+    bad = tmp_path / "MODEL.TFLITE"
+    bad.write_bytes(b"hello\n")
+    with pytest.raises(ValueError, match="the TFLite interpreter cannot load it"):
+        runtimes.load_runtime(bad)
+
+
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
     """JetPack 5 (Python 3.8, aarch64) has tflite-runtime wheels, not ai-edge-litert."""
     from ai_edge_litert import interpreter
