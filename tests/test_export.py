@@ -679,6 +679,16 @@ def test_an_artifacts_suffix_is_read_in_any_case(tmp_path):
         runtimes.load_runtime(bad)
 
 
+@pytest.mark.parametrize("suffix", [".engine", ".plan", ".trt", ".PLAN"])
+def test_tensorrt_engines_are_taken_under_each_of_trtexecs_names(tmp_path, monkeypatch, suffix):
+    """trtexec's examples save .engine, .plan and .trt files: each goes to the TensorRT runtime."""
+    engine = tmp_path / f"model{suffix}"
+    engine.write_bytes(b"\0")
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # `import pycuda` fails, as off the board
+    with pytest.raises(ImportError, match="needs the Python package.s. tensorrt and pycuda"):
+        runtimes.load_runtime(engine)
+
+
 def test_tflite_files_run_on_tflite_runtime_where_litert_is_missing(jester, monkeypatch):
     """JetPack 5 (Python 3.8, aarch64) has tflite-runtime wheels, not ai-edge-litert."""
     from ai_edge_litert import interpreter
