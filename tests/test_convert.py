@@ -177,6 +177,13 @@ def test_a_missing_official_checkpoint_says_where_to_download_it(tmp_path):
         keras_r3d.load(tmp_path / "mine.pth")
 
 
+def test_conversion_arguments_given_with_a_keras_file_are_an_error(tmp_path):
+    """load(model.keras, dataset=...) would silently ignore them: they only convert a .pth."""
+    (tmp_path / "model.keras").write_bytes(b"")
+    with pytest.raises(TypeError, match=r"\['dataset', 'labels'\] only apply to .pth checkpoints"):
+        keras_r3d.load(tmp_path / "model.keras", labels=["a"], dataset="jester")
+
+
 def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
     renamed = tmp_path / "mycopy.pth"
     renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
