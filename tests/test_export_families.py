@@ -317,6 +317,34 @@ def test_tflite_metadata_reader_reads_what_the_writer_wrote(tiny_model, raw_inpu
     assert json.loads(entries[runtimes.METADATA_KEY])["class_names"] == tiny_model.class_names
 
 
+def test_a_graph_xnnpack_refuses_runs_on_the_builtin_kernels(raw_input_tflite, monkeypatch):
+    """XNNPACK refuses some quantized graphs at allocation: the runtime says so
+    in its notes and runs the builtin kernels instead."""
+    from ai_edge_litert import interpreter
+
+    _, path = raw_input_tflite
+    default = interpreter.Interpreter
+    builtin = interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+    class RefusedByXnnpack(default):
+        def __init__(self, *args, experimental_op_resolver_type=interpreter.OpResolverType.AUTO, **kwargs):
+            super().__init__(*args, experimental_op_resolver_type=experimental_op_resolver_type, **kwargs)
+            self.builtin = experimental_op_resolver_type == builtin
+
+        def allocate_tensors(self):
+            if not self.builtin:
+                raise RuntimeError("Failed to apply XNNPACK delegate.\nNode number 3 failed to prepare.")
+            return super().allocate_tensors()
+
+    expected = runtimes.load_runtime(path)
+    monkeypatch.setattr(interpreter, "Interpreter", RefusedByXnnpack)
+    runtime = runtimes.load_runtime(path)
+    assert expected.name == "tflite+xnnpack" and runtime.name == "tflite"
+    assert runtime.notes == "XNNPACK refused the graph (Failed to apply XNNPACK delegate.); builtin kernels"
+    clips = np.random.default_rng(0).standard_normal((2,) + runtime.input_shape[1:]).astype(np.float32)
+    np.testing.assert_allclose(runtime(clips), expected(clips), atol=1e-4)
+
+
 def test_cli_exports_and_reports(tiny_model, tmp_path):
     model_path = tmp_path / "tiny.keras"
     tiny_model.save(model_path)
