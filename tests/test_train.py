@@ -70,6 +70,17 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path
         write_atomic(tmp_path / "gone" / "metrics.json", "{}")
 
 
+def test_probe_writable_makes_the_folders_and_refuses_one_it_cannot_write(tmp_path):
+    from keras_r3d.files import probe_writable
+
+    deep = tmp_path / "runs" / "2026" / "jester"
+    probe_writable(deep, f"--output_dir {deep}")  # parents made, as the run will need them
+    assert deep.is_dir() and list(deep.iterdir()) == []  # the probe leaves nothing behind
+    # An existing folder that takes no files (/proc, even for root): refused, naming the flag.
+    with pytest.raises(ValueError, match=r"^--output /proc/x.json: cannot write there \("):
+        probe_writable("/proc", "--output /proc/x.json")
+
+
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
     config = r3d_train.default_config(**TINY, **synthetic, epochs=2, output_dir=str(tmp_path / "run"),
                                       reverse_time_eval=True, label_smoothing=0.1)
