@@ -412,6 +412,25 @@ def test_run_on_device_streams_a_window_every_n_frames(tmp_path, capsys):
     assert all(w["top"][0]["label"] == "b" for w in windows)
 
 
+class _CountingRuntime:
+    """A uint8 runtime that records the batch shape of each call."""
+    input_shape, input_dtype = (None, 2, 4, 4, 3), np.dtype(np.uint8)
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, batch):
+        self.calls.append(batch.shape)
+        return np.zeros((len(batch), 2), np.float32)
+
+
+def test_run_on_device_benchmark_warms_up_before_the_timed_calls():
+    runtime = _CountingRuntime()
+    rows = _load_runner().benchmark(runtime, [1, 8], warmup=2, iterations=3)
+    assert runtime.calls == [(1, 2, 4, 4, 3)] * 5 + [(8, 2, 4, 4, 3)] * 5  # 2 untimed + 3 timed each
+    assert [(row["batch_size"], row["iterations"]) for row in rows] == [(1, 3), (8, 3)]
+
+
 def test_run_on_device_refuses_counts_below_one_before_loading_the_model(capsys):
     runner = _load_runner()
     for flags in (["--benchmark", "--batch_sizes", "1,0"], ["--benchmark", "--iterations", "0"],
