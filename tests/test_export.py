@@ -431,6 +431,12 @@ def test_run_on_device_benchmark_warms_up_before_the_timed_calls():
     assert [(row["batch_size"], row["iterations"]) for row in rows] == [(1, 3), (8, 3)]
 
 
+def test_run_on_device_benchmark_counts_clips_per_second_of_the_batch():
+    rows = _load_runner().benchmark(_CountingRuntime(), [1, 8], warmup=0, iterations=3)
+    for row in rows:  # the batch's clips over the median latency, not calls per second
+        assert row["clips_per_s"] == pytest.approx(row["batch_size"] / (row["p50_ms"] / 1e3))
+
+
 def test_run_on_device_refuses_counts_below_one_before_loading_the_model(capsys):
     runner = _load_runner()
     for flags in (["--benchmark", "--batch_sizes", "1,0"], ["--benchmark", "--iterations", "0"],
