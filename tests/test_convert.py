@@ -184,6 +184,12 @@ def test_conversion_arguments_given_with_a_keras_file_are_an_error(tmp_path):
         keras_r3d.load(tmp_path / "model.keras", labels=["a"], dataset="jester")
 
 
+def test_load_refuses_other_model_formats_naming_the_two_it_takes(tmp_path):
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n")
+    with pytest.raises(ValueError, match=r"model.h5: expected a .keras model or an official .pth checkpoint$"):
+        keras_r3d.load(tmp_path / "model.h5")
+
+
 def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
     renamed = tmp_path / "mycopy.pth"
     renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
