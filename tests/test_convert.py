@@ -190,6 +190,16 @@ def test_load_refuses_other_model_formats_naming_the_two_it_takes(tmp_path):
         keras_r3d.load(tmp_path / "model.h5")
 
 
+def test_a_zip_that_holds_no_keras_model_is_a_clear_error(tmp_path):
+    """A .keras name on another zip archive (a dataset, a renamed export folder)."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    with pytest.raises(ValueError, match=r"model.keras is not a loadable .keras model: "):
+        keras_r3d.load(tmp_path / "model.keras")
+
+
 def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
     renamed = tmp_path / "mycopy.pth"
     renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
