@@ -162,7 +162,8 @@ def saved_families(tmp_path_factory):
         x = keras_r3d.preprocess(clips, model.preprocessing)
         labels = np.array([1, 3])
         logits[name] = np.asarray(model(x, training=False))
-        assert np.abs(logits[name]).max() > 0.5, (name, logits[name])
+        spread = np.abs(logits[name][0] - logits[name][1]).max()
+        assert spread > 0.01 * np.abs(logits[name]).max() > 0.005, (name, logits[name])  # logits that mean something
         model.save(directory / f"{name}.keras")
         np.savez(directory / f"{name}.npz", x=x, logits=logits[name], labels=labels)
         model.compile(optimizer=keras.optimizers.SGD(0.01),
@@ -227,23 +228,27 @@ def test_models_do_not_import_tensorflow():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_fold_batch_norm_computes_the_same(name, tmp_path):
     """Every BN that follows a conv folds into it; the logits stay the same,
-    also after a save and load, with trained-looking BN statistics."""
+    also after a save and load, with trained-looking BN affines and statistics
+    (the data's: random statistics left MobileNetV1's logits alike for any input)."""
     keras.utils.set_random_seed(0)
     model = keras_r3d.create_model(name, num_classes=5, input_shape=SMALL[name])
     rng = np.random.default_rng(2)
     batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in batch_norms:  # gamma, beta, moving mean, moving variance
-        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i != 2 else
-                           rng.normal(0.0, 0.3, w.shape).astype(np.float32)
-                           for i, w in enumerate(layer.get_weights())])
+    for layer in batch_norms:
+        layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(np.float32))
+        layer.beta.assign(rng.normal(0.0, 0.3, layer.beta.shape).astype(np.float32))
+    clips = runtimes.random_frames(2, SMALL[name], seed=3)
+    use_data_statistics(model, clips)
     folded = keras_r3d.fold_batch_norm(model)
     assert batch_norms and not [layer for layer in folded.layers
                                 if isinstance(layer, keras.layers.BatchNormalization)]
     assert [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
     assert folded.class_names == model.class_names and folded.preprocessing == model.preprocessing
-    x = rng.standard_normal((2, *SMALL[name])).astype(np.float32)
+    x = keras_r3d.preprocess(clips, model.preprocessing)
     expected = np.asarray(model(x, training=False))
+    assert np.abs(expected[0] - expected[1]).max() > 0.01 * np.abs(expected).max() > 0.005  # logits that mean something
+    # These random nets turn a 1e-7 change of the input into up to 2e-5 of the logits: float32 rounding alone.
     scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(folded(x), expected, atol=1e-5 * scale)
+    np.testing.assert_allclose(folded(x), expected, atol=1e-4 * scale)
     folded.save(tmp_path / "folded.keras")
-    np.testing.assert_allclose(keras_r3d.load(tmp_path / "folded.keras")(x), expected, atol=1e-5 * scale)
+    np.testing.assert_allclose(keras_r3d.load(tmp_path / "folded.keras")(x), expected, atol=1e-4 * scale)
