@@ -29,7 +29,7 @@ def check(directory):
             implementations += ["s2d", "pallas"] if path.stem == PALLAS_MODEL else ["s2d"]
         errors = {}
         for name in implementations:
-            with keras_r3d.implementation(name):  # compiled on JAX: eager, each op compiles alone (10x slower)
+            with keras_r3d.implementation(name):  # compiled on JAX (an eager call compiles op by op: 10x slower)
                 logits = np.asarray(model.predict_on_batch(data["x"]))
             errors[name] = float(np.abs(logits - data["logits"]).max())
         model.compile(optimizer=keras.optimizers.SGD(0.01),
