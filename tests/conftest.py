@@ -77,6 +77,13 @@ def use_data_statistics(model, clips):
         layer.moving_variance.assign(np.maximum(variance, np.median(variance)))
 
 
+def assert_logits_mean_something(logits):
+    """Reference logits (two or more clips) that a wrong output could not
+    match by chance: not vanishing, and not the same whatever the input."""
+    scale = np.abs(logits).max()
+    assert scale > 0.1 and np.abs(logits[0] - logits[1]).max() > 0.01 * scale, logits
+
+
 def write_half_white_video(path, width, height, frames, rotation=0, aspect=None):
     """An mpeg4 video of `frames` frames, stored `width`x`height`, whose left
     half is white; with a display `rotation` (degrees, counterclockwise, as
