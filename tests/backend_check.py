@@ -1,9 +1,10 @@
 """Run in a subprocess with KERAS_BACKEND set: loads the `.keras` models that
 the TF test saved, checks their logits, and takes one training step. On JAX
-the logits also under the "s2d" layers, and for PALLAS_MODEL the "pallas" ones
-(Pallas' interpreter on a CPU; tests/pallas_check.py checks its gradient). On
-torch each family also takes a training step built under mixed_bfloat16 (XLA's
-CPU runs bfloat16 convs too slowly for the suite: minutes for the eight).
+("auto" is "s2d" on a CPU) the logits also under "taps_matmul", JAX's GPU
+default, and for PALLAS_MODEL under "pallas" (Pallas' interpreter on a CPU;
+tests/pallas_check.py checks its gradient). On torch each family also takes
+a training step built under mixed_bfloat16 (XLA's CPU runs bfloat16 convs too
+slowly for the suite: minutes for the eight).
 
     KERAS_BACKEND=jax python -m tests.backend_check DIR
 """
@@ -26,7 +27,7 @@ def check(directory):
         model = keras.saving.load_model(path, compile=False)
         implementations = ["auto"]
         if keras.backend.backend() == "jax":
-            implementations += ["s2d", "pallas"] if path.stem == PALLAS_MODEL else ["s2d"]
+            implementations += ["taps_matmul", "pallas"] if path.stem == PALLAS_MODEL else ["taps_matmul"]
         errors = {}
         for name in implementations:
             with keras_r3d.implementation(name):  # compiled on JAX (an eager call compiles op by op: 10x slower)

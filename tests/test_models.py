@@ -177,7 +177,7 @@ def saved_families(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_backend_computes_the_same_and_trains(saved_families, backend):
     """JAX and torch load the files TF saved, give the same logits, and train
-    (JAX with its "s2d" layers too, and "pallas" for MobileNetV2)."""
+    (JAX with its GPU's "taps_matmul" layers too, and "pallas" for MobileNetV2)."""
     directory, expected = saved_families
     env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(directory)], cwd=REPO,
@@ -187,7 +187,7 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
     assert set(results) == set(SMALL)
     for name, result in results.items():
         assert result["backend"] == backend
-        jax_layers = ["s2d", "pallas"] if name == "MobileNetV2-0.2x" else ["s2d"]
+        jax_layers = ["taps_matmul", "pallas"] if name == "MobileNetV2-0.2x" else ["taps_matmul"]
         assert list(result["max_abs_error"]) == ["auto", *(jax_layers if backend == "jax" else [])]
         scale = max(1.0, float(np.abs(expected[name]).max()))
         assert all(error <= 1e-4 * scale for error in result["max_abs_error"].values()), (name, result)
