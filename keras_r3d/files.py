@@ -33,7 +33,9 @@ def probe_writable(folder, name):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:  # a file in the way, no permission, a read-only disk
-        raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
+        in_the_way = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a folder" if in_the_way else error.strerror or error
+        raise ValueError(f"{name}: cannot write there ({reason})") from None
 
 
 def write_atomic(path, data):

@@ -79,6 +79,12 @@ def test_probe_writable_makes_the_folders_and_refuses_one_it_cannot_write(tmp_pa
     # An existing folder that takes no files (/proc, even for root): refused, naming the flag.
     with pytest.raises(ValueError, match=r"^--output /proc/x.json: cannot write there \("):
         probe_writable("/proc", "--output /proc/x.json")
+    # A file where a folder should be ("File exists" from mkdir): named.
+    (tmp_path / "afile").write_text("")
+    for folder in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        with pytest.raises(ValueError, match=f"^--output_dir {folder}: cannot write there "
+                                             rf"\({tmp_path / 'afile'} is a file, not a folder\)$"):
+            probe_writable(folder, f"--output_dir {folder}")
 
 
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
