@@ -554,8 +554,9 @@ def main(argv=None):
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
         parser.error("--batch_sizes takes integers separated by commas, got {!r}".format(args.batch_sizes))
-    if min(batch_sizes) < 1 or args.iterations < 1 or args.every < 1 or args.top_k < 1:
-        parser.error("batch sizes, --iterations, --every and --top_k must be >= 1")
+    if min(batch_sizes) < 1 or args.iterations < 1 or args.every < 1 or args.top_k < 1 or \
+            (args.threads is not None and args.threads < 1):
+        parser.error("batch sizes, --iterations, --every, --top_k and --threads must be >= 1")
 
     try:
         runtime = runtimes.load_runtime(args.model, num_threads=args.threads, spin=not args.no_spin,

@@ -440,11 +440,12 @@ def test_run_on_device_benchmark_counts_clips_per_second_of_the_batch():
 def test_run_on_device_refuses_counts_below_one_before_loading_the_model(capsys):
     runner = _load_runner()
     for flags in (["--benchmark", "--batch_sizes", "1,0"], ["--benchmark", "--iterations", "0"],
-                  ["clip.mp4", "--every", "0"], ["clip.mp4", "--top_k", "0"]):
+                  ["clip.mp4", "--every", "0"], ["clip.mp4", "--top_k", "0"], ["clip.mp4", "--threads", "-3"]):
         with pytest.raises(SystemExit) as exit_info:
             runner.main(["missing.onnx", *flags])
         assert exit_info.value.code == 2, flags
-        assert "batch sizes, --iterations, --every and --top_k must be >= 1" in capsys.readouterr().err, flags
+        err = capsys.readouterr().err
+        assert "batch sizes, --iterations, --every, --top_k and --threads must be >= 1" in err, flags
 
 
 def test_run_on_device_reads_inputs_as_predict_does(jester, tmp_path, monkeypatch, capsys):
