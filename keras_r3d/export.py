@@ -513,7 +513,7 @@ def verify(artifact, clips, reference, quantize, raw_input, contract):
 
 def export_model(model, output_dir, formats, *, quantize="none", calibration=None,
                  calibration_samples=100, verification=None, verification_samples=8,
-                 raw_input=False, opset=DEFAULT_OPSET, onnx_converter="auto", log=print):
+                 raw_input=False, opset=DEFAULT_OPSET, onnx_converter="auto", overwrite=False, log=print):
     """Exports `model` to `formats` in `output_dir`, verifies every artifact
     against Keras and writes `export_report.json`.
 
@@ -525,6 +525,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         verification: clips to verify on (same forms); default the calibration
             clips, else seeded uint8 noise (recorded as such in the report).
         onnx_converter: `export_onnx`'s converter.
+        overwrite: delete the files of an earlier export of another model in
+            `output_dir` (its report's); without it, such a folder is an error.
     Returns:
         The report dict; `report["passed"]` is False if any artifact failed.
     """
@@ -552,32 +554,6 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
         log(f"note: {model.name} computes in mixed or half precision (as --precision trains); "
             "exporting it in float32 (--quantize float16 makes a half-precision TFLite file)")
         model = exported
-
-    calibration_clips = None
-    if calibration is not None:
-        calibration_clips = load_clips(calibration, contract, calibration_samples)
-        log(f"calibration: {len(calibration_clips)} clips from {_describe(calibration)}")
-        if not (quantize == "int8" and "tflite" in formats):
-            log("note: only full-int8 TFLite calibrates on --calibration (TensorRT INT8 takes a "
-                "calibration cache); here its clips only verify")
-    if verification is not None:
-        clips, inputs = load_clips(verification, contract, verification_samples), _describe(verification)
-    elif calibration_clips is not None:
-        clips, inputs = calibration_clips[:verification_samples], _describe(calibration)
-    else:
-        clips = runtimes.random_frames(verification_samples,
-                                       (contract.frames, contract.size, contract.size, 3))
-        inputs = "seeded uint8 noise (pass --verification PATH for real clips)"
-    log(f"verification: {len(clips)} clips from {inputs}")
-    if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
-        log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
-    reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
-    largest = np.abs(reference).max()
-    if largest > ABSURD_LOGIT:
-        log(f"warning: the model's outputs reach {largest:.3g} on these clips: its training "
-            "diverged or its BatchNorm statistics never settled, and its exports compute as it does")
-    out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
-
     # What an artifact computes: exports into one folder that agree on all of it share one report.
     report = {"model": model.name, "architecture": model.architecture, "weights_sha256": weights_digest(model),
               "preprocessing": contract.to_dict(), "class_names": list(model.class_names or []),
@@ -606,7 +582,45 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
             converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
-    report.update(_earlier_report(out, report, redone, log))
+    kept, differ, stale = _earlier_report(out, report, redone)
+    if stale and not overwrite:
+        raise ValueError(f"{out} holds the export of another model (it differs in {', '.join(differ)}): "
+                         f"{', '.join(path.name for path in stale)}. Pass --overwrite to delete those files "
+                         "first, or choose another --output")
+
+    calibration_clips = None  # the TFLite export above reads it when it runs
+    if calibration is not None:
+        calibration_clips = load_clips(calibration, contract, calibration_samples)
+        log(f"calibration: {len(calibration_clips)} clips from {_describe(calibration)}")
+        if not (quantize == "int8" and "tflite" in formats):
+            log("note: only full-int8 TFLite calibrates on --calibration (TensorRT INT8 takes a "
+                "calibration cache); here its clips only verify")
+    if verification is not None:
+        clips, inputs = load_clips(verification, contract, verification_samples), _describe(verification)
+    elif calibration_clips is not None:
+        clips, inputs = calibration_clips[:verification_samples], _describe(calibration)
+    else:
+        clips = runtimes.random_frames(verification_samples,
+                                       (contract.frames, contract.size, contract.size, 3))
+        inputs = "seeded uint8 noise (pass --verification PATH for real clips)"
+    log(f"verification: {len(clips)} clips from {inputs}")
+    if quantize != "none" and not {"tflite", "tftrt"} & set(formats):
+        log(f"note: --quantize {quantize} applies to TFLite and TensorRT; SavedModel and ONNX stay float32")
+    reference = np.asarray(model.predict_on_batch(preprocess(clips, contract)))
+    largest = np.abs(reference).max()
+    if largest > ABSURD_LOGIT:
+        log(f"warning: the model's outputs reach {largest:.3g} on these clips: its training "
+            "diverged or its BatchNorm statistics never settled, and its exports compute as it does")
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if stale:
+        log(f"--overwrite: deleted the export of another model (it differed in {', '.join(differ)}): "
+            f"{', '.join(path.name for path in stale)}")
+    report.update(kept)
     report["kept"] = sorted(report["formats"])  # of an earlier export into this folder
     if report["formats"]:
         log(f"{REPORT_NAME}: keeping the earlier export's {', '.join(report['formats'])} "
@@ -646,33 +660,33 @@ SAME_EXPORT_KEYS = ("architecture", "weights_sha256", "preprocessing", "class_na
                     "outputs_probabilities", "raw_input")
 
 
-def _earlier_report(out, report, redone=(), log=print):
-    """What to keep of an earlier export's report in `out`, so that exports run
-    one after another into one folder keep one report: `{"formats": ...}`, its
-    verified formats but `redone` whose files are still there, if it agrees with
-    `report` on SAME_EXPORT_KEYS, and its "tensorrt" plan (the engine's trtexec
-    command) with a kept "tensorrt_onnx"."""
+def _earlier_report(out, report, redone=()):
+    """What an earlier export's report in `out` leaves to this export, so that
+    exports run one after another into one folder keep one report:
+    `(kept, differ, stale)`. If it agrees with `report` on SAME_EXPORT_KEYS,
+    `kept` is `{"formats": ...}`, its verified formats but `redone` whose files
+    are still there, and its "tensorrt" plan (the engine's trtexec command) with
+    a kept "tensorrt_onnx". Else `kept` has no formats, `differ` lists the keys
+    that differ and `stale` the paths of its files still there (another model's)."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
-        return {"formats": {}}
-    kept = {}
-    for key, result in earlier.get("formats", {}).items():
-        # Artifacts lie in `out`; the earlier run may have named it from another working folder.
-        path = out / pathlib.Path(result.get("path") or "").name
-        if key not in redone and result.get("path") and path.exists():
-            kept[key] = dict(result, path=str(path))
+        return {"formats": {}}, [], []
+    # Artifacts lie in `out`; the earlier run may have named it from another working folder.
+    files = {key: out / pathlib.Path(result["path"]).name
+             for key, result in earlier.get("formats", {}).items() if result.get("path")}
     differ = [key for key in SAME_EXPORT_KEYS  # compared as JSON holds them (tuples as lists)
               if earlier.get(key) != json.loads(json.dumps(report[key]))]
     if differ:
-        if kept:
-            names = ", ".join(pathlib.Path(result["path"]).name for result in kept.values())
-            log(f"{REPORT_NAME}: the earlier export here ({names}) differs in {', '.join(differ)}; "
-                "its files stay, out of the new report")
-        return {"formats": {}}
+        if "tensorrt_onnx" in files:  # the engine's metadata, written with it
+            files["tensorrt_metadata"] = pathlib.Path(runtimes.metadata_sidecar(out / "model.engine"))
+        stale = sorted({path for path in files.values() if path.exists()})
+        return {"formats": {}}, differ, stale
+    kept = {key: dict(earlier["formats"][key], path=str(path))
+            for key, path in files.items() if key not in redone and path.exists()}
     if "tensorrt_onnx" in kept and "tensorrt" in earlier:
-        return {"formats": kept, "tensorrt": earlier["tensorrt"]}
-    return {"formats": kept}
+        return {"formats": kept, "tensorrt": earlier["tensorrt"]}, [], []
+    return {"formats": kept}, [], []
 
 
 def _check_opset(opset):
@@ -746,7 +760,7 @@ def main(argv):
         report = export_model(model, f.output, formats, quantize=f.quantize,
                               calibration=f.calibration, calibration_samples=f.calibration_samples,
                               verification=f.verification, raw_input=f.raw_input, opset=f.opset,
-                              onnx_converter=f.onnx_converter)
+                              onnx_converter=f.onnx_converter, overwrite=f.overwrite)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -783,6 +797,8 @@ def _define_flags():
     flags.DEFINE_integer("calibration_samples", 100, "Calibration clips used at most.", lower_bound=1)
     flags.DEFINE_string("verification", None, "Clips to verify the artifacts on (same forms); "
                         "default: the calibration clips.")
+    flags.DEFINE_bool("overwrite", False, "Delete the files of another model's export in --output first "
+                      "(without it, that is an error; an export of the same model is added to).")
     flags.DEFINE_bool("raw_input", False, "Take normalized float32 input (no preprocessing in the graph).")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13: TensorRT 8.2 / JetPack 4.6).",
                          lower_bound=MIN_OPSET)
@@ -796,5 +812,7 @@ if __name__ == "__main__":
 
     _define_flags()
     from keras_r3d.interrupts import exit_code
+    from keras_r3d.text import plain_warnings
 
+    plain_warnings()
     app.run(lambda argv: sys.exit(exit_code(main, argv)))

@@ -860,17 +860,15 @@ def test_an_export_keeps_only_the_earlier_report_of_the_same_model_and_contract(
     earlier = {**same, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")},
                                    "saved_model": {"path": str(tmp_path / "gone")}, "tflite_none": {}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
-    lines = []
-    assert list(export._earlier_report(tmp_path, same, log=lines.append)["formats"]) == ["onnx"]
-    assert export._earlier_report(tmp_path, same, {"onnx"}, lines.append) == {"formats": {}}  # written again now
+    kept, differ, stale = export._earlier_report(tmp_path, same)
+    assert list(kept["formats"]) == ["onnx"] and differ == stale == []
+    assert export._earlier_report(tmp_path, same, {"onnx"}) == ({"formats": {}}, [], [])  # written again now
     changes = {"weights_sha256": "def", "raw_input": True, "class_names": ["a", "c"],
                "preprocessing": {"frames": 32, "mean": (0.0, 0.0, 0.0)}}
-    for key, value in changes.items():
-        assert export._earlier_report(tmp_path, {**same, key: value}, log=lines.append) == {"formats": {}}
-    assert lines == [f"{export.REPORT_NAME}: the earlier export here (model.onnx) differs in {key}; "
-                     "its files stay, out of the new report" for key in changes]
-    assert export._earlier_report(tmp_path, {**same, "raw_input": True}, {"onnx"}, lines.append) == {"formats": {}}
-    assert len(lines) == len(changes)
+    for key, value in changes.items():  # another model's files, also those about to be written again
+        for redone in ((), {"onnx"}):
+            assert export._earlier_report(tmp_path, {**same, key: value}, redone) == (
+                {"formats": {}}, [key], [tmp_path / "model.onnx"])
 
 
 def test_an_export_keeps_the_earlier_report_of_an_export_run_from_another_folder(tmp_path, monkeypatch):
@@ -881,7 +879,7 @@ def test_an_export_keeps_the_earlier_report_of_an_export_run_from_another_folder
     earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": "out/model.onnx", "passed": True}}}
     (out / export.REPORT_NAME).write_text(json.dumps(earlier))
     monkeypatch.chdir(out)
-    kept = export._earlier_report(pathlib.Path("."), SAME_EXPORT)
+    kept, _, _ = export._earlier_report(pathlib.Path("."), SAME_EXPORT)
     assert kept == {"formats": {"onnx": {"path": "model.onnx", "passed": True}}}
 
 
@@ -891,8 +889,8 @@ def test_an_export_keeps_the_tensorrt_plan_of_the_earlier_tftrt_export(tmp_path)
     earlier = {**SAME_EXPORT, "tensorrt": plan,
                "formats": {"tensorrt_onnx": {"path": str(tmp_path / "model_trt.onnx")}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
-    assert export._earlier_report(tmp_path, SAME_EXPORT)["tensorrt"] == plan  # e.g. --tflite after --tftrt
-    assert "tensorrt" not in export._earlier_report(tmp_path, SAME_EXPORT, {"tensorrt_onnx", "tensorrt"})
+    assert export._earlier_report(tmp_path, SAME_EXPORT)[0]["tensorrt"] == plan  # e.g. --tflite after --tftrt
+    assert "tensorrt" not in export._earlier_report(tmp_path, SAME_EXPORT, {"tensorrt_onnx", "tensorrt"})[0]
 
 
 def test_compare_fails_artifacts_off_in_either_direction():
@@ -949,26 +947,19 @@ def test_compare_fails_an_int8_artifact_off_in_direction_on_one_clip_of_many():
     assert not result["passed"]
 
 
-def test_an_export_drops_the_earlier_report_of_a_model_with_another_output_kind(tmp_path):
-    """Same weights, but softmax probabilities out instead of logits: other artifacts."""
-    (tmp_path / "model.onnx").write_bytes(b"x")
-    earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")}}}
+def test_an_export_drops_the_earlier_report_of_a_model_with_another_output_kind_or_architecture(tmp_path):
+    """Same weights, but softmax probabilities out instead of logits, or another
+    architecture: another model's artifacts, the TensorRT engine's metadata too."""
+    for name in ("model_trt.onnx", "model.json"):
+        (tmp_path / name).write_bytes(b"x")
+    earlier = {**SAME_EXPORT, "formats": {"tensorrt_onnx": {"path": str(tmp_path / "model_trt.onnx")}}}
     (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
-    assert list(export._earlier_report(tmp_path, SAME_EXPORT)["formats"]) == ["onnx"]
-    lines = []
-    assert export._earlier_report(tmp_path, {**SAME_EXPORT, "outputs_probabilities": True},
-                                  log=lines.append) == {"formats": {}}
-    assert lines and "differs in outputs_probabilities" in lines[0]
-
-
-def test_an_export_drops_the_earlier_report_of_another_architecture(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"x")
-    earlier = {**SAME_EXPORT, "formats": {"onnx": {"path": str(tmp_path / "model.onnx")}}}
-    (tmp_path / export.REPORT_NAME).write_text(json.dumps(earlier))
-    lines = []
+    assert list(export._earlier_report(tmp_path, SAME_EXPORT)[0]["formats"]) == ["tensorrt_onnx"]
+    stale = [tmp_path / "model.json", tmp_path / "model_trt.onnx"]
+    assert export._earlier_report(tmp_path, {**SAME_EXPORT, "outputs_probabilities": True}) == (
+        {"formats": {}}, ["outputs_probabilities"], stale)
     other = {**SAME_EXPORT, "architecture": {"arch": "mobilenet", "width_mult": 0.5}}
-    assert export._earlier_report(tmp_path, other, log=lines.append) == {"formats": {}}
-    assert lines and "differs in architecture" in lines[0]
+    assert export._earlier_report(tmp_path, other)[1:] == (["architecture"], stale)
 
 
 def test_the_lowest_opset_export_takes_is_min_opset():

@@ -229,10 +229,7 @@ def test_an_export_that_stops_part_way_reports_the_artifacts_it_verified(tiny_mo
 def test_an_export_stopped_at_its_first_artifact_leaves_no_stale_report(tiny_model, tmp_path, monkeypatch):
     """The report is rewritten before the first artifact: an earlier export's
     entry must not vouch for a file that a crash left replaced but unverified."""
-    (tmp_path / "model_none.tflite").write_bytes(b"earlier")
-    stale = {"weights_sha256": "other", "passed": True,
-             "formats": {"tflite_none": {"path": str(tmp_path / "model_none.tflite"), "passed": True}}}
-    (tmp_path / export.REPORT_NAME).write_text(json.dumps(stale))
+    assert export.export_model(tiny_model, tmp_path, ["tflite"])["formats"]["tflite_none"]["passed"]
 
     def replaced_then_interrupted(model, path, **kwargs):
         pathlib.Path(path).write_bytes(b"new, never verified")
@@ -242,7 +239,7 @@ def test_an_export_stopped_at_its_first_artifact_leaves_no_stale_report(tiny_mod
     with pytest.raises(KeyboardInterrupt):
         export.export_model(tiny_model, tmp_path, ["tflite"])
     report = json.loads((tmp_path / export.REPORT_NAME).read_text())
-    assert report["weights_sha256"] == export.weights_digest(tiny_model) and report["formats"] == {}
+    assert report["formats"] == {} and (tmp_path / "model_none.tflite").read_bytes() == b"new, never verified"
 
 
 def test_a_saved_model_exported_again_replaces_the_folder_and_leaves_nothing_beside_it(tiny_model, tmp_path):
@@ -369,6 +366,21 @@ def test_cli_exports_and_reports(tiny_model, tmp_path):
     assert (f"error: an earlier export kept in {out} failed its check: tflite_int8 (model_int8.tflite); export "
             "that format again") in again.stderr and "not within tolerance" not in again.stderr
     assert json.loads((out / export.REPORT_NAME).read_text())["kept"] == ["tflite_int8"]
+    # Another model's export there is an error that names its files; --overwrite deletes them first.
+    other = keras_r3d.load(model_path)
+    other.weights[0].assign(other.weights[0] * 2.0)
+    other.save(tmp_path / "other.keras")
+    refused = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={tmp_path / 'other.keras'}",
+                              f"--output={out}", "--tflite"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and not (out / "model_none.tflite").exists()
+    assert (f"error: {out} holds the export of another model (it differs in weights_sha256): model.onnx, "
+            "model_int8.tflite. Pass --overwrite") in refused.stderr
+    lines = []
+    report = export.export_model(other, out, ["tflite"], overwrite=True, log=lines.append)
+    assert report["passed"] and report["kept"] == [] and list(report["formats"]) == ["tflite_none"]
+    assert sorted(path.name for path in out.iterdir()) == [export.REPORT_NAME, "model_none.tflite"]
+    assert ("--overwrite: deleted the export of another model (it differed in weights_sha256): model.onnx, "
+            "model_int8.tflite") in lines
 
 
 def test_export_refuses_other_backends(tmp_path):
