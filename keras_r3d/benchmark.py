@@ -1271,5 +1271,8 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app
 
+    from keras_r3d.text import plain_warnings
+
+    plain_warnings()
     _define_flags()
     app.run(lambda argv: sys.exit(main(argv)))

@@ -171,8 +171,11 @@ def resolve_settings(file_name, state, overrides, checkpoint_arch=None):
     found = {"arch": checkpoint_arch} if checkpoint_arch else {}
     arch = overrides.get("arch", found.get("arch", named.get("arch")))
     if arch not in registry.BUILDERS:
-        raise ValueError(f"cannot tell the architecture of {file_name or 'the state dict'} (got "
-                         f"{arch!r}); pass --arch (arch=) one of {', '.join(registry.BUILDERS)}")
+        source = file_name or "the state dict"
+        reason = (f"its arch is {arch!r}" if arch else "its file name is not an official one and it has no "
+                  "'arch' entry")
+        raise ValueError(f"cannot tell the architecture of {source}: {reason}; pass --arch, one of "
+                         f"{', '.join(registry.BUILDERS)}")
     found.update(_infer_from_tensors(arch, state))
     named = {k: v for k, v in named.items() if k in ("arch", "dataset") or k in registry.builder_kwargs(arch)}
     differ = [f"{k}={named[k]!r} where the checkpoint has {found[k]!r}"
@@ -275,7 +278,7 @@ def default_class_names(dataset, num_classes):
     names = read_labels(LABELS_DIR / f"{dataset}.txt")
     if num_classes is not None and len(names) != num_classes:
         raise ValueError(f"the bundled {dataset} list has {len(names)} classes, not {num_classes}; "
-                         "pass --labels (labels=) with the model's class list")
+                         "pass --labels with the model's class list")
     return names
 
 
@@ -325,12 +328,19 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
             raise TypeError("pass labels= or class_names=, not both")
         labels = overrides.pop("class_names")
     settings = resolve_settings(file_name or "", state, overrides, checkpoint_arch)
-    dataset = dataset or settings.get("dataset")
-    settings.pop("dataset", None)
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     arch = settings.pop("arch")
     num_classes = settings.get("num_classes")
+    named_dataset = settings.pop("dataset", None)
+    unknown_dataset = "the data set is not in the file name"
+    if dataset is None and named_dataset is not None:  # a renamed file's name may not fit the classifier
+        bundled = len(read_labels(LABELS_DIR / f"{named_dataset}.txt"))
+        if labels or num_classes in (None, bundled):
+            dataset = named_dataset
+        else:
+            unknown_dataset = (f"the file name says {named_dataset}, whose class list has {bundled} classes, but "
+                               f"the checkpoint's classifier has {num_classes}")
     headless = settings.get("include_top") is False  # a feature extractor: no classes, no head tensors
     if headless:
         class_names = None
@@ -347,10 +357,9 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
         settings.setdefault("preprocessing", DATASET_PREPROCESSING[dataset])
     elif "preprocessing" not in settings:
         likely = [name for name in DATASETS if len(read_labels(LABELS_DIR / f"{name}.txt")) == num_classes]
-        warnings.warn(f"{file_name or 'the state dict'}: the data set is not in the file name, so the model "
-                      f"gets the default preprocessing contract and {'generic ' if not labels else ''}class "
-                      f"names; pass --dataset (dataset=) {' or '.join(likely or DATASETS)} for the official "
-                      f"ones", stacklevel=2)
+        warnings.warn(f"{file_name or 'the state dict'}: {unknown_dataset}, so the model gets the default "
+                      f"preprocessing contract and {'generic ' if not labels else ''}class names; pass --dataset "
+                      f"{' or '.join(likely or DATASETS)} for the official ones", stacklevel=2)
     try:
         model = registry.build(arch, class_names=class_names, **settings)
     except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is
@@ -360,7 +369,7 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
     except CheckpointMismatch as error:
         if "width_mult" in registry.builder_kwargs(arch) and "width_mult" not in settings:
             raise CheckpointMismatch(f"{error}\nIts width is not an official one or not in its file name: pass "
-                                     "--width_mult (width_mult=)") from None
+                                     "--width_mult") from None
         raise
     return model
 
@@ -411,5 +420,7 @@ if __name__ == "__main__":
 
     _define_flags()
     from keras_r3d.interrupts import exit_code
+    from keras_r3d.text import plain_warnings
 
+    plain_warnings()
     app.run(lambda argv: sys.exit(exit_code(main, argv)))

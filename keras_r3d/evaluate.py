@@ -330,5 +330,7 @@ if __name__ == "__main__":
 
     _define_flags()
     from keras_r3d.interrupts import exit_code
+    from keras_r3d.text import plain_warnings
 
+    plain_warnings()
     app.run(lambda argv: sys.exit(exit_code(main, argv)))

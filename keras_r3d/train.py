@@ -1048,6 +1048,9 @@ def main(argv, full_argv):
 if __name__ == "__main__":
     from absl import app
 
+    from keras_r3d.text import plain_warnings
+
+    plain_warnings()
     define_flags()
     full_argv = expand_recipe(sys.argv)
     app.run(lambda argv: sys.exit(main(argv, full_argv)), argv=full_argv)

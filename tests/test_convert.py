@@ -115,7 +115,7 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
     state = _tagged_state(SHAPES["models"]["MobileNetV2-0.45x"])
     state["features.0.0.weight"] = np.zeros((16, 3, 3, 3, 3), np.float32)
     with pytest.raises(convert.CheckpointMismatch, match="not an official one or not in its file name: pass "
-                                                         r"--width_mult \(width_mult=\)$"):
+                                                         r"--width_mult$"):
         convert.convert_state_dict(state, arch="mobilenetv2", dataset="kinetics")
 
 
@@ -203,8 +203,8 @@ def test_a_zip_that_holds_no_keras_model_is_a_clear_error(tmp_path):
 def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir, tmp_path):
     renamed = tmp_path / "mycopy.pth"
     renamed.write_bytes(OFFICIAL_CHECKPOINT.read_bytes())
-    with pytest.warns(UserWarning, match=r"mycopy.pth: the data set is not in the file name.*--dataset \(dataset=\) "
-                                         r"jester for the official ones"):
+    with pytest.warns(UserWarning, match=r"mycopy.pth: the data set is not in the file name.*--dataset jester for "
+                                         r"the official ones"):
         model = convert.convert_checkpoint(renamed)
     assert model.class_names[0] == "class_000"
     model = convert.convert_checkpoint(renamed, dataset="jester")
@@ -219,6 +219,16 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
             model = convert.convert_checkpoint(tmp_path / name)
         assert model.architecture == {**model.architecture, "arch": "shufflenet", "width_mult": 0.5, "groups": 3}
         assert model.class_names[0] == "Doing_other_things"  # the data set still comes from the name
+    # ... unless its class list does not fit the checkpoint's classifier (27 classes, not Kinetics' 600).
+    (tmp_path / "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth").symlink_to(OFFICIAL_CHECKPOINT)
+    with pytest.warns(UserWarning, match="the file name says kinetics, whose class list has 600 classes, but the "
+                                         "checkpoint's classifier has 27, so the model gets the default "
+                                         "preprocessing contract and generic class names; pass --dataset jester"):
+        model = convert.convert_checkpoint(tmp_path / "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth")
+    assert model.class_names[0] == "class_000" and model.architecture["width_mult"] == 0.5
+    with pytest.raises(ValueError, match=r"cannot tell the architecture of the state dict: its file name is not an "
+                                         r"official one and it has no 'arch' entry; pass --arch, one of "):
+        convert.convert_state_dict({"fc.weight": np.zeros((3, 4), np.float32)})
 
     with pytest.raises(TypeError, match=r"unknown arguments \['foo'\]"):  # the caller's mistake, as it is
         convert.convert_checkpoint(renamed, foo=1)
@@ -229,9 +239,12 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
                           "--output", str(tmp_path / "model.h5")], capture_output=True, text=True)
     assert run.returncode == 1 and "is written as a .keras file" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
+    run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(renamed), "--output",
                           str(tmp_path / "x.keras"), "--depth", "18"], capture_output=True, text=True)
     assert run.returncode == 1 and "error: shufflenet got unknown arguments ['depth']" in run.stderr
+    # Warnings print as one line each, as the command's other notes do.
+    assert "\nwarning: mycopy.pth: the data set is not in the file name" in run.stderr
+    assert "warnings.warn" not in run.stderr
     assert "Traceback" not in run.stderr
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT), "--output",
                           str(tmp_path / "x.keras"), "--labels", "missing.txt"], capture_output=True, text=True)
