@@ -51,6 +51,8 @@ runtimes = _import_runtimes()
 # ---------------------------------------------------------------- decoding
 
 def _cv2():
+    # FFmpeg's own log lines ("moov atom not found") would interleave with the JSON lines; the errors say it.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
         return cv2
@@ -166,7 +168,7 @@ def open_video(source):
                        "evenly spaced frames (OpenCV 4.1 or later reads its time line)".format(cv2.__version__))
         capture = cv2.VideoCapture(int(source) if camera else _opencv_path(source))
         if not capture.isOpened():
-            raise ValueError("{}: cannot open".format(source))
+            raise ValueError("{}: cannot open{}".format(source, "" if camera else ": " + _unreadable(source)))
         fps = capture.get(cv2.CAP_PROP_FPS) or None
         if camera:
             return fps, (image for image, _ in _capture_frames(source, capture, cv2, 0))
@@ -182,6 +184,8 @@ def open_video(source):
     import av
     try:
         container = av.open(source)
+    except av.error.InvalidDataError:
+        raise ValueError("{}: cannot open: {}".format(source, _unreadable(source)))
     except (OSError, av.error.FFmpegError) as error:
         raise ValueError("{}: cannot open ({})".format(source, error))
     if not container.streams.video:
@@ -190,6 +194,13 @@ def open_video(source):
     stream = container.streams.video[0]
     fps = float(stream.average_rate) if stream.average_rate else None
     return fps, _on_time_line(_pyav_frames(source, container, stream, stream.frames), fps)
+
+
+def _unreadable(path):
+    """Why a video file FFmpeg cannot open is so, as keras_r3d.video says it."""
+    if os.path.getsize(path) == 0:
+        return "an empty file"
+    return "no video FFmpeg can read: a file cut short (an unfinished copy, download or recording) or not a video"
 
 
 def _pyav_frames(source, container, stream, declared):

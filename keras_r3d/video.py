@@ -286,7 +286,7 @@ def _read_file(path, frames, complete):
                 timeline.close()
     except av.error.FFmpegError as error:
         if not frames.count:
-            raise VideoError(f"{path}: cannot decode ({error})") from None
+            raise VideoError(f"{path}: cannot decode: {_undecodable(path, error)}") from None
         _cut_short(path, f"decoding failed after {timeline.decoded} frames ({error})", complete)
         return fps
     if timeline.decoded < declared - max(2, declared // 20):
@@ -295,6 +295,17 @@ def _read_file(path, frames, complete):
     if not declared and seconds and decoded and decoded < seconds - max(2 / fps, seconds / 20):
         _cut_short(path, f"decoded {decoded:.2f} s of the {seconds:.2f} s its header declares", complete)
     return fps
+
+
+def _undecodable(path, error):
+    """Why FFmpeg decodes no frame of the file at `path`, having raised `error`."""
+    import av
+
+    if path.stat().st_size == 0:
+        return "an empty file"
+    if isinstance(error, av.error.InvalidDataError):  # an MP4 without its index ("moov atom not found"), say
+        return "no video FFmpeg can read: a file cut short (an unfinished copy, download or recording) or not a video"
+    return str(error)
 
 
 def _cut_short(path, problem, complete):

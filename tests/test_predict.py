@@ -170,7 +170,7 @@ def test_predict_cli_classifies_the_gestures(jester_model, tmp_path):
         assert result["top"][0]["label"] == GESTURE_LABELS[name]
         assert len(result["top"]) == 5 and result["windows"] == 1
         assert sum(c["prob"] for c in result["top"]) <= 1.0 + 1e-6
-    assert "cannot decode" in results[-1]["error"]
+    assert "cannot decode: no video FFmpeg can read" in results[-1]["error"]
 
 
 def test_classify_python_api_on_a_video_file(jester_model, fixtures_dir):
