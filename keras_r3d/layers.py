@@ -272,6 +272,10 @@ class FanOutNormal(keras.initializers.Initializer):
         return ops.convert_to_tensor(value, dtype=dtype or "float32")
 
 
+class GroupsMismatch(ValueError):
+    """A grouped conv whose channels its groups do not divide."""
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class Conv3D(keras.layers.Layer):
     """3D convolution with symmetric zero padding and any number of groups.
@@ -294,12 +298,12 @@ class Conv3D(keras.layers.Layer):
         if self.groups < 1:
             raise ValueError(f"{self.name}: groups must be >= 1, got {groups}")
         if self.filters % self.groups:
-            raise ValueError(f"{self.name}: filters={filters} is not divisible by groups={groups}")
+            raise GroupsMismatch(f"{self.name}: filters={filters} is not divisible by groups={groups}")
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels % self.groups:
-            raise ValueError(
+            raise GroupsMismatch(
                 f"{self.name}: {channels} input channels are not divisible by groups={self.groups}")
         self.kernel = self.add_weight(
             name="kernel", shape=self.kernel_size + (channels // self.groups, self.filters),

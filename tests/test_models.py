@@ -103,7 +103,8 @@ def test_shufflenet_builds_exactly_the_official_pairs():
                                            input_shape=(16, 32, 32, 3))
             assert model.output.shape == (None, 600)
         else:
-            with pytest.raises(ValueError, match=r"layer\d_\d+_conv\d: .* divisible by groups"):
+            with pytest.raises(ValueError, match=rf"shufflenet cannot be built with width_mult={float(width)} and "
+                                                 rf"groups={groups}: layer\d_\d+_conv\d: .* divisible by groups"):
                 keras_r3d.ShuffleNet3D(width_mult=float(width), groups=int(groups))
 
 

@@ -161,16 +161,22 @@ def finish_model(arch, arch_kwargs, inputs, features, *, include_top, pooling, c
                            class_names=class_names, architecture=architecture)
 
 
-def build_graph(arch, input_shape, body):
+def build_graph(arch, input_shape, body, settings=None):
     """Runs `body(inputs)`; a shape that the architecture cannot take becomes
-    a ValueError that names the architecture and the input shape."""
+    a ValueError that names the architecture and the input shape, or its
+    `settings` (a dict) where they give a grouped conv channels its groups do
+    not divide."""
     inputs = keras.Input(shape=input_shape, name="frames")
     try:
         return inputs, body(inputs)
     except ValueError as error:
         layer, message = _innermost_layer(error), _plain_message(error)
         where = f" (layer {layer})" if layer and layer not in message else ""
-        raise ValueError(f"{arch} cannot be built for input_shape={input_shape}{where}: {message}") from None
+        if settings and isinstance(error, r3d_layers.GroupsMismatch):
+            cause = "with " + " and ".join(f"{key}={value!r}" for key, value in settings.items())
+        else:
+            cause = f"for input_shape={input_shape}"
+        raise ValueError(f"{arch} cannot be built {cause}{where}: {message}") from None
 
 
 def _plain_message(error):

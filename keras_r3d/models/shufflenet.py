@@ -42,7 +42,7 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
     Args:
         width_mult: multiplies every stage width, the stem included.
         groups: 1, 2, 3, 4 or 8, the groups of the 1x1x1 convs. Pairs that the
-            official code cannot build raise a ValueError naming the layer.
+            official code cannot build raise a ValueError naming the pair and the layer.
         num_classes, input_shape, include_top, pooling, dropout,
         classifier_activation: as in every keras_r3d builder.
         preprocessing: a `Preprocessing`, a dict, or a data set's name (its official contract,
@@ -70,9 +70,10 @@ def ShuffleNet3D(width_mult=1.0, groups=3, num_classes=600, input_shape=(16, 112
                 x = _bottleneck(x, width, 2 if i == 0 else 1, groups, f"layer{stage}_{i}")
         return x
 
-    inputs, features = common.build_graph("shufflenet", shape, body)
+    settings = {"width_mult": width_mult, "groups": groups}
+    inputs, features = common.build_graph("shufflenet", shape, body, settings)
     return common.finish_model(
-        "shufflenet", {"width_mult": width_mult, "groups": groups}, inputs, features,
+        "shufflenet", settings, inputs, features,
         include_top=include_top, pooling=pooling,
         classifier_activation=classifier_activation, num_classes=num_classes,
         head=common.classifier(num_classes, dropout, classifier_activation),
