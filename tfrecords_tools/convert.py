@@ -375,7 +375,7 @@ def main(argv=None):
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
     for split in manifest["empty_splits"]:
-        print(f"warning: no {split} videos: every one the annotations list was skipped or missing",
+        print(f"warning: no {split} videos: each of its inputs was skipped or missing (see the skipped inputs)",
               file=sys.stderr)
     if args["val_fraction"] and "val" not in manifest["splits"] and "val" not in manifest["empty_splits"]:
         print("warning: no val videos: every class has one video, which stays in train", file=sys.stderr)
