@@ -23,19 +23,26 @@ def _atomically(path):
             partial.unlink(missing_ok=True)
 
 
-def probe_writable(folder, name):
+def probe_writable(folder, name, make=True):
     """Makes `folder` (and its parents) and writes a temporary file in it,
     before the work whose results go there: a ValueError naming `name` (the
-    flag and its value) where they could not be written."""
+    flag and its value) where they could not be written. Without `make`, a
+    folder not there yet is not made: its nearest existing parent must be a
+    folder this process may write in."""
     folder = pathlib.Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():  # mkdir would say "File exists" or "Not a directory"
+        raise ValueError(f"{name}: cannot write there ({existing} is a file, not a folder)")
+    if not make and existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):  # no permission, a read-only disk
+            raise ValueError(f"{name}: cannot write there (cannot make folders in {existing})")
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except OSError as error:  # a file in the way, no permission, a read-only disk
-        in_the_way = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
-        reason = f"{in_the_way} is a file, not a folder" if in_the_way else error.strerror or error
-        raise ValueError(f"{name}: cannot write there ({reason})") from None
+    except OSError as error:  # no permission, a read-only disk
+        raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
 
 
 def write_atomic(path, data):

@@ -32,10 +32,10 @@ class RunDirectory:
             return None
         return json.loads(self.state_path.read_text())
 
-    def check_writable(self):
-        """Creates the folder and writes a probe in it: a folder that cannot
-        hold the run is an error before any training."""
-        probe_writable(self.path, f"--output_dir {self.path}")
+    def check_writable(self, make=True):
+        """Creates the folder (with `make`) and writes a probe in it: a folder
+        that cannot hold the run is an error before any training."""
+        probe_writable(self.path, f"--output_dir {self.path}", make=make)
 
     def load_checkpoint(self, state):
         import keras

@@ -635,6 +635,8 @@ def _train(config):
                          "epoch was recorded): choose another --output_dir, or empty it")
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
+    if chief:  # before the data is read; a new run's folder is made once all checks pass
+        run.check_writable(make=bool(state))
     class_names = r3d_data.label_names(config["train_data"])
     unknown = [name for name in r3d_data.label_names(config["val_data"]) if name not in class_names]
     if unknown:  # val's classes, in any order, are scored by name (evaluate.align_labels)
@@ -651,8 +653,6 @@ def _train(config):
               "(tfrecords_tools.convert's summary shows where their videos went)", file=sys.stderr)
     keras.utils.set_random_seed(config["seed"])
     resumed = bool(state)
-    if chief and resumed:  # before repairing its files; a new run's folder is made once all checks pass
-        run.check_writable()
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resumed:
             if "settings" in state:  # runs of earlier versions did not record them
@@ -1041,7 +1041,7 @@ def main(argv, full_argv):
         print(f"Done: best validation video top-1 {summary['val_video_top1']:.3f} (epoch {summary['best_epoch']}) "
               f"in {best}; curves in {run.accuracy_png} and {run.metrics_csv}.\n"
               f"Next: python -m keras_r3d.predict --model {best} VIDEO, or python -m keras_r3d.export "
-              f"--model {best} --tflite --output exported/", file=sys.stderr)
+              f"--model {best} --tflite --output export/", file=sys.stderr)
     return 0
 
 

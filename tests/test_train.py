@@ -85,6 +85,12 @@ def test_probe_writable_makes_the_folders_and_refuses_one_it_cannot_write(tmp_pa
         with pytest.raises(ValueError, match=f"^--output_dir {folder}: cannot write there "
                                              rf"\({tmp_path / 'afile'} is a file, not a folder\)$"):
             probe_writable(folder, f"--output_dir {folder}")
+    # Without make, a folder to be made later: checked, not made.
+    later = tmp_path / "runs" / "later" / "run"
+    probe_writable(later, f"--output_dir {later}", make=False)
+    assert not (tmp_path / "runs" / "later").exists()
+    with pytest.raises(ValueError, match=r"afile/run: cannot write there \(.*afile is a file, not a folder\)$"):
+        probe_writable(tmp_path / "afile" / "run", f"--output_dir {tmp_path / 'afile' / 'run'}", make=False)
 
 
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
@@ -933,10 +939,11 @@ def test_resume_refuses_changed_settings_other_data_and_damaged_checkpoints(synt
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(ValueError, match="epoch_0001.keras, the checkpoint of epoch 1, is damaged"):
         r3d_train.train({**config, "resume": True})
-    # A folder that cannot hold a run is an error before any training.
+    # A folder that cannot hold a run is an error before any training, and before the data is read.
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match="--output_dir .*a_file/run: cannot write there"):
-        r3d_train.train({**config, "output_dir": str(tmp_path / "a_file" / "run")})
+        r3d_train.train({**config, "output_dir": str(tmp_path / "a_file" / "run"),
+                         "train_data": str(tmp_path / "none-*.tfrecord")})
 
 
 def test_resume_refuses_data_that_would_move_the_lr_schedule():
