@@ -497,7 +497,8 @@ def classify(runtime, paths, k):
 def stream(runtime, source, every, k):
     """Sliding window over a video file or camera: classifies the latest
     `frames * temporal_downsample` frames, resampled to the model's fps as
-    `center_clip` resamples, every `every` source frames."""
+    `center_clip` resamples, at least `every` source frames apart: at the
+    first frame that the resampling keeps once `every` have passed."""
     contract, labels, probabilities = _contract(runtime)
     span = contract["frames"] * contract["temporal_downsample"]
     try:
@@ -550,7 +551,8 @@ def main(argv=None):
                         help="what runs an .onnx file (default: OpenVINO for the file of export "
                         "--openvino where it is installed, else onnxruntime)")
     parser.add_argument("--stream", default=None, help="video file or camera index for a sliding window")
-    parser.add_argument("--every", type=int, default=4, help="--stream: classify every N frames")
+    parser.add_argument("--every", type=int, default=4, help="--stream: classify every N source frames (or the "
+                        "next one kept at the model's frame rate)")
     parser.add_argument("--top_k", type=int, default=5)
     # Options may come between the model and the inputs: argparse leaves the
     # inputs after them over (Python 3.6 has no parse_intermixed_args).

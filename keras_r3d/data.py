@@ -336,15 +336,17 @@ def warn_about_frame_rates(file_pattern, contract, use, rates=None):
     """Training and evaluation take the records' frames as converted, but
     predict and the exports resample videos to the contract's fps: a
     difference means the model sees motion at another speed than deployed.
-    `rates`: `frame_rates(file_pattern)`, where already read."""
+    `use`: "training" or "evaluation". `rates`: `frame_rates(file_pattern)`,
+    where already read."""
     counts, shards_read, shards = rates or frame_rates(file_pattern)
     if contract.fps and any(rate and abs(rate - contract.fps) > 0.5 for rate in counts):
         print(f"warning: the {use} videos' frame rates (of {sum(counts.values())} looked at, in {shards_read} of "
               f"the {shards} shards) are {frame_rates_text(counts)}, but the model's contract says "
               f"{contract.fps:g} fps, to which predict and the exports resample videos: the deployed "
               f"model would see motion at another speed. Convert the videos at {contract.fps:g} fps "
-              f"(python -m tfrecords_tools.convert ... --fps {contract.fps:g}), or give the model the "
-              "records' rate (python -m keras_r3d.train ... --fps R).", file=sys.stderr)
+              f"(python -m tfrecords_tools.convert ... --fps {contract.fps:g})"
+              + (", or give the model the records' rate (python -m keras_r3d.train ... --fps R)."
+                 if use == "training" else "."), file=sys.stderr)
 
 
 def label_names(file_pattern):

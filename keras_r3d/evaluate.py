@@ -253,7 +253,7 @@ def format_results(results):
              f"clip  top-1 {results['clip_top1']:.4f}  top-5 {results['clip_top5']:.4f}"]
     scored = [(name, acc) for name, acc in results["per_class"].items() if acc is not None]
     if scored and len(scored) <= 30:
-        lines += [f"  {name}: {acc:.3f}" for name, acc in scored]
+        lines += ["video top-1 per class:"] + [f"  {name}: {acc:.3f}" for name, acc in scored]
     return "\n".join(lines)
 
 

@@ -97,8 +97,8 @@ def load_runtime(path, num_threads=None, spin=True, onnx_runtime=None):
     path = str(path)
     if os.path.isdir(path):
         if not any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
-            raise ValueError("{}: a folder without saved_model.pb, so not a SavedModel; the model (a .tflite, "
-                             ".onnx or .engine file or a SavedModel folder) comes first".format(path))
+            raise ValueError("{}: a folder without saved_model.pb, so not a SavedModel: the model is a .tflite, "
+                             ".onnx or .engine file or a SavedModel folder".format(path))
         return _SavedModelRuntime(path)
     if not os.path.isfile(path):
         raise FileNotFoundError("No exported model at {}".format(path))

@@ -1025,8 +1025,14 @@ def test_training_warns_when_the_records_frame_rate_is_not_the_contracts(synthet
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=12.0), "training")
     assert capsys.readouterr().err == ""  # the synthetic videos are 12 fps
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0), "training")
+    training = capsys.readouterr().err
     assert "the training videos' frame rates (of 14 looked at, in 4 of the 4 shards) are 12 fps: 14, but the " \
-        "model's contract says 25 fps" in capsys.readouterr().err
+        "model's contract says 25 fps" in training and "keras_r3d.train ... --fps R" in training
+    # A trained model's evaluation: converting the videos again is the way, not another --fps for training.
+    r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(fps=25.0), "evaluation")
+    evaluation = capsys.readouterr().err
+    assert "the evaluation videos' frame rates" in evaluation and "keras_r3d.train" not in evaluation
+    assert evaluation.endswith("(python -m tfrecords_tools.convert ... --fps 25).\n")
     r3d_data.warn_about_frame_rates(synthetic["train_data"], keras_r3d.Preprocessing(), "training")
     assert capsys.readouterr().err == ""  # no fps in the contract: frames as decoded
 
