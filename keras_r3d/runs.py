@@ -129,18 +129,27 @@ def plot_accuracy(history, path, best_epoch=None):
     plt.close(figure)
 
 
-def write_tensorboard(directory, row):
-    """Appends the epoch's metrics as TensorBoard scalars (written with
-    `tf.summary.write`, which needs no tensorboard package)."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
+class TensorBoardLog:
+    """A run's metrics as TensorBoard scalars (written with `tf.summary.write`,
+    which needs no tensorboard package): one event file per training session,
+    made at its first epoch and flushed after each."""
 
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    writer = tf.summary.create_file_writer(str(directory))
-    with writer.as_default():
-        for key, value in row.items():
-            if key != "epoch" and value is not None:
-                tf.summary.write(key, tf.constant(float(value)), step=row["epoch"],
-                                 metadata=metadata.SerializeToString())
-    writer.close()
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+        self._writer = None
+
+    def write(self, row):
+        """Appends the epoch's `row` of metrics (at step `row["epoch"]`)."""
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.directory))
+        with self._writer.as_default():
+            for key, value in row.items():
+                if key != "epoch" and value is not None:
+                    tf.summary.write(key, tf.constant(float(value)), step=row["epoch"],
+                                     metadata=metadata.SerializeToString())
+        self._writer.flush()

@@ -33,7 +33,7 @@ import numpy as np
 from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
-from keras_r3d.runs import BEST_MODEL, RunDirectory, write_tensorboard
+from keras_r3d.runs import BEST_MODEL, RunDirectory, TensorBoardLog
 from keras_r3d.text import first_few
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
@@ -699,6 +699,7 @@ def _train(config):
     # each replica's rows); validation calls the model directly on each worker instead.
     predict = _direct_predict(model) if strategy else None
     segment_start = wall_start  # data generation and model building count too
+    tensorboard = TensorBoardLog(run.path / "tensorboard")
     for epoch in range(state["epoch"], config["epochs"]):
         raise_if_interrupted()
         description = f"epoch {epoch + 1}/{config['epochs']}"
@@ -748,7 +749,7 @@ def _train(config):
         state["wall_time_s"] += now - segment_start
         segment_start = now
         run.write_epoch(model, state, keep=config["keep_checkpoints"])
-        write_tensorboard(run.path / "tensorboard", row)
+        tensorboard.write(row)
         print(_epoch_line(row, config["epochs"]), file=sys.stderr)
     if strategy is not None:
         run.workers.mkdir(parents=True, exist_ok=True)

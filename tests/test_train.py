@@ -101,7 +101,13 @@ def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
     for name in ("best.keras", "last.keras", "metrics.csv", "metrics.json", "accuracy.png", "state.json"):
         assert (run / name).stat().st_size > 0, name
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch_0002.keras"]
-    assert list((run / "tensorboard").iterdir())
+    import tensorflow as tf
+
+    events = list((run / "tensorboard").iterdir())  # one file for the run's epochs
+    assert len(events) == 1
+    steps = [event.step for event in tf.compat.v1.train.summary_iterator(str(events[0]))
+             for value in event.summary.value if value.tag == "loss"]
+    assert steps == [1, 2]
     assert set(summary) >= {"best_epoch", "val_clip_top1", "val_video_top1", "val_video_top5", "epochs",
                             "wall_time_s", "val_reversed_video_top1"}
     assert summary["epochs"] == 2 and summary["wall_time_s"] > 0
