@@ -31,6 +31,7 @@ glob of `tfrecords_tools` shards, a video, a frame folder, or a folder of
 videos and frame folders, cut by the official evaluation protocol.
 """
 import collections
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -41,6 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -191,20 +193,21 @@ def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_i
         # MobileNetV2 0.2x 0.67 / 0.70, ShuffleNetV2 0.25x 0.53 / 0.96).
         concrete = serving_function(model, raw_input=raw_input, input_dtype="float32" if int8 else "uint8",
                                     fold=not int8).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(concrete)])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if int8:
-        if calibration_clips is None or len(calibration_clips) == 0:
-            raise ValueError("int8 export needs calibration clips (--calibration)")
-        converter.representative_dataset = _representative(calibration_clips, model, raw_input)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8 if raw_input else tf.uint8
-        converter.inference_output_type = tf.int8
-    flatbuffer = converter.convert()
+    if int8 and (calibration_clips is None or len(calibration_clips) == 0):
+        raise ValueError("int8 export needs calibration clips (--calibration)")
+    with _converter_logs_held():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(concrete)])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if int8:
+            converter.representative_dataset = _representative(calibration_clips, model, raw_input)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8 if raw_input else tf.uint8
+            converter.inference_output_type = tf.int8
+        flatbuffer = converter.convert()
     input_dtype = ("int8" if int8 else "float32") if raw_input else "uint8"
     metadata = export_metadata(model, raw_input=raw_input, input_dtype=input_dtype, quantize=quantize)
     flatbuffer = add_tflite_metadata(flatbuffer, runtimes.METADATA_KEY, json.dumps(metadata).encode())
@@ -212,6 +215,29 @@ def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_i
         _check_pixel_input(flatbuffer)
     write_atomic(path, flatbuffer)
     return pathlib.Path(path)
+
+
+@contextlib.contextmanager
+def _converter_logs_held():
+    """Holds back what the TFLite converter writes to stderr (a dozen lines of
+    its C++ and Python internals per file), and lets it out if it fails."""
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its "Statistics for quantized inputs were expected"
+                yield
+        except BaseException:
+            sys.stderr.flush()
+            held.seek(0)
+            os.write(stderr, held.read())
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
 
 
 def _representative(clips, model, raw_input):

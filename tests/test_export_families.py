@@ -3,6 +3,7 @@ only, int8 throughout, and logits close to Keras (cosine >= 0.98 float,
 >= 0.95 int8), covering the grouped convs of ShuffleNet V1 and ResNeXt.
 Also the CLI and the argument checks."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -475,3 +476,19 @@ def test_calibration_folders_are_searched_at_any_depth(fixtures_dir):
               for folder in ("gestures", "kinetics", "other", "ucf101")]
     np.testing.assert_array_equal(export.load_clips(fixtures_dir / "clips", contract, 4), firsts)
     np.testing.assert_array_equal(clips[[0, 4, 7]], gestures)  # the gestures' turns: 1st, 2nd after 3 others, 3rd
+
+
+def test_the_tflite_converters_logs_are_held_back_unless_it_fails(capfd):
+    import warnings
+
+    with export._converter_logs_held():
+        os.write(2, b"I0000 devices.cc:76] Number of eligible GPUs\n")
+        warnings.warn("Statistics for quantized inputs were expected")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="converter failed"):
+        with export._converter_logs_held():
+            os.write(2, b"error: 'tfl.conv_2d' op is neither a custom op nor a flex op\n")
+            raise RuntimeError("converter failed")
+    assert capfd.readouterr().err == "error: 'tfl.conv_2d' op is neither a custom op nor a flex op\n"
+    os.write(2, b"after\n")  # stderr is itself again
+    assert capfd.readouterr().err == "after\n"
