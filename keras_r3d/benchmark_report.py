@@ -8,6 +8,7 @@ reverse.
 """
 import json
 import pathlib
+import textwrap
 
 from keras_r3d.files import savefig_atomic, write_atomic
 
@@ -402,11 +403,15 @@ def plot_speed(results, path):
                           rotation=60, xytext=(2, 4), textcoords="offset points", alpha=0.6)
     axes.set_xscale("log")
     axes.set_yscale("log")
+    # Room above and right of the outermost points for their slanted names.
+    axes.set_ylim(axes.get_ylim()[0], axes.get_ylim()[1] * 2)
+    axes.set_xlim(axes.get_xlim()[0], axes.get_xlim()[1] * 1.12)
     axes.set_xlabel("MFLOPs per clip (paper convention)")
     axes.set_ylabel("clips/s (median)")
     run = results["run"]
-    axes.set_title(f"{run['tag']}: {run['cpu_model']}, {run['cpu_cores']} cores"
-                   + (f", {run['gpus'][0]}" if run["gpus"] else ""), fontsize=9)
+    title = f"{run['tag']}: {run['cpu_model']}, {run['cpu_cores']} cores" + (f", {run['gpus'][0]}"
+                                                                            if run["gpus"] else "")
+    axes.set_title(textwrap.fill(title, 130), fontsize=9)  # a long CPU or GPU name on two lines
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
