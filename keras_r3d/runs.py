@@ -33,8 +33,9 @@ class RunDirectory:
         return json.loads(self.state_path.read_text())
 
     def check_writable(self, make=True):
-        """Creates the folder (with `make`) and writes a probe in it: a folder
-        that cannot hold the run is an error before any training."""
+        """Makes the folder and writes a probe in it (without `make`, checks
+        only that it could be made where it is not there yet): a folder that
+        cannot hold the run is an error before any training."""
         probe_writable(self.path, f"--output_dir {self.path}", make=make)
 
     def load_checkpoint(self, state):
