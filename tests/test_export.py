@@ -695,7 +695,7 @@ def test_run_on_device_refuses_what_predict_refuses_and_keeps_going(jester, tmp_
     bad_onnx.write_bytes(b"not a protobuf")
     engine.write_bytes(b"\0")
     monkeypatch.setitem(sys.modules, "pycuda", None)
-    for argv, message in (([str(GESTURES["thumb_up"]), model], "so not a SavedModel; the model (a .tflite"),
+    for argv, message in (([str(GESTURES["thumb_up"]), model], "so not a SavedModel: the model is a .tflite"),
                           ([str(bad_onnx), str(short)], "onnxruntime cannot load it"),
                           ([str(engine), str(short)], "needs the Python package(s) tensorrt and pycuda"),
                           ([model, str(short), "--json"], "unrecognized arguments: --json")):

@@ -11,6 +11,7 @@ import pytest
 
 import keras_r3d
 from keras_r3d import runtimes
+from tests import backend_check
 from tests.conftest import REPO, assert_logits_mean_something, use_data_statistics
 
 SHAPES_PATH = REPO / "tests" / "data" / "official_state_dict_shapes.json.gz"
@@ -181,7 +182,8 @@ def saved_families(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_backend_computes_the_same_and_trains(saved_families, backend):
     """JAX and torch load the files TF saved, give the same logits, and train
-    (JAX with its GPU's "taps_matmul" layers too, and "pallas" for MobileNetV2)."""
+    (JAX with its GPU's "taps_matmul" layers too, and "pallas" for MobileNetV2;
+    the MobileNets take no training step on JAX: see backend_check)."""
     directory, expected = saved_families
     env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-m", "tests.backend_check", str(directory)], cwd=REPO,
@@ -195,6 +197,9 @@ def test_every_backend_computes_the_same_and_trains(saved_families, backend):
         assert list(result["max_abs_error"]) == ["auto", *(jax_layers if backend == "jax" else [])]
         scale = max(1.0, float(np.abs(expected[name]).max()))
         assert all(error <= 1e-4 * scale for error in result["max_abs_error"].values()), (name, result)
+        if backend == "jax" and name in backend_check.JAX_UNTRAINED:
+            assert "loss" not in result
+            continue
         assert np.isfinite(result["loss"]) and result["changed"] > 0, (name, result)
         assert backend != "torch" or np.isfinite(result["mixed_bfloat16_loss"]), (name, result)
 
