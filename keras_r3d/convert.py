@@ -264,7 +264,8 @@ def check_sha256(path, strict=False):
         return None
     digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
     if digest != expected:
-        message = f"{path}: sha256 {digest} differs from the official {expected}"
+        message = (f"{path}: sha256 {digest} differs from the official file's {expected}: a damaged download, "
+                   "or another checkpoint under an official name")
         if strict:
             raise ValueError(message)
         warnings.warn(message, stacklevel=2)
