@@ -168,7 +168,7 @@ def open_video(source):
                        "evenly spaced frames (OpenCV 4.1 or later reads its time line)".format(cv2.__version__))
         capture = cv2.VideoCapture(int(source) if camera else _opencv_path(source))
         if not capture.isOpened():
-            raise ValueError("{}: cannot open{}".format(source, "" if camera else ": " + _unreadable(source)))
+            raise ValueError("{}: cannot open{}".format(source, "" if camera else ": " + _unreadable(source, "OpenCV")))
         fps = capture.get(cv2.CAP_PROP_FPS) or None
         if camera:
             return fps, (image for image, _ in _capture_frames(source, capture, cv2, 0))
@@ -185,7 +185,7 @@ def open_video(source):
     try:
         container = av.open(source)
     except av.error.InvalidDataError:
-        raise ValueError("{}: cannot open: {}".format(source, _unreadable(source)))
+        raise ValueError("{}: cannot open: {}".format(source, _unreadable(source, "FFmpeg")))
     except (OSError, av.error.FFmpegError) as error:
         raise ValueError("{}: cannot open ({})".format(source, error))
     if not container.streams.video:
@@ -196,11 +196,12 @@ def open_video(source):
     return fps, _on_time_line(_pyav_frames(source, container, stream, stream.frames), fps)
 
 
-def _unreadable(path):
-    """Why a video file FFmpeg cannot open is so, as keras_r3d.video says it."""
+def _unreadable(path, decoder):
+    """Why a video file that `decoder` cannot open is so, as keras_r3d.video says it."""
     if os.path.getsize(path) == 0:
         return "an empty file"
-    return "no video FFmpeg can read: a file cut short (an unfinished copy, download or recording) or not a video"
+    return "no video {} can read: a file cut short (an unfinished copy, download or recording) or not a video{}".format(
+        decoder, ", or one of a format this OpenCV was built without" if decoder == "OpenCV" else "")
 
 
 def _pyav_frames(source, container, stream, declared):

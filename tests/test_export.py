@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -350,13 +351,14 @@ def test_run_on_device_streams_a_video(jester, fixtures_dir, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "cut.mp4").write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # no index at its end
     for source, message in ((tmp_path / "nope.mp4", "no such file"), (fixtures_dir / "clips", "a folder"),
-                            (tmp_path / "garbage.mp4", "cannot open: no video FFmpeg can read"),
-                            (tmp_path / "cut.mp4", "cannot open: no video FFmpeg can read: a file cut short"),
+                            (tmp_path / "garbage.mp4", "cannot open: no video (OpenCV|FFmpeg) can read"),
+                            (tmp_path / "cut.mp4", "cannot open: no video (OpenCV|FFmpeg) can read: a file cut short"),
                             (tmp_path / "empty.mp4", "cannot open: an empty file"),
                             (jester["dir"] / "model.onnx", "a model, not a video")):
         command[command.index("--stream") + 1] = str(source)
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 1 and re.search(message, done.stderr) and "Traceback" not in done.stderr, \
+            done.stderr
         assert "moov atom" not in done.stderr  # FFmpeg's own log line
 
 
