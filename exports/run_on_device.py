@@ -51,7 +51,8 @@ runtimes = _import_runtimes()
 # ---------------------------------------------------------------- decoding
 
 def _cv2():
-    # FFmpeg's own log lines ("moov atom not found") would interleave with the JSON lines; the errors say it.
+    # FFmpeg's own log lines ("moov atom not found") would interleave with the JSON lines; the errors say
+    # it. OpenCV 4.1 (JetPack 4.6) ignores this setting.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
@@ -198,6 +199,8 @@ def open_video(source):
 
 def _unreadable(path, decoder):
     """Why a video file that `decoder` cannot open is so, as keras_r3d.video says it."""
+    if not os.access(path, os.R_OK):
+        return "no permission to read it"
     if os.path.getsize(path) == 0:
         return "an empty file"
     return "no video {} can read: a file cut short (an unfinished copy, download or recording) or not a video{}".format(

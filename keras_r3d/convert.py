@@ -335,13 +335,13 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
     num_classes = settings.get("num_classes")
     named_dataset = settings.pop("dataset", None)
     unknown_dataset = "the data set is not in the file name"
-    if dataset is None and named_dataset is not None:  # a renamed file's name may not fit the classifier
+    if dataset is None and named_dataset is not None:  # a renamed file's name may not fit its classes
         bundled = len(read_labels(LABELS_DIR / f"{named_dataset}.txt"))
-        if labels or num_classes in (None, bundled):
+        if num_classes in (None, bundled):
             dataset = named_dataset
         else:
-            unknown_dataset = (f"the file name says {named_dataset}, whose class list has {bundled} classes, but "
-                               f"the checkpoint's classifier has {num_classes}")
+            unknown_dataset = (f"the file name says {named_dataset}, whose official models have {bundled} "
+                               f"classes, not this one's {num_classes}")
     headless = settings.get("include_top") is False  # a feature extractor: no classes, no head tensors
     if headless:
         class_names = None
@@ -358,9 +358,10 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
         settings.setdefault("preprocessing", DATASET_PREPROCESSING[dataset])
     elif "preprocessing" not in settings:
         likely = [name for name in DATASETS if len(read_labels(LABELS_DIR / f"{name}.txt")) == num_classes]
+        names = "" if headless or labels else " and generic class names"
         warnings.warn(f"{file_name or 'the state dict'}: {unknown_dataset}, so the model gets the default "
-                      f"preprocessing contract and {'generic ' if not labels else ''}class names; pass --dataset "
-                      f"{' or '.join(likely or DATASETS)} for the official ones", stacklevel=2)
+                      f"preprocessing contract{names}; pass --dataset {' or '.join(likely or DATASETS)} for the "
+                      "official ones", stacklevel=2)
     try:
         model = registry.build(arch, class_names=class_names, **settings)
     except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is

@@ -62,6 +62,13 @@ DEFAULT_OPSET = 13
 MIN_OPSET = 10
 ONNX_CONVERTERS = ("auto", "keras_r3d", "tf2onnx")
 REPORT_NAME = "export_report.json"
+# What each report key's artifact is called in the output folder ("tflite_<quantize>": model_<quantize>.tflite).
+ARTIFACT_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "openvino": "model_openvino.onnx",
+                  "tensorrt_onnx": "model_trt.onnx", "tensorrt": "model.engine"}
+# How messages name the report's keys that make two exports another model's.
+SAME_EXPORT_KEYS = {"architecture": "architecture", "weights_sha256": "weights",
+                    "preprocessing": "preprocessing contract", "class_names": "class names",
+                    "outputs_probabilities": "output (logits or probabilities)", "raw_input": "--raw_input"}
 # Float32 artifacts must match Keras within FLOAT32_TOLERANCE * max(1, max|logits|).
 FLOAT32_TOLERANCE = 1e-4
 FLOAT16_RELATIVE_TOLERANCE = 1e-2
@@ -191,8 +198,10 @@ def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_i
         # factor, and the per-frame partial sums, quantized per tensor, lose the
         # small channels (random weights, int8 cosine folded / unfolded:
         # MobileNetV2 0.2x 0.67 / 0.70, ShuffleNetV2 0.25x 0.53 / 0.96).
-        concrete = serving_function(model, raw_input=raw_input, input_dtype="float32" if int8 else "uint8",
-                                    fold=not int8).get_concrete_function()
+        # The function holds the folded model: kept here until frozen, or its variables may be gone.
+        function = serving_function(model, raw_input=raw_input, input_dtype="float32" if int8 else "uint8",
+                                    fold=not int8)
+        concrete = function.get_concrete_function()
     if int8 and (calibration_clips is None or len(calibration_clips) == 0):
         raise ValueError("int8 export needs calibration clips (--calibration)")
     with _converter_logs_held():
@@ -220,24 +229,29 @@ def export_tflite(model, path, *, quantize="none", calibration_clips=None, raw_i
 @contextlib.contextmanager
 def _converter_logs_held():
     """Holds back what the TFLite converter writes to stderr (a dozen lines of
-    its C++ and Python internals per file), and lets it out if it fails."""
+    its C++ and Python internals per file, and its warnings), and lets it out
+    if it fails. A crash of the process leaves it in the temporary folder, as
+    keras_r3d_tflite_converter_*.log."""
+    held = tempfile.NamedTemporaryFile("w+", prefix="keras_r3d_tflite_converter_", suffix=".log", delete=False)
     sys.stderr.flush()
     stderr = os.dup(2)
-    with tempfile.TemporaryFile() as held:
+    try:
         os.dup2(held.fileno(), 2)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # its "Statistics for quantized inputs were expected"
-                yield
-        except BaseException:
-            sys.stderr.flush()
-            held.seek(0)
-            os.write(stderr, held.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(stderr, 2)
-            os.close(stderr)
+        with contextlib.redirect_stderr(held), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # "Statistics for quantized inputs were expected", say
+            yield
+    except Exception:
+        held.flush()
+        held.seek(0)
+        os.write(stderr, held.read().encode())
+        for warning in caught:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        raise
+    finally:
+        held.close()
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.unlink(held.name)
 
 
 def _representative(clips, model, raw_input):
@@ -587,32 +601,38 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     # Folded once, on first use: the format functions then find nothing left to
     # fold. Full int8 TFLite quantizes the unfolded model (export_tflite says why).
     folded = functools.cache(lambda: fold_batch_norm(model))
-    exports = []  # (report key, precision, a function that writes the artifact)
+    exports = []  # (report key, precision, a function that writes the artifact to a path)
     if "saved_model" in formats:
         exports.append(("saved_model", "none",
-                        lambda: export_saved_model(folded(), out / "saved_model", raw_input=raw_input)))
+                        lambda path: export_saved_model(folded(), path, raw_input=raw_input)))
     if "tflite" in formats:
-        exports.append((f"tflite_{quantize}", quantize, lambda: export_tflite(
-            model if quantize == "int8" else folded(), out / f"model_{quantize}.tflite", quantize=quantize,
+        exports.append((f"tflite_{quantize}", quantize, lambda path: export_tflite(
+            model if quantize == "int8" else folded(), path, quantize=quantize,
             calibration_clips=calibration_clips, raw_input=raw_input)))
     if "onnx" in formats:
-        exports.append(("onnx", "none", lambda: export_onnx(
-            folded(), out / "model.onnx", opset=opset, raw_input=raw_input, converter=onnx_converter,
-            log=log)))
+        exports.append(("onnx", "none", lambda path: export_onnx(
+            folded(), path, opset=opset, raw_input=raw_input, converter=onnx_converter, log=log)))
     if "openvino" in formats:
-        exports.append(("openvino", "none", lambda: export_onnx(
-            folded(), out / "model_openvino.onnx", opset=opset, raw_input=raw_input,
+        exports.append(("openvino", "none", lambda path: export_onnx(
+            folded(), path, opset=opset, raw_input=raw_input,
             converter=onnx_converter, layout=runtimes.OPENVINO_LAYOUT, log=log)))
     if "tftrt" in formats:
-        exports.append(("tensorrt_onnx", "none", lambda: export_onnx(
-            folded(), out / "model_trt.onnx", opset=opset, input_dtype="float32",
-            converter=onnx_converter, log=log)))
+        exports.append(("tensorrt_onnx", "none", lambda path: export_onnx(
+            folded(), path, opset=opset, input_dtype="float32", converter=onnx_converter, log=log)))
     redone = {key for key, _, _ in exports} | ({"tensorrt"} if "tftrt" in formats else set())
     kept, differ, stale = _earlier_report(out, report, redone)
-    if stale and not overwrite:
-        raise ValueError(f"{out} holds the export of another model (it differs in {', '.join(differ)}): "
-                         f"{', '.join(path.name for path in stale)}. Pass --overwrite to delete those files "
-                         "first, or choose another --output")
+    # Another model's files: deleted, once the inputs have been read, where this export writes
+    # them all again; else (a folder that would mix two models) only with --overwrite. An engine
+    # is written only where TensorRT is installed; its metadata always.
+    written = {_artifact_path(out, key) for key in redone if key != "tensorrt"}
+    if "tftrt" in formats:
+        written.add(pathlib.Path(runtimes.metadata_sidecar(_artifact_path(out, "tensorrt"))))
+    left = [path.name for path in stale if path not in written]
+    if left and not overwrite:
+        raise ValueError(f"{out} holds an export that differs from this one in its "
+                         f"{', '.join(SAME_EXPORT_KEYS[key] for key in differ)}, with files that this export "
+                         f"would not replace: {', '.join(left)}. Pass --overwrite to delete them first, or "
+                         "choose another --output")
 
     calibration_clips = None  # the TFLite export above reads it when it runs
     if calibration is not None:
@@ -639,13 +659,13 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             "diverged or its BatchNorm statistics never settled, and its exports compute as it does")
     out.mkdir(parents=True, exist_ok=True)  # once the inputs have been read
     for path in stale:
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
     if stale:
-        log(f"--overwrite: deleted the export of another model (it differed in {', '.join(differ)}): "
-            f"{', '.join(path.name for path in stale)}")
+        log(f"deleted the files of an export that differed from this one in its "
+            f"{', '.join(SAME_EXPORT_KEYS[key] for key in differ)}: {', '.join(path.name for path in stale)}")
     report.update(kept)
     report["kept"] = sorted(report["formats"])  # of an earlier export into this folder
     if report["formats"]:
@@ -661,7 +681,7 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     save()
     for key, precision, write in exports:
         start = time.perf_counter()
-        path = write()
+        path = write(_artifact_path(out, key))
         result = verify(path, clips, reference, precision, raw_input, contract)
         result["seconds"] = round(time.perf_counter() - start, 1)  # export + verification
         result.update(verification_inputs=inputs, verification_clips=int(len(clips)))
@@ -682,10 +702,6 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
     return report
 
 
-SAME_EXPORT_KEYS = ("architecture", "weights_sha256", "preprocessing", "class_names",
-                    "outputs_probabilities", "raw_input")
-
-
 def _earlier_report(out, report, redone=()):
     """What an earlier export's report in `out` leaves to this export, so that
     exports run one after another into one folder keep one report:
@@ -696,23 +712,33 @@ def _earlier_report(out, report, redone=()):
     that differ and `stale` the paths of its files still there (another model's)."""
     try:
         earlier = json.loads((out / REPORT_NAME).read_text())
-    except (OSError, ValueError):
+        formats = dict(earlier["formats"])
+    except (OSError, ValueError, KeyError, TypeError):
         return {"formats": {}}, [], []
-    # Artifacts lie in `out`; the earlier run may have named it from another working folder.
-    files = {key: out / pathlib.Path(result["path"]).name
-             for key, result in earlier.get("formats", {}).items() if result.get("path")}
+    # By the names export gives them, not the report's paths: the earlier run may have named `out`
+    # from another working folder, and a report edited by hand names nothing to delete.
+    files = {key: _artifact_path(out, key) for key in formats
+             if key in ARTIFACT_NAMES or key.startswith("tflite_") and key[len("tflite_"):] in QUANTIZATIONS}
     differ = [key for key in SAME_EXPORT_KEYS  # compared as JSON holds them (tuples as lists)
               if earlier.get(key) != json.loads(json.dumps(report[key]))]
     if differ:
-        if "tensorrt_onnx" in files:  # the engine's metadata, written with it
-            files["tensorrt_metadata"] = pathlib.Path(runtimes.metadata_sidecar(out / "model.engine"))
-        stale = sorted({path for path in files.values() if path.exists()})
+        if "tensorrt_onnx" in files:  # the engine trtexec built from it on the target, and its metadata
+            files["tensorrt"] = _artifact_path(out, "tensorrt")
+            files["tensorrt_metadata"] = pathlib.Path(runtimes.metadata_sidecar(files["tensorrt"]))
+        stale = sorted({path for path in files.values() if path.exists() or path.is_symlink()})
         return {"formats": {}}, differ, stale
-    kept = {key: dict(earlier["formats"][key], path=str(path))
-            for key, path in files.items() if key not in redone and path.exists()}
+    kept = {key: dict(formats[key], path=str(path)) for key, path in files.items()
+            if key not in redone and path.exists()}
     if "tensorrt_onnx" in kept and "tensorrt" in earlier:
         return {"formats": kept, "tensorrt": earlier["tensorrt"]}, [], []
     return {"formats": kept}, [], []
+
+
+def _artifact_path(out, key):
+    """Where the artifact of report key `key` lies in the output folder `out`."""
+    if key.startswith("tflite_"):
+        return out / f"model_{key[len('tflite_'):]}.tflite"
+    return out / ARTIFACT_NAMES[key]
 
 
 def _check_opset(opset):
@@ -741,7 +767,7 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     build it; else the exact trtexec command for the target."""
     contract = model.preprocessing
     frames_shape = (contract.frames, contract.size, contract.size, 3)
-    engine_path = out / "model.engine"
+    engine_path = _artifact_path(out, "tensorrt")
     # The trtexec line runs on the target, in a folder holding the exported files: bare names.
     plan = plan_tensorrt(onnx_path.name, engine_path.name, tensorrt_precision(quantize), frames_shape)
     if quantize == "dynamic":

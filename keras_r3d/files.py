@@ -30,14 +30,16 @@ def probe_writable(folder, name, make=True):
     folder not there yet is not made: its nearest existing parent must be a
     folder this process may write in."""
     folder = pathlib.Path(folder)
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    if not existing.is_dir():  # mkdir would say "File exists" or "Not a directory"
-        raise ValueError(f"{name}: cannot write there ({existing} is a file, not a folder)")
-    if not make and existing != folder:
-        if not os.access(existing, os.W_OK | os.X_OK):  # no permission, a read-only disk
-            raise ValueError(f"{name}: cannot write there (cannot make folders in {existing})")
-        return
     try:
+        existing = next(path for path in (folder, *folder.parents) if os.path.lexists(path))
+        if existing.is_symlink() and not existing.exists():
+            raise ValueError(f"{name}: cannot write there ({existing} is a link to nothing)")
+        if not existing.is_dir():  # mkdir would say "File exists" or "Not a directory"
+            raise ValueError(f"{name}: cannot write there ({existing} is a file, not a folder)")
+        if not make and existing != folder:
+            if not os.access(existing, os.W_OK | os.X_OK):  # no permission, a read-only disk
+                raise ValueError(f"{name}: cannot write there (cannot make folders in {existing})")
+            return
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass

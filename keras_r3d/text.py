@@ -1,4 +1,5 @@
 """How messages name what they found."""
+import os
 import warnings
 
 
@@ -9,6 +10,15 @@ def first_few(names, limit):
 
 
 def plain_warnings():
-    """Has a command print each warning as its other notes, one line
-    `warning: <message>`, not Python's two with the source line that warned."""
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    """Has a command print keras_r3d's warnings as its other notes, one line
+    `warning: <message>`, not Python's two with the source line that warned;
+    other libraries' keep their form."""
+    python_format = warnings.formatwarning
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            return f"warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning

@@ -636,7 +636,7 @@ def _train(config):
     if config["resume"] and not state:
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     if chief:  # before the data is read; a new run's folder is made once all checks pass
-        run.check_writable(make=bool(state))
+        run.check_writable(make=False)
     class_names = r3d_data.label_names(config["train_data"])
     unknown = [name for name in r3d_data.label_names(config["val_data"]) if name not in class_names]
     if unknown:  # val's classes, in any order, are scored by name (evaluate.align_labels)

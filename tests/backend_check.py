@@ -19,8 +19,8 @@ import numpy as np
 import keras_r3d
 
 PALLAS_MODEL = "MobileNetV2-0.2x"  # stride-1 depthwise convs; the interpreter is slow
-# XLA compiles a train step of these for 13-21 s on a CPU; every layer they hold (depthwise and
-# pointwise convs at both strides, ReLU6) is in the ShuffleNets, whose steps stand for theirs.
+# XLA compiles a train step of these for 13-21 s on a CPU; their convs (depthwise and pointwise, at
+# both strides) are all in the ShuffleNets, whose steps stand for theirs; ReLU6 is Keras' own ReLU.
 JAX_UNTRAINED = ("MobileNetV1-0.5x", "MobileNetV2-0.2x")
 
 

@@ -222,9 +222,9 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
         assert model.class_names[0] == "Doing_other_things"  # the data set still comes from the name
     # ... unless its class list does not fit the checkpoint's classifier (27 classes, not Kinetics' 600).
     (tmp_path / "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth").symlink_to(OFFICIAL_CHECKPOINT)
-    with pytest.warns(UserWarning, match="the file name says kinetics, whose class list has 600 classes, but the "
-                                         "checkpoint's classifier has 27, so the model gets the default "
-                                         "preprocessing contract and generic class names; pass --dataset jester"):
+    with pytest.warns(UserWarning, match="the file name says kinetics, whose official models have 600 classes, not "
+                                         "this one's 27, so the model gets the default preprocessing contract "
+                                         "and generic class names; pass --dataset jester"):
         model = convert.convert_checkpoint(tmp_path / "kinetics_shufflenet_0.5x_G3_RGB_16_best.pth")
     assert model.class_names[0] == "class_000" and model.architecture["width_mult"] == 0.5
     with pytest.raises(ValueError, match=r"cannot tell the architecture of the state dict: its file name is not an "

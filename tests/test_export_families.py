@@ -367,21 +367,28 @@ def test_cli_exports_and_reports(tiny_model, tmp_path):
     assert (f"error: an earlier export kept in {out} failed its check: tflite_int8 (model_int8.tflite); export "
             "that format again") in again.stderr and "not within tolerance" not in again.stderr
     assert json.loads((out / export.REPORT_NAME).read_text())["kept"] == ["tflite_int8"]
-    # Another model's export there is an error that names its files; --overwrite deletes them first.
+    # Another model's export there, which this one would not replace all of, is an error that names
+    # the files it would leave; --overwrite deletes them first.
     other = keras_r3d.load(model_path)
     other.weights[0].assign(other.weights[0] * 2.0)
     other.save(tmp_path / "other.keras")
     refused = subprocess.run([sys.executable, "-m", "keras_r3d.export", f"--model={tmp_path / 'other.keras'}",
-                              f"--output={out}", "--tflite"], capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and not (out / "model_none.tflite").exists()
-    assert (f"error: {out} holds the export of another model (it differs in weights_sha256): model.onnx, "
-            "model_int8.tflite. Pass --overwrite") in refused.stderr
+                              f"--output={out}", "--onnx", "--saved_model"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and not (out / "saved_model").exists()
+    assert (f"error: {out} holds an export that differs from this one in its weights, with files that this "
+            "export would not replace: model_int8.tflite. Pass --overwrite") in refused.stderr
     lines = []
-    report = export.export_model(other, out, ["tflite"], overwrite=True, log=lines.append)
-    assert report["passed"] and report["kept"] == [] and list(report["formats"]) == ["tflite_none"]
-    assert sorted(path.name for path in out.iterdir()) == [export.REPORT_NAME, "model_none.tflite"]
-    assert ("--overwrite: deleted the export of another model (it differed in weights_sha256): model.onnx, "
-            "model_int8.tflite") in lines
+    report = export.export_model(other, out, ["saved_model"], overwrite=True, log=lines.append)
+    assert report["passed"] and report["kept"] == [] and list(report["formats"]) == ["saved_model"]
+    assert sorted(path.name for path in out.iterdir()) == [export.REPORT_NAME, "saved_model"]
+    assert "deleted the files of an export that differed from this one in its weights: model.onnx, " \
+        "model_int8.tflite" in lines
+    # One that this export writes again (a retrained model, say) needs no --overwrite.
+    lines = []
+    report = export.export_model(tiny_model, out, ["saved_model"], log=lines.append)
+    assert report["passed"] and list(report["formats"]) == ["saved_model"]
+    assert "deleted the files of an export that differed from this one in its weights: saved_model" in lines
 
 
 def test_export_refuses_other_backends(tmp_path):
@@ -478,16 +485,20 @@ def test_calibration_folders_are_searched_at_any_depth(fixtures_dir):
     np.testing.assert_array_equal(clips[[0, 4, 7]], gestures)  # the gestures' turns: 1st, 2nd after 3 others, 3rd
 
 
-def test_the_tflite_converters_logs_are_held_back_unless_it_fails(capfd):
+def test_the_tflite_converters_logs_are_held_back_unless_it_fails(tiny_model, tmp_path, capfd):
     import warnings
+
+    export.export_tflite(tiny_model, tmp_path / "model.tflite")
+    assert capfd.readouterr().err == ""  # grappler's sessions, the converter's options and warnings
 
     with export._converter_logs_held():
         os.write(2, b"I0000 devices.cc:76] Number of eligible GPUs\n")
         warnings.warn("Statistics for quantized inputs were expected")
     assert capfd.readouterr().err == ""
-    with pytest.raises(RuntimeError, match="converter failed"):
+    with pytest.raises(RuntimeError, match="converter failed"), pytest.warns(UserWarning, match="converter's"):
         with export._converter_logs_held():
             os.write(2, b"error: 'tfl.conv_2d' op is neither a custom op nor a flex op\n")
+            warnings.warn("the converter's warning")
             raise RuntimeError("converter failed")
     assert capfd.readouterr().err == "error: 'tfl.conv_2d' op is neither a custom op nor a flex op\n"
     os.write(2, b"after\n")  # stderr is itself again

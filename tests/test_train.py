@@ -91,6 +91,10 @@ def test_probe_writable_makes_the_folders_and_refuses_one_it_cannot_write(tmp_pa
     assert not (tmp_path / "runs" / "later").exists()
     with pytest.raises(ValueError, match=r"afile/run: cannot write there \(.*afile is a file, not a folder\)$"):
         probe_writable(tmp_path / "afile" / "run", f"--output_dir {tmp_path / 'afile' / 'run'}", make=False)
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a link to a folder since removed
+    for make in (True, False):
+        with pytest.raises(ValueError, match=r"gone/run: cannot write there \(.*gone is a link to nothing\)$"):
+            probe_writable(tmp_path / "gone" / "run", f"--output_dir {tmp_path / 'gone' / 'run'}", make=make)
 
 
 def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):

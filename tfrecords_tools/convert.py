@@ -375,8 +375,8 @@ def main(argv=None):
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['videos']} videos in {len(entry['shards'])} shards")
     for split in manifest["empty_splits"]:
-        print(f"warning: no {split} videos: each of its inputs was skipped or missing (see the skipped inputs)",
-              file=sys.stderr)
+        print(f"warning: no {split} videos: each of its inputs was skipped or missing (all in "
+              f"{output}/{schema.MANIFEST})", file=sys.stderr)
     if args["val_fraction"] and "val" not in manifest["splits"] and "val" not in manifest["empty_splits"]:
         print("warning: no val videos: every class has one video, which stays in train", file=sys.stderr)
     converted = {label for entry in manifest["splits"].values() for label in entry["per_class"]}
