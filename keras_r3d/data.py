@@ -168,6 +168,11 @@ def make_dataset(file_pattern, split, contract, batch_size, *, shuffle_seed=None
             clips = clips.apply(tf.data.experimental.assert_cardinality(count))
     if drop_remainder is None:
         drop_remainder = train
+    if drop_remainder and not repeat:  # else fit would run no step, with only Keras' "ran out of data"
+        videos = len(read_manifest(file_pattern)[1])
+        if videos < batch_size:
+            raise ValueError(f"{file_pattern}: {videos} videos make no batch of {batch_size} (a train split drops "
+                             "its last partial batch): pass a smaller batch_size, or drop_remainder=False")
     batches = clips.batch(batch_size, drop_remainder=drop_remainder)
     # Normalized per batch: fewer, larger ops than clip by clip.
     batches = batches.map(lambda clip, *rest: (preprocess(clip, contract), *rest),

@@ -181,6 +181,9 @@ def test_test_split_yields_every_window_of_every_video(shards):
     # The batch count is known up front (fit's steps and progress bar): 26 windows in batches of 5.
     assert int(dataset.cardinality()) == 6
     assert int(data.make_dataset(pattern, "train", CONTRACT, 3).cardinality()) == 1  # 4 videos, remainder dropped
+    with pytest.raises(ValueError, match="4 videos make no batch of 5 .*pass a smaller batch_size"):
+        data.make_dataset(pattern, "train", CONTRACT, 5)  # fit would run no step
+    assert int(data.make_dataset(pattern, "train", CONTRACT, 5, drop_remainder=False).cardinality()) == 1
     runs = [ids[0]] + [b for a, b in zip(ids, ids[1:]) if a != b]
     assert len(runs) == 4 == len(set(runs))  # each video's windows are consecutive
     counts = {video: ids.count(video) for video in runs}

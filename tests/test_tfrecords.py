@@ -213,8 +213,10 @@ def test_a_small_val_fraction_still_gives_val_a_video_and_a_class_without_train_
     fraction = digest(solo) / 2.0**64 * (1 + 1e-9)
     assert tool.main(["--format", "folders", "--input", str(source), "--output", str(tmp_path / "out"),
                       "--val_fraction", str(fraction), "--short_side", "64"]) == 0
-    assert ("warning: 1 of the 3 classes have no train video (only other splits): solo; a model never learns "
-            "them") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: 1 of the 3 classes have no train video (only other splits): solo; a model never learns them" in err
+    assert ("warning: 2 of the 3 classes have no val video: down, up; validation never scores them (a larger "
+            "--val_fraction gives them some)") in err
     singles = tmp_path / "singles"
     link(GESTURES["thumb_up"], singles / "up" / "a")
     link(GESTURES["thumb_down"], singles / "down" / "b")
@@ -499,6 +501,8 @@ def test_resume_keeps_finished_shards_and_rejects_other_arguments(fixtures_dir, 
     assert len(records(out)) == 4
     with pytest.raises(AnnotationError, match="other arguments \\(short_side\\)"):
         tool.convert("folders", source, out, num_shards=3, short_side=64, progress=False)
+    with pytest.raises(AnnotationError, match="other arguments \\(fps\\)"):  # absent from the plan's arguments
+        tool.convert("folders", source, out, num_shards=3, short_side=32, fps=12.0, progress=False)
     # A class or a video added since: the plan's labels and videos no longer hold.
     link(GESTURES["stop_sign"], source / "stop" / "clip_e")
     with pytest.raises(AnnotationError, match="other videos or classes"):

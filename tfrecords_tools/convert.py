@@ -138,7 +138,8 @@ def load_or_make_plan(output, items, arguments, labels):
     if path.exists():
         plan = json.loads(path.read_text())
         if plan["arguments"] != arguments:
-            changed = sorted(k for k in arguments if plan["arguments"].get(k) != arguments[k])
+            changed = sorted(k for k in {*arguments, *plan["arguments"]}  # an --fps given once is absent once
+                             if plan["arguments"].get(k) != arguments.get(k))
             raise AnnotationError(
                 f"{output} holds a conversion made with other arguments ({', '.join(changed)}); "
                 f"use another --output, or delete {output} to start over")
@@ -390,6 +391,12 @@ def main(argv=None):
         print(f"warning: {len(untrained)} of the {len(manifest['labels'])} classes have no train video (only other "
               f"splits): {first_few(untrained, 5)}; a model never learns them (give them more videos)",
               file=sys.stderr)
+    unvalidated = [label for label in manifest["labels"]
+                   if label in converted and label not in manifest["splits"].get("val", {}).get("per_class", {})]
+    if unvalidated and "val" in manifest["splits"]:
+        print(f"warning: {len(unvalidated)} of the {len(manifest['labels'])} classes have no val video: "
+              f"{first_few(unvalidated, 5)}; validation never scores them"
+              + (" (a larger --val_fraction gives them some)" if args["val_fraction"] else ""), file=sys.stderr)
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} inputs (all in {output}/{schema.MANIFEST}):")
         for entry in manifest["skipped"][:10]:
