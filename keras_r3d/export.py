@@ -566,7 +566,8 @@ def export_model(model, output_dir, formats, *, quantize="none", calibration=Non
             clips, else seeded uint8 noise (recorded as such in the report).
         onnx_converter: `export_onnx`'s converter.
         overwrite: delete the files of an earlier export of another model in
-            `output_dir` (its report's); without it, such a folder is an error.
+            `output_dir` (its report's) first; without it, that is an error
+            where this export would not write all of them again.
     Returns:
         The report dict; `report["passed"]` is False if any artifact failed.
     """
