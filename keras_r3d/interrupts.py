@@ -2,10 +2,12 @@
 
 Python runs the SIGINT handler at the next bytecode boundary; where that
 falls inside a finalizer (a `__del__`, a weakref callback: TensorFlow and
-matplotlib run many), the KeyboardInterrupt is printed as "Exception ignored"
-and dropped, and a long job runs on. `sticky_interrupts` remembers a Ctrl-C,
-and `raise_if_interrupted` raises it again at the job's next safe point (one
-swallowed after the last of them is dropped: the job has done its work).
+matplotlib run many; a garbage-collector callback: JAX's), the
+KeyboardInterrupt is printed as "Exception ignored" with a traceback and
+dropped, and a long job runs on. `sticky_interrupts` remembers a Ctrl-C, keeps
+that traceback off the terminal, and `raise_if_interrupted` raises it again at
+the job's next safe point (one swallowed after the last of them is dropped:
+the job has done its work).
 """
 import contextlib
 import signal
@@ -24,9 +26,10 @@ def _remember_and_raise(signum, frame):
 @contextlib.contextmanager
 def sticky_interrupts(sigterm=False):
     """Within it, a Ctrl-C raises KeyboardInterrupt as usual and is remembered
-    for `raise_if_interrupted`; with `sigterm`, so is a SIGTERM (`kill`, a job
-    scheduler's stop). Does nothing outside the main thread, or where SIGINT
-    is not Python's default (ignored in a background job, say)."""
+    for `raise_if_interrupted`, and one swallowed by a finalizer prints
+    nothing; with `sigterm`, so is a SIGTERM (`kill`, a job scheduler's stop).
+    Does nothing outside the main thread, or where SIGINT is not Python's
+    default (ignored in a background job, say)."""
     global _interrupted
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
@@ -35,13 +38,21 @@ def sticky_interrupts(sigterm=False):
     _interrupted = False
     signals = (signal.SIGINT, signal.SIGTERM) if sigterm else (signal.SIGINT,)
     previous = {number: signal.getsignal(number) for number in signals}
+    previous_unraisablehook = sys.unraisablehook
+
+    def report_unless_remembered(unraisable):
+        if not (_interrupted and unraisable.exc_type is KeyboardInterrupt):
+            previous_unraisablehook(unraisable)
+
     try:  # a Ctrl-C right after the handler is set still restores the previous one
+        sys.unraisablehook = report_unless_remembered
         for number in signals:
             signal.signal(number, _remember_and_raise)
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        sys.unraisablehook = previous_unraisablehook
         _interrupted = False
 
 

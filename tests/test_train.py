@@ -248,31 +248,45 @@ def test_ctrl_c_before_the_first_epoch_keeps_a_folder_the_run_did_not_make(tmp_p
         assert (tmp_path / folder).exists() == kept
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again():
-    """A Ctrl-C that lands in a `__del__` (TensorFlow's, matplotlib's) is
-    printed as "Exception ignored" and dropped; the training loop, convert
-    and the benchmark raise it again at their next batch, video or row."""
+    """A Ctrl-C that lands in a `__del__` (TensorFlow's, matplotlib's) or a
+    garbage-collector callback (JAX's) is dropped, and Python prints it as
+    "Exception ignored" with a traceback; the training loop, convert and the
+    benchmark print nothing then and raise it again at their next batch,
+    video or row. Other errors in finalizers are still printed."""
     from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 
-    class InterruptedWhileFinalized:
-        def __del__(self):
-            signal.raise_signal(signal.SIGINT)
+    class Finalized:
+        def __init__(self, action):
+            self.action = action
 
+        def __del__(self):
+            self.action()
+
+    def fail():
+        raise ValueError("a finalizer's own error")
+
+    printed = []  # what Python would print as "Exception ignored"
+    previous_hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: printed.append(unraisable.exc_type)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         with sticky_interrupts():
             raise_if_interrupted()  # nothing yet
-            InterruptedWhileFinalized()  # finalized at once: the interrupt is swallowed
+            Finalized(fail)
+            Finalized(lambda: signal.raise_signal(signal.SIGINT))  # finalized at once: the interrupt is swallowed
             with pytest.raises(KeyboardInterrupt):
                 raise_if_interrupted()
+        assert printed == [ValueError]
         raise_if_interrupted()  # forgotten outside
         # Training and the benchmark take a SIGTERM (`kill`, a scheduler's preemption) as a Ctrl-C.
         with pytest.raises(KeyboardInterrupt), sticky_interrupts(sigterm=True):
             signal.raise_signal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        Finalized(fail)  # the hook in place before is back
+        assert printed == [ValueError, ValueError]
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 def test_sticky_interrupts_leave_a_background_jobs_ignored_ctrl_c_ignored():
