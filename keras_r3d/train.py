@@ -298,7 +298,8 @@ def check_data(config):
         raise ValueError(f"--val_data {config['val_data']} holds no videos (its manifest lists none): "
                          "tfrecords_tools.convert's summary says why (skipped videos, an empty split)")
     if videos["train_data"] < config["batch_size"]:
-        raise ValueError(f"{videos['train_data']} training videos make no batch of {config['batch_size']}")
+        raise ValueError(f"{videos['train_data']} training videos make no batch of {config['batch_size']}: "
+                         f"pass --batch_size={videos['train_data']} or less")
     return videos["train_data"]
 
 

@@ -422,6 +422,29 @@ def test_finetune_training_from_the_official_checkpoint(fixtures_dir, synthetic,
                               before["classifier_1"][0])
 
 
+@pytest.mark.slow
+def test_the_finetune_recipe_learns_a_few_dozen_own_videos(fixtures_dir, tmp_path):
+    """27 overlapping cuts of the three gesture recordings, converted as a
+    user's own folders: the official Jester model's new head learns them."""
+    from tests.conftest import GESTURES
+    from tfrecords_tools.convert import convert
+
+    for name, folder in GESTURES.items():
+        frames = sorted(folder.glob("*.jpg"))
+        for cut, start in enumerate(range(0, 33, 4)):
+            clip = tmp_path / "mine" / name / f"{name}_{cut}"
+            clip.mkdir(parents=True)
+            for index, frame in enumerate(frames[start:start + 36]):
+                (clip / f"{index + 1:05d}.jpg").symlink_to(frame)
+    convert("folders", tmp_path / "mine", tmp_path / "data", val_fraction=0.25, progress=False)
+    config = _parse("--recipe=finetune", f"--pretrained={OFFICIAL_CHECKPOINT}", "--epochs=3",
+                    f"--train_data={tmp_path / 'data' / 'train-*.tfrecord'}",
+                    f"--val_data={tmp_path / 'data' / 'val-*.tfrecord'}", f"--output_dir={tmp_path / 'run'}")
+    r3d_train.train(config)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["val_video_top1"] >= 0.75, summary  # chance is 1/3
+
+
 def test_training_on_the_jax_backend(synthetic, tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run(_cli(tmp_path / "run", synthetic, epochs=1), cwd=REPO, env=env,
@@ -628,7 +651,8 @@ def test_demo_recipe_end_to_end_shortened(tmp_path):
 def test_recipes_parse_and_name_valid_architectures():
     from absl import flags
 
-    for recipe in ("demo", "jester", "ucf101", "kinetics600"):
+    assert r3d_train.list_recipes() == ["demo", "finetune", "jester", "kinetics600", "ucf101"]
+    for recipe in r3d_train.list_recipes():
         flag_values = flags.FlagValues()
         r3d_train.define_flags(flag_values)
         flag_values(r3d_train.expand_recipe(["train", f"--recipe={recipe}"]))
@@ -798,7 +822,7 @@ def test_the_command_line_overrides_a_recipe_before_or_after_it_and_unused_flags
         flag_values(argv)
         return r3d_train.ignored_flags(flag_values, argv)
 
-    assert [notes(f"--recipe={recipe}") for recipe in r3d_train.list_recipes()] == [[]] * 4
+    assert [notes(f"--recipe={recipe}") for recipe in r3d_train.list_recipes()] == [[]] * 5
     assert notes("--recipe=demo", "--lr_schedule=steps", "--momentum=0.5") == [  # demo trains with AdamW
         "--warmup_epochs=1.0 (from the flagfile) is used with --lr_schedule=cosine only: ignored",
         "--momentum=0.5 is used with --optimizer=official_sgd only: ignored"]
@@ -816,7 +840,7 @@ def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_sy
         {"file": "val-00000-of-00001.tfrecord", "num_frames": []}]}}}))
     run = tmp_path / "run"
     for overrides, message in (({"val_data": str(empty / "val-*.tfrecord")}, "--val_data .* holds no videos"),
-                               ({"batch_size": 1000}, "training videos make no batch of 1000")):
+                               ({"batch_size": 1000}, "training videos make no batch of 1000: pass --batch_size=")):
         config = r3d_train.default_config(**{**TINY, **synthetic, **overrides}, output_dir=str(run))
         with pytest.raises(ValueError, match=message):
             r3d_train.train(config)
