@@ -39,8 +39,8 @@ import time
 import numpy as np
 
 from keras_r3d import export
-from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, missing_cells, plot_speed, series_label,
-                                       render_markdown, repeats_per_round, rerender)
+from keras_r3d.benchmark_report import (EFFICIENT_ARCHS, OFFICIAL_MODES, expected_cells, missing_cells, plot_speed,
+                                       render_markdown, repeats_per_round, rerender, series_label)
 from keras_r3d.files import probe_writable, write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
@@ -923,7 +923,15 @@ def merge_rounds(rows):
 
 
 class CannotStart(ValueError):
-    """A run that cannot start: a model that cannot take the input shape."""
+    """A run that cannot start: no model can take the input shape."""
+
+
+def error_rows(cells, status):
+    """An error row for each of `cells` (`benchmark_report.cell`s)."""
+    return [{"model": model, "runtime": runtime,
+             "backend": backend or ("torch" if runtime.startswith("official-") else runtime),
+             "precision": precision, "batch_size": batch, "status": status[:500]}
+            for model, runtime, backend, precision, batch in cells]
 
 
 def run_worker(backend, runtimes, settings, workdir, on_row):
@@ -940,10 +948,7 @@ def run_worker(backend, runtimes, settings, workdir, on_row):
     rows = json.loads(output_path.read_text()) if output_path.exists() else []
     if code:
         share = {**settings, "backends": [backend], "runtimes": runtimes, "official_repo": None}
-        for model, runtime, _, precision, batch in missing_cells(share, rows):
-            rows.append({"model": model, "runtime": runtime, "backend": backend if runtime == "keras" else runtime,
-                         "precision": precision, "batch_size": batch,
-                         "status": f"error: the {backend} worker exited with code {code}"})
+        rows += error_rows(missing_cells(share, rows), f"error: the {backend} worker exited with code {code}")
     for row in rows:
         on_row(row)
     if code is None:  # Ctrl-C: its finished rows are kept, and the interrupt goes on
@@ -962,33 +967,38 @@ def _run_worker_process(settings_path, output_path, backend):
 
 
 def all_model_facts(settings):
-    """{model: model_facts}; CannotStart names a model that cannot take the input shape."""
+    """`{"facts": {model: model_facts}, "refused": {model: why}}`: the
+    models that can take the input shape, and why the others cannot."""
     import keras
 
     from keras_r3d import create_model
 
-    facts = {}
+    facts, refused = {}, {}
     for name in settings["models"]:
         keras.utils.set_random_seed(0)
         try:
             model = create_model(name, num_classes=settings["num_classes"], input_shape=settings["input_shape"])
         except ValueError as error:
-            raise CannotStart(f"{name}: {error}") from None
+            refused[name] = str(error)
+            continue
         facts[name] = model_facts(name, model)
-    return facts
+    return {"facts": facts, "refused": refused}
 
 
 def facts_in_worker(settings, workdir, backend):
     """`all_model_facts` in a worker subprocess: built here, every model's
-    memory would stay in this process and in the peak RSS of its rows."""
+    memory would stay in this process and in the peak RSS of its rows.
+    CannotStart where no model can take the input shape."""
     workdir = pathlib.Path(workdir)
     settings_path, output_path = workdir / "settings_facts.json", workdir / "facts.json"
     write_json_atomic(settings_path, {**settings, "facts_only": True})
     code = _run_worker_process(settings_path, output_path, backend)
-    facts = json.loads(output_path.read_text()) if output_path.exists() else {}
-    if "cannot_start" in facts or code:
-        raise CannotStart(facts.get("cannot_start") or f"the worker that builds the models exited with code {code}")
-    return facts
+    if code or not output_path.exists():
+        raise CannotStart(f"the worker that builds the models exited with code {code}")
+    built = json.loads(output_path.read_text())
+    if not built["facts"]:
+        raise CannotStart("; ".join(f"{name}: {why}" for name, why in built["refused"].items()))
+    return built["facts"], built["refused"]
 
 
 def worker_main(settings_path, output_path):
@@ -996,10 +1006,7 @@ def worker_main(settings_path, output_path):
     settings = json.loads(pathlib.Path(settings_path).read_text())
     settings["input_shape"] = tuple(settings["input_shape"])
     if settings.get("facts_only"):
-        try:
-            write_json_atomic(output_path, all_model_facts(settings))
-        except CannotStart as error:
-            write_json_atomic(output_path, {"cannot_start": str(error)})
+        write_json_atomic(output_path, all_model_facts(settings))
         return
     import keras
 
@@ -1056,7 +1063,11 @@ def run_benchmark(settings, output_dir, tag, command):
 
     official = bool(settings["official_repo"])
     with tempfile.TemporaryDirectory(prefix="keras_r3d_benchmark_") as workdir:
-        results["models"] = facts_in_worker(settings, workdir, current)
+        results["models"], refused = facts_in_worker(settings, workdir, current)
+        for name, why in refused.items():  # an error row for each of their cells; the others are measured
+            for row in error_rows(expected_cells({**settings, "models": [name]}), f"error: {why}"):
+                on_row(row)
+        settings = {**settings, "models": list(results["models"])}
         save()
         for backend, runtimes in plan_processes(settings["backends"], settings["runtimes"]).items():
             if backend == current and not pins_jax(backend, settings["threads"]):

@@ -73,6 +73,10 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
                                  # --overwrite gets past the earlier run of the tag, to the odd shape.
                                  (command[3:] + ["--input_shape=8,32,31", "--overwrite"], 1,
                                   "error: ShuffleNetV2-0.25x: shufflenetv2: frames must be square"),
+                                 # One model that cannot take the shape is an error row; the others are measured.
+                                 (command[3:] + ["--models=ShuffleNetV1-0.5x,ShuffleNetV2-0.25x", "--tag=mixed",
+                                                 "--input_shape=4,16,16", "--backends=tensorflow",
+                                                 "--batch_sizes=1"], 1, "mixed.png (2 rows, 1 failed)"),
                                  ([f"--rerender={tmp_path / 'smoke.json'}", "--tag=other"], 1,
                                   "error: --rerender writes beside its JSON"),
                                  ([f"--rerender={tmp_path / 'smoke.json'}", f"--output_dir={tmp_path}"], 1,
@@ -83,6 +87,11 @@ def test_cli_smoke_tensorflow_and_jax(tmp_path):
         done = subprocess.run(command[:3] + extra, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
+    mixed = json.loads((tmp_path / "mixed.json").read_text())
+    assert list(mixed["models"]) == ["ShuffleNetV2-0.25x"]
+    assert [(row["model"], row["status"][:64]) for row in mixed["results"]] == [
+        ("ShuffleNetV1-0.5x", "error: shufflenet cannot be built for input_shape=(4, 16, 16, 3)"),
+        ("ShuffleNetV2-0.25x", "ok")]
 
 
 def _flags(**overrides):
@@ -388,14 +397,15 @@ def test_a_facts_worker_that_dies_stops_the_run(tmp_path, monkeypatch):
     with pytest.raises(benchmark.CannotStart, match="the worker that builds the models exited with code -9"):
         benchmark.facts_in_worker({"models": ["A"]}, tmp_path, "tensorflow")
 
-    def cannot_start(settings_path, output_path, backend):
+    def refusing(settings_path, output_path, backend):
         assert json.loads(settings_path.read_text())["facts_only"]
-        output_path.write_text(json.dumps({"cannot_start": "A: frames must be square"}))
+        output_path.write_text(json.dumps({"facts": {}, "refused": {"A": "frames must be square",
+                                                                     "B": "too small"}}))
         return 0
 
-    monkeypatch.setattr(benchmark, "_run_worker_process", cannot_start)
-    with pytest.raises(benchmark.CannotStart, match="A: frames must be square"):
-        benchmark.facts_in_worker({"models": ["A"]}, tmp_path, "tensorflow")
+    monkeypatch.setattr(benchmark, "_run_worker_process", refusing)
+    with pytest.raises(benchmark.CannotStart, match="^A: frames must be square; B: too small$"):
+        benchmark.facts_in_worker({"models": ["A", "B"]}, tmp_path, "tensorflow")
 
 
 def test_model_groups():
