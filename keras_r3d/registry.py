@@ -1,6 +1,7 @@
 """Named configurations: the keys of Table 8 (`ShuffleNetV2-1.0x`) and a few
 more of the same form. They drive the CLI, the tests and the benchmark."""
 import dataclasses
+import difflib
 import functools
 import inspect
 import json
@@ -52,8 +53,9 @@ def list_models(arch=None):
 def get_spec(name):
     specs = _specs()
     if name not in specs:
-        same = [known for known in specs if known.lower() == str(name).lower()]
-        hint = f"; did you mean {same[0]!r}?" if same else "."
+        lowered = {known.lower(): known for known in specs}
+        close = difflib.get_close_matches(str(name).lower(), lowered, n=1, cutoff=0.8)
+        hint = f"; did you mean {lowered[close[0]]!r}?" if close else "."
         raise ValueError(f"Unknown model {name!r}{hint} Valid names: {', '.join(specs)}")
     return specs[name]
 
@@ -68,8 +70,20 @@ def describe(architecture):
 
 
 def create_model(name, **kwargs):
-    """Builds a registry configuration; kwargs override the builder's."""
-    return get_spec(name).build(**kwargs)
+    """Builds a registry configuration with the builder's other kwargs
+    (`num_classes`, `input_shape`, ...); one that contradicts the name (a
+    `width_mult` for `ShuffleNetV2-1.0x`) is an error naming the right call."""
+    spec = get_spec(name)
+    contradicted = {key: value for key, value in kwargs.items() if key in spec.kwargs and value != spec.kwargs[key]}
+    if contradicted:
+        wanted = {**spec.kwargs, **contradicted}
+        names = [other for other, candidate in _specs().items()
+                 if (candidate.arch, candidate.kwargs) == (spec.arch, wanted)]
+        call = (f"create_model({names[0]!r})" if names else
+                f"build({spec.arch!r}, {', '.join(f'{key}={value!r}' for key, value in wanted.items())})")
+        raise ValueError(f"{name} is {', '.join(f'{key}={spec.kwargs[key]!r}' for key in contradicted)}, not "
+                         f"{', '.join(f'{key}={value!r}' for key, value in contradicted.items())}: use {call}")
+    return spec.build(**kwargs)
 
 
 def builder_kwargs(arch):
@@ -79,7 +93,8 @@ def builder_kwargs(arch):
 
 def _builder(arch):
     if arch not in BUILDERS:
-        raise ValueError(f"Unknown arch {arch!r}. Valid archs: {', '.join(BUILDERS)}")
+        named = f" ({arch} is a registry name: create_model({arch!r}))" if arch in _specs() else ""
+        raise ValueError(f"Unknown arch {arch!r}{named}. Valid archs: {', '.join(BUILDERS)}")
     return BUILDERS[arch]
 
 

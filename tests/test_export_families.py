@@ -15,6 +15,7 @@ import pytest
 import keras_r3d
 from keras_r3d import create_model, export, fold_batch_norm, implementation, preprocess, runtimes
 from keras_r3d.models import float32_model
+from keras_r3d.registry import get_spec
 from tests.conftest import GESTURES, use_data_statistics, write_half_white_video
 
 FLOAT_COSINE = 0.98
@@ -56,7 +57,7 @@ def gesture_clips(fixtures_dir):
 @pytest.mark.parametrize("name, overrides", FAMILIES)
 def test_random_weight_family_exports_close_to_keras(name, overrides, gesture_clips, tmp_path):
     keras.utils.set_random_seed(0)
-    model = create_model(name, **SMALL, **overrides)
+    model = get_spec(name).build(**SMALL, **overrides)  # the overrides change the named configuration
     use_data_statistics(model, gesture_clips)
     float_report = export.export_model(model, tmp_path, ["tflite", "onnx"], verification=gesture_clips)
     int8_report = export.export_model(model, tmp_path, ["tflite"], quantize="int8",

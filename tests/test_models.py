@@ -44,6 +44,17 @@ def test_build_rejects_unknown_arch_and_kwargs():
         keras_r3d.create_model("ShuffleNetV9-1.0x")
     with pytest.raises(ValueError, match="did you mean 'ShuffleNetV2-0.25x'"):
         keras_r3d.create_model("shufflenetv2-0.25x")
+    with pytest.raises(ValueError, match="did you mean 'MobileNetV2-1.0x'"):
+        keras_r3d.create_model("MobileNetV2-1.0")
+    with pytest.raises(ValueError, match=r"ShuffleNetV2-1.0x is a registry name: create_model\('ShuffleNetV2-1.0x'\)"):
+        keras_r3d.build("ShuffleNetV2-1.0x")
+    # Builder kwargs that contradict the name say which call gives that model.
+    with pytest.raises(ValueError, match=r"ShuffleNetV2-1.0x is width_mult=1.0, not width_mult=0.5: "
+                                         r"use create_model\('ShuffleNetV2-0.5x'\)"):
+        keras_r3d.create_model("ShuffleNetV2-1.0x", width_mult=0.5)
+    with pytest.raises(ValueError, match=r"use build\('resnext', depth=50, cardinality=4, shortcut='B'\)"):
+        keras_r3d.create_model("ResNeXt-50-B-c32", cardinality=4)
+    assert keras_r3d.create_model("ShuffleNetV2-0.25x", width_mult=0.25, num_classes=3).output_shape == (None, 3)
     jester = keras_r3d.build("shufflenetv2", width_mult=0.25, preprocessing="jester", input_shape=(8, 32, 32, 3))
     assert jester.preprocessing == keras_r3d.preprocessing.DATASET_PREPROCESSING["jester"].replace(frames=8, size=32)
 

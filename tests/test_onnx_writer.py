@@ -11,9 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from keras_r3d import create_model, export, fold_batch_norm, onnx_writer, preprocess, runtimes
+from keras_r3d import export, fold_batch_norm, onnx_writer, preprocess, runtimes
 from keras_r3d import layers as r3d_layers
 from keras_r3d.preprocessing import Preprocessing
+from keras_r3d.registry import get_spec
 from tests.conftest import use_data_statistics
 
 SMALL = {"num_classes": 5, "input_shape": (16, 32, 32, 3)}
@@ -25,7 +26,8 @@ FAMILIES = {  # name: builder overrides
 
 def _model(name, contract=None, **overrides):
     keras.utils.set_random_seed(0)
-    model = create_model(name, **SMALL, **overrides, **({"preprocessing": contract} if contract else {}))
+    # The overrides change the named configuration.
+    model = get_spec(name).build(**SMALL, **overrides, **({"preprocessing": contract} if contract else {}))
     use_data_statistics(model, runtimes.random_frames(4, SMALL["input_shape"], seed=1))
     return model
 
