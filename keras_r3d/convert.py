@@ -365,7 +365,10 @@ def convert_state_dict(state, *, labels=None, dataset=None, file_name=None, chec
     try:
         model = registry.build(arch, class_names=class_names, **settings)
     except ValueError as error:  # a TypeError (an unknown argument) is the caller's, as it is
-        raise CheckpointMismatch(f"cannot build {arch} with {settings}: {error}") from None
+        given = ", ".join(f"{key}={value!r}" for key, value in overrides.items()
+                          if key not in ("arch", "preprocessing"))
+        raise CheckpointMismatch(f"cannot build the checkpoint's {registry.describe({'arch': arch, **settings})}"
+                                 f"{f' with {given}' if given else ''}: {error}") from None
     try:
         _assign(model, state, headless=headless)
     except CheckpointMismatch as error:

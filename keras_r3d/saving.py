@@ -124,8 +124,10 @@ def finetune(model, class_names, *, head_only=False, dropout=None, preprocessing
 
     if not isinstance(model, VideoClassifier) or not model.architecture:
         raise TypeError(f"finetune takes a keras_r3d zoo model, got {type(model).__name__}")
-    if isinstance(class_names, str) or len(class_names) < 1:
-        raise ValueError(f"class_names must be a list of names, got {class_names!r}")
+    if isinstance(class_names, (str, int)) or not hasattr(class_names, "__len__") or len(class_names) < 1:
+        hint = f" ({class_names} generic names: [str(i) for i in range({class_names})])" \
+            if isinstance(class_names, int) else ""
+        raise ValueError(f"class_names must be a list of names, got {class_names!r}{hint}")
     if any(isinstance(layer, keras.layers.Identity) for layer in model.layers):  # fold_batch_norm's
         raise ValueError("finetune takes a model with its BatchNorm layers; this one's are folded into its convs "
                          "(keras_r3d.fold_batch_norm, for inference): fine-tune the model before folding")

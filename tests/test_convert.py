@@ -111,6 +111,10 @@ def test_mismatched_checkpoint_names_first_bad_tensors():
         convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2", num_classes=10)
     with pytest.raises(ValueError, match="the bundled jester list has 27 classes, not 600; pass --labels"):
         convert.convert_state_dict(state, dataset="jester", arch="shufflenetv2")
+    # A builder argument that does not apply: named with the architecture, not the whole contract.
+    with pytest.raises(ValueError, match=r"^cannot build the checkpoint's ShuffleNetV2-0.5x with pooling='avg': "
+                                         r"shufflenetv2: pooling='avg' applies with include_top=False"):
+        convert.convert_state_dict(state, dataset="kinetics", arch="shufflenetv2", pooling="avg")
     # A width that neither a file name nor the official widths tell (a 16-channel stem here).
     state = _tagged_state(SHAPES["models"]["MobileNetV2-0.45x"])
     state["features.0.0.weight"] = np.zeros((16, 3, 3, 3, 3), np.float32)

@@ -392,6 +392,8 @@ def test_finetune_from_the_official_checkpoint_replaces_the_head(fixtures_dir, t
     assert [w.path for w in api.trainable_weights] == ["classifier_1/kernel", "classifier_1/bias"]
     with pytest.raises(ValueError, match="class_names must be a list of names, got 'abc'"):
         keras_r3d.finetune(source, "abc")
+    with pytest.raises(ValueError, match=r"got 3 \(3 generic names: \[str\(i\) for i in range\(3\)\]\)"):
+        keras_r3d.finetune(source, 3)
     with pytest.raises(TypeError, match="finetune takes a keras_r3d zoo model, got Sequential"):
         keras_r3d.finetune(keras.Sequential([keras.layers.Dense(2)]), names)
     with pytest.raises(ValueError, match="dropout: resnet has no dropout layer"):
