@@ -76,7 +76,10 @@ def resolve_models(spec):
     names = []
     for item in _split(spec):
         for name in groups.get(item, [item]):
-            registry.get_spec(name)  # raises with the valid names
+            try:
+                registry.get_spec(name)
+            except ValueError as error:
+                raise ValueError(f"--models: {error}; or a group: {', '.join(groups)}") from None
             if name not in names:
                 names.append(name)
     if not names:

@@ -25,6 +25,7 @@ def load(path, **convert_kwargs):
         hint = (f": {path.name} is an official checkpoint; download it from {OFFICIAL_CHECKPOINTS}"
                 if OFFICIAL_NAME.match(path.name) else "")
         raise FileNotFoundError(f"No model file at {path}{hint}")
+    _refuse_a_run_folder(path)
     if path.suffix == ".pth":
         from keras_r3d.convert import convert_checkpoint
 
@@ -70,6 +71,13 @@ class ExportedModel:
         return self.runtime(np.zeros(shape, self.runtime.input_dtype)).shape[-1]
 
 
+def _refuse_a_run_folder(path):
+    """A training run's folder is not a model: the error names its models."""
+    saved = [path / name for name in ("best.keras", "last.keras") if (path / name).is_file()]
+    if path.is_dir() and saved:
+        raise ValueError(f"{path} is a training run's folder: pass its model, {' or '.join(map(str, saved))}")
+
+
 def load_for_inference(path, num_threads=None):
     """`load` for a .keras model or official .pth, computing in float32 as its
     exports do: a model that `train --precision` saved in mixed precision runs
@@ -83,6 +91,7 @@ def load_for_inference(path, num_threads=None):
             print(f"note: {path} computes in mixed or half precision (train --precision); running it in "
                   "float32 with the same weights, as its exports compute", file=sys.stderr)
         return full
+    _refuse_a_run_folder(pathlib.Path(path))
     return ExportedModel(path, num_threads)
 
 

@@ -417,7 +417,7 @@ def test_model_groups():
     # A model named twice (or by a group too) is measured once, where first named.
     assert benchmark.resolve_models("C3D,1.0x,C3D,ShuffleNetV2-1.0x") == [
         "C3D", "ShuffleNetV1-1.0x", "ShuffleNetV2-1.0x", "MobileNetV1-1.0x", "MobileNetV2-1.0x"]
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(ValueError, match="Valid names: .*; or a group: all, efficient, 1.0x$"):
         benchmark.resolve_models("ShuffleNetV3")
 
 

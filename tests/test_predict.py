@@ -294,6 +294,13 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
     (tmp_path / "bad.keras").write_text("hi")
     with pytest.raises(ValueError, match="bad.keras is not a .keras file .*damaged or cut short"):
         keras_r3d.load(tmp_path / "bad.keras")
+    # A training run's folder, given as a model: the error names its model files.
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    for load in (keras_r3d.load, keras_r3d.saving.load_for_inference):
+        with pytest.raises(ValueError, match=f"{run} is a training run's folder: pass its model, {run}/best.keras$"):
+            load(run)
     with pytest.raises(ValueError, match="Unknown arch 'ShuffleNetV2'. Valid archs: shufflenet, shufflenetv2"):
         keras_r3d.list_models("ShuffleNetV2")
 
