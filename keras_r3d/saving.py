@@ -18,14 +18,7 @@ def load(path, **convert_kwargs):
     """Loads a `.keras` model, uncompiled (compile it to train: that works on
     any backend), or converts an official `.pth` checkpoint in memory
     (`convert_kwargs` as in `keras_r3d.convert.convert_checkpoint`)."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        from keras_r3d.convert import OFFICIAL_CHECKPOINTS, OFFICIAL_NAME
-
-        hint = (f": {path.name} is an official checkpoint; download it from {OFFICIAL_CHECKPOINTS}"
-                if OFFICIAL_NAME.match(path.name) else "")
-        raise FileNotFoundError(f"No model file at {path}{hint}")
-    _refuse_a_run_folder(path)
+    path = check_model_path(path)
     if path.suffix == ".pth":
         from keras_r3d.convert import convert_checkpoint
 
@@ -71,11 +64,21 @@ class ExportedModel:
         return self.runtime(np.zeros(shape, self.runtime.input_dtype)).shape[-1]
 
 
-def _refuse_a_run_folder(path):
-    """A training run's folder is not a model: the error names its models."""
+def check_model_path(path):
+    """`path` as a Path, after refusing one that is absent (naming where to
+    download an official checkpoint) or a training run's folder (naming its
+    models)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        from keras_r3d.convert import OFFICIAL_CHECKPOINTS, OFFICIAL_NAME
+
+        hint = (f": {path.name} is an official checkpoint; download it from {OFFICIAL_CHECKPOINTS}"
+                if OFFICIAL_NAME.match(path.name) else "")
+        raise FileNotFoundError(f"No model file at {path}{hint}")
     saved = [path / name for name in ("best.keras", "last.keras") if (path / name).is_file()]
     if path.is_dir() and saved:
         raise ValueError(f"{path} is a training run's folder: pass its model, {' or '.join(map(str, saved))}")
+    return path
 
 
 def load_for_inference(path, num_threads=None):
@@ -91,7 +94,7 @@ def load_for_inference(path, num_threads=None):
             print(f"note: {path} computes in mixed or half precision (train --precision); running it in "
                   "float32 with the same weights, as its exports compute", file=sys.stderr)
         return full
-    _refuse_a_run_folder(pathlib.Path(path))
+    check_model_path(path)
     return ExportedModel(path, num_threads)
 
 

@@ -80,7 +80,8 @@ def build_model(config, class_names):
         raise ValueError(f"--finetune={config['finetune']} applies to --pretrained models only")
     builder_flags = [f"--{name}" for name in registry.ARCHITECTURE_FLAGS if config.get(name) is not None]
     if builder_flags and sources != ["arch"]:
-        raise ValueError(f"{', '.join(builder_flags)} apply to --arch only: --{sources[0]} keeps its architecture")
+        raise ValueError(f"{', '.join(builder_flags)} appl{'ies' if len(builder_flags) == 1 else 'y'} to --arch only: "
+                         f"--{sources[0]} keeps its architecture")
     if config.get("model") and config.get("dropout") is not None:
         raise ValueError("--dropout applies to --arch and --pretrained: --model trains on as it is")
     num_classes = len(class_names)
@@ -611,6 +612,7 @@ def _train(config):
     from keras_r3d import optimizers  # noqa: F401 (registers OfficialSGD for resuming)
     from keras_r3d import registry
     from keras_r3d.evaluate import evaluate
+    from keras_r3d.saving import check_model_path
 
     wall_start = time.perf_counter()
     if config["deterministic"]:  # before anything starts a device
@@ -638,6 +640,10 @@ def _train(config):
         print(f"note: --resume: no run in {run.path} yet; starting one", file=sys.stderr)
     if chief:  # before the data is read; a new run's folder is made once all checks pass
         run.check_writable(make=False)
+    if not state:
+        for source in ("model", "pretrained"):
+            if config.get(source):
+                check_model_path(config[source])
     class_names = r3d_data.label_names(config["train_data"])
     unknown = [name for name in r3d_data.label_names(config["val_data"]) if name not in class_names]
     if unknown:  # val's classes, in any order, are scored by name (evaluate.align_labels)

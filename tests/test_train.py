@@ -847,6 +847,11 @@ def test_data_that_cannot_train_or_validate_is_refused_before_a_run_folder_or_sy
         with pytest.raises(ValueError, match=message):
             r3d_train.train(config)
         assert not run.exists()
+    # A missing model file is named before the data is read (here, too few videos for the batch).
+    config = r3d_train.default_config(**{**TINY, **synthetic, "arch": None, "version": None, "batch_size": 1000},
+                                      pretrained=str(tmp_path / "missing.pth"), output_dir=str(run))
+    with pytest.raises(FileNotFoundError, match="No model file at .*missing.pth$"):
+        r3d_train.train(config)
     # As many training videos as --batch_size make one batch.
     from keras_r3d import data as r3d_data
 
@@ -1057,9 +1062,9 @@ def test_continuing_a_model_needs_the_data_to_have_its_classes(tmp_path):
         continued = _parse(f"--recipe={recipe}", f"--model={path}")
         assert r3d_train.build_model(continued, ["a", "b"]).preprocessing.size == 32, recipe
     # Flags that would not apply are refused, not ignored.
-    with pytest.raises(ValueError, match="--width_mult apply to --arch only: --model keeps its architecture"):
+    with pytest.raises(ValueError, match="--width_mult applies to --arch only: --model keeps its architecture"):
         r3d_train.build_model({"model": str(path), "width_mult": 0.5}, ["a", "b"])
-    with pytest.raises(ValueError, match="--groups apply to --arch only: --pretrained keeps its architecture"):
+    with pytest.raises(ValueError, match="--groups applies to --arch only: --pretrained keeps its architecture"):
         r3d_train.build_model({"pretrained": str(path), "groups": 3}, ["a", "b"])
     with pytest.raises(ValueError, match="--dropout applies to --arch and --pretrained: --model trains on"):
         r3d_train.build_model({"model": str(path), "dropout": 0.5}, ["a", "b"])
