@@ -294,6 +294,8 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
     (tmp_path / "bad.keras").write_text("hi")
     with pytest.raises(ValueError, match="bad.keras is not a .keras file .*damaged or cut short"):
         keras_r3d.load(tmp_path / "bad.keras")
+    with pytest.raises(ValueError, match="x.h5: a keras_r3d model saves as .keras, which keeps its preprocessing"):
+        model.save(tmp_path / "x.h5")
     # A training run's folder, given as a model: the error names its model files.
     run = tmp_path / "run"
     run.mkdir()

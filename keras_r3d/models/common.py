@@ -58,6 +58,12 @@ class VideoClassifier(keras.Model):
             raise ValueError(f"{self.name} takes clips of shape {expected}, got {tuple(shape)}{hint}")
         return super().predict(x, *args, **kwargs)
 
+    def save(self, filepath, *args, **kwargs):
+        if str(filepath).lower().endswith((".h5", ".hdf5")):  # Keras' legacy format: the model would not load back
+            raise ValueError(f"{filepath}: a keras_r3d model saves as .keras, which keeps its preprocessing "
+                             "contract, class names and architecture; HDF5 keeps none of them")
+        return super().save(filepath, *args, **kwargs)
+
     def _implementation_changed(self, step):
         traced = self.__dict__.setdefault("_traced_implementations", {})  # untracked by Keras: no state
         now = r3d_layers.current_implementation()
