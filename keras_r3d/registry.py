@@ -148,7 +148,7 @@ def zoo_table(names=None):
     16x112x112 and 600 classes, beside Table 8's figures."""
     from keras_r3d.profiling import profile
 
-    rows = ["| name | arch | kwargs | params | MFLOPs (Table 8 convention) | Table 8 params / MFLOPs |",
+    rows = ["| name | arch | kwargs | trainable params | MFLOPs (Table 8 convention) | Table 8 params / MFLOPs |",
             "|---|---|---|---:|---:|---:|"]
     for name in names or list_models():
         spec = get_spec(name)

@@ -27,6 +27,12 @@ def test_small_set_covers_every_family():
     assert {keras_r3d.registry.get_spec(n).arch for n in SMALL} == set(keras_r3d.registry.BUILDERS)
 
 
+def test_the_readmes_zoo_table_is_what_the_registry_measures():
+    table = keras_r3d.registry.zoo_table(["ShuffleNetV2-0.25x", "SqueezeNet-1.1"]).splitlines()
+    readme = (REPO / "README.md").read_text().splitlines()
+    assert all(line in readme for line in table), table
+
+
 def test_registry_names_include_table8():
     table8 = json.loads(keras_r3d.registry.TABLE8_PATH.read_text())["models"]
     names = keras_r3d.list_models()
