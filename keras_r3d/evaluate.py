@@ -247,10 +247,11 @@ def plot_confusion(confusion, class_names, path, title="Confusion (videos)"):
 def format_results(results):
     crops = results["crops"]
     windows = f"{results['num_clips'] // crops} windows x {crops} crops; " if crops > 1 else ""
+    top5 = len(results["class_names"]) > 5  # else always 1
     lines = [f"{results['num_videos']} videos, {results['num_clips']} clips "
              f"({windows}clips={results['clips'] or 'all'}, reverse_time={results['reverse_time']})",
-             f"video top-1 {results['video_top1']:.4f}  top-5 {results['video_top5']:.4f}",
-             f"clip  top-1 {results['clip_top1']:.4f}  top-5 {results['clip_top5']:.4f}"]
+             f"video top-1 {results['video_top1']:.4f}" + (f"  top-5 {results['video_top5']:.4f}" if top5 else ""),
+             f"clip  top-1 {results['clip_top1']:.4f}" + (f"  top-5 {results['clip_top5']:.4f}" if top5 else "")]
     scored = [(name, acc) for name, acc in results["per_class"].items() if acc is not None]
     if scored and len(scored) <= 30:
         lines += ["video top-1 per class:"] + [f"  {name}: {acc:.3f}" for name, acc in scored]

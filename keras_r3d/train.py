@@ -757,7 +757,7 @@ def _train(config):
         segment_start = now
         run.write_epoch(model, state, keep=config["keep_checkpoints"])
         tensorboard.write(row)
-        print(_epoch_line(row, config["epochs"]), file=sys.stderr)
+        print(_epoch_line(row, config["epochs"], len(class_names)), file=sys.stderr)
     if strategy is not None:
         run.workers.mkdir(parents=True, exist_ok=True)
         write_atomic(run.workers / f"worker_{worker_index()}.json",
@@ -779,11 +779,11 @@ def _head_finite(model):
     return all(np.all(np.isfinite(np.asarray(v))) for v in model.trainable_weights[-2:])
 
 
-def _epoch_line(row, epochs):
+def _epoch_line(row, epochs, num_classes):
+    top5 = f" top-5 {row['val_video_top5']:.3f}" if num_classes > 5 else ""  # else always 1
     line = (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, train clip top-1 "
             f"{row['train_clip_top1']:.3f}, val clip top-1 {row['val_clip_top1']:.3f}, val video top-1 "
-            f"{row['val_video_top1']:.3f} top-5 {row['val_video_top5']:.3f}, "
-            f"{row['train_clips_per_s']:.1f} clips/s, lr {row['learning_rate']:g}")
+            f"{row['val_video_top1']:.3f}{top5}, {row['train_clips_per_s']:.1f} clips/s, lr {row['learning_rate']:g}")
     if row["val_reversed_video_top1"] is not None:
         line += f", time-reversed val video top-1 {row['val_reversed_video_top1']:.3f}"
     return line

@@ -121,6 +121,7 @@ def test_three_crops_are_averaged_with_the_windows_of_their_video(tmp_path):
             assert evaluate.format_results(results).startswith(
                 f"2 videos, {expected_clips} clips ({expected_clips // 3} windows x 3 crops; clips=")
             assert "\nvideo top-1 per class:\n  left: " in evaluate.format_results(results)
+            assert "top-5" not in evaluate.format_results(results)  # 2 classes: always 1
         assert sorted(v["id"] for v in results["videos"]) == ["left/video", "right/video"]  # --clips 1 too
         # Sure left and right crops and a tied center average to a tie; so does the center alone.
         assert all(v["score"] == pytest.approx(0.5, abs=0.05) for v in results["videos"])

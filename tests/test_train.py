@@ -645,6 +645,7 @@ def test_demo_recipe_end_to_end_shortened(tmp_path):
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["epochs"] == 1 and "val_reversed_video_top1" in summary
     assert "time-reversed val video top-1" in result.stderr
+    assert f"val video top-1 {summary['val_video_top1']:.3f} top-5 " in result.stderr  # 8 classes
     best = tmp_path / "run" / "best.keras"
     assert f"Done: best validation video top-1 {summary['val_video_top1']:.3f} (epoch 1) in {best}" in result.stderr
     assert f"Next: python -m keras_r3d.predict --model {best} VIDEO" in result.stderr
