@@ -28,15 +28,17 @@ def sticky_interrupts(sigterm=False):
     """Within it, a Ctrl-C raises KeyboardInterrupt as usual and is remembered
     for `raise_if_interrupted`, and one swallowed by a finalizer prints
     nothing; with `sigterm`, so is a SIGTERM (`kill`, a job scheduler's stop).
-    Does nothing outside the main thread, or where SIGINT is not Python's
-    default (ignored in a background job, say)."""
+    Does nothing outside the main thread; leaves a signal whose handler is
+    not Python's default as it is (a background job's ignored SIGINT, say,
+    whose SIGTERM is still taken)."""
     global _interrupted
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     _interrupted = False
-    signals = (signal.SIGINT, signal.SIGTERM) if sigterm else (signal.SIGINT,)
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    signals = [number for number in (signal.SIGINT, signal.SIGTERM) if (sigterm or number == signal.SIGINT)
+               and signal.getsignal(number) is defaults[number]]
     previous = {number: signal.getsignal(number) for number in signals}
     previous_unraisablehook = sys.unraisablehook
 

@@ -290,17 +290,19 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_again():
 
 
 def test_sticky_interrupts_leave_a_background_jobs_ignored_ctrl_c_ignored():
-    """A job started with `&` ignores Ctrl-C (SIGINT is SIG_IGN): it must go on ignoring it."""
+    """A job started with `&` ignores Ctrl-C (SIGINT is SIG_IGN): it must go
+    on ignoring it, and still take a `kill` (SIGTERM) as a Ctrl-C."""
     from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with sticky_interrupts(sigterm=True):
+        with pytest.raises(KeyboardInterrupt), sticky_interrupts(sigterm=True):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
             signal.raise_signal(signal.SIGINT)  # ignored, as the job asked
             raise_if_interrupted()
+            signal.raise_signal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGINT, previous)
 
