@@ -26,11 +26,11 @@ def _remember_and_raise(signum, frame):
 @contextlib.contextmanager
 def sticky_interrupts(sigterm=False):
     """Within it, a Ctrl-C raises KeyboardInterrupt as usual and is remembered
-    for `raise_if_interrupted`, and one swallowed by a finalizer prints
-    nothing; with `sigterm`, so is a SIGTERM (`kill`, a job scheduler's stop).
-    Does nothing outside the main thread; leaves a signal whose handler is
-    not Python's default as it is (a background job's ignored SIGINT, say,
-    whose SIGTERM is still taken)."""
+    for `raise_if_interrupted`; with `sigterm`, so is a SIGTERM (`kill`, a job
+    scheduler's stop). One swallowed by a finalizer prints nothing. Does
+    nothing outside the main thread, and leaves a signal whose handler is not
+    Python's default as it is (a background job's ignored SIGINT, say, whose
+    SIGTERM is still taken)."""
     global _interrupted
     if threading.current_thread() is not threading.main_thread():
         yield
