@@ -100,7 +100,8 @@ def summarize(scores, labels, video_ids, class_names=None):
     """Clip- and video-level accuracy of per-clip softmax `scores`.
 
     Scores of clips sharing a video id are averaged. Returns a dict with
-    `clip_top1`, `clip_top5`, `video_top1`, `video_top5`, `num_clips`,
+    `clip_top1`, `clip_top5`, `video_top1`, `video_top5`, `video_loss` (the
+    mean cross-entropy of the averaged scores), `num_clips`,
     `num_videos`, `per_class` (video top-1 per class name, None for classes
     without videos), `confusion` (rows: true class, columns: predicted), and
     `videos` (id, label, prediction, score per video).
@@ -127,7 +128,9 @@ def summarize(scores, labels, video_ids, class_names=None):
     np.add.at(confusion, (video_labels, predictions), 1)
     per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
                  for i, name in enumerate(class_names)}
-    results = {"num_clips": int(len(labels)), "num_videos": int(len(order))}
+    true_scores = video_scores[np.arange(len(order)), video_labels]
+    results = {"num_clips": int(len(labels)), "num_videos": int(len(order)),
+               "video_loss": float(-np.log(np.maximum(true_scores, 1e-12)).mean())}
     for k in TOP_K:
         results[f"clip_top{k}"] = top_k_accuracy(scores, labels, k)
         results[f"video_top{k}"] = top_k_accuracy(video_scores, video_labels, k)

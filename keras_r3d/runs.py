@@ -12,7 +12,7 @@ from keras_r3d.files import copy_atomic, probe_writable, save_model_atomic, save
 # The models a run folder holds (evaluate names its results after the folder for them).
 BEST_MODEL, LAST_MODEL = "best.keras", "last.keras"
 METRIC_COLUMNS = ("epoch", "learning_rate", "loss", "train_clip_top1", "val_clip_top1", "val_clip_top5",
-                  "val_video_top1", "val_video_top5", "val_reversed_video_top1", "epoch_time_s",
+                  "val_video_top1", "val_video_top5", "val_video_loss", "val_reversed_video_top1", "epoch_time_s",
                   "train_clips_per_s")
 
 

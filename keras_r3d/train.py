@@ -734,7 +734,7 @@ def _train(config):
                "loss": float(f"{stats.loss:.6g}"), "train_clip_top1": float(f"{stats.accuracy:.6g}"),  # float32
                "val_clip_top1": results["clip_top1"], "val_clip_top5": results["clip_top5"],
                "val_video_top1": results["video_top1"], "val_video_top5": results["video_top5"],
-               "val_reversed_video_top1": None, "epoch_time_s": round(stats.elapsed, 2),
+               "val_video_loss": float(f"{results['video_loss']:.6g}"), "val_reversed_video_top1": None, "epoch_time_s": round(stats.elapsed, 2),
                "train_clips_per_s": round(steps_per_epoch * config["batch_size"] / stats.elapsed, 2)}
         last_epoch = epoch + 1 == config["epochs"]
         if config["reverse_time_eval"] and (last_epoch or config["reverse_time_eval_every_epoch"]):
@@ -750,8 +750,9 @@ def _train(config):
             continue
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if row["val_video_top1"] > state["best"]:
-            state["best"], state["best_epoch"] = row["val_video_top1"], epoch + 1
+        if is_new_best(row, state):
+            state["best"], state["best_video_loss"], state["best_epoch"] = \
+                row["val_video_top1"], row["val_video_loss"], epoch + 1
         now = time.perf_counter()
         state["wall_time_s"] += now - segment_start
         segment_start = now
@@ -772,6 +773,15 @@ def _direct_predict(model):
 
     call = tf.function(lambda clips: model(clips, training=False), reduce_retracing=True)
     return lambda clips: call(tf.constant(clips)).numpy()
+
+
+def is_new_best(row, state):
+    """An epoch's `row` beats the run's best by validation video top-1, or
+    ties it with a lower validation video loss: where a small val set
+    saturates at 1.0 early, the later, surer model is kept. (A run of an
+    earlier version, which recorded no best loss, keeps its best on a tie.)"""
+    return row["val_video_top1"] > state["best"] or (
+        row["val_video_top1"] == state["best"] and row["val_video_loss"] < state.get("best_video_loss", -math.inf))
 
 
 def _head_finite(model):

@@ -29,6 +29,8 @@ def test_summarize_matches_a_hand_computation():
     assert results["clip_top1"] == pytest.approx(3 / 6)
     assert results["video_top1"] == pytest.approx(1 / 3)
     assert results["video_top5"] == 1.0  # k is capped at the 3 classes
+    # The true class's mean scores: a 0.4, b 0.5, c 0.2.
+    assert results["video_loss"] == pytest.approx(-(np.log(0.4) + np.log(0.5) + np.log(0.2)) / 3)
     assert evaluate.top_k_accuracy(scores, labels, 2) == pytest.approx(5 / 6)
     assert results["per_class"] == {"x": 0.0, "y": 0.0, "z": 1.0}
     # rows: true class, columns: predicted

@@ -127,21 +127,22 @@ def test_short_training_run_writes_the_run_directory(synthetic, tmp_path):
         r3d_train.train(config)
 
 
-def test_the_best_epoch_is_the_first_to_reach_the_best_accuracy(synthetic, tmp_path, monkeypatch):
-    """A later epoch that only ties the best validation accuracy is not the best one (the
-    official code's `prec1 > best_prec1`)."""
+def test_a_tie_in_accuracy_goes_to_the_lower_validation_loss(synthetic, tmp_path, monkeypatch):
+    """A later epoch that ties the best validation accuracy is the best one only with a lower
+    validation video loss (the official code keeps the first: `prec1 > best_prec1`)."""
     import types
 
     from keras_r3d import evaluate as r3d_evaluate
 
-    accuracies = iter([0.5, 0.75, 0.75, 0.25])
+    results = iter([(0.5, 1.0), (0.75, 0.8), (0.75, 0.6), (0.75, 0.7), (0.25, 0.1)])  # (top-1, loss) per epoch
     stats = types.SimpleNamespace(bad_batch=None, loss=1.0, accuracy=0.5, elapsed=1.0)
     monkeypatch.setattr(r3d_train, "fit_epoch", lambda *args: stats)  # no training: only the choice
     monkeypatch.setattr(r3d_evaluate, "evaluate", lambda *args, **kwargs: dict.fromkeys(
-        ("clip_top1", "clip_top5", "video_top5"), 1.0) | {"video_top1": next(accuracies)})
-    config = r3d_train.default_config(**TINY, **synthetic, epochs=4, output_dir=str(tmp_path / "run"))
+        ("clip_top1", "clip_top5", "video_top5"), 1.0) | dict(zip(("video_top1", "video_loss"), next(results))))
+    config = r3d_train.default_config(**TINY, **synthetic, epochs=5, output_dir=str(tmp_path / "run"))
     summary = r3d_train.train(config)
-    assert (summary["best_epoch"], summary["val_video_top1"]) == (2, 0.75)
+    assert (summary["best_epoch"], summary["val_video_top1"]) == (3, 0.75)
+    assert "val_video_loss" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
 
 
 def test_a_bad_batch_or_non_finite_head_alone_stops_the_run(synthetic, tmp_path, monkeypatch):
@@ -906,6 +907,18 @@ def test_classes_without_training_videos_are_warned_of_before_the_model_is_built
         err = capsys.readouterr().err
         assert (f"warning: 1 of the 8 classes have no training video: {classes[0]}; the model never learns them"
                 in err) == warned, err
+
+
+def test_the_best_epoch_is_the_most_accurate_and_then_the_surest():
+    """A small val set is often all right from epoch 1 on: best.keras was
+    then the first, least trained model."""
+    best = {"best": 1.0, "best_video_loss": 0.3}
+    assert r3d_train.is_new_best({"val_video_top1": 1.0, "val_video_loss": 0.1}, best)
+    assert not r3d_train.is_new_best({"val_video_top1": 1.0, "val_video_loss": 0.5}, best)
+    assert not r3d_train.is_new_best({"val_video_top1": 0.9, "val_video_loss": 0.01}, best)
+    assert r3d_train.is_new_best({"val_video_top1": 0.9, "val_video_loss": 9.0}, {"best": -1.0})  # the first epoch
+    # A run of an earlier version recorded no best loss: a tie keeps its best.
+    assert not r3d_train.is_new_best({"val_video_top1": 1.0, "val_video_loss": 0.1}, {"best": 1.0})
 
 
 def test_the_summary_reports_the_best_epoch_not_the_last(tmp_path):
