@@ -54,7 +54,7 @@ def _files(file_pattern):
             raise ValueError(f"{pattern} is a folder without .tfrecord shards: {shards}")
     files = sorted({f for pattern in patterns for f in schema.glob_shards(pattern)})
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}")
+        raise FileNotFoundError(f"no TFRecord files match {file_pattern!r}{_missing_split_hint(patterns)}")
     others = [f for f in files if not f.endswith(".tfrecord")]
     if others:
         raise ValueError(f"{others[0]} is not a .tfrecord shard: {shards}")
@@ -257,6 +257,25 @@ def _manifests(file_pattern):
             manifests[manifest_path] = (json.loads(manifest_path.read_text()), [])
         manifests[manifest_path][1].append(path.name)
     return manifests
+
+
+def _missing_split_hint(patterns):
+    """Where a pattern names a split (`data/x/val-*.tfrecord`) that the
+    conversion beside it did not make: which splits it made, and why."""
+    for pattern in patterns:
+        path = pathlib.Path(pattern)
+        manifest_path = path.parent / schema.MANIFEST
+        split = path.name.split("-")[0]
+        if "-" not in path.name or not manifest_path.is_file():
+            continue
+        try:
+            made = list(json.loads(manifest_path.read_text()).get("splits", {}))
+        except (OSError, ValueError):
+            continue
+        if made and split not in made:
+            folders = " (for --format folders, --val_fraction holds some videos out for val)" if split == "val" else ""
+            return f": the conversion in {path.parent} made no {split} split, only {', '.join(made)}{folders}"
+    return ""
 
 
 def read_manifest(file_pattern):

@@ -226,6 +226,14 @@ def test_a_small_val_fraction_still_gives_val_a_video_and_a_class_without_train_
     # train warns too, where the shards are whole splits (the manifest counts classes per split).
     assert data.videos_per_class(str(tmp_path / "out" / "*.tfrecord")) == {"down": 2, "up": 2, "solo": 1}
     assert data.videos_per_class(str(tmp_path / "out" / "train-*.tfrecord")) == {"down": 2, "up": 2}
+    # Without --val_fraction, everything is train: convert says how to get a val split, and so does
+    # the error of a val glob there.
+    assert tool.main(["--format", "folders", "--input", str(singles), "--output", str(tmp_path / "all_train"),
+                      "--short_side", "64"]) == 0
+    assert (f"note: every video went to train, and training needs a val split too: delete {tmp_path / 'all_train'} "
+            "and convert again with --val_fraction 0.1") in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="made no val split, only train .*--val_fraction holds some videos out"):
+        data.read_manifest(str(tmp_path / "all_train" / "val-*.tfrecord"))
 
 
 @pytest.mark.parametrize("short_side", [64, 0])

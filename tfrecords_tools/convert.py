@@ -380,6 +380,10 @@ def main(argv=None):
               f"{output}/{schema.MANIFEST})", file=sys.stderr)
     if args["val_fraction"] and "val" not in manifest["splits"] and "val" not in manifest["empty_splits"]:
         print("warning: no val videos: every class has one video, which stays in train", file=sys.stderr)
+    if "val" not in manifest["splits"] and not args["val_fraction"] and "train" in manifest["splits"] \
+            and manifest["arguments"]["format"] == "folders":
+        print(f"note: every video went to train, and training needs a val split too: delete {output} and "
+              "convert again with --val_fraction 0.1 to hold some out", file=sys.stderr)
     converted = {label for entry in manifest["splits"].values() for label in entry["per_class"]}
     empty = [label for label in manifest["labels"] if label not in converted]
     if empty and converted:  # a class whose videos were all skipped, or that the annotations never list
