@@ -46,6 +46,7 @@ from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import IMPLEMENTATIONS, JIT_COMPILE_CHOICES, implementation, jit_compile, unavailable
 from keras_r3d.runtimes import (ONNX_RUNTIMES, OPENVINO_CONFIG, OPENVINO_LAYOUT, load_runtime, openvino_core,
                                 random_frames)
+from keras_r3d.text import unexpected_arguments
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RUNTIMES = ("keras", "tflite", "onnxruntime", "openvino", "tensorrt")
@@ -1232,7 +1233,7 @@ def main(argv):
 
     f = flags.FLAGS
     if len(argv) > 1:
-        raise SystemExit(f"Unexpected arguments: {argv[1:]}")
+        raise SystemExit(unexpected_arguments(argv[1:]))
     if f.worker_settings:
         try:
             worker_main(f.worker_settings, f.worker_output)

@@ -58,7 +58,9 @@ def read_state_dict(path):
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__})") from None
+        keras_model = ": a .keras file is a Keras model already, which every tool takes as it is" \
+            if str(path).endswith(".keras") else ""
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}){keras_model}") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from keras_r3d.files import probe_writable, savefig_atomic, write_atomic
-from keras_r3d.text import first_few
+from keras_r3d.text import first_few, unexpected_arguments
 
 TOP_K = (1, 5)
 
@@ -280,7 +280,7 @@ def main(argv):
 
     f = flags.FLAGS
     if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments {argv[1:]}")
+        raise SystemExit(unexpected_arguments(argv[1:]))
     # In the working folder by default, not beside the model (a download folder, perhaps read-only).
     output = pathlib.Path(f.output or default_output(f.model))
     try:

@@ -52,6 +52,7 @@ from keras_r3d.files import write_atomic
 from keras_r3d.layers import implementation
 from keras_r3d.models import float32_model, fold_batch_norm
 from keras_r3d.preprocessing import preprocess
+from keras_r3d.text import unexpected_arguments
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino", "tftrt")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -802,7 +803,7 @@ def main(argv):
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     f = flags.FLAGS
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        print(unexpected_arguments(argv[1:]), file=sys.stderr)
         return 2
     formats = [name for name in FORMATS if getattr(f, name)]
     if not formats:

@@ -94,7 +94,14 @@ def load_for_inference(path, num_threads=None):
             print(f"note: {path} computes in mixed or half precision (train --precision); running it in "
                   "float32 with the same weights, as its exports compute", file=sys.stderr)
         return full
-    check_model_path(path)
+    path = check_model_path(path)
+    from keras_r3d.runtimes import TENSORRT_SUFFIXES
+
+    saved_model = path.is_dir() and any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+    if not saved_model and path.suffix.lower() not in (".tflite", ".onnx", *TENSORRT_SUFFIXES):
+        kind = "a folder without saved_model.pb" if path.is_dir() else "not a model file"
+        raise ValueError(f"{path}: {kind}; a model is a .keras file, an official .pth checkpoint, or an export of "
+                         "keras_r3d.export (.tflite, .onnx, .engine, a SavedModel folder)")
     return ExportedModel(path, num_threads)
 
 

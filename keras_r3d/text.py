@@ -9,6 +9,14 @@ def first_few(names, limit):
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
+def unexpected_arguments(extra):
+    """The error for positional arguments a command takes none of; files
+    among them are most often an unquoted glob that the shell expanded."""
+    hint = ("; an unquoted glob is expanded by the shell into files: quote it, as in "
+            "--data 'data/mine/val-*.tfrecord'") if any(os.path.isfile(arg) for arg in extra) else ""
+    return f"error: unexpected arguments {first_few(extra, 3)}{hint}"
+
+
 def plain_warnings():
     """Has a command print keras_r3d's warnings as its other notes, one line
     `warning: <message>`, not Python's two with the source line that warned;

@@ -34,7 +34,7 @@ from keras_r3d.files import write_atomic
 from keras_r3d.interrupts import raise_if_interrupted, sticky_interrupts
 from keras_r3d.layers import JIT_COMPILE_CHOICES, jit_compile
 from keras_r3d.runs import BEST_MODEL, RunDirectory, TensorBoardLog
-from keras_r3d.text import first_few
+from keras_r3d.text import first_few, unexpected_arguments
 
 CONFIGS_DIR = pathlib.Path(__file__).with_name("configs")
 FINETUNE_MODES = ("complete", "last_layer")  # the whole model, or the head only
@@ -1018,7 +1018,7 @@ def main(argv, full_argv):
     from absl import flags
 
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        print(unexpected_arguments(argv[1:]), file=sys.stderr)
         return 1
     try:
         config = config_from_flags(flags.FLAGS, full_argv)

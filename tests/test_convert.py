@@ -241,6 +241,10 @@ def test_a_renamed_checkpoint_warns_and_bad_inputs_are_clear_errors(fixtures_dir
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"clip.pth is not a PyTorch checkpoint \(\w+\)$"):
         convert.read_state_dict(not_a_checkpoint)
+    not_a_checkpoint.rename(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match=r"model.keras is not a PyTorch checkpoint \(\w+\): a .keras file is a Keras "
+                                         "model already"):
+        convert.read_state_dict(tmp_path / "model.keras")
     run = subprocess.run([sys.executable, "-m", "keras_r3d.convert", str(OFFICIAL_CHECKPOINT),
                           "--output", str(tmp_path / "model.h5")], capture_output=True, text=True)
     assert run.returncode == 1 and "is written as a .keras file" in run.stderr

@@ -215,3 +215,17 @@ def test_data_labels_map_to_the_model_outputs_by_name():
         evaluate.align_labels(["Thumb_Up", "Stop_Sign"], ["Stop_Sign", "thumb_up"], 2)
     with pytest.raises(ValueError, match="3 classes but the model only 2 outputs"):
         evaluate.align_labels(None, ["x", "y", "z"], 2)
+
+
+def test_an_unquoted_glob_is_named_as_such(tmp_path):
+    """The shell expands `--data data/*.tfrecord` into one flag and stray files."""
+    shards = [tmp_path / f"val-0000{i}-of-00002.tfrecord" for i in range(2)]
+    for shard in shards:
+        shard.write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "keras_r3d.evaluate", "--model=m.keras", f"--data={shards[0]}",
+                           str(shards[1])], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and (f"error: unexpected arguments {shards[1]}; an unquoted glob is expanded by "
+                                     "the shell into files: quote it") in done.stderr, done.stderr[-2000:]
+    from keras_r3d.text import unexpected_arguments
+
+    assert unexpected_arguments(["extra"]) == "error: unexpected arguments extra"  # not a file: no hint

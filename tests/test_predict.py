@@ -303,6 +303,12 @@ def test_python_api_mistakes_are_clear_errors(tmp_path):
     for load in (keras_r3d.load, keras_r3d.saving.load_for_inference):
         with pytest.raises(ValueError, match=f"{run} is a training run's folder: pass its model, {run}/best.keras$"):
             load(run)
+    # Neither a model nor an export: the error lists every kind of model the tools take.
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    for path, kind in ((tmp_path / "clip.mp4", "not a model file"), (tmp_path, "a folder without saved_model.pb")):
+        with pytest.raises(ValueError, match=f"{kind}; a model is a .keras file, an official .pth checkpoint, or an "
+                                             r"export of keras_r3d.export \(.tflite, .onnx, .engine, a SavedModel"):
+            keras_r3d.saving.load_for_inference(path)
     with pytest.raises(ValueError, match="Unknown arch 'ShuffleNetV2'. Valid archs: shufflenet, shufflenetv2"):
         keras_r3d.list_models("ShuffleNetV2")
 
