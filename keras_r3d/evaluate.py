@@ -160,9 +160,15 @@ def align_labels(model_names, data_names, num_outputs):
     index = {name: i for i, name in enumerate(model_names)}
     missing = [name for name in data_names if name not in index]
     if missing:
+        def plain(name):
+            return "".join(c for c in str(name).lower() if c.isalnum())
+
+        by_plain = {plain(name): name for name in model_names}
+        near = [f"{name} ~ {by_plain[plain(name)]}" for name in missing if plain(name) in by_plain]
         raise ValueError(f"the data's classes {missing[:10]} are not among the model's "
                          f"({first_few(model_names, 10)}): "
-                         f"label the records with the model's class names")
+                         f"label the records with the model's class names"
+                         + (f" (spelled differently there: {first_few(near, 10)})" if near else ""))
     return np.asarray([index[name] for name in data_names])
 
 

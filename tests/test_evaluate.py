@@ -211,8 +211,9 @@ def test_data_labels_map_to_the_model_outputs_by_name():
     assert evaluate.align_labels(["a", "b", "c"], ["a", "b", "c"], 3).tolist() == [0, 1, 2]
     assert evaluate.align_labels(["a", "b", "c"], ["c", "a"], 3).tolist() == [2, 0]
     assert evaluate.align_labels(None, ["x", "y"], 3).tolist() == [0, 1]
-    with pytest.raises(ValueError, match=r"\['thumb_up'\] are not among the model's"):
-        evaluate.align_labels(["Thumb_Up", "Stop_Sign"], ["Stop_Sign", "thumb_up"], 2)
+    with pytest.raises(ValueError, match=r"\['thumb_up', 'waving'\] are not among the model's .*names "
+                                         r"\(spelled differently there: thumb_up ~ Thumb_Up\)$"):
+        evaluate.align_labels(["Thumb_Up", "Stop_Sign"], ["Stop_Sign", "thumb_up", "waving"], 2)
     with pytest.raises(ValueError, match="3 classes but the model only 2 outputs"):
         evaluate.align_labels(None, ["x", "y", "z"], 2)
 
