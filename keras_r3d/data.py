@@ -373,6 +373,19 @@ def warn_about_frame_rates(file_pattern, contract, use, rates=None):
                  if use == "training" else "."), file=sys.stderr)
 
 
+def warn_about_short_videos(file_pattern, contract, use):
+    """Videos with fewer frames than a clip repeat theirs to fill it (as the
+    official code pads them): a video of a few frames trains or scores as a
+    still. Warns, with their count, where there are any."""
+    num_frames = read_manifest(file_pattern)[1]
+    short = [count for count in num_frames if count < contract.frames]
+    if short:
+        print(f"warning: {len(short)} of the {len(num_frames)} {use} videos have fewer frames than a clip's "
+              f"{contract.frames} (the shortest {min(short)}): their clips repeat frames to fill it; "
+              f"python -m tfrecords_tools.convert ... --min_frames {contract.frames} leaves them out",
+              file=sys.stderr)
+
+
 def label_names(file_pattern):
     """The class names of the matching shards, by label index (from the manifest)."""
     return read_manifest(file_pattern)[0]

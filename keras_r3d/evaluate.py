@@ -294,6 +294,7 @@ def main(argv):
         model = load_for_inference(f.model, f.threads)
         with r3d_data.damaged_records_as_value_errors(f.data):
             r3d_data.warn_about_frame_rates(f.data, model.preprocessing, "evaluation")
+            r3d_data.warn_about_short_videos(f.data, model.preprocessing, "evaluation")
             results = evaluate(model, f.data, clips=f.clips, crops=f.crops, batch_size=f.batch_size,
                                reverse_time=f.reverse_time)
     except (ValueError, OSError, ImportError) as error:

@@ -690,6 +690,7 @@ def _train(config):
                       "which predict and the exports resample videos (--fps sets another)", file=sys.stderr)
         contract = model.preprocessing
         r3d_data.warn_about_frame_rates(config["train_data"], contract, "training", rates)
+        r3d_data.warn_about_short_videos(config["train_data"], contract, "training")
         steps_per_epoch = videos // config["batch_size"]
         check_steps_per_epoch(state, config, steps_per_epoch, resumed)
         if not resumed:

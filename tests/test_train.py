@@ -1180,3 +1180,16 @@ def test_finetune_preprocessing_dict_changes_only_the_fields_it_names():
     assert (tuned.preprocessing.temporal_downsample, tuned.preprocessing.fps, tuned.input_shape[1]) == (2, 12.0, 16)
     with pytest.raises(ValueError, match="Unknown preprocessing keys"):
         keras_r3d.finetune(jester, ["a", "b"], preprocessing={"sizes": 48})
+
+
+def test_videos_shorter_than_a_clip_are_warned_of(synthetic, capsys):
+    import keras_r3d
+    from keras_r3d import data as r3d_data
+
+    r3d_data.warn_about_short_videos(synthetic["train_data"], keras_r3d.Preprocessing(frames=8), "training")
+    assert capsys.readouterr().err == ""  # the synthetic videos have 8 frames
+    r3d_data.warn_about_short_videos(synthetic["train_data"], keras_r3d.Preprocessing(frames=16), "training")
+    videos = len(r3d_data.read_manifest(synthetic["train_data"])[1])
+    assert (f"warning: {videos} of the {videos} training videos have fewer frames than a clip's 16 (the shortest 8): "
+            "their clips repeat frames to fill it; python -m tfrecords_tools.convert ... --min_frames 16 leaves "
+            "them out") in capsys.readouterr().err
