@@ -1,11 +1,12 @@
 """Classify videos and frame folders with a keras_r3d model.
 
-    python -m keras_r3d.predict --model model.keras [--json] [--clips N] [--top_k 5] PATH...
+    python -m keras_r3d.predict --model model.keras [--json] [--clips N|0] [--top_k 5] PATH...
 
 The official evaluation protocol: frames resampled to the model's fps (when the
 source's is known), the shorter side scaled to the model size (PIL bilinear),
 a center crop, and the temporal center window; `--clips N` averages the
-softmax of N evenly spaced windows instead.
+softmax of N evenly spaced windows instead, and `--clips 0` of every
+non-overlapping window (the test protocol of `evaluate --clips 0`).
 """
 import json
 import pathlib
@@ -21,13 +22,16 @@ from keras_r3d.video import VideoError, read_video, resample_indices
 def window_indices(num_frames, frames, downsample, clips=1):
     """Frame indices of `clips` windows of `frames * downsample` frames.
 
-    One clip is the official TemporalCenterCrop; several are evenly spaced.
-    Short videos are loop-padded, as in the official code.
+    One clip is the official TemporalCenterCrop; several are evenly spaced;
+    0 is every non-overlapping window (`data.window_count`'s, the test
+    protocol). Short videos are loop-padded, as in the official code.
     """
-    if clips < 1:
-        raise ValueError(f"clips must be >= 1, got {clips}")
+    if clips < 0:
+        raise ValueError(f"clips must be >= 0, got {clips}")
     span = frames * downsample
-    if clips == 1:
+    if clips == 0:
+        begins = range(0, max(num_frames - 1, 1), span)
+    elif clips == 1:
         begins = [max(0, num_frames // 2 - span // 2)]
     else:
         begins = np.linspace(0, max(0, num_frames - span), clips).round().astype(int)
@@ -159,8 +163,8 @@ def _define_flags():
     flags.DEFINE_integer("threads", None, "CPU threads of an exported model's runtime (default: its own).",
                          lower_bound=1)
     flags.DEFINE_bool("json", False, "One JSON object per input on stdout.")
-    flags.DEFINE_integer("clips", 1, "Windows averaged per video (1: the center window).",
-                         lower_bound=1)
+    flags.DEFINE_integer("clips", 1, "Windows averaged per video (1: the center window; 0: every "
+                         "non-overlapping window, as evaluate --clips 0).", lower_bound=0)
     flags.DEFINE_integer("top_k", 5, "Classes reported per video.", lower_bound=1)
 
 

@@ -25,6 +25,13 @@ def test_window_indices_follow_the_official_center_crop():
     np.testing.assert_array_equal(predict.window_indices(5, 4, 2)[0], [0, 2, 4, 1])
     spread = predict.window_indices(100, 16, 1, clips=3)
     assert spread.shape == (3, 16) and spread[0, 0] == 0 and spread[-1, -1] == 99
+    # 0: every non-overlapping window, as many as evaluate's test protocol counts.
+    from keras_r3d.data import window_count
+
+    for num_frames in (1, 32, 33, 34, 64, 100):
+        every = predict.window_indices(num_frames, 16, 2, clips=0)
+        assert len(every) == window_count(num_frames, 32) and every[0, 0] == 0, num_frames
+        assert [window[0] for window in every] == list(range(0, 32 * len(every), 32))
 
 
 def test_resample_indices_follow_time():
