@@ -785,7 +785,8 @@ def _tensorrt_engine(model, out, onnx_path, quantize, log):
     else:
         log("tensorrt: no engine built here: " + "; ".join(plan["missing"]) + ".\n"
             f"  Wrote {onnx_path} (float32 pixel input) and {sidecar} (keep it beside the "
-            f"engine). On the target, in a folder holding both, run:\n  {plan['trtexec']}")
+            f"engine). On the target, in a folder holding both, run (trtexec is /usr/src/tensorrt/bin/trtexec on "
+            f"JetPack, where it is not on the PATH):\n  {plan['trtexec']}")
     return plan, engine
 
 
