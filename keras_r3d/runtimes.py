@@ -96,7 +96,7 @@ def load_runtime(path, num_threads=None, spin=True, onnx_runtime=None):
     """
     path = str(path)
     if os.path.isdir(path):
-        if not any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+        if not is_saved_model(path):
             raise ValueError("{}: a folder without saved_model.pb, so not a SavedModel: the model is a .tflite, "
                              ".onnx or .engine file or a SavedModel folder".format(path))
         return _SavedModelRuntime(path)
@@ -110,6 +110,11 @@ def load_runtime(path, num_threads=None, spin=True, onnx_runtime=None):
     if suffix in TENSORRT_SUFFIXES:
         return _TensorRTRuntime(path)
     raise ValueError("{}: expected a .tflite, .onnx or .engine file or a SavedModel folder".format(path))
+
+
+def is_saved_model(path):
+    """A folder holding a SavedModel (its saved_model.pb or .pbtxt)."""
+    return any(os.path.isfile(os.path.join(str(path), name)) for name in ("saved_model.pb", "saved_model.pbtxt"))
 
 
 def random_frames(batch_size, input_shape, seed=0):

@@ -95,10 +95,9 @@ def load_for_inference(path, num_threads=None):
                   "float32 with the same weights, as its exports compute", file=sys.stderr)
         return full
     path = check_model_path(path)
-    from keras_r3d.runtimes import TENSORRT_SUFFIXES
+    from keras_r3d.runtimes import ARTIFACT_SUFFIXES, is_saved_model
 
-    saved_model = path.is_dir() and any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
-    if not saved_model and path.suffix.lower() not in (".tflite", ".onnx", *TENSORRT_SUFFIXES):
+    if not is_saved_model(path) and path.suffix.lower() not in ARTIFACT_SUFFIXES:
         kind = "a folder without saved_model.pb" if path.is_dir() else "not a model file"
         raise ValueError(f"{path}: {kind}; a model is a .keras file, an official .pth checkpoint, or an export of "
                          "keras_r3d.export (.tflite, .onnx, .engine, a SavedModel folder)")

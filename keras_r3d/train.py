@@ -735,7 +735,8 @@ def _train(config):
                "loss": float(f"{stats.loss:.6g}"), "train_clip_top1": float(f"{stats.accuracy:.6g}"),  # float32
                "val_clip_top1": results["clip_top1"], "val_clip_top5": results["clip_top5"],
                "val_video_top1": results["video_top1"], "val_video_top5": results["video_top5"],
-               "val_video_loss": float(f"{results['video_loss']:.6g}"), "val_reversed_video_top1": None, "epoch_time_s": round(stats.elapsed, 2),
+               "val_video_loss": float(f"{results['video_loss']:.6g}"), "val_reversed_video_top1": None,
+               "epoch_time_s": round(stats.elapsed, 2),
                "train_clips_per_s": round(steps_per_epoch * config["batch_size"] / stats.elapsed, 2)}
         last_epoch = epoch + 1 == config["epochs"]
         if config["reverse_time_eval"] and (last_epoch or config["reverse_time_eval_every_epoch"]):
